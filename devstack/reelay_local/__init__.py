@@ -1,0 +1,1 @@
+"""reelay_local"""

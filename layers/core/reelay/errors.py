@@ -1,0 +1,134 @@
+"""reelay's exception hierarchy, documented in one place.
+
+Adapters translate low-level failures (httpx, botocore) into these at the boundary
+(``raise ... from exc``); handlers map them to HTTP answers or task states once.
+Step Functions routes on the class *name* of errors raised by the poll function, so
+renaming a transient error class is a template change too.
+
+    ReelayError
+    ├── RequestInvalid            the client's request cannot succeed (HTTP 422)
+    ├── TaskNotFound              no such task (HTTP 404)
+    ├── IdempotencyConflict       same Idempotency-Key, other body (HTTP 409)
+    ├── TransitionConflict        a conditional state write lost (another writer won)
+    ├── ConfigurationError        the stack is mis-configured (bad env, provider credential refused)
+    ├── CallbackRejected          a callback whose token is wrong or missing (HTTP 401)
+    ├── ProviderError             anything a provider answered or failed to answer
+    │   ├── ProviderTransientError        5xx, connection refused, read timeout on a safe call: retry
+    │   │   └── ProviderRateLimited       429: back off and retry, never fail the task
+    │   ├── ProviderAuthError             401: reelay's credential refused (a ConfigurationError too)
+    │   ├── ProviderRejectedRequest       400 / body code 1001: the request's fault, with the provider's message
+    │   ├── InsufficientBalance           body code 1012 or balance below price
+    │   ├── ProviderTaskUnknown           the provider does not know the task id
+    │   ├── ProviderProtocolError         an answer reelay cannot parse
+    │   └── CreateOutcomeUnknown          a create was sent but its answer was lost: never resend blindly
+    └── ResultError               copying a result failed
+        ├── UnsafeResultUrl               a result URL on a private/loopback host (SSRF guard)
+        └── ResultFetchError              the download failed or was truncated (retryable)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ReelayError(Exception):
+    """Base of every error reelay raises on purpose."""
+
+    code: str = "INTERNAL"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class RequestInvalid(ReelayError):
+    """The client asked for something that cannot succeed; raised before any paid call."""
+
+    code = "INVALID_REQUEST"
+
+    def __init__(self, message: str, *, field: str | None = None, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.field = field
+
+
+class TaskNotFound(ReelayError):
+    code = "NOT_FOUND"
+
+
+class IdempotencyConflict(ReelayError):
+    code = "IDEMPOTENCY_CONFLICT"
+
+
+class TransitionConflict(ReelayError):
+    """A conditional write on the task lost: its state or version was not the expected one."""
+
+    code = "CONFLICT"
+
+
+class ConfigurationError(ReelayError):
+    code = "CONFIGURATION_ERROR"
+
+
+class CallbackRejected(ReelayError):
+    code = "UNAUTHORIZED"
+
+
+class ProviderError(ReelayError):
+    """A provider failed or refused; ``provider`` names the configured provider."""
+
+    code = "PROVIDER_ERROR"
+
+    def __init__(self, message: str, *, provider: str, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.provider = provider
+
+
+class ProviderTransientError(ProviderError):
+    code = "PROVIDER_UNAVAILABLE"
+
+
+class ProviderRateLimited(ProviderTransientError):
+    code = "PROVIDER_RATE_LIMITED"
+
+    def __init__(self, message: str, *, provider: str, retry_after: float | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.retry_after = retry_after
+
+
+class ProviderAuthError(ProviderError, ConfigurationError):
+    code = "PROVIDER_AUTH"
+
+
+class ProviderRejectedRequest(ProviderError):
+    code = "PROVIDER_REJECTED"
+
+
+class InsufficientBalance(ProviderError):
+    code = "INSUFFICIENT_BALANCE"
+
+
+class ProviderTaskUnknown(ProviderError):
+    code = "PROVIDER_TASK_UNKNOWN"
+
+
+class ProviderProtocolError(ProviderError):
+    code = "PROVIDER_PROTOCOL"
+
+
+class CreateOutcomeUnknown(ProviderError):
+    """The create request was sent but no answer came back: the provider may have a task."""
+
+    code = "CREATE_OUTCOME_UNKNOWN"
+
+
+class ResultError(ReelayError):
+    code = "INGEST_FAILED"
+
+
+class UnsafeResultUrl(ResultError):
+    code = "RESULT_URL_REFUSED"
+
+
+class ResultFetchError(ResultError):
+    code = "RESULT_FETCH_FAILED"

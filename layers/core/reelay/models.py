@@ -1,0 +1,151 @@
+"""The domain model: tasks, their states, requests and outputs.
+
+Client-visible statuses follow DESIGN.md: queued → submitted → running → ingesting →
+succeeded, or failed from any non-terminal state. ``ALLOWED_TRANSITIONS`` is the one
+place that says which moves exist; the store refuses every other.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "queued"
+    SUBMITTED = "submitted"
+    RUNNING = "running"
+    INGESTING = "ingesting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
+
+
+ALLOWED_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.QUEUED: frozenset({TaskStatus.SUBMITTED, TaskStatus.RUNNING, TaskStatus.INGESTING, TaskStatus.FAILED}),
+    TaskStatus.SUBMITTED: frozenset({TaskStatus.RUNNING, TaskStatus.INGESTING, TaskStatus.FAILED}),
+    TaskStatus.RUNNING: frozenset({TaskStatus.INGESTING, TaskStatus.FAILED}),
+    TaskStatus.INGESTING: frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED}),
+    TaskStatus.SUCCEEDED: frozenset(),
+    TaskStatus.FAILED: frozenset(),
+}
+
+
+class ErrorCode(StrEnum):
+    """Stable error codes a failed task carries; provider failure codes map onto these."""
+
+    CONTENT_POLICY = "CONTENT_POLICY"
+    INVALID_INPUT = "INVALID_INPUT"
+    INVALID_IMAGE = "INVALID_IMAGE"
+    INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
+    PROVIDER_AUTH = "PROVIDER_AUTH"
+    PROVIDER_REJECTED = "PROVIDER_REJECTED"
+    PROVIDER_FAILED = "PROVIDER_FAILED"
+    PROVIDER_TASK_LOST = "PROVIDER_TASK_LOST"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    RESULT_URL_REFUSED = "RESULT_URL_REFUSED"
+    INGEST_FAILED = "INGEST_FAILED"
+    INTERNAL = "INTERNAL"
+
+
+class TaskKind(StrEnum):
+    VIDEO = "video"
+    REMIX = "remix"
+    IMAGE = "image"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+Orientation = Literal["portrait", "landscape"]
+Resolution = Literal["720p", "1080p"]
+
+
+class VideoRequest(BaseModel):
+    """What a client asks for: the body of ``POST /v1/tasks`` (and a manifest line).
+
+    Provider-neutral; each adapter checks it against its protocol's capabilities
+    (``Provider.validate``) before any paid call and translates it to its wire format.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    provider: Annotated[str, Field(min_length=1, max_length=64, description="Configured provider name, e.g. `generate_task`.")]
+    prompt: Annotated[str, Field(min_length=1, max_length=4000, description="What the video shows.")]
+    image_url: Annotated[HttpUrl | None, Field(description="Reference image (image-to-video).")] = None
+    duration: Annotated[int | None, Field(ge=1, le=60, description="Seconds; allowed values depend on the provider.")] = None
+    orientation: Annotated[Orientation | None, Field(description="portrait or landscape.")] = None
+    resolution: Annotated[Resolution | None, Field(description="720p or 1080p, where the provider offers it.")] = None
+    model: Annotated[str | None, Field(max_length=128, description="Provider model string, where the protocol has one.")] = None
+    pro: Annotated[bool, Field(description="Use the provider's pro model, where offered.")] = False
+    watermark: Annotated[bool | None, Field(description="Keep the provider's watermark (default: removed where the provider allows).")] = None
+    webhook_url: Annotated[HttpUrl | None, Field(description="Notified with a signed webhook when the task ends.")] = None
+    metadata: Annotated[dict[str, str] | None, Field(max_length=32, description="Free key/value pairs echoed back.")] = None
+
+    @field_validator("image_url", "webhook_url")
+    @classmethod
+    def _https_or_http_only(cls, value: HttpUrl | None) -> HttpUrl | None:
+        if value is not None and value.scheme not in ("http", "https"):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+
+class TaskError(BaseModel):
+    code: ErrorCode
+    message: str
+
+
+class Output(BaseModel):
+    """One result copied into the results bucket."""
+
+    key: str
+    s3_uri: str
+    bytes: int
+    sha256: str
+    content_type: str
+
+
+class Transition(BaseModel):
+    from_status: TaskStatus | None = Field(default=None, alias="from")
+    to_status: TaskStatus = Field(alias="to")
+    at: datetime
+    reason: str = ""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class Task(BaseModel):
+    """A task as stored. ``version`` increases with every write; writes are conditional on it."""
+
+    id: str
+    provider: str
+    protocol: str
+    kind: TaskKind = TaskKind.VIDEO
+    status: TaskStatus = TaskStatus.QUEUED
+    progress: int = 0
+    request: dict[str, Any]
+    provider_task_id: str | None = None
+    parent_task_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    error: TaskError | None = None
+    outputs: list[Output] = Field(default_factory=list)
+    result_urls: list[str] = Field(default_factory=list)
+    cost_cents: int | None = None
+    webhook_url: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    idempotency_key: str | None = None
+    version: int = 0
+    history: list[Transition] = Field(default_factory=list)
+    # Money rule bookkeeping: when a create was sent and whether its answer was lost.
+    create_sent_at: datetime | None = None
+    create_outcome_unknown: bool = False
+    poll_count: int = 0
+    deadline_at: datetime | None = None

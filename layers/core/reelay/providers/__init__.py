@@ -1,0 +1,1 @@
+"""Provider adapters: one module per protocol behind ``reelay.providers.base.Provider``."""

@@ -1,0 +1,158 @@
+"""The one small interface every provider protocol implements.
+
+A *protocol* is a wire format (sorahk, openai_videos, generate_task); a *provider* is a
+configured instance of one: a name, a base URL and a credential (``ProviderConfig``).
+Adapters hold only their wire format; shared HTTP behaviour lives in ``http.HttpProvider``.
+Every adapter raises only ``reelay.errors`` exceptions.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from reelay.models import ErrorCode, VideoRequest
+
+
+class ProviderState(StrEnum):
+    """A provider's task state, normalised across protocols."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class ProviderConfig(BaseModel):
+    """A configured provider. ``api_key`` is a secret: never logged, never sent to another host."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    protocol: str
+    base_url: str
+    api_key: SecretStr
+    # How the credential is sent: header name and a prefix ("Bearer " for most; "" for openai_videos).
+    auth_header: str = "Authorization"
+    auth_prefix: str = "Bearer "
+    timeout_seconds: float = 20.0
+    # Typical generation time, the first wait of the adaptive poll schedule.
+    typical_seconds: float = 180.0
+    # How long a task may take before reelay gives up (poll deadline).
+    deadline_seconds: float = 3 * 3600.0
+
+
+class ResultRef(BaseModel):
+    """A result the provider made. ``url`` may be a CDN link or a provider endpoint."""
+
+    url: str
+    content_type: str | None = None
+
+
+class ProviderStatus(BaseModel):
+    """What a provider's status endpoint said about one task."""
+
+    provider_task_id: str
+    state: ProviderState
+    progress: int | None = None
+    results: list[ResultRef] = Field(default_factory=list)
+    error_code: ErrorCode | None = None
+    error_message: str | None = None
+    raw_state: str | None = None
+
+
+class CreateResult(BaseModel):
+    provider_task_id: str
+    cost_cents: int | None = None
+    initial_state: ProviderState = ProviderState.PENDING
+
+
+class CallbackHint(BaseModel):
+    """What a callback body *claims*. Never acted on: the status endpoint is the truth."""
+
+    provider_task_id: str | None = None
+    claimed_state: str | None = None
+
+
+class Capabilities(BaseModel):
+    """What a provider can do, shown by ``GET /v1/providers``."""
+
+    protocol: str
+    callbacks: bool
+    modes: list[str]  # e.g. ["text-to-video", "image-to-video", "remix", "images"]
+    durations: list[int]
+    default_duration: int
+    orientations: list[str] = Field(default_factory=lambda: ["portrait", "landscape"])
+    resolutions: list[str] = Field(default_factory=list)
+    sizes: list[str] = Field(default_factory=list)
+    pro: bool = False
+    notes: list[str] = Field(default_factory=list)
+
+
+class AccountInfo(BaseModel):
+    """Live balance and pricing, where the protocol has them (amounts in cents)."""
+
+    balance_cents: int | None = None
+    pricing: dict[str, Any] | None = None
+    currency: str | None = None
+
+
+class Provider(ABC):
+    """A configured provider of one protocol."""
+
+    protocol: str
+    supports_callbacks: bool = False
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @abstractmethod
+    def capabilities(self) -> Capabilities:
+        """Static description of what this protocol can do."""
+
+    @abstractmethod
+    def validate(self, request: VideoRequest) -> None:
+        """Raise ``RequestInvalid`` (with ``field``) for anything the provider cannot do.
+
+        Called before a task is stored and again before the paid create; no network.
+        """
+
+    @abstractmethod
+    def create(self, request: VideoRequest, *, task_id: str, callback_url: str | None) -> CreateResult:
+        """Create the provider task (a paid call). Never retried blindly by callers.
+
+        Raises ``CreateOutcomeUnknown`` when the request was sent but its answer was lost.
+        """
+
+    @abstractmethod
+    def status(self, provider_task_id: str) -> ProviderStatus:
+        """Ask the provider's status endpoint: the only truth about a task."""
+
+    def preflight(self, request: VideoRequest) -> None:
+        """Checks before a paid create that need the provider (e.g. balance vs price)."""
+
+    def parse_callback(self, body: bytes) -> CallbackHint:
+        """Read what a callback claims, leniently; an unreadable body is an empty hint."""
+        return CallbackHint()
+
+    def find_created(self, task_id: str, request: VideoRequest) -> str | None:
+        """Find the provider task of a create whose answer was lost (None when unknown)."""
+        return None
+
+    def result_headers(self, url: str) -> dict[str, str]:
+        """Headers to fetch a result URL: the credential only for this provider's own host."""
+        return {}
+
+    def account(self) -> AccountInfo | None:
+        """Live balance and pricing, where the protocol has them."""
+        return None
+
+    def close(self) -> None:
+        """Release connections."""
