@@ -77,17 +77,29 @@ class VideoRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    provider: Annotated[str, Field(min_length=1, max_length=64, description="Configured provider name, e.g. `generate_task`.")]
+    provider: Annotated[
+        str, Field(min_length=1, max_length=64, description="Configured provider name, e.g. `generate_task`.")
+    ]
     prompt: Annotated[str, Field(min_length=1, max_length=4000, description="What the video shows.")]
     image_url: Annotated[HttpUrl | None, Field(description="Reference image (image-to-video).")] = None
-    duration: Annotated[int | None, Field(ge=1, le=60, description="Seconds; allowed values depend on the provider.")] = None
+    duration: Annotated[
+        int | None, Field(ge=1, le=60, description="Seconds; allowed values depend on the provider.")
+    ] = None
     orientation: Annotated[Orientation | None, Field(description="portrait or landscape.")] = None
     resolution: Annotated[Resolution | None, Field(description="720p or 1080p, where the provider offers it.")] = None
-    model: Annotated[str | None, Field(max_length=128, description="Provider model string, where the protocol has one.")] = None
+    model: Annotated[
+        str | None, Field(max_length=128, description="Provider model string, where the protocol has one.")
+    ] = None
     pro: Annotated[bool, Field(description="Use the provider's pro model, where offered.")] = False
-    watermark: Annotated[bool | None, Field(description="Keep the provider's watermark (default: removed where the provider allows).")] = None
-    webhook_url: Annotated[HttpUrl | None, Field(description="Notified with a signed webhook when the task ends.")] = None
-    metadata: Annotated[dict[str, str] | None, Field(max_length=32, description="Free key/value pairs echoed back.")] = None
+    watermark: Annotated[
+        bool | None, Field(description="Keep the provider's watermark (default: removed where the provider allows).")
+    ] = None
+    webhook_url: Annotated[HttpUrl | None, Field(description="Notified with a signed webhook when the task ends.")] = (
+        None
+    )
+    metadata: Annotated[
+        dict[str, str] | None, Field(max_length=32, description="Free key/value pairs echoed back.")
+    ] = None
 
     @field_validator("image_url", "webhook_url")
     @classmethod

@@ -1,0 +1,20 @@
+"""Provider callbacks: POST /callbacks/{provider}/{task_id}?t=<token> (reelay.callbacks)."""
+
+import os
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from reelay.bootstrap import Container
+from reelay.callback_api import build_callback_app
+
+logger = Logger()
+tracer = Tracer()
+container = Container.from_environ(os.environ)
+app = build_callback_app(lambda: container.callbacks)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

@@ -1,0 +1,107 @@
+"""The composition root: every dependency is wired here, once per cold start, lazily.
+
+Handlers call ``Container.from_environ(os.environ)`` at import time (settings validated
+once) and take only the services they use, so a function builds only its own clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cached_property
+
+from reelay.aws import PollStarter, ResultBucket, TaskQueue
+from reelay.callbacks import CallbackReceiver
+from reelay.catalog import ProviderCatalog
+from reelay.errors import ConfigurationError
+from reelay.ingest import IngestService, ResultCopier, UrlGuard
+from reelay.polling import PollService
+from reelay.settings import Settings
+from reelay.store import DynamoTaskStore, TaskStore
+from reelay.submission import Submitter
+from reelay.tasks import TaskService
+from reelay.tokens import CallbackTokens
+from reelay.tracking import TaskTracker
+
+
+class Container:
+    """Lazily built services of one function."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Container:
+        return cls(Settings.from_environ(environ))
+
+    @cached_property
+    def store(self) -> TaskStore:
+        return DynamoTaskStore(self.settings.task_table_name)
+
+    @cached_property
+    def providers(self) -> ProviderCatalog:
+        return ProviderCatalog(self.settings.providers)
+
+    @cached_property
+    def bucket(self) -> ResultBucket:
+        return ResultBucket(self.settings.results_bucket)
+
+    @cached_property
+    def ingest_queue(self) -> TaskQueue:
+        return TaskQueue(self.settings.ingest_queue_url)
+
+    @cached_property
+    def submit_queue(self) -> TaskQueue:
+        if not self.settings.submit_queue_url:
+            raise ConfigurationError("SUBMIT_QUEUE_URL is not set")
+        return TaskQueue(self.settings.submit_queue_url)
+
+    @cached_property
+    def tokens(self) -> CallbackTokens:
+        return CallbackTokens(self.settings.callback_key())
+
+    @cached_property
+    def tracker(self) -> TaskTracker:
+        return TaskTracker(self.store, self.ingest_queue)
+
+    @cached_property
+    def tasks(self) -> TaskService:
+        return TaskService(
+            self.store,
+            self.providers,
+            self.submit_queue,
+            self.bucket,
+            presign_ttl_seconds=self.settings.presign_ttl_seconds,
+        )
+
+    @cached_property
+    def submitter(self) -> Submitter:
+        has_callbacks = any(self.providers.get(n).supports_callbacks for n in self.providers.names)
+        return Submitter(
+            self.store,
+            self.providers,
+            self.tracker,
+            PollStarter(self.settings.poll_state_machine_arn),
+            tokens=self.tokens if has_callbacks else None,
+            callback_base_url=self.settings.callback_base_url,
+        )
+
+    @cached_property
+    def callbacks(self) -> CallbackReceiver:
+        return CallbackReceiver(self.store, self.providers, self.tokens, self.tracker)
+
+    @cached_property
+    def ingest(self) -> IngestService:
+        copier = ResultCopier(
+            self.bucket, UrlGuard(self.settings.allowed_result_hosts), part_bytes=self.settings.ingest_part_bytes
+        )
+        return IngestService(self.store, self.providers, copier, self.tracker)
+
+    @cached_property
+    def poller(self) -> PollService:
+        return PollService(
+            self.store,
+            self.providers,
+            self.tracker,
+            PollStarter(self.settings.poll_state_machine_arn),
+            max_polls=self.settings.poll_max_polls_per_execution,
+        )

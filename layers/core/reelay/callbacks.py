@@ -1,0 +1,72 @@
+"""Provider callbacks: the token first, the body only a hint, the status endpoint the truth.
+
+No URL that arrives in a callback body is ever fetched: the receiver asks the provider's
+status endpoint, with reelay's credential, and applies that answer through ``TaskTracker``.
+Copying never happens here (ingest does it from a queue), so the answer is fast.
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger
+
+from reelay.catalog import ProviderCatalog
+from reelay.errors import CallbackRejected, ProviderTaskUnknown, RequestInvalid, TransitionConflict
+from reelay.models import Task, TaskStatus
+from reelay.store import TaskStore
+from reelay.tokens import CallbackTokens
+from reelay.tracking import TaskTracker
+
+logger = Logger(child=True)
+
+
+class CallbackReceiver:
+    """Handles ``POST /callbacks/{provider}/{task_id}?t=<token>``."""
+
+    def __init__(
+        self, store: TaskStore, providers: ProviderCatalog, tokens: CallbackTokens, tracker: TaskTracker
+    ) -> None:
+        self._store = store
+        self._providers = providers
+        self._tokens = tokens
+        self._tracker = tracker
+
+    def receive(self, provider_name: str, task_id: str, token: str | None, body: bytes) -> Task:
+        """Verify, then move the task by what the provider's status endpoint says."""
+        if not self._tokens.verify(provider_name, task_id, token):
+            raise CallbackRejected("callback token missing or invalid")
+        try:
+            provider = self._providers.get(provider_name)
+        except RequestInvalid:
+            raise CallbackRejected("callback for a provider this stack does not have") from None
+        task = self._store.get(task_id)
+        if task.provider != provider_name:
+            raise CallbackRejected("callback provider does not match the task")
+        if task.status.terminal or task.status is TaskStatus.INGESTING:
+            return task  # duplicates and late deliveries change nothing and cost no provider call
+        provider_task_id = task.provider_task_id
+        if provider_task_id is None:
+            # The create's answer was lost but the provider used our per-task URL: the hint
+            # names its task, which the status call below confirms before anything is stored.
+            provider_task_id = provider.parse_callback(body).provider_task_id
+            if not provider_task_id:
+                return task
+        try:
+            status = provider.status(provider_task_id)
+        except ProviderTaskUnknown:
+            logger.warning("callback named a task the provider does not know", extra={"task_id": task_id})
+            return task
+        if task.provider_task_id is None and task.status is TaskStatus.QUEUED:
+            task = self._adopt(task, provider_task_id)
+        return self._tracker.apply(task, status)
+
+    def _adopt(self, task: Task, provider_task_id: str) -> Task:
+        try:
+            return self._store.transition(
+                task,
+                TaskStatus.SUBMITTED,
+                reason="confirmed by callback",
+                provider_task_id=provider_task_id,
+                create_outcome_unknown=False,
+            )
+        except TransitionConflict:
+            return self._store.get(task.id)

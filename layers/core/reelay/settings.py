@@ -1,0 +1,128 @@
+"""Configuration, validated once at cold start.
+
+Handlers build ``Settings`` from their environment (``Settings.from_environ(os.environ)``);
+no code below the handler reads ``os.environ``. Provider credentials come from
+``REELAY_<NAME>_API_KEY`` (local runs) or from the JSON secret named by
+``REELAY_PROVIDER_KEYS_SECRET_ARN`` (AWS), read through Powertools Parameters with caching.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from reelay.errors import ConfigurationError
+from reelay.providers.base import ProviderConfig
+
+SecretLoader = Callable[[str], str]
+
+
+def _powertools_secret(arn: str) -> str:
+    # Imported lazily: only the AWS path needs it, and it keeps cold start small.
+    from aws_lambda_powertools.utilities import parameters
+
+    value = parameters.get_secret(arn, max_age=300)
+    return value if isinstance(value, str) else value.decode()
+
+
+class Settings(BaseModel):
+    """The environment of a reelay function. Fields a function does not use may be absent."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    task_table_name: str = Field(min_length=1)
+    results_bucket: str = Field(min_length=1)
+    ingest_queue_url: str = Field(min_length=1)
+    submit_queue_url: str | None = None
+    poll_state_machine_arn: str | None = None
+    callback_base_url: str | None = None
+    callback_secret: SecretStr | None = None
+    callback_secret_arn: str | None = None
+    reelay_providers: str = "generate_task,sorahk,openai_videos"
+    reelay_provider_keys_secret_arn: str | None = None
+    reelay_allowed_result_hosts: str = ""
+    presign_ttl_seconds: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+    poll_max_polls_per_execution: int = Field(default=200, ge=2, le=5000)
+    ingest_part_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    providers: tuple[ProviderConfig, ...] = ()
+    environ: Mapping[str, str] = Field(default_factory=dict, exclude=True, repr=False)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], *, secret_loader: SecretLoader | None = None) -> Settings:
+        """Validate ``environ`` into settings; raise ``ConfigurationError`` naming what is wrong."""
+        values: dict[str, Any] = {k.lower(): v for k, v in environ.items() if v != ""}
+        try:
+            base = cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+            raise ConfigurationError(f"invalid function configuration: {problems}") from None
+        configs = _provider_configs(base, environ, secret_loader or _powertools_secret)
+        return base.model_copy(update={"providers": configs, "environ": dict(environ)})
+
+    @property
+    def allowed_result_hosts(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.reelay_allowed_result_hosts.split(",") if h.strip())
+
+    def callback_key(self, secret_loader: SecretLoader | None = None) -> bytes:
+        """The HMAC key of callback tokens (local: CALLBACK_SECRET; AWS: CALLBACK_SECRET_ARN)."""
+        if self.callback_secret is not None:
+            return self.callback_secret.get_secret_value().encode()
+        if self.callback_secret_arn:
+            return (secret_loader or _powertools_secret)(self.callback_secret_arn).encode()
+        raise ConfigurationError("no callback secret: set CALLBACK_SECRET or CALLBACK_SECRET_ARN")
+
+    def provider(self, name: str) -> ProviderConfig | None:
+        return next((p for p in self.providers if p.name == name), None)
+
+
+def _provider_configs(
+    base: Settings, environ: Mapping[str, str], load_secret: SecretLoader
+) -> tuple[ProviderConfig, ...]:
+    from reelay.providers.registry import PROTOCOL_DEFAULTS
+
+    names = [n.strip() for n in base.reelay_providers.split(",") if n.strip()]
+    secret_keys: dict[str, str] | None = None
+    configs = []
+    for name in names:
+        prefix = f"REELAY_{name.upper()}_"
+        url = environ.get(prefix + "BASE_URL", "").strip()
+        if not url:
+            continue  # listed but not configured in this stack: not offered
+        protocol = environ.get(prefix + "PROTOCOL", name).strip()
+        if protocol not in PROTOCOL_DEFAULTS:
+            raise ConfigurationError(f"provider {name}: unknown protocol {protocol!r} (set {prefix}PROTOCOL)")
+        key = environ.get(prefix + "API_KEY", "")
+        if not key and base.reelay_provider_keys_secret_arn:
+            if secret_keys is None:
+                secret_keys = _load_keys(load_secret, base.reelay_provider_keys_secret_arn)
+            key = secret_keys.get(name, "")
+        fields: dict[str, Any] = dict(PROTOCOL_DEFAULTS[protocol])
+        for env_name, field in (
+            ("AUTH_HEADER", "auth_header"),
+            ("AUTH_PREFIX", "auth_prefix"),
+            ("TIMEOUT_SECONDS", "timeout_seconds"),
+            ("TYPICAL_SECONDS", "typical_seconds"),
+            ("DEADLINE_SECONDS", "deadline_seconds"),
+        ):
+            if prefix + env_name in environ:
+                fields[field] = environ[prefix + env_name]
+        try:
+            configs.append(
+                ProviderConfig(name=name, protocol=protocol, base_url=url.rstrip("/"), api_key=SecretStr(key), **fields)
+            )
+        except ValidationError as exc:
+            raise ConfigurationError(f"provider {name}: invalid configuration: {exc.errors()[0]['msg']}") from None
+    return tuple(configs)
+
+
+def _load_keys(load_secret: SecretLoader, arn: str) -> dict[str, str]:
+    try:
+        data = json.loads(load_secret(arn) or "{}")
+    except json.JSONDecodeError:
+        raise ConfigurationError("provider keys secret is not a JSON object") from None
+    if not isinstance(data, dict):
+        raise ConfigurationError("provider keys secret is not a JSON object")
+    return {str(k): str(v) for k, v in data.items()}

@@ -1,0 +1,244 @@
+"""The task store: DynamoDB, conditional writes, a short transition history.
+
+Item layout (one table, see template.yaml ``TaskTable``):
+- a task:        pk=``TASK#<id>``   sk=``TASK``  + index attributes ``list_pk``/``created_key``
+  (newest-first listing) and, while not terminal, ``due_pk``/``due_at`` (sparse ``Due`` index
+  that reconcile reads instead of scanning).
+- an idempotency record: pk=``IDEM#<scope>#<key>`` sk=``IDEM`` with the task id and a hash of
+  the request; it expires (TTL) after ``IDEMPOTENCY_TTL``.
+
+Every write is conditional on the version read (and, for transitions, the status), so two
+writers can never both win and a terminal task never moves again.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from abc import ABC, abstractmethod
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import boto3
+from boto3.dynamodb.conditions import Attr
+from botocore.exceptions import ClientError
+
+from reelay.errors import IdempotencyConflict, RequestInvalid, TaskNotFound, TransitionConflict
+from reelay.models import ALLOWED_TRANSITIONS, Task, TaskStatus, Transition, utcnow
+
+HISTORY_LIMIT = 20
+IDEMPOTENCY_TTL = timedelta(hours=24)
+# How long a task may sit in a state before reconcile looks at it.
+DUE_AFTER: dict[TaskStatus, timedelta] = {
+    TaskStatus.QUEUED: timedelta(minutes=10),
+    TaskStatus.SUBMITTED: timedelta(minutes=45),
+    TaskStatus.RUNNING: timedelta(minutes=45),
+    TaskStatus.INGESTING: timedelta(minutes=30),
+}
+
+
+class TaskStore(ABC):
+    """Where tasks live. One implementation (DynamoDB); tests use it against moto."""
+
+    @abstractmethod
+    def create(self, task: Task, *, idempotency_scope: str | None = None, request_hash: str = "") -> tuple[Task, bool]:
+        """Store a new task; with an idempotency key, return ``(existing, False)`` on a replay."""
+
+    @abstractmethod
+    def get(self, task_id: str) -> Task:
+        """The task, or ``TaskNotFound``."""
+
+    @abstractmethod
+    def list(
+        self, *, status: TaskStatus | None, provider: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[Task], str | None]:
+        """Newest first, ``limit`` at most, and the cursor of the next page."""
+
+    @abstractmethod
+    def save(self, task: Task, *, expected: Task) -> Task:
+        """Write ``task`` if the stored one is still ``expected`` (same version and status)."""
+
+    def transition(self, task: Task, to: TaskStatus, *, reason: str, **changes: Any) -> Task:
+        """Move ``task`` to ``to`` (and apply ``changes``) if nobody else moved it first."""
+        if to not in ALLOWED_TRANSITIONS[task.status]:
+            raise TransitionConflict(f"task {task.id}: {task.status} -> {to} is not allowed")
+        now = utcnow()
+        entry = Transition.model_validate({"from": task.status, "to": to, "at": now, "reason": reason[:200]})
+        history = [*task.history, entry][-HISTORY_LIMIT:]
+        new = task.model_copy(update={**changes, "status": to, "updated_at": now, "history": history})
+        return self.save(new, expected=task)
+
+    def update(self, task: Task, **changes: Any) -> Task:
+        """Change fields without a status change (progress, provider ids), still conditionally."""
+        if task.status.terminal and set(changes) - {"outputs"}:
+            raise TransitionConflict(f"task {task.id} is {task.status}; it does not change any more")
+        new = task.model_copy(update={**changes, "updated_at": utcnow()})
+        return self.save(new, expected=task)
+
+    @abstractmethod
+    def due(self, *, before: str, limit: int) -> list[str]:
+        """Ids of non-terminal tasks whose ``due_at`` is before ``before`` (ISO time), oldest first."""
+
+
+class DynamoTaskStore(TaskStore):
+    """``TaskStore`` on the DynamoDB table of template.yaml."""
+
+    def __init__(self, table_name: str, *, resource: Any = None) -> None:
+        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        # The resource's client (de)serialises attribute values itself: pass plain values.
+        self._client = self._table.meta.client
+
+    # -- items -------------------------------------------------------------------------
+    @staticmethod
+    def _item(task: Task) -> dict[str, Any]:
+        data = task.model_dump(mode="json", by_alias=True, exclude_none=True)
+        item: dict[str, Any] = {
+            **_to_dynamo(data),
+            "pk": f"TASK#{task.id}",
+            "sk": "TASK",
+            "list_pk": "TASK",
+            "created_key": f"{task.created_at.isoformat()}#{task.id}",
+        }
+        if not task.status.terminal:
+            item["due_pk"] = "DUE"
+            item["due_at"] = (task.updated_at + DUE_AFTER[task.status]).isoformat()
+        return item
+
+    @staticmethod
+    def _task(item: dict[str, Any]) -> Task:
+        data = _from_dynamo({k: v for k, v in item.items() if k not in _INDEX_ATTRS})
+        return Task.model_validate(data)
+
+    # -- operations --------------------------------------------------------------------
+    def create(self, task: Task, *, idempotency_scope: str | None = None, request_hash: str = "") -> tuple[Task, bool]:
+        item = self._item(task)
+        if idempotency_scope is None:
+            self._table.put_item(Item=item, ConditionExpression=Attr("pk").not_exists())
+            return task, True
+        idem_pk = f"IDEM#{idempotency_scope}"
+        expires = int((utcnow() + IDEMPOTENCY_TTL).timestamp())
+        try:
+            self._client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table.name,
+                            "Item": item,
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self._table.name,
+                            "Item": {
+                                "pk": idem_pk,
+                                "sk": "IDEM",
+                                "task_id": task.id,
+                                "request_hash": request_hash,
+                                "expires_at": expires,
+                            },
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                ]
+            )
+            return task, True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+        record = self._table.get_item(Key={"pk": idem_pk, "sk": "IDEM"}, ConsistentRead=True).get("Item")
+        if record is None:  # the competing writer's record expired in between: a plain conflict
+            raise IdempotencyConflict("Idempotency-Key is being used by another request; retry")
+        if record["request_hash"] != request_hash:
+            raise IdempotencyConflict("Idempotency-Key was already used with a different request body")
+        return self.get(str(record["task_id"])), False
+
+    def get(self, task_id: str) -> Task:
+        item = self._table.get_item(Key={"pk": f"TASK#{task_id}", "sk": "TASK"}, ConsistentRead=True).get("Item")
+        if item is None:
+            raise TaskNotFound(f"task {task_id} not found")
+        return self._task(item)
+
+    def save(self, task: Task, *, expected: Task) -> Task:
+        new = task.model_copy(update={"version": expected.version + 1})
+        try:
+            self._table.put_item(
+                Item=self._item(new),
+                ConditionExpression=Attr("version").eq(expected.version) & Attr("status").eq(str(expected.status)),
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise TransitionConflict(f"task {task.id} changed concurrently") from None
+            raise
+        return new
+
+    def list(
+        self, *, status: TaskStatus | None, provider: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[Task], str | None]:
+        query: dict[str, Any] = {"ScanIndexForward": False, "Limit": limit}
+        if status is not None:
+            query |= {"IndexName": "ByStatus", "KeyConditionExpression": "#s = :s"}
+            query |= {"ExpressionAttributeNames": {"#s": "status"}, "ExpressionAttributeValues": {":s": str(status)}}
+            if provider is not None:
+                query["FilterExpression"] = Attr("provider").eq(provider)
+        elif provider is not None:
+            query |= {"IndexName": "ByProvider", "KeyConditionExpression": "provider = :p"}
+            query |= {"ExpressionAttributeValues": {":p": provider}}
+        else:
+            query |= {"IndexName": "ByCreated", "KeyConditionExpression": "list_pk = :l"}
+            query |= {"ExpressionAttributeValues": {":l": "TASK"}}
+        if cursor:
+            query["ExclusiveStartKey"] = _decode_cursor(cursor)
+        page = self._table.query(**query)
+        tasks = [self._task(item) for item in page.get("Items", [])]
+        last = page.get("LastEvaluatedKey")
+        return tasks, (_encode_cursor(last) if last else None)
+
+    def due(self, *, before: str, limit: int) -> list[str]:
+        page = self._table.query(
+            IndexName="Due",
+            KeyConditionExpression="due_pk = :d AND due_at < :b",
+            ExpressionAttributeValues={":d": "DUE", ":b": before},
+            Limit=limit,
+        )
+        return [str(i["pk"]).removeprefix("TASK#") for i in page.get("Items", [])]
+
+
+_INDEX_ATTRS = frozenset({"pk", "sk", "list_pk", "created_key", "due_pk", "due_at", "expires_at"})
+
+
+def _to_dynamo(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: _to_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_dynamo(v) for v in value]
+    return value
+
+
+def _from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_dynamo(v) for v in value]
+    return value
+
+
+def _encode_cursor(key: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(_from_dynamo(key), sort_keys=True).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> dict[str, Any]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        key = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise RequestInvalid("cursor is not valid; use next_cursor from a previous page", field="cursor") from None
+    if not isinstance(key, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in key.items()):
+        raise RequestInvalid("cursor is not valid; use next_cursor from a previous page", field="cursor")
+    return key

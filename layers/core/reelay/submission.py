@@ -1,0 +1,172 @@
+"""Submitting a queued task to its provider: the one paid call, made at most once.
+
+The money rule (DESIGN.md): a client request creates at most one provider task. Before the
+create is sent, the task records ``create_sent_at`` with a conditional write, so two workers
+can never both send it. If the answer is lost (``CreateOutcomeUnknown``) the task is *held*:
+it stays ``queued`` with ``create_outcome_unknown`` until the provider's task list, or a
+callback carrying reelay's task id, says what happened; it is never re-sent blindly.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from aws_lambda_powertools import Logger
+
+from reelay.aws import PollStarter
+from reelay.catalog import ProviderCatalog
+from reelay.errors import (
+    CreateOutcomeUnknown,
+    InsufficientBalance,
+    ProviderAuthError,
+    ProviderRateLimited,
+    ProviderRejectedRequest,
+    ProviderTransientError,
+    RequestInvalid,
+    TransitionConflict,
+)
+from reelay.models import ErrorCode, Task, TaskStatus, VideoRequest, utcnow
+from reelay.providers.base import Provider
+from reelay.store import TaskStore
+from reelay.tokens import CallbackTokens
+from reelay.tracking import TaskTracker
+from reelay.workers import RetryLater, backoff_seconds
+
+logger = Logger(child=True)
+
+
+class SubmitOutcome(StrEnum):
+    SUBMITTED = "submitted"
+    SKIPPED = "skipped"  # not queued any more (a duplicate message) or another worker has it
+    HELD = "held"  # create outcome unknown: waiting for reconcile, never re-sent blindly
+    FAILED = "failed"
+
+
+class Submitter:
+    """Takes a queued task to its provider."""
+
+    def __init__(
+        self,
+        store: TaskStore,
+        providers: ProviderCatalog,
+        tracker: TaskTracker,
+        poll: PollStarter,
+        *,
+        tokens: CallbackTokens | None,
+        callback_base_url: str | None,
+    ) -> None:
+        self._store = store
+        self._providers = providers
+        self._tracker = tracker
+        self._poll = poll
+        self._tokens = tokens
+        self._callback_base_url = callback_base_url
+
+    def submit(self, task_id: str, *, attempt: int = 0) -> SubmitOutcome:
+        """Submit one task; raises ``RetryLater`` for 429s and transient failures."""
+        task = self._store.get(task_id)
+        if task.status is not TaskStatus.QUEUED:
+            return SubmitOutcome.SKIPPED
+        if task.create_sent_at is not None:
+            return self.recover(task)
+        provider = self._providers.get(task.provider)
+        request = VideoRequest.model_validate(task.request)
+        try:
+            provider.validate(request)
+            provider.preflight(request)
+        except RequestInvalid as exc:
+            self._tracker.fail(task, ErrorCode.INVALID_INPUT, exc.message)
+            return SubmitOutcome.FAILED
+        except InsufficientBalance as exc:
+            self._tracker.fail(task, ErrorCode.INSUFFICIENT_BALANCE, exc.message)
+            return SubmitOutcome.FAILED
+        except ProviderAuthError as exc:
+            self._tracker.fail(task, ErrorCode.PROVIDER_AUTH, exc.message)
+            return SubmitOutcome.FAILED
+        except ProviderTransientError as exc:
+            raise RetryLater(_retry_seconds(exc, attempt), exc.message) from exc
+        try:
+            task = self._store.update(task, create_sent_at=utcnow())
+        except TransitionConflict:
+            return SubmitOutcome.SKIPPED  # another worker claimed the create
+        return self._create(task, provider, request, attempt)
+
+    def _create(self, task: Task, provider: Provider, request: VideoRequest, attempt: int) -> SubmitOutcome:
+        callback_url = None
+        if provider.supports_callbacks and self._tokens and self._callback_base_url:
+            callback_url = self._tokens.url(self._callback_base_url, provider.name, task.id)
+        try:
+            result = provider.create(request, task_id=task.id, callback_url=callback_url)
+        except CreateOutcomeUnknown:
+            logger.warning("create outcome unknown; holding task", extra={"task_id": task.id})
+            task = self._store.update(task, create_outcome_unknown=True)
+            return self.recover(task)
+        except ProviderTransientError as exc:
+            # The provider answered 429/5xx or the request never left: no task was made, so
+            # release the claim and retry from the queue.
+            self._store.update(task, create_sent_at=None)
+            raise RetryLater(_retry_seconds(exc, attempt), exc.message) from exc
+        except ProviderAuthError as exc:
+            self._tracker.fail(task, ErrorCode.PROVIDER_AUTH, exc.message)
+            return SubmitOutcome.FAILED
+        except InsufficientBalance as exc:
+            self._tracker.fail(task, ErrorCode.INSUFFICIENT_BALANCE, exc.message)
+            return SubmitOutcome.FAILED
+        except (ProviderRejectedRequest, RequestInvalid) as exc:
+            self._tracker.fail(task, ErrorCode.PROVIDER_REJECTED, exc.message)
+            return SubmitOutcome.FAILED
+        task = self._store.transition(
+            task,
+            TaskStatus.SUBMITTED,
+            reason="provider accepted",
+            provider_task_id=result.provider_task_id,
+            cost_cents=result.cost_cents,
+            create_outcome_unknown=False,
+        )
+        self._follow(task, provider)
+        return SubmitOutcome.SUBMITTED
+
+    def recover(self, task: Task) -> SubmitOutcome:
+        """A create was sent before but its answer is unknown: look for the provider task."""
+        provider = self._providers.get(task.provider)
+        found = provider.find_created(task.id, VideoRequest.model_validate(task.request))
+        if found is None:
+            return SubmitOutcome.HELD
+        try:
+            task = self._store.transition(
+                task,
+                TaskStatus.SUBMITTED,
+                reason="found at provider",
+                provider_task_id=found,
+                create_outcome_unknown=False,
+            )
+        except TransitionConflict:
+            return SubmitOutcome.SKIPPED
+        self._follow(task, provider)
+        return SubmitOutcome.SUBMITTED
+
+    def _follow(self, task: Task, provider: Provider) -> None:
+        """Start the poll path for protocols without callbacks (execution name = task id)."""
+        if provider.supports_callbacks:
+            return
+        self._poll.start(task.id, poll_input(task, provider))
+
+
+def poll_input(task: Task, provider: Provider, *, segment: int = 0, total_polls: int = 0) -> dict[str, object]:
+    """The input of a poll execution: the first wait comes from the adaptive schedule."""
+    from reelay.schedule import PollSchedule
+
+    schedule = PollSchedule.for_provider(provider.config)
+    return {
+        "task_id": task.id,
+        "polls": 0,
+        "total_polls": total_polls,
+        "segment": segment,
+        "wait_seconds": schedule.wait(total_polls, task_id=task.id),
+    }
+
+
+def _retry_seconds(exc: Exception, attempt: int) -> int:
+    if isinstance(exc, ProviderRateLimited) and exc.retry_after:
+        return max(1, int(exc.retry_after))
+    return backoff_seconds(attempt)

@@ -1,0 +1,115 @@
+"""The client-facing task operations behind the HTTP API (and the batch manifest)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from typing import Any
+
+from reelay.aws import ResultBucket, TaskQueue
+from reelay.catalog import ProviderCatalog
+from reelay.models import Task, TaskKind, TaskStatus, VideoRequest, utcnow
+from reelay.store import TaskStore
+
+
+def new_task_id() -> str:
+    """Time-ordered, unguessable: 12 hex digits of milliseconds, then 16 random hex digits."""
+    return f"tsk_{int(time.time() * 1000):012x}{secrets.token_hex(8)}"
+
+
+def request_hash(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class TaskService:
+    """Create, read and list tasks; every check that can fail happens before anything is stored."""
+
+    def __init__(
+        self,
+        store: TaskStore,
+        providers: ProviderCatalog,
+        submit_queue: TaskQueue,
+        bucket: ResultBucket,
+        *,
+        presign_ttl_seconds: int = 900,
+    ) -> None:
+        self._store = store
+        self._providers = providers
+        self._submit = submit_queue
+        self._bucket = bucket
+        self._ttl = presign_ttl_seconds
+
+    def create(
+        self,
+        request: VideoRequest,
+        *,
+        caller: str = "anonymous",
+        idempotency_key: str | None = None,
+        kind: TaskKind = TaskKind.VIDEO,
+        parent_task_id: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> tuple[Task, bool]:
+        """Validate against the provider, store as ``queued``, enqueue. ``(task, created)``."""
+        provider = self._providers.get(request.provider)
+        if kind is not TaskKind.IMAGE:
+            provider.validate(request)
+        payload = request.model_dump(mode="json", exclude_none=True) | (extra or {})
+        now = utcnow()
+        task = Task(
+            id=new_task_id(),
+            provider=provider.name,
+            protocol=provider.protocol,
+            kind=kind,
+            request=payload,
+            parent_task_id=parent_task_id,
+            created_at=now,
+            updated_at=now,
+            webhook_url=str(request.webhook_url) if request.webhook_url else None,
+            metadata=request.metadata or {},
+            idempotency_key=idempotency_key,
+        )
+        scope = f"{caller}#{idempotency_key}" if idempotency_key else None
+        fingerprint = request_hash({"kind": kind.value, "parent": parent_task_id, **payload})
+        task, created = self._store.create(task, idempotency_scope=scope, request_hash=fingerprint)
+        if created:
+            # If this send is lost, the task stays queued and reconcile re-sends it.
+            self._submit.send(task.id)
+        return task, created
+
+    def get(self, task_id: str) -> Task:
+        return self._store.get(task_id)
+
+    def list(
+        self, *, status: TaskStatus | None, provider: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[Task], str | None]:
+        return self._store.list(status=status, provider=provider, limit=limit, cursor=cursor)
+
+    def view(self, task: Task) -> dict[str, Any]:
+        """The client's view of a task: no internal bookkeeping, outputs with presigned URLs."""
+        return {
+            "id": task.id,
+            "provider": task.provider,
+            "kind": task.kind.value,
+            "status": task.status.value,
+            "progress": task.progress,
+            "provider_task_id": task.provider_task_id,
+            "parent_task_id": task.parent_task_id,
+            "created_at": task.created_at.isoformat(),
+            "updated_at": task.updated_at.isoformat(),
+            "error": task.error.model_dump(mode="json") if task.error else None,
+            "outputs": [
+                {
+                    "s3_uri": o.s3_uri,
+                    "bytes": o.bytes,
+                    "sha256": o.sha256,
+                    "content_type": o.content_type,
+                    "url": self._bucket.presigned_get(o.key, self._ttl),
+                }
+                for o in task.outputs
+            ],
+            "cost_cents": task.cost_cents,
+            "metadata": task.metadata,
+            "request": task.request,
+        }

@@ -1,0 +1,61 @@
+"""Running SQS-triggered workers (submit, ingest) with partial batch failures.
+
+A worker handles one task id at a time. ``RetryLater`` makes the message visible again
+after a backoff (``ChangeMessageVisibility``) instead of waiting out the queue's long
+visibility timeout; any other exception is a plain failure, redelivered by SQS and, after
+``maxReceiveCount``, parked in the DLQ. A message that can never succeed (no task id) is
+dropped with an error log rather than retried.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from reelay.aws import TaskQueue
+
+logger = Logger(child=True)
+
+
+class RetryLater(Exception):
+    """The step should be retried from the queue after ``seconds`` (429s, brief outages)."""
+
+    def __init__(self, seconds: int, reason: str) -> None:
+        super().__init__(reason)
+        self.seconds = seconds
+        self.reason = reason
+
+
+def backoff_seconds(attempt: int, *, base: float = 5.0, cap: float = 300.0, rng: random.Random | None = None) -> int:
+    """Exponential backoff with full jitter: uniform in [base, min(cap, base * 2**attempt)]."""
+    high = min(cap, base * (2 ** max(0, attempt)))
+    return max(1, int((rng or random).uniform(base, max(base, high))))
+
+
+def run_batch(
+    event: dict[str, Any], context: Any, *, queue: TaskQueue, handle: Callable[[str, int], object]
+) -> dict[str, Any]:
+    """Handle each record's task id with ``handle(task_id, attempt)``; report failed items."""
+
+    def record_handler(record: SQSRecord) -> None:
+        try:
+            task_id = str(json.loads(record.body)["task_id"])
+        except (ValueError, KeyError, TypeError):
+            logger.error("dropping a message without a task id", extra={"message_id": record.message_id})
+            return
+        attempt = int(record.attributes.approximate_receive_count or 1) - 1
+        try:
+            handle(task_id, attempt)
+        except RetryLater as retry:
+            logger.info("retrying later", extra={"task_id": task_id, "seconds": retry.seconds, "reason": retry.reason})
+            queue.retry_later(record.receipt_handle, retry.seconds)
+            raise
+
+    processor = BatchProcessor(event_type=EventType.SQS)
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -1,0 +1,161 @@
+"""The client API through the real handler path (Powertools resolver), against moto."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import pytest
+
+from reelay.api import build_app
+from reelay.aws import ResultBucket, TaskQueue
+from reelay.catalog import ProviderCatalog
+from reelay.store import DynamoTaskStore
+from reelay.tasks import TaskService
+from tests.unit.conftest import drain, load_event
+from tests.unit.fakes import FakeProvider, config
+
+
+class _Ctx:
+    function_name = "api"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:api"
+    aws_request_id = "req"
+
+
+@pytest.fixture
+def api(aws: dict[str, str]) -> Any:
+    provider = FakeProvider(config("generate_task"))
+    catalog = ProviderCatalog((provider.config,), factory=lambda c: provider)
+    service = TaskService(DynamoTaskStore("tasks"), catalog, TaskQueue(aws["SUBMIT_QUEUE_URL"]), ResultBucket("results"))
+    app = build_app(lambda: service)
+
+    def call(method: str, path: str, body: Any = None, *, raw: str | None = None, headers: dict[str, str] | None = None,
+             qs: str = "") -> tuple[int, dict[str, Any], dict[str, str]]:
+        event = load_event("api_create_task.json")
+        event["headers"] = {"content-type": "application/json", **(headers or {})}
+        event["rawPath"] = path
+        event["requestContext"]["http"]["method"] = method
+        event["requestContext"]["http"]["path"] = path
+        event["rawQueryString"] = qs
+        event["queryStringParameters"] = dict(p.split("=", 1) for p in qs.split("&")) if qs else None
+        event["body"] = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        out = app.resolve(event, _Ctx())
+        return out["statusCode"], json.loads(out["body"]), out.get("headers", {})
+
+    call.submit_queue = aws["SUBMIT_QUEUE_URL"]  # type: ignore[attr-defined]
+    return call
+
+
+def _count_tasks() -> int:
+    table = boto3.resource("dynamodb").Table("tasks")
+    return sum(1 for i in table.scan()["Items"] if i["pk"].startswith("TASK#"))
+
+
+def test_create_task_answers_202_stores_queued_and_enqueues(api: Any) -> None:
+    status, body, headers = api("POST", "/v1/tasks", {"provider": "generate_task", "prompt": "a cat", "duration": 4})
+    assert status == 202
+    assert body["status"] == "queued" and body["provider"] == "generate_task"
+    assert headers["Location"] == f"/v1/tasks/{body['id']}"
+    assert drain(api.submit_queue) == [{"task_id": body["id"]}]
+
+
+def test_idempotency_key_same_body_returns_same_task_and_enqueues_once(api: Any) -> None:
+    req = {"provider": "generate_task", "prompt": "a cat"}
+    s1, first, _ = api("POST", "/v1/tasks", req, headers={"idempotency-key": "k1"})
+    s2, second, h2 = api("POST", "/v1/tasks", req, headers={"idempotency-key": "k1"})
+    assert (s1, s2) == (202, 202)
+    assert first["id"] == second["id"]
+    assert h2["Idempotent-Replayed"] == "true"
+    assert len(drain(api.submit_queue)) == 1
+    assert _count_tasks() == 1
+
+
+def test_idempotency_key_with_other_body_is_409(api: Any) -> None:
+    api("POST", "/v1/tasks", {"provider": "generate_task", "prompt": "a cat"}, headers={"idempotency-key": "k1"})
+    status, body, _ = api("POST", "/v1/tasks", {"provider": "generate_task", "prompt": "a dog"},
+                          headers={"idempotency-key": "k1"})
+    assert status == 409
+    assert body["error"]["code"] == "IDEMPOTENCY_CONFLICT"
+    assert _count_tasks() == 1
+
+
+BAD_INPUTS: list[tuple[str, str | None, Any, int, str]] = [
+    # (name, raw body, json body, expected status, field or code that must be named)
+    ("malformed JSON", "{not json", None, 400, "MALFORMED_JSON"),
+    ("empty body", "", None, 422, "VALIDATION_FAILED"),
+    ("JSON array body", "[1,2]", None, 422, "VALIDATION_FAILED"),
+    ("missing prompt", None, {"provider": "generate_task"}, 422, "prompt"),
+    ("missing provider", None, {"prompt": "x"}, 422, "provider"),
+    ("empty prompt", None, {"provider": "generate_task", "prompt": "   "}, 422, "prompt"),
+    ("prompt too long", None, {"provider": "generate_task", "prompt": "x" * 4001}, 422, "prompt"),
+    ("unknown provider", None, {"provider": "nope", "prompt": "x"}, 422, "provider"),
+    ("duration the provider cannot do", None, {"provider": "generate_task", "prompt": "x", "duration": 5}, 422, "duration"),
+    ("duration not a number", None, {"provider": "generate_task", "prompt": "x", "duration": "long"}, 422, "duration"),
+    ("negative duration", None, {"provider": "generate_task", "prompt": "x", "duration": -4}, 422, "duration"),
+    ("bad orientation", None, {"provider": "generate_task", "prompt": "x", "orientation": "diagonal"}, 422, "orientation"),
+    ("bad resolution", None, {"provider": "generate_task", "prompt": "x", "resolution": "8k"}, 422, "resolution"),
+    ("image_url not a URL", None, {"provider": "generate_task", "prompt": "x", "image_url": "not a url"}, 422, "image_url"),
+    ("image_url ftp scheme", None, {"provider": "generate_task", "prompt": "x", "image_url": "ftp://h/x.png"}, 422, "image_url"),
+    ("webhook_url not a URL", None, {"provider": "generate_task", "prompt": "x", "webhook_url": "nope"}, 422, "webhook_url"),
+    ("unknown field", None, {"provider": "generate_task", "prompt": "x", "colour": "red"}, 422, "colour"),
+    ("metadata not strings", None, {"provider": "generate_task", "prompt": "x", "metadata": {"a": {"b": 1}}}, 422, "metadata"),
+    ("pro not a boolean", None, {"provider": "generate_task", "prompt": "x", "pro": "very"}, 422, "pro"),
+]
+
+
+@pytest.mark.parametrize(("name", "raw", "body", "status", "named"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_a_clear_4xx_and_creates_nothing(api: Any, name: str, raw: str | None, body: Any, status: int,
+                                                      named: str) -> None:
+    got, answer, _ = api("POST", "/v1/tasks", body, raw=raw)
+    assert got == status, answer
+    assert named in json.dumps(answer["error"])
+    assert answer["error"]["message"]
+    assert _count_tasks() == 0
+    assert drain(api.submit_queue) == []
+
+
+def test_bad_idempotency_key_header_is_422(api: Any) -> None:
+    status, body, _ = api("POST", "/v1/tasks", {"provider": "generate_task", "prompt": "x"},
+                          headers={"idempotency-key": "k" * 300})
+    assert status == 422
+    assert _count_tasks() == 0
+
+
+def test_unknown_task_is_404_and_malformed_id_is_422(api: Any) -> None:
+    status, body, _ = api("GET", "/v1/tasks/tsk_0123456789abcdef0123456789ab")
+    assert status == 404 and body["error"]["code"] == "NOT_FOUND"
+    status, body, _ = api("GET", "/v1/tasks/../../etc")
+    assert status in (404, 422)
+
+
+def test_list_is_newest_first_with_cursor_paging(api: Any) -> None:
+    ids = [api("POST", "/v1/tasks", {"provider": "generate_task", "prompt": f"p{i}"})[1]["id"] for i in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        qs = "limit=2" + (f"&cursor={cursor}" if cursor else "")
+        status, body, _ = api("GET", "/v1/tasks", qs=qs)
+        assert status == 200
+        seen += [t["id"] for t in body["tasks"]]
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert seen == list(reversed(ids))
+
+
+def test_list_filters_by_status_and_rejects_bad_values(api: Any) -> None:
+    api("POST", "/v1/tasks", {"provider": "generate_task", "prompt": "p"})
+    assert len(api("GET", "/v1/tasks", qs="status=queued")[1]["tasks"]) == 1
+    assert api("GET", "/v1/tasks", qs="status=succeeded")[1]["tasks"] == []
+    assert api("GET", "/v1/tasks", qs="status=bogus")[0] == 422
+    assert api("GET", "/v1/tasks", qs="limit=0")[0] == 422
+    assert api("GET", "/v1/tasks", qs="cursor=%%%")[0] == 422
+
+
+def test_openapi_document_lists_the_routes(api: Any) -> None:
+    status, doc, _ = api("GET", "/v1/openapi.json")
+    assert status == 200
+    assert {"/v1/tasks", "/v1/tasks/{task_id}"} <= set(doc["paths"])
+    assert "VideoRequest" in json.dumps(doc)
