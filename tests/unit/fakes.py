@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pydantic import SecretStr
-
 from reelay.errors import RequestInvalid
+from reelay.models import VideoRequest
 from reelay.providers.base import (
-    Capabilities,
     CallbackHint,
+    Capabilities,
     CreateResult,
     Provider,
     ProviderConfig,
@@ -15,11 +15,12 @@ from reelay.providers.base import (
     ProviderStatus,
     ResultRef,
 )
-from reelay.models import VideoRequest
 
 
 def config(name: str = "fake", protocol: str = "fake", **kw: object) -> ProviderConfig:
-    return ProviderConfig(name=name, protocol=protocol, base_url="https://fake.example", api_key=SecretStr("k-secret"), **kw)
+    return ProviderConfig(
+        name=name, protocol=protocol, base_url="https://fake.example", api_key=SecretStr("k-secret"), **kw
+    )
 
 
 class FakeProvider(Provider):
@@ -39,8 +40,13 @@ class FakeProvider(Provider):
         self.state = ProviderStatus(provider_task_id="p-1", state=ProviderState.PENDING, progress=0)
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(protocol="fake", callbacks=self.supports_callbacks, modes=["text-to-video"],
-                            durations=[4, 8], default_duration=4)
+        return Capabilities(
+            protocol="fake",
+            callbacks=self.supports_callbacks,
+            modes=["text-to-video"],
+            durations=[4, 8],
+            default_duration=4,
+        )
 
     def validate(self, request: VideoRequest) -> None:
         if request.duration not in (None, 4, 8):
@@ -75,8 +81,12 @@ class FakeProvider(Provider):
         return self.found
 
     def succeed(self, *urls: str) -> None:
-        self.state = ProviderStatus(provider_task_id="p-1", state=ProviderState.SUCCEEDED, progress=100,
-                                    results=[ResultRef(url=u) for u in urls])
+        self.state = ProviderStatus(
+            provider_task_id="p-1",
+            state=ProviderState.SUCCEEDED,
+            progress=100,
+            results=[ResultRef(url=u) for u in urls],
+        )
 
     def running(self, progress: int) -> None:
         self.state = ProviderStatus(provider_task_id="p-1", state=ProviderState.RUNNING, progress=progress)

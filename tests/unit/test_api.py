@@ -7,12 +7,12 @@ from typing import Any
 
 import boto3
 import pytest
-
 from reelay.api import build_app
 from reelay.aws import ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
 from reelay.store import DynamoTaskStore
 from reelay.tasks import TaskService
+
 from tests.unit.conftest import drain, load_event
 from tests.unit.fakes import FakeProvider, config
 
@@ -28,11 +28,20 @@ class _Ctx:
 def api(aws: dict[str, str]) -> Any:
     provider = FakeProvider(config("generate_task"))
     catalog = ProviderCatalog((provider.config,), factory=lambda c: provider)
-    service = TaskService(DynamoTaskStore("tasks"), catalog, TaskQueue(aws["SUBMIT_QUEUE_URL"]), ResultBucket("results"))
+    service = TaskService(
+        DynamoTaskStore("tasks"), catalog, TaskQueue(aws["SUBMIT_QUEUE_URL"]), ResultBucket("results")
+    )
     app = build_app(lambda: service)
 
-    def call(method: str, path: str, body: Any = None, *, raw: str | None = None, headers: dict[str, str] | None = None,
-             qs: str = "") -> tuple[int, dict[str, Any], dict[str, str]]:
+    def call(
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: str | None = None,
+        headers: dict[str, str] | None = None,
+        qs: str = "",
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         event = load_event("api_create_task.json")
         event["headers"] = {"content-type": "application/json", **(headers or {})}
         event["rawPath"] = path
@@ -74,8 +83,9 @@ def test_idempotency_key_same_body_returns_same_task_and_enqueues_once(api: Any)
 
 def test_idempotency_key_with_other_body_is_409(api: Any) -> None:
     api("POST", "/v1/tasks", {"provider": "generate_task", "prompt": "a cat"}, headers={"idempotency-key": "k1"})
-    status, body, _ = api("POST", "/v1/tasks", {"provider": "generate_task", "prompt": "a dog"},
-                          headers={"idempotency-key": "k1"})
+    status, body, _ = api(
+        "POST", "/v1/tasks", {"provider": "generate_task", "prompt": "a dog"}, headers={"idempotency-key": "k1"}
+    )
     assert status == 409
     assert body["error"]["code"] == "IDEMPOTENCY_CONFLICT"
     assert _count_tasks() == 1
@@ -91,23 +101,60 @@ BAD_INPUTS: list[tuple[str, str | None, Any, int, str]] = [
     ("empty prompt", None, {"provider": "generate_task", "prompt": "   "}, 422, "prompt"),
     ("prompt too long", None, {"provider": "generate_task", "prompt": "x" * 4001}, 422, "prompt"),
     ("unknown provider", None, {"provider": "nope", "prompt": "x"}, 422, "provider"),
-    ("duration the provider cannot do", None, {"provider": "generate_task", "prompt": "x", "duration": 5}, 422, "duration"),
+    (
+        "duration the provider cannot do",
+        None,
+        {"provider": "generate_task", "prompt": "x", "duration": 5},
+        422,
+        "duration",
+    ),
     ("duration not a number", None, {"provider": "generate_task", "prompt": "x", "duration": "long"}, 422, "duration"),
     ("negative duration", None, {"provider": "generate_task", "prompt": "x", "duration": -4}, 422, "duration"),
-    ("bad orientation", None, {"provider": "generate_task", "prompt": "x", "orientation": "diagonal"}, 422, "orientation"),
+    (
+        "bad orientation",
+        None,
+        {"provider": "generate_task", "prompt": "x", "orientation": "diagonal"},
+        422,
+        "orientation",
+    ),
     ("bad resolution", None, {"provider": "generate_task", "prompt": "x", "resolution": "8k"}, 422, "resolution"),
-    ("image_url not a URL", None, {"provider": "generate_task", "prompt": "x", "image_url": "not a url"}, 422, "image_url"),
-    ("image_url ftp scheme", None, {"provider": "generate_task", "prompt": "x", "image_url": "ftp://h/x.png"}, 422, "image_url"),
-    ("webhook_url not a URL", None, {"provider": "generate_task", "prompt": "x", "webhook_url": "nope"}, 422, "webhook_url"),
+    (
+        "image_url not a URL",
+        None,
+        {"provider": "generate_task", "prompt": "x", "image_url": "not a url"},
+        422,
+        "image_url",
+    ),
+    (
+        "image_url ftp scheme",
+        None,
+        {"provider": "generate_task", "prompt": "x", "image_url": "ftp://h/x.png"},
+        422,
+        "image_url",
+    ),
+    (
+        "webhook_url not a URL",
+        None,
+        {"provider": "generate_task", "prompt": "x", "webhook_url": "nope"},
+        422,
+        "webhook_url",
+    ),
     ("unknown field", None, {"provider": "generate_task", "prompt": "x", "colour": "red"}, 422, "colour"),
-    ("metadata not strings", None, {"provider": "generate_task", "prompt": "x", "metadata": {"a": {"b": 1}}}, 422, "metadata"),
+    (
+        "metadata not strings",
+        None,
+        {"provider": "generate_task", "prompt": "x", "metadata": {"a": {"b": 1}}},
+        422,
+        "metadata",
+    ),
     ("pro not a boolean", None, {"provider": "generate_task", "prompt": "x", "pro": "very"}, 422, "pro"),
 ]
 
 
 @pytest.mark.parametrize(("name", "raw", "body", "status", "named"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_is_a_clear_4xx_and_creates_nothing(api: Any, name: str, raw: str | None, body: Any, status: int,
-                                                      named: str) -> None:
+def test_bad_input_is_a_clear_4xx_and_creates_nothing(
+    api: Any, name: str, raw: str | None, body: Any, status: int, named: str
+) -> None:
     got, answer, _ = api("POST", "/v1/tasks", body, raw=raw)
     assert got == status, answer
     assert named in json.dumps(answer["error"])
@@ -117,8 +164,9 @@ def test_bad_input_is_a_clear_4xx_and_creates_nothing(api: Any, name: str, raw: 
 
 
 def test_bad_idempotency_key_header_is_422(api: Any) -> None:
-    status, body, _ = api("POST", "/v1/tasks", {"provider": "generate_task", "prompt": "x"},
-                          headers={"idempotency-key": "k" * 300})
+    status, _body, _ = api(
+        "POST", "/v1/tasks", {"provider": "generate_task", "prompt": "x"}, headers={"idempotency-key": "k" * 300}
+    )
     assert status == 422
     assert _count_tasks() == 0
 

@@ -43,7 +43,7 @@ class PollSchedule:
             eta = elapsed * (100 - progress) / progress
             base = min(self.cap, max(self.floor, eta * self.eta_share))
         else:
-            base = min(self.blind_cap, self.floor * self.growth ** (polls - 1))
+            base = min(self.blind_cap, self.floor * self.growth ** min(polls - 1, 64))
         return max(1, round(base * self._jitter(task_id, polls)))
 
     def _jitter(self, task_id: str, polls: int) -> float:

@@ -1,0 +1,71 @@
+# reelay: the two commands are `make demo` and `make test`; each sets everything up first.
+# Everything installs into the repo (.venv, .venv-sam, node_modules) from pinned versions.
+
+SHELL := /bin/bash
+# The Lambda runtime is python3.13: prefer it (pyenv has one on these machines), else python3.
+PYTHON ?= $(firstword $(shell command -v python3.13) $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3))
+VENV := .venv
+BIN := $(VENV)/bin
+SAM := .venv-sam/bin/sam
+REGION := us-east-1
+
+.PHONY: setup demo test dev checks lint template-checks unit integration bench build clean
+
+setup: $(VENV)/.installed .venv-sam/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+# The SAM CLI pins its own boto3 and pydantic, so it lives in a virtualenv of its own.
+.venv-sam/.installed: requirements-sam.txt
+	test -x .venv-sam/bin/python || $(PYTHON) -m venv .venv-sam
+	.venv-sam/bin/pip install -q --disable-pip-version-check -r requirements-sam.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch $@
+
+## demo: one task through each provider into S3 on the embedded local stack
+demo: $(VENV)/.installed
+	$(BIN)/reelay demo
+
+## dev: the local stack, kept running (API on 127.0.0.1:8787)
+dev: $(VENV)/.installed
+	$(BIN)/reelay dev --port 8787
+
+## test: every template check, lint, unit and integration tests
+test: setup template-checks lint
+	$(BIN)/pytest -q -p no:cacheprovider
+
+template-checks: setup
+	SAM_CLI_TELEMETRY=0 $(SAM) validate --region $(REGION) -t template.yaml
+	SAM_CLI_TELEMETRY=0 $(SAM) validate --lint --region $(REGION) -t template.yaml
+	$(BIN)/cfn-lint -a cfn_lint_serverless.rules -- template.yaml
+	node_modules/.bin/asl-validator --json-path statemachine/poll.asl.json
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check layers functions
+
+unit: $(VENV)/.installed
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit
+
+integration: $(VENV)/.installed
+	$(BIN)/pytest -q -p no:cacheprovider tests/integration tests/e2e
+
+## bench: the figures quoted in README (cold start, poll schedule, ingest memory)
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/cold_start.py
+	$(BIN)/python benchmarks/poll_schedule.py
+	$(BIN)/python benchmarks/ingest_memory.py
+
+## build: sam build (needs python3.13 on PATH and the package registry)
+build: setup
+	PATH="$(dir $(PYTHON)):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM) build --region $(REGION)
+
+clean:
+	rm -rf $(VENV) .venv-sam node_modules .aws-sam

@@ -1,0 +1,101 @@
+"""TaskStore on DynamoDB (moto): conditional transitions, history, idempotency, paging."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from reelay.errors import IdempotencyConflict, RequestInvalid, TaskNotFound, TransitionConflict
+from reelay.models import Task, TaskStatus, utcnow
+from reelay.store import DynamoTaskStore
+from reelay.tasks import new_task_id
+
+
+def _task(**kw: object) -> Task:
+    now = utcnow()
+    return Task(
+        id=new_task_id(),
+        provider="p",
+        protocol="p",
+        request={"prompt": "x", "duration": 4},
+        created_at=now,
+        updated_at=now,
+        **kw,
+    )
+
+
+def test_transition_records_history_and_bumps_version(aws: dict[str, str]) -> None:
+    store = DynamoTaskStore("tasks")
+    task, created = store.create(_task())
+    assert created
+    moved = store.transition(task, TaskStatus.SUBMITTED, reason="accepted", provider_task_id="p-1")
+    again = store.get(task.id)
+    assert again.status is TaskStatus.SUBMITTED and again.provider_task_id == "p-1"
+    assert again.version == task.version + 1 == moved.version
+    assert [(h.from_status, h.to_status) for h in again.history] == [(TaskStatus.QUEUED, TaskStatus.SUBMITTED)]
+    assert again.request == {"prompt": "x", "duration": 4}
+
+
+def test_a_stale_writer_loses(aws: dict[str, str]) -> None:
+    store = DynamoTaskStore("tasks")
+    task, _ = store.create(_task())
+    store.transition(task, TaskStatus.SUBMITTED, reason="first")
+    with pytest.raises(TransitionConflict):
+        store.transition(task, TaskStatus.FAILED, reason="stale")
+    assert store.get(task.id).status is TaskStatus.SUBMITTED
+
+
+def test_terminal_tasks_never_move(aws: dict[str, str]) -> None:
+    store = DynamoTaskStore("tasks")
+    task, _ = store.create(_task())
+    failed = store.transition(task, TaskStatus.FAILED, reason="x")
+    for to in TaskStatus:
+        with pytest.raises(TransitionConflict):
+            store.transition(failed, to, reason="again")
+    with pytest.raises(TransitionConflict):
+        store.update(failed, progress=50)
+
+
+def test_concurrent_transitions_have_exactly_one_winner(aws: dict[str, str]) -> None:
+    store = DynamoTaskStore("tasks")
+    task, _ = store.create(_task(status=TaskStatus.RUNNING))
+
+    def attempt(_: int) -> bool:
+        try:
+            store.transition(task, TaskStatus.INGESTING, reason="race")
+            return True
+        except TransitionConflict:
+            return False
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        wins = list(pool.map(attempt, range(32)))
+    assert wins.count(True) == 1
+    assert len(store.get(task.id).history) == 1
+
+
+def test_idempotent_create_replays_and_conflicts(aws: dict[str, str]) -> None:
+    store = DynamoTaskStore("tasks")
+    first, created = store.create(_task(), idempotency_scope="me#k", request_hash="h1")
+    replay, created_again = store.create(_task(), idempotency_scope="me#k", request_hash="h1")
+    assert created and not created_again and replay.id == first.id
+    with pytest.raises(IdempotencyConflict):
+        store.create(_task(), idempotency_scope="me#k", request_hash="h2")
+    other, created_other = store.create(_task(), idempotency_scope="you#k", request_hash="h2")
+    assert created_other and other.id != first.id
+
+
+def test_missing_task_and_bad_cursor(aws: dict[str, str]) -> None:
+    store = DynamoTaskStore("tasks")
+    with pytest.raises(TaskNotFound):
+        store.get("tsk_nope")
+    with pytest.raises(RequestInvalid):
+        store.list(status=None, provider=None, limit=5, cursor="!!notbase64json")
+
+
+def test_due_index_holds_only_non_terminal_tasks(aws: dict[str, str]) -> None:
+    store = DynamoTaskStore("tasks")
+    live, _ = store.create(_task())
+    done, _ = store.create(_task())
+    store.transition(done, TaskStatus.FAILED, reason="x")
+    due = store.due(before="9999", limit=10)
+    assert due == [live.id]

@@ -1,0 +1,155 @@
+"""Submitting to a provider: the paid create happens at most once, 429s never fail a task."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from reelay.aws import PollStarter, ResultBucket, TaskQueue
+from reelay.catalog import ProviderCatalog
+from reelay.errors import (
+    CreateOutcomeUnknown,
+    InsufficientBalance,
+    ProviderAuthError,
+    ProviderRateLimited,
+    ProviderRejectedRequest,
+    ProviderTransientError,
+)
+from reelay.models import ErrorCode, TaskStatus, VideoRequest
+from reelay.store import DynamoTaskStore
+from reelay.submission import SubmitOutcome, Submitter
+from reelay.tasks import TaskService
+from reelay.tokens import CallbackTokens
+from reelay.tracking import TaskTracker
+from reelay.workers import RetryLater
+
+from tests.unit.fakes import FakeProvider, config
+
+
+class RecordingStarter(PollStarter):
+    def __init__(self) -> None:
+        self.started: list[tuple[str, dict[str, Any]]] = []
+
+    def start(self, name: str, payload: dict[str, Any], *, state_machine_arn: str | None = None) -> bool:
+        if any(n == name for n, _ in self.started):
+            return False
+        self.started.append((name, payload))
+        return True
+
+
+@pytest.fixture
+def world(aws: dict[str, str]) -> Any:
+    class World:
+        provider = FakeProvider(config("generate_task"))
+        store = DynamoTaskStore("tasks")
+        catalog = ProviderCatalog((provider.config,), factory=lambda c: World.provider)
+        tracker = TaskTracker(store, TaskQueue(aws["INGEST_QUEUE_URL"]))
+        starter = RecordingStarter()
+        submitter = Submitter(
+            store, catalog, tracker, starter, tokens=CallbackTokens(b"s" * 32), callback_base_url="https://api.example"
+        )
+        tasks = TaskService(store, catalog, TaskQueue(aws["SUBMIT_QUEUE_URL"]), ResultBucket("results"))
+
+        def queued(self, **kw: Any) -> str:
+            return self.tasks.create(VideoRequest(provider="generate_task", prompt="a cat", **kw))[0].id
+
+    return World()
+
+
+def test_submit_creates_once_with_a_per_task_callback_url(world: Any) -> None:
+    task_id = world.queued()
+    assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
+    assert world.submitter.submit(task_id) is SubmitOutcome.SKIPPED  # duplicate SQS delivery
+    assert len(world.provider.creates) == 1
+    sent_id, callback_url = world.provider.creates[0]
+    assert sent_id == task_id
+    assert callback_url.startswith(f"https://api.example/callbacks/generate_task/{task_id}?t=")
+    task = world.store.get(task_id)
+    assert task.status is TaskStatus.SUBMITTED and task.provider_task_id == "p-1" and task.cost_cents == 12
+    assert world.starter.started == []  # a callback protocol takes no poll path
+
+
+def test_concurrent_workers_send_one_create(world: Any) -> None:
+    task_id = world.queued()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(lambda _: world.submitter.submit(task_id), range(8)))
+    assert len(world.provider.creates) == 1
+    assert outcomes.count(SubmitOutcome.SUBMITTED) == 1
+
+
+def test_poll_protocol_starts_one_execution_named_by_task(world: Any) -> None:
+    world.provider.supports_callbacks = False
+    task_id = world.queued()
+    world.submitter.submit(task_id)
+    assert [name for name, _ in world.starter.started] == [task_id]
+    payload = world.starter.started[0][1]
+    assert payload["task_id"] == task_id and payload["wait_seconds"] >= 1
+
+
+def test_rate_limited_create_is_retried_later_and_never_fails_the_task(world: Any) -> None:
+    task_id = world.queued()
+    world.provider.create_error = ProviderRateLimited("slow down", provider="generate_task", retry_after=7)
+    with pytest.raises(RetryLater) as info:
+        world.submitter.submit(task_id)
+    assert info.value.seconds == 7
+    task = world.store.get(task_id)
+    assert task.status is TaskStatus.QUEUED and task.create_sent_at is None  # claim released
+    world.provider.create_error = None
+    assert world.submitter.submit(task_id, attempt=1) is SubmitOutcome.SUBMITTED
+    assert len(world.provider.creates) == 2  # the 429'd one made no task at the provider
+
+
+def test_server_error_is_retried_with_backoff(world: Any) -> None:
+    task_id = world.queued()
+    world.provider.create_error = ProviderTransientError("HTTP 503", provider="generate_task")
+    with pytest.raises(RetryLater) as info:
+        world.submitter.submit(task_id, attempt=3)
+    assert 1 <= info.value.seconds <= 300
+    assert world.store.get(task_id).status is TaskStatus.QUEUED
+
+
+def test_lost_create_answer_holds_the_task_and_never_resends(world: Any) -> None:
+    task_id = world.queued()
+    world.provider.create_error = CreateOutcomeUnknown("read timeout", provider="generate_task")
+    assert world.submitter.submit(task_id) is SubmitOutcome.HELD
+    world.provider.create_error = None
+    assert world.submitter.submit(task_id) is SubmitOutcome.HELD  # redelivery: still not re-sent
+    assert len(world.provider.creates) == 1
+    task = world.store.get(task_id)
+    assert task.status is TaskStatus.QUEUED and task.create_outcome_unknown
+    # The provider's task list finds it: adopted without a second create.
+    world.provider.found = "p-found"
+    assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
+    assert world.store.get(task_id).provider_task_id == "p-found"
+    assert len(world.provider.creates) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (
+            ProviderAuthError("generate_task rejected reelay's credential (401)", provider="generate_task"),
+            ErrorCode.PROVIDER_AUTH,
+        ),
+        (InsufficientBalance("balance 3 cents, needs 30", provider="generate_task"), ErrorCode.INSUFFICIENT_BALANCE),
+        (ProviderRejectedRequest("prompt too long", provider="generate_task"), ErrorCode.PROVIDER_REJECTED),
+    ],
+)
+def test_permanent_create_errors_fail_the_task_with_a_stable_code(
+    world: Any, error: Exception, code: ErrorCode
+) -> None:
+    task_id = world.queued()
+    world.provider.create_error = error
+    assert world.submitter.submit(task_id) is SubmitOutcome.FAILED
+    task = world.store.get(task_id)
+    assert task.status is TaskStatus.FAILED and task.error.code is code
+    assert "k-secret" not in task.error.message
+
+
+def test_preflight_failure_fails_before_any_paid_call(world: Any) -> None:
+    task_id = world.queued()
+    world.provider.preflight_error = InsufficientBalance("needs 30 cents, balance 3", provider="generate_task")
+    assert world.submitter.submit(task_id) is SubmitOutcome.FAILED
+    assert world.provider.creates == []
+    assert world.store.get(task_id).error.code is ErrorCode.INSUFFICIENT_BALANCE

@@ -1,0 +1,118 @@
+"""The properties of template.yaml that matter, asserted (sam validate checks the rest)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+import reelay.errors
+from tests.template_support import REPO, resource, template
+
+RES = template()["Resources"]
+FUNCTIONS = {k: v for k, v in RES.items() if v["Type"] == "AWS::Serverless::Function"}
+GLOBAL_TIMEOUT = template()["Globals"]["Function"]["Timeout"]
+
+
+def _timeout(fn: dict[str, Any]) -> int:
+    return int(fn["Properties"].get("Timeout", GLOBAL_TIMEOUT))
+
+
+def test_runtime_is_python313_on_arm64() -> None:
+    glob = template()["Globals"]["Function"]
+    assert glob["Runtime"] == "python3.13" and glob["Architectures"] == ["arm64"]
+    assert all("Runtime" not in f["Properties"] for f in FUNCTIONS.values())
+
+
+def test_every_function_has_code_a_log_group_with_retention_and_the_layer() -> None:
+    for name, fn in FUNCTIONS.items():
+        code = REPO / fn["Properties"]["CodeUri"] / "app.py"
+        assert code.exists(), name
+        logs = RES[f"{name}Logs"]["Properties"]
+        assert logs["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{name}}}"} and logs["RetentionInDays"] > 0
+    assert template()["Globals"]["Function"]["Layers"] == [{"Ref": "CoreLayer"}]
+
+
+def test_every_queue_has_a_dlq_and_visibility_at_least_six_times_its_consumer_timeout() -> None:
+    consumers = {
+        ev["Properties"]["Queue"]["Fn::GetAtt"][0]: fn
+        for fn in FUNCTIONS.values()
+        for ev in fn["Properties"].get("Events", {}).values()
+        if ev["Type"] == "SQS"
+    }
+    assert set(consumers) == {"SubmitQueue", "IngestQueue"}
+    for queue, fn in consumers.items():
+        props = RES[queue]["Properties"]
+        assert props["VisibilityTimeout"] >= 6 * _timeout(fn), queue
+        dlq = props["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        assert RES[dlq]["Type"] == "AWS::SQS::Queue"
+        assert 1 < props["RedrivePolicy"]["maxReceiveCount"] <= 20
+    for fn in consumers.values():
+        sqs = next(e for e in fn["Properties"]["Events"].values() if e["Type"] == "SQS")["Properties"]
+        assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_results_bucket_is_private_encrypted_and_aborts_incomplete_uploads() -> None:
+    props = resource("ResultsBucket")["Properties"]
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    rules = props["LifecycleConfiguration"]["Rules"]
+    assert any(
+        r["Status"] == "Enabled" and r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] <= 7 for r in rules
+    )
+    deny = resource("ResultsBucketPolicy")["Properties"]["PolicyDocument"]["Statement"][0]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def _routes(fn: str) -> set[tuple[str, str]]:
+    return {
+        (e["Properties"]["Method"].lower(), e["Properties"]["Path"])
+        for e in FUNCTIONS[fn]["Properties"]["Events"].values()
+        if e["Type"] == "HttpApi"
+    }
+
+
+def test_every_client_route_carries_the_selectable_auth_and_the_callback_route_is_public() -> None:
+    paths = resource("HttpApi")["Properties"]["DefinitionBody"]["paths"]
+    declared = {(m, p) for p, ops in paths.items() for m in ops}
+    assert declared == _routes("ApiFunction")
+    for path, ops in paths.items():
+        for op in ops.values():
+            assert "Fn::If" in op["security"], path
+    callback = _routes("CallbackFunction")
+    assert callback == {("post", "/callbacks/{provider}/{task_id}")}
+    assert not {p for _, p in callback} & set(paths)
+    assert template()["Parameters"]["ClientAuth"]["AllowedValues"] == ["IAM", "JWT", "NONE"]
+
+
+def test_policies_are_scoped_to_the_stacks_own_resources() -> None:
+    text = json.dumps({k: v["Properties"].get("Policies", []) for k, v in FUNCTIONS.items()})
+    assert '"Resource": "*"' not in text and '"Action": "*"' not in text
+    assert "AdministratorAccess" not in text and "FullAccess" not in text
+    assert "S3CrudPolicy" not in json.dumps(FUNCTIONS["ApiFunction"])  # the API only reads results
+
+
+def test_state_machine_retries_name_real_error_classes_and_has_a_catch() -> None:
+    asl = json.loads((REPO / "statemachine/poll.asl.json").read_text())
+    poll = asl["States"]["Poll"]
+    named = {e for r in poll["Retry"] for e in r["ErrorEquals"] if not e.startswith(("Lambda.", "States."))}
+    for name in named:
+        assert issubclass(getattr(reelay.errors, name), reelay.errors.ReelayError), name
+    assert all(r["BackoffRate"] > 1 and r.get("JitterStrategy") == "FULL" for r in poll["Retry"])
+    assert poll["Catch"][0]["ErrorEquals"] == ["States.ALL"]
+    assert asl["States"]["Wait"]["SecondsPath"] == "$.wait_seconds"
+    sm = resource("PollStateMachine")["Properties"]
+    assert sm["DefinitionSubstitutions"] == {"PollFunctionArn": {"Fn::GetAtt": ["PollFunction", "Arn"]}}
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_each_function_has_a_sample_event(name: str) -> None:
+    prefix = {
+        "ApiFunction": "api_",
+        "CallbackFunction": "callback_",
+        "SubmitFunction": "sqs_submit",
+        "IngestFunction": "sqs_ingest",
+        "PollFunction": "poll",
+    }[name]
+    assert list((REPO / "events").glob(f"{prefix}*.json")), name
