@@ -5,6 +5,7 @@ import os
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from reelay.api import build_app
 from reelay.bootstrap import Container
 

@@ -4,6 +4,7 @@ import os
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from reelay.bootstrap import Container
 
 logger = Logger()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pydantic import SecretStr
+
 from reelay.errors import RequestInvalid
 from reelay.models import VideoRequest
 from reelay.providers.base import (

@@ -7,12 +7,12 @@ from typing import Any
 
 import boto3
 import pytest
+
 from reelay.api import build_app
 from reelay.aws import ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
 from reelay.store import DynamoTaskStore
 from reelay.tasks import TaskService
-
 from tests.unit.conftest import drain, load_event
 from tests.unit.fakes import FakeProvider, config
 

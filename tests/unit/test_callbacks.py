@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+
 from reelay.aws import ResultBucket, TaskQueue
 from reelay.callback_api import build_callback_app
 from reelay.callbacks import CallbackReceiver
@@ -18,7 +19,6 @@ from reelay.store import DynamoTaskStore
 from reelay.tasks import TaskService
 from reelay.tokens import CallbackTokens
 from reelay.tracking import TaskTracker
-
 from tests.unit.conftest import drain, load_event
 from tests.unit.fakes import FakeProvider, config
 

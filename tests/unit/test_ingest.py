@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import boto3
 import httpx
 import pytest
+
 from reelay.aws import ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
 from reelay.errors import ResultFetchError, UnsafeResultUrl
@@ -17,7 +18,6 @@ from reelay.store import DynamoTaskStore
 from reelay.tasks import TaskService
 from reelay.tracking import TaskTracker
 from reelay.workers import RetryLater
-
 from tests.unit.fakes import FakeProvider, config
 
 MiB = 1024 * 1024

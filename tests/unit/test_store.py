@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from reelay.errors import IdempotencyConflict, RequestInvalid, TaskNotFound, TransitionConflict
 from reelay.models import Task, TaskStatus, utcnow
 from reelay.store import DynamoTaskStore

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+
 from reelay.aws import PollStarter, ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
 from reelay.errors import (
@@ -23,7 +24,6 @@ from reelay.tasks import TaskService
 from reelay.tokens import CallbackTokens
 from reelay.tracking import TaskTracker
 from reelay.workers import RetryLater
-
 from tests.unit.fakes import FakeProvider, config
 
 

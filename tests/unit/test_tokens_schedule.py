@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from reelay.schedule import PollSchedule
 from reelay.tokens import CallbackTokens
 
