@@ -19,7 +19,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 
 from reelay.errors import ConfigurationError, IdempotencyConflict, ReelayError, RequestInvalid, TaskNotFound
-from reelay.models import TaskStatus, VideoRequest
+from reelay.models import ImageRequest, RemixRequest, TaskStatus, VideoRequest
 from reelay.tasks import TaskService
 
 logger = Logger(child=True)
@@ -141,5 +141,46 @@ def build_app(tasks: Callable[[], TaskService]) -> APIGatewayHttpResolver:
         service = tasks()
         found, next_cursor = service.list(status=status, provider=provider, limit=limit, cursor=cursor)
         return _json(200, {"tasks": [service.view(t) for t in found], "next_cursor": next_cursor})
+
+    @app.post(
+        "/v1/tasks/<task_id>/remix",
+        summary="Remix a succeeded video into a new task linked to its parent",
+        responses={
+            202: {"description": "Accepted: the new task"},
+            404: {"description": "No such task"},
+            422: {"description": "The parent cannot be remixed"},
+        },
+    )
+    def remix_task(
+        task_id: TaskId,
+        remix: RemixRequest,
+        idempotency_key: Annotated[str | None, Header(alias="idempotency-key", min_length=1, max_length=255)] = None,
+    ) -> Response[dict[str, Any]]:
+        service = tasks()
+        task, created = service.remix(
+            task_id, remix, caller=_caller(app.current_event.raw_event), idempotency_key=idempotency_key
+        )
+        headers = {"Location": f"/v1/tasks/{task.id}", "Idempotent-Replayed": str(not created).lower()}
+        return _json(HTTPStatus.ACCEPTED, service.view(task), headers)
+
+    @app.post(
+        "/v1/images",
+        summary="Generate or edit images (synchronous at the provider; outputs still land in S3)",
+        responses={202: {"description": "Accepted: the task"}, 422: {"description": "Invalid request"}},
+    )
+    def create_images(
+        request: ImageRequest,
+        idempotency_key: Annotated[str | None, Header(alias="idempotency-key", min_length=1, max_length=255)] = None,
+    ) -> Response[dict[str, Any]]:
+        service = tasks()
+        task, created = service.images(
+            request, caller=_caller(app.current_event.raw_event), idempotency_key=idempotency_key
+        )
+        headers = {"Location": f"/v1/tasks/{task.id}", "Idempotent-Replayed": str(not created).lower()}
+        return _json(HTTPStatus.ACCEPTED, service.view(task), headers)
+
+    @app.get("/v1/providers", summary="Configured providers: protocol, capabilities, live balance and pricing")
+    def list_providers() -> Response[dict[str, Any]]:
+        return _json(200, {"providers": tasks().providers()})
 
     return app

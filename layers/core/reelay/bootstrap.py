@@ -90,10 +90,12 @@ class Container:
         return CallbackReceiver(self.store, self.providers, self.tokens, self.tracker)
 
     @cached_property
+    def guard(self) -> UrlGuard:
+        return UrlGuard(self.settings.allowed_result_hosts)
+
+    @cached_property
     def ingest(self) -> IngestService:
-        copier = ResultCopier(
-            self.bucket, UrlGuard(self.settings.allowed_result_hosts), part_bytes=self.settings.ingest_part_bytes
-        )
+        copier = ResultCopier(self.bucket, self.guard, part_bytes=self.settings.ingest_part_bytes)
         return IngestService(self.store, self.providers, copier, self.tracker)
 
     @cached_property

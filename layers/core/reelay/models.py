@@ -109,6 +109,44 @@ class VideoRequest(BaseModel):
         return value
 
 
+ImageSize = Annotated[str, Field(pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$", description="WxH, e.g. 1024x1024")]
+S3Key = Annotated[
+    str,
+    Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z0-9!_*'()/ -]+(\.[A-Za-z0-9!_*'()/ -]+)*$"),
+]
+
+
+class ImageRequest(BaseModel):
+    """The body of ``POST /v1/images``: text-to-image, or an edit of the given images."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    provider: Annotated[str, Field(min_length=1, max_length=64)]
+    prompt: Annotated[str, Field(min_length=1, max_length=4000)]
+    n: Annotated[int, Field(ge=1, le=4, description="How many images (1-4).")] = 1
+    size: ImageSize | None = None
+    model: Annotated[str | None, Field(max_length=128)] = None
+    image_urls: Annotated[list[HttpUrl], Field(max_length=4, description="Images to edit, by URL.")] = Field(
+        default_factory=list
+    )
+    image_keys: Annotated[
+        list[S3Key], Field(max_length=4, description="Images to edit, as keys of the results bucket.")
+    ] = Field(default_factory=list)
+    webhook_url: HttpUrl | None = None
+    metadata: Annotated[dict[str, str] | None, Field(max_length=32)] = None
+
+
+class RemixRequest(BaseModel):
+    """The body of ``POST /v1/tasks/{id}/remix``: a new video derived from a finished one."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    prompt: Annotated[str, Field(min_length=1, max_length=4000)]
+    model: Annotated[str | None, Field(max_length=128)] = None
+    webhook_url: HttpUrl | None = None
+    metadata: Annotated[dict[str, str] | None, Field(max_length=32)] = None
+
+
 class TaskError(BaseModel):
     code: ErrorCode
     message: str

@@ -24,7 +24,7 @@ class PollSchedule:
     typical: float
     floor: float = 5.0
     cap: float = 600.0
-    first_share: float = 0.75  # first wait = this share of the typical generation time
+    first_share: float = 0.5  # first wait = this share of the typical generation time
     eta_share: float = 0.6  # with progress: wait this share of the estimated time left
     growth: float = 1.6  # without progress: each wait this much longer than the last
     blind_cap: float = 60.0  # without progress: never wait longer than this

@@ -25,8 +25,9 @@ from reelay.errors import (
     RequestInvalid,
     TransitionConflict,
 )
-from reelay.models import ErrorCode, Task, TaskStatus, VideoRequest, utcnow
-from reelay.providers.base import Provider
+from reelay.inputs import ImageInputs
+from reelay.models import ErrorCode, ImageRequest, Task, TaskKind, TaskStatus, VideoRequest, utcnow
+from reelay.providers.base import CreateResult, Provider, ProviderState, ProviderStatus
 from reelay.store import TaskStore
 from reelay.tokens import CallbackTokens
 from reelay.tracking import TaskTracker
@@ -54,6 +55,7 @@ class Submitter:
         *,
         tokens: CallbackTokens | None,
         callback_base_url: str | None,
+        inputs: ImageInputs | None = None,
     ) -> None:
         self._store = store
         self._providers = providers
@@ -61,6 +63,7 @@ class Submitter:
         self._poll = poll
         self._tokens = tokens
         self._callback_base_url = callback_base_url
+        self._inputs = inputs
 
     def submit(self, task_id: str, *, attempt: int = 0) -> SubmitOutcome:
         """Submit one task; raises ``RetryLater`` for 429s and transient failures."""
@@ -70,10 +73,13 @@ class Submitter:
         if task.create_sent_at is not None:
             return self.recover(task)
         provider = self._providers.get(task.provider)
-        request = VideoRequest.model_validate(task.request)
+        request = _request_of(task)
         try:
-            provider.validate(request)
-            provider.preflight(request)
+            if isinstance(request, ImageRequest):
+                provider.validate_images(request)
+            else:
+                provider.validate(request)
+                provider.preflight(request)
         except RequestInvalid as exc:
             self._tracker.fail(task, ErrorCode.INVALID_INPUT, exc.message)
             return SubmitOutcome.FAILED
@@ -91,12 +97,27 @@ class Submitter:
             return SubmitOutcome.SKIPPED  # another worker claimed the create
         return self._create(task, provider, request, attempt)
 
-    def _create(self, task: Task, provider: Provider, request: VideoRequest, attempt: int) -> SubmitOutcome:
+    def _send(self, task: Task, provider: Provider, request: VideoRequest | ImageRequest) -> CreateResult:
+        """The paid call for the task's kind."""
+        if isinstance(request, ImageRequest):
+            images = self._inputs.load(request) if self._inputs else []
+            results = provider.generate_images(request, images)
+            return CreateResult(
+                provider_task_id=f"images:{task.id}", initial_state=ProviderState.SUCCEEDED, results=results
+            )
+        if task.kind is TaskKind.REMIX:
+            parent = self._store.get(str(task.parent_task_id))
+            return provider.remix(str(parent.provider_task_id), request)
         callback_url = None
         if provider.supports_callbacks and self._tokens and self._callback_base_url:
             callback_url = self._tokens.url(self._callback_base_url, provider.name, task.id)
+        return provider.create(request, task_id=task.id, callback_url=callback_url)
+
+    def _create(
+        self, task: Task, provider: Provider, request: VideoRequest | ImageRequest, attempt: int
+    ) -> SubmitOutcome:
         try:
-            result = provider.create(request, task_id=task.id, callback_url=callback_url)
+            result = self._send(task, provider, request)
         except CreateOutcomeUnknown:
             logger.warning("create outcome unknown; holding task", extra={"task_id": task.id})
             task = self._store.update(task, create_outcome_unknown=True)
@@ -123,13 +144,23 @@ class Submitter:
             cost_cents=result.cost_cents,
             create_outcome_unknown=False,
         )
-        self._follow(task, provider)
+        if result.initial_state is ProviderState.SUCCEEDED:
+            # Synchronous results (images): straight to ingest, through the one tracker.
+            self._tracker.apply(
+                task,
+                ProviderStatus(
+                    provider_task_id=result.provider_task_id, state=ProviderState.SUCCEEDED, results=result.results
+                ),
+            )
+        else:
+            self._follow(task, provider)
         return SubmitOutcome.SUBMITTED
 
     def recover(self, task: Task) -> SubmitOutcome:
         """A create was sent before but its answer is unknown: look for the provider task."""
         provider = self._providers.get(task.provider)
-        found = provider.find_created(task.id, VideoRequest.model_validate(task.request))
+        request = _request_of(task)
+        found = provider.find_created(task.id, request) if isinstance(request, VideoRequest) else None
         if found is None:
             return SubmitOutcome.HELD
         try:
@@ -164,6 +195,12 @@ def poll_input(task: Task, provider: Provider, *, segment: int = 0, total_polls:
         "segment": segment,
         "wait_seconds": schedule.wait(total_polls, task_id=task.id),
     }
+
+
+def _request_of(task: Task) -> VideoRequest | ImageRequest:
+    if task.kind is TaskKind.IMAGE:
+        return ImageRequest.model_validate(task.request)
+    return VideoRequest.model_validate(task.request)
 
 
 def _retry_seconds(exc: Exception, attempt: int) -> int:

@@ -10,7 +10,8 @@ from typing import Any
 
 from reelay.aws import ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
-from reelay.models import Task, TaskKind, TaskStatus, VideoRequest, utcnow
+from reelay.errors import ReelayError, RequestInvalid
+from reelay.models import ImageRequest, RemixRequest, Task, TaskKind, TaskStatus, VideoRequest, utcnow
 from reelay.store import TaskStore
 
 
@@ -43,7 +44,7 @@ class TaskService:
 
     def create(
         self,
-        request: VideoRequest,
+        request: VideoRequest | ImageRequest,
         *,
         caller: str = "anonymous",
         idempotency_key: str | None = None,
@@ -53,7 +54,9 @@ class TaskService:
     ) -> tuple[Task, bool]:
         """Validate against the provider, store as ``queued``, enqueue. ``(task, created)``."""
         provider = self._providers.get(request.provider)
-        if kind is not TaskKind.IMAGE:
+        if isinstance(request, ImageRequest):
+            provider.validate_images(request)
+        else:
             provider.validate(request)
         payload = request.model_dump(mode="json", exclude_none=True) | (extra or {})
         now = utcnow()
@@ -77,6 +80,57 @@ class TaskService:
             # If this send is lost, the task stays queued and reconcile re-sends it.
             self._submit.send(task.id)
         return task, created
+
+    def remix(
+        self, parent_id: str, remix: RemixRequest, *, caller: str = "anonymous", idempotency_key: str | None = None
+    ) -> tuple[Task, bool]:
+        """A new task derived from a succeeded video, linked to its parent."""
+        parent = self._store.get(parent_id)
+        provider = self._providers.get(parent.provider)
+        if "remix" not in provider.capabilities().modes:
+            raise RequestInvalid(f"provider {provider.name} ({provider.protocol}) cannot remix videos", field="task_id")
+        if parent.kind is TaskKind.IMAGE:
+            raise RequestInvalid("only a video can be remixed", field="task_id")
+        if parent.status is not TaskStatus.SUCCEEDED or not parent.provider_task_id:
+            raise RequestInvalid(
+                f"task {parent.id} is {parent.status.value}; only a succeeded video can be remixed", field="task_id"
+            )
+        base = {k: v for k, v in parent.request.items() if k not in ("webhook_url", "metadata")}
+        changes = remix.model_dump(mode="json", exclude_none=True)
+        if remix.model is None:
+            base.pop("model", None)
+        request = VideoRequest.model_validate(base | changes)
+        return self.create(
+            request, caller=caller, idempotency_key=idempotency_key, kind=TaskKind.REMIX, parent_task_id=parent.id
+        )
+
+    def images(
+        self, request: ImageRequest, *, caller: str = "anonymous", idempotency_key: str | None = None
+    ) -> tuple[Task, bool]:
+        """A task whose outputs are images (synchronous at the provider, copied to S3 all the same)."""
+        for key in request.image_keys:
+            if self._bucket.head(key) is None:
+                raise RequestInvalid(f"image_keys: no object {key!r} in the results bucket", field="image_keys")
+        return self.create(request, caller=caller, idempotency_key=idempotency_key, kind=TaskKind.IMAGE)
+
+    def providers(self) -> list[dict[str, Any]]:
+        """Each configured provider: protocol, capabilities and, where the protocol has them, live account data."""
+        views = []
+        for provider in self._providers:
+            view: dict[str, Any] = {
+                "name": provider.name,
+                "protocol": provider.protocol,
+                "capabilities": provider.capabilities().model_dump(mode="json"),
+                "account": None,
+            }
+            try:
+                account = provider.account()
+            except ReelayError as exc:
+                view["account_error"] = {"code": exc.code, "message": exc.message}
+            else:
+                view["account"] = account.model_dump(mode="json") if account else None
+            views.append(view)
+        return views
 
     def get(self, task_id: str) -> Task:
         return self._store.get(task_id)

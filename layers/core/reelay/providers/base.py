@@ -14,7 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from reelay.models import ErrorCode, VideoRequest
+from reelay.errors import RequestInvalid
+from reelay.models import ErrorCode, ImageRequest, VideoRequest
 
 
 class ProviderState(StrEnum):
@@ -68,6 +69,8 @@ class CreateResult(BaseModel):
     provider_task_id: str
     cost_cents: int | None = None
     initial_state: ProviderState = ProviderState.PENDING
+    # Synchronous protocols (images) return their results with the create.
+    results: list[ResultRef] = Field(default_factory=list)
 
 
 class CallbackHint(BaseModel):
@@ -98,6 +101,14 @@ class AccountInfo(BaseModel):
     balance_cents: int | None = None
     pricing: dict[str, Any] | None = None
     currency: str | None = None
+
+
+class ImageInput(BaseModel):
+    """An image sent to a provider for an edit (read by reelay from S3 or a checked URL)."""
+
+    filename: str
+    content: bytes
+    content_type: str
 
 
 class Provider(ABC):
@@ -153,6 +164,18 @@ class Provider(ABC):
     def account(self) -> AccountInfo | None:
         """Live balance and pricing, where the protocol has them."""
         return None
+
+    def remix(self, parent_provider_task_id: str, request: VideoRequest) -> CreateResult:
+        """Create a video derived from a finished one (a paid call), where the protocol can."""
+        raise RequestInvalid(f"provider {self.name} ({self.protocol}) cannot remix videos", field="provider")
+
+    def validate_images(self, request: ImageRequest) -> None:
+        """Raise ``RequestInvalid`` for an image request this provider cannot do; no network."""
+        raise RequestInvalid(f"provider {self.name} ({self.protocol}) cannot generate images", field="provider")
+
+    def generate_images(self, request: ImageRequest, images: list[ImageInput]) -> list[ResultRef]:
+        """Generate (or, with ``images``, edit) images synchronously; the results to copy."""
+        raise RequestInvalid(f"provider {self.name} ({self.protocol}) cannot generate images", field="provider")
 
     def close(self) -> None:
         """Release connections."""
