@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from reelay.aws import PollStarter, ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
 from reelay.errors import (
+    ContentRefused,
     CreateOutcomeUnknown,
     InsufficientBalance,
     ProviderAuthError,
@@ -19,7 +21,7 @@ from reelay.errors import (
 )
 from reelay.models import ErrorCode, TaskStatus, VideoRequest
 from reelay.store import DynamoTaskStore
-from reelay.submission import SubmitOutcome, Submitter
+from reelay.submission import LOST_CREATE_GRACE, SubmitOutcome, Submitter
 from reelay.tasks import TaskService
 from reelay.tokens import CallbackTokens
 from reelay.tracking import TaskTracker
@@ -112,9 +114,11 @@ def test_server_error_is_retried_with_backoff(world: Any) -> None:
 def test_lost_create_answer_holds_the_task_and_never_resends(world: Any) -> None:
     task_id = world.queued()
     world.provider.create_error = CreateOutcomeUnknown("read timeout", provider="generate_task")
-    assert world.submitter.submit(task_id) is SubmitOutcome.HELD
+    with pytest.raises(RetryLater):  # held: the message comes back to look again
+        world.submitter.submit(task_id)
     world.provider.create_error = None
-    assert world.submitter.submit(task_id) is SubmitOutcome.HELD  # redelivery: still not re-sent
+    with pytest.raises(RetryLater):  # redelivery: still not re-sent
+        world.submitter.submit(task_id)
     assert len(world.provider.creates) == 1
     task = world.store.get(task_id)
     assert task.status is TaskStatus.QUEUED and task.create_outcome_unknown
@@ -153,3 +157,26 @@ def test_preflight_failure_fails_before_any_paid_call(world: Any) -> None:
     assert world.submitter.submit(task_id) is SubmitOutcome.FAILED
     assert world.provider.creates == []
     assert world.store.get(task_id).error.code is ErrorCode.INSUFFICIENT_BALANCE
+
+
+def test_a_lost_create_the_task_list_never_shows_is_sent_again_after_the_grace_period(world: Any) -> None:
+    world.provider.finds_lost_creates = True
+    task_id = world.queued()
+    world.provider.create_error = CreateOutcomeUnknown("HTTP 500", provider="generate_task")
+    with pytest.raises(RetryLater):
+        world.submitter.submit(task_id)
+    world.provider.create_error = None
+    with pytest.raises(RetryLater):  # within the grace period: only looked for
+        world.submitter.submit(task_id)
+    assert len(world.provider.creates) == 1
+    task = world.store.get(task_id)
+    world.store.update(task, create_sent_at=task.create_sent_at - LOST_CREATE_GRACE - timedelta(seconds=1))
+    assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
+    assert len(world.provider.creates) == 2  # the list showed nothing: the provider never made it
+
+
+def test_content_refusal_at_create_is_a_content_policy_failure(world: Any) -> None:
+    task_id = world.queued()
+    world.provider.create_error = ContentRefused("refused by moderation", provider="generate_task")
+    assert world.submitter.submit(task_id) is SubmitOutcome.FAILED
+    assert world.store.get(task_id).error.code is ErrorCode.CONTENT_POLICY

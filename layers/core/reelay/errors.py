@@ -17,6 +17,7 @@ renaming a transient error class is a template change too.
     │   │   └── ProviderRateLimited       429: back off and retry, never fail the task
     │   ├── ProviderAuthError             401: reelay's credential refused (a ConfigurationError too)
     │   ├── ProviderRejectedRequest       400 / body code 1001: the request's fault, with the provider's message
+    │   │   └── ContentRefused            the provider refused the prompt on content-policy grounds
     │   ├── InsufficientBalance           body code 1012 or balance below price
     │   ├── ProviderTaskUnknown           the provider does not know the task id
     │   ├── ProviderProtocolError         an answer reelay cannot parse
@@ -102,6 +103,10 @@ class ProviderAuthError(ProviderError, ConfigurationError):
 
 class ProviderRejectedRequest(ProviderError):
     code = "PROVIDER_REJECTED"
+
+
+class ContentRefused(ProviderRejectedRequest):
+    code = "CONTENT_POLICY"
 
 
 class InsufficientBalance(ProviderError):

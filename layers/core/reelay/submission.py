@@ -9,6 +9,7 @@ callback carrying reelay's task id, says what happened; it is never re-sent blin
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 
 from aws_lambda_powertools import Logger
@@ -16,6 +17,7 @@ from aws_lambda_powertools import Logger
 from reelay.aws import PollStarter
 from reelay.catalog import ProviderCatalog
 from reelay.errors import (
+    ContentRefused,
     CreateOutcomeUnknown,
     InsufficientBalance,
     ProviderAuthError,
@@ -34,6 +36,10 @@ from reelay.tracking import TaskTracker
 from reelay.workers import RetryLater, backoff_seconds
 
 logger = Logger(child=True)
+
+# How long a lost create is looked for in the provider's task list before reelay concludes
+# the provider never made it (lists can lag a little behind creates).
+LOST_CREATE_GRACE = timedelta(minutes=5)
 
 
 class SubmitOutcome(StrEnum):
@@ -71,7 +77,7 @@ class Submitter:
         if task.status is not TaskStatus.QUEUED:
             return SubmitOutcome.SKIPPED
         if task.create_sent_at is not None:
-            return self.recover(task)
+            return self.recover(task, attempt=attempt)
         provider = self._providers.get(task.provider)
         request = _request_of(task)
         try:
@@ -121,7 +127,7 @@ class Submitter:
         except CreateOutcomeUnknown:
             logger.warning("create outcome unknown; holding task", extra={"task_id": task.id})
             task = self._store.update(task, create_outcome_unknown=True)
-            return self.recover(task)
+            return self.recover(task, attempt=attempt)
         except ProviderTransientError as exc:
             # The provider answered 429/5xx or the request never left: no task was made, so
             # release the claim and retry from the queue.
@@ -132,6 +138,9 @@ class Submitter:
             return SubmitOutcome.FAILED
         except InsufficientBalance as exc:
             self._tracker.fail(task, ErrorCode.INSUFFICIENT_BALANCE, exc.message)
+            return SubmitOutcome.FAILED
+        except ContentRefused as exc:
+            self._tracker.fail(task, ErrorCode.CONTENT_POLICY, exc.message)
             return SubmitOutcome.FAILED
         except (ProviderRejectedRequest, RequestInvalid) as exc:
             self._tracker.fail(task, ErrorCode.PROVIDER_REJECTED, exc.message)
@@ -156,13 +165,27 @@ class Submitter:
             self._follow(task, provider)
         return SubmitOutcome.SUBMITTED
 
-    def recover(self, task: Task) -> SubmitOutcome:
-        """A create was sent before but its answer is unknown: look for the provider task."""
+    def recover(self, task: Task, *, attempt: int = 0) -> SubmitOutcome:
+        """A create was sent before but its answer is unknown: look for the provider task.
+
+        Found: adopt it. Not found, where the provider's task list is authoritative and the
+        grace period has passed: no task was made, so the claim is released and the create
+        sent again. Otherwise the task stays held (``RetryLater``: look again later); without
+        a task list, only the callback that carries reelay's task id can settle it.
+        """
         provider = self._providers.get(task.provider)
         request = _request_of(task)
         found = provider.find_created(task.id, request) if isinstance(request, VideoRequest) else None
         if found is None:
-            return SubmitOutcome.HELD
+            sent_at = task.create_sent_at or task.updated_at
+            if provider.finds_lost_creates and utcnow() - sent_at > LOST_CREATE_GRACE:
+                logger.info("lost create not found at the provider; sending it again", extra={"task_id": task.id})
+                try:
+                    self._store.update(task, create_sent_at=None, create_outcome_unknown=False)
+                except TransitionConflict:
+                    return SubmitOutcome.SKIPPED
+                return self.submit(task.id, attempt=attempt)
+            raise RetryLater(int(LOST_CREATE_GRACE.total_seconds() / 3), "create outcome unknown; task held")
         try:
             task = self._store.transition(
                 task,

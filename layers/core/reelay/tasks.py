@@ -97,8 +97,10 @@ class TaskService:
             )
         base = {k: v for k, v in parent.request.items() if k not in ("webhook_url", "metadata")}
         changes = remix.model_dump(mode="json", exclude_none=True)
-        if remix.model is None:
-            base.pop("model", None)
+        if remix.model is not None:
+            # An explicit model says orientation, duration, definition and pro itself.
+            for field in ("model", "orientation", "duration", "resolution", "pro"):
+                base.pop(field, None)
         request = VideoRequest.model_validate(base | changes)
         return self.create(
             request, caller=caller, idempotency_key=idempotency_key, kind=TaskKind.REMIX, parent_task_id=parent.id

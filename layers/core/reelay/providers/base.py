@@ -116,6 +116,9 @@ class Provider(ABC):
 
     protocol: str
     supports_callbacks: bool = False
+    # True when ``find_created`` can search the provider's own task list: then a create that
+    # failed ambiguously (5xx after sending) is looked for instead of re-sent.
+    finds_lost_creates: bool = False
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
