@@ -45,7 +45,6 @@ LOST_CREATE_GRACE = timedelta(minutes=5)
 class SubmitOutcome(StrEnum):
     SUBMITTED = "submitted"
     SKIPPED = "skipped"  # not queued any more (a duplicate message) or another worker has it
-    HELD = "held"  # create outcome unknown: waiting for reconcile, never re-sent blindly
     FAILED = "failed"
 
 
@@ -72,7 +71,7 @@ class Submitter:
         self._inputs = inputs
 
     def submit(self, task_id: str, *, attempt: int = 0) -> SubmitOutcome:
-        """Submit one task; raises ``RetryLater`` for 429s and transient failures."""
+        """Submit one task; raises ``RetryLater`` for 429s, transient failures and held creates."""
         task = self._store.get(task_id)
         if task.status is not TaskStatus.QUEUED:
             return SubmitOutcome.SKIPPED
