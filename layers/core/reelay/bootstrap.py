@@ -1,26 +1,30 @@
 """The composition root: every dependency is wired here, once per cold start, lazily.
 
 Handlers call ``Container.from_environ(os.environ)`` at import time (settings validated
-once) and take only the services they use, so a function builds only its own clients.
+once) and take only the services they use, so a function builds only its own clients and
+imports only its own modules (the imports inside the properties keep cold starts short).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from reelay.aws import PollStarter, ResultBucket, TaskQueue
-from reelay.callbacks import CallbackReceiver
-from reelay.catalog import ProviderCatalog
 from reelay.errors import ConfigurationError
-from reelay.ingest import IngestService, ResultCopier, UrlGuard
-from reelay.polling import PollService
 from reelay.settings import Settings
-from reelay.store import DynamoTaskStore, TaskStore
-from reelay.submission import Submitter
-from reelay.tasks import TaskService
-from reelay.tokens import CallbackTokens
-from reelay.tracking import TaskTracker
+
+if TYPE_CHECKING:
+    from reelay.aws import ResultBucket, TaskQueue
+    from reelay.callbacks import CallbackReceiver
+    from reelay.catalog import ProviderCatalog
+    from reelay.ingest import IngestService, UrlGuard
+    from reelay.polling import PollService
+    from reelay.store import TaskStore
+    from reelay.submission import Submitter
+    from reelay.tasks import TaskService
+    from reelay.tokens import CallbackTokens
+    from reelay.tracking import TaskTracker
 
 
 class Container:
@@ -35,36 +39,52 @@ class Container:
 
     @cached_property
     def store(self) -> TaskStore:
+        from reelay.store import DynamoTaskStore
+
         return DynamoTaskStore(self.settings.task_table_name)
 
     @cached_property
     def providers(self) -> ProviderCatalog:
+        from reelay.catalog import ProviderCatalog
+
         return ProviderCatalog(self.settings.providers)
 
     @cached_property
     def bucket(self) -> ResultBucket:
+        from reelay.aws import ResultBucket
+
         return ResultBucket(self.settings.results_bucket)
 
     @cached_property
     def ingest_queue(self) -> TaskQueue:
+        from reelay.aws import TaskQueue
+
         return TaskQueue(self.settings.ingest_queue_url)
 
     @cached_property
     def submit_queue(self) -> TaskQueue:
+        from reelay.aws import TaskQueue
+
         if not self.settings.submit_queue_url:
             raise ConfigurationError("SUBMIT_QUEUE_URL is not set")
         return TaskQueue(self.settings.submit_queue_url)
 
     @cached_property
     def tokens(self) -> CallbackTokens:
+        from reelay.tokens import CallbackTokens
+
         return CallbackTokens(self.settings.callback_key())
 
     @cached_property
     def tracker(self) -> TaskTracker:
+        from reelay.tracking import TaskTracker
+
         return TaskTracker(self.store, self.ingest_queue)
 
     @cached_property
     def tasks(self) -> TaskService:
+        from reelay.tasks import TaskService
+
         return TaskService(
             self.store,
             self.providers,
@@ -75,6 +95,10 @@ class Container:
 
     @cached_property
     def submitter(self) -> Submitter:
+        from reelay.aws import PollStarter
+        from reelay.inputs import ImageInputs
+        from reelay.submission import Submitter
+
         has_callbacks = any(self.providers.get(n).supports_callbacks for n in self.providers.names)
         return Submitter(
             self.store,
@@ -83,23 +107,33 @@ class Container:
             PollStarter(self.settings.poll_state_machine_arn),
             tokens=self.tokens if has_callbacks else None,
             callback_base_url=self.settings.callback_base_url,
+            inputs=ImageInputs(self.bucket, self.guard),
         )
 
     @cached_property
     def callbacks(self) -> CallbackReceiver:
+        from reelay.callbacks import CallbackReceiver
+
         return CallbackReceiver(self.store, self.providers, self.tokens, self.tracker)
 
     @cached_property
     def guard(self) -> UrlGuard:
+        from reelay.ingest import UrlGuard
+
         return UrlGuard(self.settings.allowed_result_hosts)
 
     @cached_property
     def ingest(self) -> IngestService:
+        from reelay.ingest import IngestService, ResultCopier
+
         copier = ResultCopier(self.bucket, self.guard, part_bytes=self.settings.ingest_part_bytes)
         return IngestService(self.store, self.providers, copier, self.tracker)
 
     @cached_property
     def poller(self) -> PollService:
+        from reelay.aws import PollStarter
+        from reelay.polling import PollService
+
         return PollService(
             self.store,
             self.providers,
