@@ -84,7 +84,11 @@ def measure(code: str, path: str, runs: int) -> float:
     for _ in range(runs):
         paths = f"{LAYER}:{REPO / 'layers/core'}"
         out = subprocess.run(
-            [sys.executable, "-I", "-S", "-c", PROBE, path, code, paths], env=env, capture_output=True, text=True, check=True
+            [sys.executable, "-I", "-S", "-c", PROBE, path, code, paths],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return statistics.median(samples)

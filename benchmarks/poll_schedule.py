@@ -29,8 +29,9 @@ def seed_policy(polls: int, elapsed: float, progress: int | None, task_id: str) 
 
 
 def reelay_policy(typical: float, *, with_progress: bool) -> Policy:
-    schedule = PollSchedule(typical=typical, floor=min(5.0, max(1.0, typical / 20)),
-                            blind_cap=min(60.0, max(5.0, typical / 4)))
+    schedule = PollSchedule(
+        typical=typical, floor=min(5.0, max(1.0, typical / 20)), blind_cap=min(60.0, max(5.0, typical / 4))
+    )
 
     def policy(polls: int, elapsed: float, progress: int | None, task_id: str) -> float:
         return schedule.wait(polls, task_id=task_id, elapsed=elapsed, progress=progress if with_progress else None)
@@ -68,8 +69,10 @@ def main() -> None:
             polls = statistics.mean(r[0] for r in runs)
             transitions = statistics.mean(r[1] for r in runs)
             delays = [r[2] for r in runs]
-            print(f"{name:44} {generation:>6} {polls:>7.1f} {transitions:>12.1f} {statistics.mean(delays):>10.1f}s "
-                  f"{max(delays):>9.1f}s")
+            print(
+                f"{name:44} {generation:>6} {polls:>7.1f} {transitions:>12.1f} {statistics.mean(delays):>10.1f}s "
+                f"{max(delays):>9.1f}s"
+            )
 
 
 if __name__ == "__main__":

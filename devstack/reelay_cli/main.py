@@ -12,6 +12,7 @@ demo; 2 usage errors and an unreachable API or stack; 3 ``watch --timeout`` ran 
 from __future__ import annotations
 
 import functools
+import os
 import re
 import time
 from collections.abc import Callable
@@ -348,6 +349,8 @@ def demo(
     chosen = [p.strip() for p in providers.split(",") if p.strip()]
     if not chosen:
         raise typer.BadParameter("name at least one provider", param_hint="--providers")
+    # The functions' own INFO logs would bury the demo's report; REELAY_LOG_LEVEL=INFO shows them.
+    os.environ.setdefault("REELAY_LOG_LEVEL", "WARNING")
     env = session.wiring.environment(find_repo_root(repo), port)
     with running(env):
         if not session.as_json:

@@ -206,34 +206,21 @@ def render_stack(console: Console, stack: StackInfo, simulator_url: str | None) 
 
 
 def render_demo(console: Console, result: DemoResult) -> None:
-    table = Table(title="demo", title_justify="left", expand=False)
-    table.add_column("provider")
-    table.add_column("task", no_wrap=True)
-    table.add_column("status")
-    table.add_column("s3 uri", overflow="fold")
-    table.add_column("size", justify="right")
-    table.add_column("sha256")
-    table.add_column("check")
+    """One block per task: it reads the same in a narrow CI log as in a wide terminal."""
     for run in result.runs:
-        status = status_text(run.status)
+        console.print(f"[bold]{run.provider}[/]  {run.task_id or '-'}  ", status_text(run.status), sep="")
         if not run.outputs:
-            table.add_row(
-                run.provider, run.task_id or "-", status, "-", "-", "-", Text(run.error or "no output", "red")
-            )
+            console.print(Text(f"  {run.error or 'no output'}", "red"))
         for output in run.outputs:
-            check = Text("✓ s3 = recorded = simulator", "green") if output.ok else Text(output.problem or "", "red")
-            if output.ok and output.simulator_sha256 is None:
-                check = Text("✓ s3 = recorded (no simulator)", "green")
-            table.add_row(
-                run.provider,
-                run.task_id or "-",
-                status,
-                output.s3_uri,
-                human_bytes(output.bytes),
-                short_hash(output.recorded_sha256),
-                check,
-            )
-    console.print(table)
+            console.print(f"  {output.s3_uri}", soft_wrap=True)
+            console.print(f"  {human_bytes(output.bytes)}  sha256 {output.recorded_sha256}", soft_wrap=True)
+            if not output.ok:
+                check = Text(f"  ✗ {output.problem or 'check failed'}", "red")
+            elif output.simulator_sha256 is None:
+                check = Text("  ✓ S3 object = recorded sha256 (no simulator)", "green")
+            else:
+                check = Text("  ✓ S3 object = recorded sha256 = simulator's video", "green")
+            console.print(check)
     verdict = "[bold green]demo passed[/]" if result.ok else "[bold red]demo failed[/]"
     console.print(f"{verdict} [dim]in {result.elapsed_seconds:.1f} s[/]")
 

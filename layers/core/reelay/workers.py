@@ -56,6 +56,10 @@ def run_batch(
             logger.info("retrying later", extra={"task_id": task_id, "seconds": retry.seconds, "reason": retry.reason})
             queue.retry_later(record.receipt_handle, retry.seconds)
             raise
+        except Exception:
+            # The batch processor only marks the item failed: say why, or retries are silent.
+            logger.exception("task step failed; the message will be retried", extra={"task_id": task_id})
+            raise
 
     processor = BatchProcessor(event_type=EventType.SQS)
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

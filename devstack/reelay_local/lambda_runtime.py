@@ -1,0 +1,420 @@
+"""The functions' real handlers, run in this process instead of moto's Docker containers.
+
+``FunctionRuntime`` imports each function's handler module (with the function's environment,
+since functions validate their settings at import), invokes it with a Lambda-like context, and
+takes over moto's Lambda execution so that everything moto itself invokes (Step Functions tasks,
+``lambda.invoke``, S3 notifications) runs the same handlers:
+
+- ``LambdaFunction._invoke_lambda`` (returns ``(payload_json, errored, logs)``) calls the handler;
+  an exception becomes the error payload Lambda returns (``errorType`` = the exception's class
+  name), which is what Step Functions ``Retry``/``Catch`` match on.
+- ``LambdaFunction.invoke`` with ``InvocationType=Event`` is queued and answered at once, as
+  Lambda does, instead of running inside the caller's request.
+- ``moto.s3.notifications._invoke_awslambda`` (moto calls it synchronously inside PutObject)
+  becomes an asynchronous invocation too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+from urllib.parse import quote_plus, unquote_plus
+
+LOG = logging.getLogger(__name__)
+
+Handler = Callable[[Any, Any], Any]
+
+# Lambda retries a failed asynchronous invocation twice; locally the pauses are short.
+ASYNC_RETRY_DELAYS = (1.0, 2.0)
+
+
+class FunctionNotFound(KeyError):
+    """No function of the local stack has this logical id, name or ARN."""
+
+
+class MarshalError(TypeError):
+    """A handler returned something that is not JSON (Lambda's ``Runtime.MarshalError``)."""
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One Lambda function of the template, resolved for local execution."""
+
+    logical_id: str
+    name: str
+    arn: str
+    code_dir: Path
+    handler: str
+    runtime: str
+    timeout: int
+    memory_size: int
+    environment: Mapping[str, str] = field(default_factory=dict)
+    layer_dirs: tuple[Path, ...] = ()
+
+    @property
+    def module_file(self) -> Path:
+        """The file of the handler's module (``app.lambda_handler`` -> ``app.py``)."""
+        module, _, _ = self.handler.rpartition(".")
+        return self.code_dir / (module.replace(".", "/") + ".py")
+
+    @property
+    def function_name_in_module(self) -> str:
+        return self.handler.rpartition(".")[2]
+
+
+class LambdaContext:
+    """The context object a Python Lambda handler receives, for an in-process invocation."""
+
+    def __init__(self, spec: FunctionSpec, request_id: str | None = None) -> None:
+        self.function_name = spec.name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = spec.arn
+        # A string, as the Python runtime reads it from AWS_LAMBDA_FUNCTION_MEMORY_SIZE.
+        self.memory_limit_in_mb = str(spec.memory_size)
+        self.aws_request_id = request_id or str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{spec.name}"
+        self.log_stream_name = time.strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex
+        self.identity = SimpleNamespace(cognito_identity_id=None, cognito_identity_pool_id=None)
+        self.client_context = None
+        self.tenant_id = None
+        self._deadline = time.monotonic() + spec.timeout
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+    def log(self, message: str) -> None:
+        sys.stdout.write(str(message))
+
+
+@dataclass
+class _LoadedFunction:
+    spec: FunctionSpec
+    module_name: str
+    handler: Handler
+
+
+class FunctionRuntime:
+    """Loads the template's functions and invokes their handlers in this process."""
+
+    def __init__(self, *, async_workers: int = 16) -> None:
+        self._functions: dict[str, _LoadedFunction] = {}
+        self._by_name: dict[str, str] = {}
+        self._activity = threading.Condition()
+        self._running = 0
+        self._pending_async = 0
+        self._generation = 0
+        self._executor = ThreadPoolExecutor(max_workers=async_workers, thread_name_prefix="reelay-local-async")
+        self._sys_path_added: list[str] = []
+        self._restore_patches: list[Callable[[], None]] = []
+        self._closed = threading.Event()
+        reset_process_caches()
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def load(self, spec: FunctionSpec) -> None:
+        """Import ``spec``'s handler module with ``spec.environment`` applied to ``os.environ``.
+
+        Functions read and validate their settings at import (cold start), so a configuration
+        error surfaces here, when the stack starts, with the function's name on it.
+        """
+        if spec.runtime and not spec.runtime.startswith("python"):
+            raise ValueError(f"{spec.logical_id}: runtime {spec.runtime} cannot run in-process")
+        for layer in spec.layer_dirs:
+            if str(layer) not in sys.path:
+                sys.path.insert(0, str(layer))
+                self._sys_path_added.append(str(layer))
+        module_file = spec.module_file
+        if not module_file.is_file():
+            raise FileNotFoundError(f"{spec.logical_id}: handler module {module_file} does not exist")
+        module_name = f"_reelay_local_{spec.logical_id}_{module_file.stem}"
+        with _environment_overlay(spec.environment), _code_dir_on_path(spec.code_dir):
+            module = _import_file(module_name, module_file)
+        handler = getattr(module, spec.function_name_in_module, None)
+        if not callable(handler):
+            raise AttributeError(f"{spec.logical_id}: {module_file} has no handler {spec.function_name_in_module!r}")
+        self._functions[spec.logical_id] = _LoadedFunction(spec, module_name, handler)
+        self._by_name[spec.name] = spec.logical_id
+        self._by_name[spec.arn] = spec.logical_id
+
+    def spec(self, function: str) -> FunctionSpec:
+        """The spec of a function by logical id, name or ARN (qualifiers ignored)."""
+        return self._find(function).spec
+
+    @property
+    def specs(self) -> dict[str, FunctionSpec]:
+        return {logical_id: loaded.spec for logical_id, loaded in self._functions.items()}
+
+    def _find(self, function: str) -> _LoadedFunction:
+        if function in self._functions:
+            return self._functions[function]
+        key = function
+        if key.startswith("arn:") and key.count(":") > 6:
+            key = key.rsplit(":", 1)[0]  # a version or alias qualifier
+        logical_id = self._by_name.get(key)
+        if logical_id is None:
+            raise FunctionNotFound(function)
+        return self._functions[logical_id]
+
+    # -- invoking -----------------------------------------------------------------------------
+
+    def invoke(self, function: str, event: Any) -> Any:
+        """Invoke a handler synchronously; its JSON result, or its exception raised here."""
+        loaded = self._find(function)
+        payload = json.loads(json.dumps(event))
+        context = LambdaContext(loaded.spec)
+        with self._running_handler():
+            started = time.monotonic()
+            try:
+                result = loaded.handler(payload, context)
+            finally:
+                elapsed = time.monotonic() - started
+                if elapsed > loaded.spec.timeout:
+                    LOG.warning(
+                        "%s ran %.1fs, past its %ss timeout (Lambda would have stopped it)",
+                        loaded.spec.logical_id,
+                        elapsed,
+                        loaded.spec.timeout,
+                    )
+        try:
+            return json.loads(json.dumps(result))
+        except (TypeError, ValueError) as exc:
+            raise MarshalError(f"{loaded.spec.logical_id} returned a value that is not JSON: {exc}") from exc
+
+    def invoke_for_service(self, function: str, event: Any, *, source: str) -> tuple[Any, bool]:
+        """Invoke on behalf of an AWS service: ``(result or Lambda error payload, errored)``."""
+        try:
+            return self.invoke(function, event), False
+        except Exception as exc:  # every handler error becomes Lambda's error payload
+            LOG.error("%s failed (invoked by %s): %s: %s", function, source, type(exc).__name__, exc, exc_info=True)
+            return error_payload(exc), True
+
+    def invoke_async(self, function: str, event: Any, *, source: str) -> Future[None]:
+        """Queue an asynchronous invocation (S3, schedules, rules, ``InvocationType=Event``).
+
+        A failed invocation is retried twice, as Lambda does, after short pauses.
+        """
+        self._find(function)  # unknown functions fail the caller, not a background thread
+        with self._activity:
+            self._pending_async += 1
+            self._generation += 1
+
+        def run() -> None:
+            try:
+                for delay in (*ASYNC_RETRY_DELAYS, None):
+                    if self._closed.is_set():
+                        return
+                    _, errored = self.invoke_for_service(function, event, source=source)
+                    if not errored or delay is None:
+                        return
+                    if self._closed.wait(delay):
+                        return
+            finally:
+                with self._activity:
+                    self._pending_async -= 1
+                    self._activity.notify_all()
+
+        return self._executor.submit(run)
+
+    # -- activity, for drain() ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _running_handler(self) -> Iterator[None]:
+        with self._activity:
+            self._running += 1
+            self._generation += 1
+        try:
+            yield
+        finally:
+            with self._activity:
+                self._running -= 1
+                self._activity.notify_all()
+
+    def idle_generation(self) -> int | None:
+        """A counter of invocations so far if nothing runs or waits to run now, else None."""
+        with self._activity:
+            if self._running or self._pending_async:
+                return None
+            return self._generation
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no handler runs and no asynchronous invocation is pending."""
+        deadline = time.monotonic() + timeout
+        with self._activity:
+            while self._running or self._pending_async:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._activity.wait(remaining)
+        return True
+
+    # -- moto hooks ---------------------------------------------------------------------------
+
+    def install_moto_hooks(self) -> None:
+        """Make moto run this runtime's handlers wherever it would start a Lambda container."""
+        from moto.awslambda.models import LambdaFunction
+        from moto.s3 import notifications
+
+        runtime = self
+        original_invoke_lambda = LambdaFunction._invoke_lambda
+        original_invoke = LambdaFunction.invoke
+        original_s3_invoke = notifications._invoke_awslambda
+
+        def _invoke_lambda(fn: Any, event: Any = None) -> tuple[str, bool, str]:
+            if isinstance(event, str | bytes):
+                event = json.loads(event or "{}")
+            try:
+                result, errored = runtime.invoke_for_service(fn.function_arn, event, source="lambda:Invoke")
+            except FunctionNotFound:
+                return json.dumps(_not_served(fn.function_name)), True, ""
+            return json.dumps(result), errored, ""
+
+        def invoke(fn: Any, body: str, request_headers: Any, response_headers: Any) -> str | bytes:
+            invocation_type = (request_headers or {}).get("x-amz-invocation-type", "RequestResponse")
+            if invocation_type == "DryRun":
+                return b""
+            if invocation_type == "Event":
+                try:
+                    runtime.invoke_async(fn.function_arn, json.loads(body or "{}"), source="lambda:Invoke(Event)")
+                except FunctionNotFound:
+                    LOG.error("asynchronous invoke of %s: not served by the local stack", fn.function_name)
+                return b""
+            return original_invoke(fn, body, request_headers, response_headers)  # type: ignore[no-any-return]
+
+        def _invoke_awslambda(account_id: str, event_body: Any, fn_arn: str, region_name: str) -> None:
+            try:
+                runtime.invoke_async(fn_arn, _s3_event_as_aws_sends_it(event_body), source="s3")
+            except FunctionNotFound:
+                LOG.error("S3 notification for %s: not served by the local stack", fn_arn)
+
+        LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign,assignment]
+        LambdaFunction.invoke = invoke  # type: ignore[method-assign,assignment]
+        notifications._invoke_awslambda = _invoke_awslambda
+
+        def restore() -> None:
+            LambdaFunction._invoke_lambda = original_invoke_lambda  # type: ignore[method-assign]
+            LambdaFunction.invoke = original_invoke  # type: ignore[method-assign]
+            notifications._invoke_awslambda = original_s3_invoke
+
+        self._restore_patches.append(restore)
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop retrying, restore moto, forget the handler modules and layer paths."""
+        self._closed.set()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        while self._restore_patches:
+            self._restore_patches.pop()()
+        for loaded in self._functions.values():
+            sys.modules.pop(loaded.module_name, None)
+        for entry in self._sys_path_added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(entry)
+        self._sys_path_added.clear()
+        reset_process_caches()
+
+
+def reset_process_caches() -> None:
+    """Forget SDK-level caches that outlive a handler module (a cold start in AWS starts afresh).
+
+    Powertools Parameters keeps its providers, and their boto3 clients bound to the moto
+    endpoint of the time, in a process-wide dict; a later stack (another moto port) needs new ones.
+    """
+    with contextlib.suppress(ImportError):
+        from aws_lambda_powertools.utilities.parameters import clear_caches
+
+        clear_caches()
+
+
+def error_payload(exc: BaseException) -> dict[str, Any]:
+    """The payload Lambda returns for a handler that raised ``exc``."""
+    return {
+        "errorMessage": str(exc),
+        "errorType": "Runtime.MarshalError" if isinstance(exc, MarshalError) else type(exc).__name__,
+        "requestId": str(uuid.uuid4()),
+        "stackTrace": traceback.format_tb(exc.__traceback__),
+    }
+
+
+def _s3_event_as_aws_sends_it(event: dict[str, Any]) -> dict[str, Any]:
+    """moto's S3 event with object keys encoded as S3 encodes them (``/`` stays, space is ``+``).
+
+    moto encodes keys with ``quote_plus`` and no safe characters, so ``inbox/a b`` arrives as
+    ``inbox%2Fa+b`` instead of S3's ``inbox/a+b``.
+    """
+    for record in event.get("Records", []):
+        s3_object = record.get("s3", {}).get("object", {})
+        if "key" in s3_object:
+            s3_object["key"] = quote_plus(unquote_plus(s3_object["key"]), safe="/")
+    return event
+
+
+def _not_served(name: str) -> dict[str, Any]:
+    return {
+        "errorMessage": f"function {name} exists in moto but is not served by the local stack",
+        "errorType": "ResourceNotFoundException",
+    }
+
+
+def _import_file(module_name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
+
+
+@contextlib.contextmanager
+def _environment_overlay(environment: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``environment`` on top, for an import; restored afterwards."""
+    saved = {key: os.environ.get(key) for key in environment}
+    os.environ.update(environment)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _code_dir_on_path(code_dir: Path) -> Iterator[None]:
+    """The function's code directory first on ``sys.path`` while its handler imports.
+
+    Modules imported from it are dropped from ``sys.modules`` afterwards (the handler keeps its
+    references), so two functions may each ship, say, a ``models.py`` of their own.
+    """
+    entry = str(code_dir)
+    before = set(sys.modules)
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(entry)
+        for name in set(sys.modules) - before:
+            module_file = getattr(sys.modules[name], "__file__", None) or ""
+            if module_file.startswith(entry + os.sep) and not name.startswith("_reelay_local_"):
+                del sys.modules[name]

@@ -1,0 +1,725 @@
+"""Creates the template's resources in moto, as CloudFormation would, and records their ids.
+
+Physical names follow CloudFormation's conventions (``<stack>-<LogicalId>-<RANDOM>`` unless the
+template names the resource), so ``Ref``/``Fn::GetAtt`` resolve to values shaped like AWS's.
+Resources are created in dependency order: roles, secrets and parameters, tables, buckets,
+queues, event buses, functions, state machines, then bucket notifications. What only the local
+stack can serve (routes, SQS mappings, schedules, pattern rules) is collected as wiring for
+:mod:`reelay_local.stack` to start.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import secrets
+import string
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reelay_local.event_sources import QueueMapping, RuleSpec, ScheduleSpec, Target
+from reelay_local.gateway import Route, routes_from_body
+from reelay_local.lambda_runtime import FunctionSpec
+from reelay_local.template import (
+    ACCOUNT_ID,
+    PARTITION,
+    REGION,
+    URL_SUFFIX,
+    CloudTemplate,
+    Physical,
+    Resolver,
+    TemplateError,
+)
+
+LOG = logging.getLogger(__name__)
+
+# Resource types that need nothing locally (beyond a Ref value for whoever references them).
+_PASSIVE_TYPES = frozenset(
+    {
+        "AWS::Lambda::Permission",
+        "AWS::IAM::Policy",
+        "AWS::IAM::ManagedPolicy",
+        "AWS::Logs::LogGroup",
+        "AWS::ApiGatewayV2::Stage",
+        "AWS::ApiGatewayV2::Authorizer",
+        "AWS::CloudWatch::Alarm",
+        "AWS::CloudWatch::Dashboard",
+        "AWS::S3::BucketPolicy",
+        "AWS::SQS::QueuePolicy",
+        "AWS::Lambda::EventInvokeConfig",
+        "AWS::Lambda::Version",
+        "AWS::Lambda::Alias",
+    }
+)
+
+Clients = Callable[[str], Any]
+
+
+@dataclass
+class Wiring:
+    """Everything that invokes a function, as the local stack will serve it."""
+
+    functions: dict[str, FunctionSpec] = field(default_factory=dict)
+    routes: list[Route] = field(default_factory=list)
+    queue_mappings: list[QueueMapping] = field(default_factory=list)
+    schedules: list[ScheduleSpec] = field(default_factory=list)
+    rules: list[RuleSpec] = field(default_factory=list)
+    s3_notifications: list[tuple[str, str]] = field(default_factory=list)  # (bucket logical id, function)
+    state_machines: dict[str, str] = field(default_factory=dict)  # logical id -> ARN
+    unserved: list[str] = field(default_factory=list)
+
+
+class Provisioner:
+    """Builds a :class:`CloudTemplate`'s resources in moto through boto3 ``clients``."""
+
+    def __init__(
+        self,
+        template: CloudTemplate,
+        clients: Clients,
+        *,
+        stack_name: str,
+        gateway_url: str,
+        function_overrides: dict[str, str],
+        local_defaults: dict[str, str],
+    ) -> None:
+        self._template = template
+        self._client = clients
+        self._stack_name = stack_name
+        self._gateway_url = gateway_url
+        self._overrides = function_overrides
+        self._local_defaults = local_defaults
+        self.physical: dict[str, Physical] = {}
+        self.resolver = Resolver(template, self.physical.__getitem__, stack_name=stack_name)
+        self.wiring = Wiring()
+        self._layer_dirs: dict[str, Path] = {}
+        self._api_urls: dict[str, str] = {}
+        self._roles: set[str] = set()
+
+    # -- orchestration ------------------------------------------------------------------------
+
+    def provision(self) -> Wiring:
+        """Create every resource the template's conditions select; the wiring to serve."""
+        steps: list[tuple[tuple[str, ...], Callable[[str, dict[str, Any]], None]]] = [
+            (("AWS::IAM::Role",), self._role),
+            (("AWS::SecretsManager::Secret",), self._secret),
+            (("AWS::SSM::Parameter",), self._parameter),
+            (("AWS::DynamoDB::Table",), self._table),
+            (("AWS::S3::Bucket",), self._bucket),
+            (("AWS::SQS::Queue",), self._queue),
+            (("AWS::SNS::Topic",), self._topic),
+            (("AWS::Events::EventBus",), self._event_bus),
+            (("AWS::ApiGatewayV2::Api",), self._plan_api),
+            (("AWS::Lambda::LayerVersion",), self._layer),
+            (("AWS::StepFunctions::StateMachine",), self._plan_state_machine),
+            (("AWS::Lambda::Function",), self._plan_function),
+            (("AWS::Lambda::Function",), self._function),
+            (("AWS::StepFunctions::StateMachine",), self._state_machine),
+            (("AWS::SQS::Queue",), self._queue_redrive),
+            (("AWS::S3::Bucket",), self._bucket_notifications),
+            (("AWS::S3::BucketPolicy",), self._bucket_policy),
+            (("AWS::ApiGatewayV2::Api",), self._api_routes),
+            (("AWS::Lambda::EventSourceMapping",), self._event_source_mapping),
+            (("AWS::Events::Rule",), self._rule),
+            (("AWS::Scheduler::Schedule",), self._schedule),
+            (("AWS::IAM::Role",), self._role_policies),
+        ]
+        handled = {kind for kinds, _ in steps for kind in kinds}
+        for kinds, step in steps:
+            for logical_id, resource in self._selected(kinds):
+                step(logical_id, resource)
+        for logical_id, resource in self._template.resources.items():
+            kind = resource.get("Type", "")
+            if kind in handled or logical_id in self.physical or not self._is_selected(resource):
+                continue
+            self._other(logical_id, kind, resource)
+        return self.wiring
+
+    def _selected(self, kinds: tuple[str, ...]) -> Iterator[tuple[str, dict[str, Any]]]:
+        for logical_id, resource in self._template.resources.items():
+            if resource.get("Type") in kinds and self._is_selected(resource):
+                yield logical_id, resource
+
+    def _is_selected(self, resource: dict[str, Any]) -> bool:
+        condition = resource.get("Condition")
+        return condition is None or self.resolver.condition(condition)
+
+    def _properties(self, resource: dict[str, Any]) -> dict[str, Any]:
+        return self.resolver.resolve(resource.get("Properties") or {})  # type: ignore[no-any-return]
+
+    def _name(self, logical_id: str, *, limit: int = 64, lower: bool = False, with_stack: bool = True) -> str:
+        suffix = "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(12))
+        prefix = f"{self._stack_name}-{logical_id}" if with_stack else logical_id
+        name = f"{prefix[: limit - 13]}-{suffix}"
+        return name.lower() if lower else name
+
+    def _arn(self, service: str, resource: str, *, region: str = REGION, account: str = ACCOUNT_ID) -> str:
+        return f"arn:{PARTITION}:{service}:{region}:{account}:{resource}"
+
+    # -- identity and configuration -----------------------------------------------------------
+
+    def _role(self, logical_id: str, resource: dict[str, Any]) -> None:
+        # Policies name the resources they grant; they are attached once those exist.
+        props = self._properties({"Properties": _without(resource.get("Properties"), "Policies")})
+        name = props.get("RoleName") or self._name(logical_id)
+        role = self._client("iam").create_role(
+            RoleName=name,
+            Path=props.get("Path", "/"),
+            AssumeRolePolicyDocument=json.dumps(props.get("AssumeRolePolicyDocument") or {}),
+        )["Role"]
+        self._roles.add(role["Arn"])
+        self.physical[logical_id] = Physical(name, {"Arn": role["Arn"], "RoleId": role["RoleId"]})
+
+    def _role_policies(self, logical_id: str, resource: dict[str, Any]) -> None:
+        # Kept for inspection only: moto does not enforce IAM here.
+        iam = self._client("iam")
+        for policy in self.resolver.resolve((resource.get("Properties") or {}).get("Policies") or []):
+            document = {"Version": "2012-10-17", **policy["PolicyDocument"]}
+            iam.put_role_policy(
+                RoleName=self.physical[logical_id].ref,
+                PolicyName=policy["PolicyName"],
+                PolicyDocument=json.dumps(document),
+            )
+
+    def _ensure_role(self, arn: str) -> None:
+        """Lambda in moto insists that a function's role exists; create one named by the ARN."""
+        if arn in self._roles:
+            return
+        iam = self._client("iam")
+        name = arn.rsplit("/", 1)[-1]
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            ],
+        }
+        try:
+            iam.get_role(RoleName=name)
+        except iam.exceptions.NoSuchEntityException:
+            iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+        self._roles.add(arn)
+
+    def _secret(self, logical_id: str, resource: dict[str, Any]) -> None:
+        props = self._properties(resource)
+        client = self._client("secretsmanager")
+        value = props.get("SecretString")
+        if value is None:
+            value = self._generated_secret(props.get("GenerateSecretString") or {})
+        created = client.create_secret(
+            Name=props.get("Name") or self._name(logical_id, with_stack=False),
+            SecretString=value,
+            Description=props.get("Description", ""),
+        )
+        self.physical[logical_id] = Physical(created["ARN"], {"Id": created["ARN"]})
+
+    def _generated_secret(self, spec: dict[str, Any]) -> str:
+        options = {
+            key: spec[key]
+            for key in (
+                "ExcludeCharacters",
+                "ExcludeLowercase",
+                "ExcludeNumbers",
+                "ExcludePunctuation",
+                "ExcludeUppercase",
+                "IncludeSpace",
+                "RequireEachIncludedType",
+            )
+            if key in spec
+        }
+        password = self._client("secretsmanager").get_random_password(
+            PasswordLength=int(spec.get("PasswordLength", 32)), **options
+        )["RandomPassword"]
+        if "SecretStringTemplate" in spec:
+            document = json.loads(spec["SecretStringTemplate"])
+            document[spec.get("GenerateStringKey", "password")] = password
+            return json.dumps(document)
+        return str(password)
+
+    def _parameter(self, logical_id: str, resource: dict[str, Any]) -> None:
+        props = self._properties(resource)
+        name = props.get("Name") or f"CFN-{self._name(logical_id, with_stack=False)}"
+        self._client("ssm").put_parameter(Name=name, Value=str(props["Value"]), Type=props.get("Type", "String"))
+        self.physical[logical_id] = Physical(name, {"Type": props.get("Type", "String"), "Value": props["Value"]})
+
+    # -- state --------------------------------------------------------------------------------
+
+    def _table(self, logical_id: str, resource: dict[str, Any]) -> None:
+        props = self._properties(resource)
+        name = props.get("TableName") or self._name(logical_id, limit=255)
+        request: dict[str, Any] = {
+            "TableName": name,
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "KeySchema": props["KeySchema"],
+            "BillingMode": props.get("BillingMode", "PROVISIONED"),
+        }
+        for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes", "ProvisionedThroughput", "TableClass"):
+            if key in props:
+                request[key] = props[key]
+        if "StreamSpecification" in props:
+            request["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
+        sse = props.get("SSESpecification")
+        if sse:
+            request["SSESpecification"] = {
+                "Enabled": bool(sse.get("SSEEnabled")),
+                **({"SSEType": sse["SSEType"]} if "SSEType" in sse else {}),
+                **({"KMSMasterKeyId": sse["KMSMasterKeyId"]} if "KMSMasterKeyId" in sse else {}),
+            }
+        client = self._client("dynamodb")
+        table = client.create_table(**request)["TableDescription"]
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl and ttl.get("Enabled"):
+            client.update_time_to_live(
+                TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]}
+            )
+        attributes = {"Arn": table["TableArn"]}
+        if "LatestStreamArn" in table:
+            attributes["StreamArn"] = table["LatestStreamArn"]
+        self.physical[logical_id] = Physical(name, attributes)
+
+    def _bucket(self, logical_id: str, resource: dict[str, Any]) -> None:
+        # Notifications come later (they name functions); everything else now.
+        props = self._properties({"Properties": _without(resource.get("Properties"), "NotificationConfiguration")})
+        name = props.get("BucketName") or self._name(logical_id, limit=63, lower=True)
+        s3 = self._client("s3")
+        s3.create_bucket(Bucket=name)
+        if "VersioningConfiguration" in props:
+            s3.put_bucket_versioning(Bucket=name, VersioningConfiguration=props["VersioningConfiguration"])
+        encryption = props.get("BucketEncryption")
+        if encryption:
+            s3.put_bucket_encryption(
+                Bucket=name,
+                ServerSideEncryptionConfiguration={
+                    "Rules": [_encryption_rule(r) for r in encryption["ServerSideEncryptionConfiguration"]]
+                },
+            )
+        if "PublicAccessBlockConfiguration" in props:
+            s3.put_public_access_block(
+                Bucket=name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"]
+            )
+        if "OwnershipControls" in props:
+            s3.put_bucket_ownership_controls(Bucket=name, OwnershipControls=props["OwnershipControls"])
+        lifecycle = props.get("LifecycleConfiguration")
+        if lifecycle:
+            s3.put_bucket_lifecycle_configuration(
+                Bucket=name, LifecycleConfiguration={"Rules": [_lifecycle_rule(r) for r in lifecycle["Rules"]]}
+            )
+        cors = props.get("CorsConfiguration")
+        if cors:
+            s3.put_bucket_cors(Bucket=name, CORSConfiguration={"CORSRules": [_cors_rule(r) for r in cors["CorsRules"]]})
+        self.physical[logical_id] = Physical(
+            name,
+            {
+                "Arn": f"arn:{PARTITION}:s3:::{name}",
+                "DomainName": f"{name}.s3.{URL_SUFFIX}",
+                "RegionalDomainName": f"{name}.s3.{REGION}.{URL_SUFFIX}",
+                "DualStackDomainName": f"{name}.s3.dualstack.{REGION}.{URL_SUFFIX}",
+                "WebsiteURL": f"http://{name}.s3-website-{REGION}.{URL_SUFFIX}",
+            },
+        )
+
+    def _bucket_notifications(self, logical_id: str, resource: dict[str, Any]) -> None:
+        raw = (resource.get("Properties") or {}).get("NotificationConfiguration")
+        if not raw:
+            return
+        config = self.resolver.resolve(raw)
+        request: dict[str, Any] = {}
+        for cfn_key, api_key, arn_key, api_arn_key in (
+            ("LambdaConfigurations", "LambdaFunctionConfigurations", "Function", "LambdaFunctionArn"),
+            ("QueueConfigurations", "QueueConfigurations", "Queue", "QueueArn"),
+            ("TopicConfigurations", "TopicConfigurations", "Topic", "TopicArn"),
+        ):
+            for item in config.get(cfn_key) or []:
+                entry: dict[str, Any] = {api_arn_key: item[arn_key], "Events": [item["Event"]]}
+                rules = ((item.get("Filter") or {}).get("S3Key") or {}).get("Rules")
+                if rules:
+                    entry["Filter"] = {"Key": {"FilterRules": rules}}
+                request.setdefault(api_key, []).append(entry)
+                if cfn_key == "LambdaConfigurations":
+                    self.wiring.s3_notifications.append((logical_id, self._function_of_arn(item[arn_key])))
+        if "EventBridgeConfiguration" in config:
+            request["EventBridgeConfiguration"] = {}
+        self._client("s3").put_bucket_notification_configuration(
+            Bucket=self.physical[logical_id].ref, NotificationConfiguration=request
+        )
+
+    def _bucket_policy(self, logical_id: str, resource: dict[str, Any]) -> None:
+        # moto enforces bucket policies, and the local endpoint is plain HTTP: a statement on
+        # aws:SecureTransport (deny insecure transport) would refuse every request here.
+        props = self._properties(resource)
+        self.physical[logical_id] = Physical(props["Bucket"])
+        document = dict(props["PolicyDocument"])
+        statements = document.get("Statement") or []
+        kept = [s for s in statements if "aws:securetransport" not in json.dumps(s.get("Condition", {})).lower()]
+        if len(kept) < len(statements):
+            LOG.info("%s: statements on aws:SecureTransport left out locally (plain HTTP)", logical_id)
+        if kept:
+            document["Statement"] = kept
+            self._client("s3").put_bucket_policy(Bucket=props["Bucket"], Policy=json.dumps(document))
+
+    def _queue(self, logical_id: str, resource: dict[str, Any]) -> None:
+        # The redrive policy names other queues; it is set once they all exist.
+        props = self._properties({"Properties": _without(resource.get("Properties"), "RedrivePolicy")})
+        fifo = bool(props.get("FifoQueue"))
+        name = props.get("QueueName") or (self._name(logical_id, limit=75 if fifo else 80) + (".fifo" if fifo else ""))
+        attributes = {
+            key: _sqs_attribute(props[key])
+            for key in (
+                "DelaySeconds",
+                "MaximumMessageSize",
+                "MessageRetentionPeriod",
+                "ReceiveMessageWaitTimeSeconds",
+                "VisibilityTimeout",
+                "FifoQueue",
+                "ContentBasedDeduplication",
+                "DeduplicationScope",
+                "FifoThroughputLimit",
+                "KmsMasterKeyId",
+                "KmsDataKeyReusePeriodSeconds",
+                "SqsManagedSseEnabled",
+            )
+            if key in props
+        }
+        url = self._client("sqs").create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        arn = self._arn("sqs", name)
+        self.physical[logical_id] = Physical(url, {"Arn": arn, "QueueName": name, "QueueUrl": url})
+
+    def _queue_redrive(self, logical_id: str, resource: dict[str, Any]) -> None:
+        props = resource.get("Properties") or {}
+        attributes = {}
+        for key in ("RedrivePolicy", "RedriveAllowPolicy"):
+            if key in props:
+                attributes[key] = json.dumps(self.resolver.resolve(props[key]))
+        if attributes:
+            self._client("sqs").set_queue_attributes(QueueUrl=self.physical[logical_id].ref, Attributes=attributes)
+
+    def _topic(self, logical_id: str, resource: dict[str, Any]) -> None:
+        props = self._properties(resource)
+        name = props.get("TopicName") or self._name(logical_id, limit=256)
+        arn = self._client("sns").create_topic(Name=name)["TopicArn"]
+        self.physical[logical_id] = Physical(arn, {"TopicArn": arn, "TopicName": name})
+        for subscription in props.get("Subscription") or []:
+            if subscription.get("Protocol") == "lambda":
+                self.wiring.unserved.append(f"{logical_id}: SNS subscription of a function")
+
+    def _event_bus(self, logical_id: str, resource: dict[str, Any]) -> None:
+        props = self._properties(resource)
+        arn = self._client("events").create_event_bus(Name=props["Name"])["EventBusArn"]
+        self.physical[logical_id] = Physical(props["Name"], {"Arn": arn, "Name": props["Name"]})
+
+    # -- compute ------------------------------------------------------------------------------
+
+    def _layer(self, logical_id: str, resource: dict[str, Any]) -> None:
+        props = self._properties(resource)
+        name = props.get("LayerName") or logical_id
+        arn = self._arn("lambda", f"layer:{name}:1")
+        content = self._template.artifact(props.get("Content") or {}, owner=logical_id)
+        # A built layer keeps Python packages under python/; a source layer (SAM builds it) at the top.
+        self._layer_dirs[arn] = content / "python" if (content / "python").is_dir() else content
+        self.physical[logical_id] = Physical(arn, {"LayerVersionArn": arn})
+
+    def _plan_api(self, logical_id: str, resource: dict[str, Any]) -> None:
+        api_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(10))
+        self._api_urls[api_id] = self._gateway_url
+        self.physical[logical_id] = Physical(api_id, {"ApiEndpoint": self._gateway_url, "ApiId": api_id})
+
+    def _plan_state_machine(self, logical_id: str, resource: dict[str, Any]) -> None:
+        props = resource.get("Properties") or {}
+        name = self.resolver.resolve(props.get("StateMachineName")) or self._name(
+            logical_id, limit=80, with_stack=False
+        )
+        arn = self._arn("states", f"stateMachine:{name}")
+        self.physical[logical_id] = Physical(arn, {"Arn": arn, "Name": name, "StateMachineRevisionId": "INITIAL"})
+
+    def _plan_function(self, logical_id: str, resource: dict[str, Any]) -> None:
+        # Named before any function is created, so environments may name any function.
+        raw = resource.get("Properties") or {}
+        name = self.resolver.resolve(raw.get("FunctionName")) or self._name(logical_id)
+        self.physical[logical_id] = Physical(name, {"Arn": self._arn("lambda", f"function:{name}")})
+
+    def _function(self, logical_id: str, resource: dict[str, Any]) -> None:
+        name = self.physical[logical_id].ref
+        arn = self.physical[logical_id].attributes["Arn"]
+        props = self._properties(resource)
+        if props.get("PackageType") == "Image":
+            self.wiring.unserved.append(f"{logical_id}: container image functions")
+            return
+        code_dir = self._template.artifact(props.get("Code") or {}, owner=logical_id)
+        environment = self._function_environment(props)
+        role = props.get("Role") or self._arn("iam", "role/reelay-local-function", region="")
+        self._ensure_role(role)
+        self._client("lambda").create_function(
+            FunctionName=name,
+            Runtime=props.get("Runtime", "python3.13"),
+            Role=role,
+            Handler=props.get("Handler", "app.lambda_handler"),
+            Code={"ZipFile": _placeholder_zip()},
+            Timeout=int(props.get("Timeout", 3)),
+            MemorySize=int(props.get("MemorySize", 128)),
+            Environment={"Variables": environment},
+            Architectures=props.get("Architectures", ["x86_64"]),
+        )
+        layer_dirs = []
+        for layer in props.get("Layers") or []:
+            if layer in self._layer_dirs:
+                layer_dirs.append(self._layer_dirs[layer])
+            else:
+                LOG.warning("%s: layer %s is not part of the template; not on the local path", logical_id, layer)
+        self.wiring.functions[logical_id] = FunctionSpec(
+            logical_id=logical_id,
+            name=name,
+            arn=arn,
+            code_dir=code_dir,
+            handler=props.get("Handler", "app.lambda_handler"),
+            runtime=props.get("Runtime", "python3.13"),
+            timeout=int(props.get("Timeout", 3)),
+            memory_size=int(props.get("MemorySize", 128)),
+            environment=environment,
+            layer_dirs=tuple(layer_dirs),
+        )
+
+    def _function_environment(self, props: dict[str, Any]) -> dict[str, str]:
+        variables = ((props.get("Environment") or {}).get("Variables")) or {}
+        environment = {**self._local_defaults}
+        for key, value in variables.items():
+            text = (
+                value if isinstance(value, str) else json.dumps(value) if isinstance(value, dict | list) else str(value)
+            )
+            for api_id, url in self._api_urls.items():
+                # The API's AWS URL (e.g. CALLBACK_BASE_URL) is the local gateway here.
+                text = text.replace(f"https://{api_id}.execute-api.{REGION}.{URL_SUFFIX}", url)
+            environment[key] = text
+        environment.update(self._overrides)
+        return environment
+
+    def _state_machine(self, logical_id: str, resource: dict[str, Any]) -> None:
+        props = self._properties(resource)
+        planned = self.physical[logical_id]
+        if "DefinitionS3Location" in props:
+            definition = self._template.artifact(props["DefinitionS3Location"], owner=logical_id).read_text()
+        elif "DefinitionString" in props:
+            definition = str(props["DefinitionString"])
+        elif "Definition" in props:
+            definition = json.dumps(props["Definition"])
+        else:
+            raise TemplateError(f"{logical_id}: state machine without a definition")
+        for key, value in (props.get("DefinitionSubstitutions") or {}).items():
+            definition = definition.replace("${" + key + "}", str(value))
+        role = props.get("RoleArn") or self._arn("iam", "role/reelay-local-states", region="")
+        created = self._client("stepfunctions").create_state_machine(
+            name=planned.attributes["Name"],
+            definition=definition,
+            roleArn=role,
+            type=props.get("StateMachineType", "STANDARD"),
+        )
+        if created["stateMachineArn"] != planned.ref:
+            raise TemplateError(f"{logical_id}: moto named the state machine {created['stateMachineArn']}")
+        self.wiring.state_machines[logical_id] = planned.ref
+
+    # -- wiring -------------------------------------------------------------------------------
+
+    def _api_routes(self, logical_id: str, resource: dict[str, Any]) -> None:
+        props = self._properties(resource)
+        api_id = self.physical[logical_id].ref
+        stage = "$default"
+        for _, stage_resource in self._template.of_type("AWS::ApiGatewayV2::Stage"):
+            stage_props = stage_resource.get("Properties") or {}
+            if stage_props.get("ApiId") == {"Ref": logical_id}:
+                stage = self.resolver.resolve(stage_props.get("StageName", "$default"))
+        body = props.get("Body")
+        if body is None:
+            self.wiring.unserved.append(f"{logical_id}: HTTP API without an inline OpenAPI body")
+            return
+        self.wiring.routes.extend(routes_from_body(api_id, body, self._function_of_uri, stage=stage))
+
+    def _function_of_uri(self, uri: str) -> str | None:
+        # arn:aws:apigateway:<region>:lambda:path/2015-03-31/functions/<function arn>/invocations
+        if "/functions/" not in uri:
+            return None
+        return self._function_of_arn(uri.split("/functions/", 1)[1].rsplit("/invocations", 1)[0])
+
+    def _function_of_arn(self, arn: str) -> str:
+        for logical_id, spec in self.wiring.functions.items():
+            if arn in (spec.arn, spec.name):
+                return logical_id
+        raise TemplateError(f"{arn} is not a function of the template")
+
+    def _event_source_mapping(self, logical_id: str, resource: dict[str, Any]) -> None:
+        props = self._properties(resource)
+        source = str(props.get("EventSourceArn", ""))
+        function = self._function_of_arn(str(props["FunctionName"]))
+        self.physical[logical_id] = Physical(self._name(logical_id, with_stack=False))
+        if ":sqs:" not in source:
+            self.wiring.unserved.append(f"{logical_id}: event source {source or props} (only SQS is served)")
+            return
+        if props.get("FilterCriteria"):
+            self.wiring.unserved.append(f"{logical_id}: FilterCriteria on an SQS mapping")
+            return
+        queue_name = source.rsplit(":", 1)[1]
+        queue_url = next(p.ref for p in self.physical.values() if p.attributes.get("QueueName") == queue_name)
+        scaling = props.get("ScalingConfig") or {}
+        self.wiring.queue_mappings.append(
+            QueueMapping(
+                logical_id=logical_id,
+                function=function,
+                queue_url=queue_url,
+                queue_arn=source,
+                batch_size=int(props.get("BatchSize", 10)),
+                batching_window_seconds=float(props.get("MaximumBatchingWindowInSeconds", 0)),
+                report_batch_item_failures="ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or []),
+                max_concurrency=min(int(scaling.get("MaximumConcurrency", 4)), 16),
+                enabled=bool(props.get("Enabled", True)),
+            )
+        )
+
+    def _target(self, owner: str, target: dict[str, Any]) -> Target | None:
+        arn = str(target.get("Arn", ""))
+        payload = json.loads(target["Input"]) if "Input" in target else None
+        if ":lambda:" in arn:
+            return Target("function", self._function_of_arn(arn), payload, target.get("InputPath"))
+        if ":states:" in arn:
+            return Target("state_machine", arn, payload, target.get("InputPath"))
+        self.wiring.unserved.append(f"{owner}: target {arn}")
+        return None
+
+    def _rule(self, logical_id: str, resource: dict[str, Any]) -> None:
+        props = self._properties(resource)
+        name = props.get("Name") or self._name(logical_id)
+        bus = props.get("EventBusName", "default")
+        bus = bus.rsplit("/", 1)[-1] if bus.startswith("arn:") else bus
+        arn = self._arn("events", f"rule/{name}" if bus == "default" else f"rule/{bus}/{name}")
+        self.physical[logical_id] = Physical(name, {"Arn": arn})
+        enabled = props.get("State", "ENABLED") == "ENABLED"
+        if "ScheduleExpression" in props:
+            for target in props.get("Targets") or []:
+                resolved = self._target(logical_id, target)
+                if resolved is not None:
+                    self.wiring.schedules.append(
+                        ScheduleSpec(logical_id, arn, props["ScheduleExpression"], resolved, "rule", enabled=enabled)
+                    )
+            return
+        self._pattern_rule(logical_id, name, bus, props, enabled)
+
+    def _pattern_rule(self, logical_id: str, name: str, bus: str, props: dict[str, Any], enabled: bool) -> None:
+        events = self._client("events")
+        events.put_rule(
+            Name=name,
+            EventBusName=bus,
+            EventPattern=json.dumps(props.get("EventPattern") or {}),
+            State="ENABLED" if enabled else "DISABLED",
+        )
+        local_targets: list[Target] = []
+        moto_targets: list[dict[str, Any]] = []
+        transformer: dict[str, Any] | None = None
+        for target in props.get("Targets") or []:
+            arn = str(target.get("Arn", ""))
+            if ":sqs:" in arn or ":events:" in arn or ":logs:" in arn:
+                moto_targets.append(target)  # moto delivers these itself
+                continue
+            transformer = target.get("InputTransformer") or transformer
+            resolved = self._target(logical_id, target)
+            if resolved is not None:
+                local_targets.append(resolved)
+        if local_targets:
+            sqs = self._client("sqs")
+            queue_name = self._name(f"{logical_id}-events", limit=80)
+            queue_url = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
+            hidden: dict[str, Any] = {"Id": "reelay-local-forwarder", "Arn": self._arn("sqs", queue_name)}
+            if transformer:
+                hidden["InputTransformer"] = transformer
+            moto_targets.append(hidden)
+            self.wiring.rules.append(RuleSpec(logical_id, queue_url, tuple(local_targets)))
+        if moto_targets:
+            events.put_targets(Rule=name, EventBusName=bus, Targets=moto_targets)
+
+    def _schedule(self, logical_id: str, resource: dict[str, Any]) -> None:
+        props = self._properties(resource)
+        name = props.get("Name") or self._name(logical_id)
+        group = props.get("GroupName", "default")
+        arn = self._arn("scheduler", f"schedule/{group}/{name}")
+        self.physical[logical_id] = Physical(name, {"Arn": arn})
+        target = self._target(logical_id, props.get("Target") or {})
+        if target is not None:
+            self.wiring.schedules.append(
+                ScheduleSpec(
+                    logical_id,
+                    arn,
+                    props["ScheduleExpression"],
+                    target,
+                    "scheduler",
+                    timezone=props.get("ScheduleExpressionTimezone", "UTC"),
+                    enabled=props.get("State", "ENABLED") == "ENABLED",
+                )
+            )
+
+    def _other(self, logical_id: str, kind: str, resource: dict[str, Any]) -> None:
+        if kind not in _PASSIVE_TYPES:
+            LOG.info("%s (%s) has no local counterpart; it only gets a placeholder id", logical_id, kind)
+        if kind in ("AWS::ApiGateway::RestApi", "AWS::Lambda::Url", "AWS::ApiGatewayV2::Route"):
+            self.wiring.unserved.append(f"{logical_id}: {kind} is not served by the local gateway")
+        if kind == "AWS::ApiGatewayV2::Stage":
+            props = self._properties(resource)
+            self.physical[logical_id] = Physical(props.get("StageName", "$default"))
+            return
+        name = self._name(logical_id)
+        self.physical[logical_id] = Physical(name, {"Arn": self._arn("local", name)})
+
+
+def _without(properties: dict[str, Any] | None, key: str) -> dict[str, Any]:
+    return {k: v for k, v in (properties or {}).items() if k != key}
+
+
+def _sqs_attribute(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
+def _lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """A CloudFormation lifecycle rule in the S3 API's shape."""
+    converted: dict[str, Any] = {"ID": rule.get("Id", "rule"), "Status": rule.get("Status", "Enabled")}
+    prefix = rule.get("Prefix")
+    converted["Filter"] = {"Prefix": prefix or ""}
+    if "AbortIncompleteMultipartUpload" in rule:
+        converted["AbortIncompleteMultipartUpload"] = rule["AbortIncompleteMultipartUpload"]
+    if "ExpirationInDays" in rule:
+        converted["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+    if "NoncurrentVersionExpirationInDays" in rule:
+        converted["NoncurrentVersionExpiration"] = {"NoncurrentDays": int(rule["NoncurrentVersionExpirationInDays"])}
+    if "Transitions" in rule:
+        converted["Transitions"] = [
+            {"Days": int(t["TransitionInDays"]), "StorageClass": t["StorageClass"]} for t in rule["Transitions"]
+        ]
+    return converted
+
+
+def _encryption_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    converted: dict[str, Any] = {}
+    if "ServerSideEncryptionByDefault" in rule:
+        converted["ApplyServerSideEncryptionByDefault"] = rule["ServerSideEncryptionByDefault"]
+    if "BucketKeyEnabled" in rule:
+        converted["BucketKeyEnabled"] = bool(rule["BucketKeyEnabled"])
+    return converted
+
+
+def _cors_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    converted: dict[str, Any] = {"AllowedMethods": rule["AllowedMethods"], "AllowedOrigins": rule["AllowedOrigins"]}
+    for cfn_key, api_key in (
+        ("AllowedHeaders", "AllowedHeaders"),
+        ("ExposedHeaders", "ExposeHeaders"),
+        ("Id", "ID"),
+        ("MaxAge", "MaxAgeSeconds"),
+    ):
+        if cfn_key in rule:
+            converted[api_key] = rule[cfn_key]
+    return converted
+
+
+def _placeholder_zip() -> bytes:
+    """moto stores code but never runs it here; the handlers run from the repository."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("README.txt", "reelay local stack: this function runs in-process from the repository.\n")
+    return buffer.getvalue()

@@ -1,0 +1,369 @@
+"""``LocalStack``: template.yaml served on loopback, with the real handlers, and no Docker.
+
+Start-up, in order: translate the template (aws-sam-translator), start moto in server mode,
+point this process's AWS SDK at it, bind the gateway's port (its URL is the API's URL), create
+the resources from the template, import every handler with its resolved environment, then
+start the gateway, the SQS pollers, the schedules and the rule forwarders.
+
+Handlers run in this process, so ``os.environ`` is shared: one ``LocalStack`` runs at a time in
+a process, and ``stop()`` puts the environment back as it found it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar
+
+import boto3
+
+from reelay_local.event_sources import (
+    QueueMapping,
+    RuleForwarder,
+    ScheduleSpec,
+    ScheduleTimer,
+    SqsPoller,
+    TargetInvoker,
+)
+from reelay_local.gateway import Gateway, Route
+from reelay_local.lambda_runtime import FunctionRuntime, FunctionSpec
+from reelay_local.moto_server import MotoServer
+from reelay_local.provisioner import Provisioner, Wiring
+from reelay_local.template import REGION, CloudTemplate, TemplateError, translate
+
+LOG = logging.getLogger(__name__)
+
+_WARM_SERVICES = ("dynamodb", "s3", "sqs", "stepfunctions", "secretsmanager", "events", "lambda", "ssm", "sts")
+
+
+class LocalStack:
+    """The application of ``repo_root/template.yaml``, running locally against moto.
+
+    ``env_overrides`` are added to every function's environment (and win over the template's);
+    ``parameter_overrides`` set template parameters; ``schedule_speedup`` makes schedules fire
+    that many times sooner; a failed SQS message is redelivered after ``redelivery_seconds``
+    instead of the queue's (long) visibility timeout.
+    """
+
+    _active: ClassVar[LocalStack | None] = None  # os.environ is per process: one stack at a time
+    _active_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self,
+        repo_root: Path,
+        *,
+        api_port: int = 0,
+        env_overrides: dict[str, str] | None = None,
+        schedule_speedup: float = 1.0,
+        parameter_overrides: dict[str, str] | None = None,
+        template: str = "template.yaml",
+        stack_name: str = "reelay-local",
+        redelivery_seconds: int = 2,
+    ) -> None:
+        if schedule_speedup <= 0:
+            raise ValueError("schedule_speedup must be positive")
+        self.repo_root = Path(repo_root).resolve()
+        self._template_path = self.repo_root / template
+        self._api_port = api_port
+        self._env_overrides = dict(env_overrides or {})
+        self._parameter_overrides = dict(parameter_overrides or {})
+        self._schedule_speedup = schedule_speedup
+        self._stack_name = stack_name
+        self._redelivery_seconds = redelivery_seconds
+        self._moto = MotoServer()
+        self._runtime: FunctionRuntime | None = None
+        self._gateway: Gateway | None = None
+        self._wiring = Wiring()
+        self._resources: dict[str, Any] = {}
+        self._template: CloudTemplate | None = None
+        self._function_env: dict[str, str] = {}
+        self._pollers: list[SqsPoller] = []
+        self._timers: list[ScheduleTimer] = []
+        self._forwarders: list[RuleForwarder] = []
+        self._saved_environ: dict[str, str | None] = {}
+        self._saved_session: boto3.session.Session | None = None
+        self._started = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> LocalStack:
+        """Build and start everything; raises (after cleaning up) if the template cannot be served."""
+        with LocalStack._active_lock:
+            if LocalStack._active is not None:
+                raise RuntimeError("another LocalStack is running in this process; stop it first")
+            LocalStack._active = self
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        self._started = True
+        self._template = translate(self._template_path, self._parameter_overrides, stack_name=self._stack_name)
+        endpoint = self._moto.start()
+        self._set_environ(
+            {
+                "AWS_ENDPOINT_URL": endpoint,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_SESSION_TOKEN": "testing",
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_REGION": REGION,
+                "MOTO_PORT": str(self._moto.port),
+                "AWS_PROFILE": None,
+            }
+        )
+        self._saved_session = boto3.DEFAULT_SESSION
+        boto3.setup_default_session()
+        for service in _WARM_SERVICES:
+            # Builds botocore's caches once, here; creating clients concurrently from a cold
+            # default session is not thread-safe, and the handlers will do just that.
+            boto3.client(service)
+        self._runtime = FunctionRuntime()
+        self._gateway = Gateway(self._runtime.invoke, port=self._api_port)
+        provisioner = Provisioner(
+            self._template,
+            boto3.client,
+            stack_name=self._stack_name,
+            gateway_url=self._gateway.url,
+            function_overrides=self._env_overrides,
+            local_defaults={"AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "POWERTOOLS_TRACE_DISABLED": "true"},
+        )
+        self._wiring = provisioner.provision()
+        self._resources = {logical_id: physical.ref for logical_id, physical in provisioner.physical.items()}
+        for problem in self._wiring.unserved:
+            LOG.warning("not served locally: %s", problem)
+        self._function_env = self._union_environment(self._wiring.functions.values())
+        self._set_environ(dict(self._function_env))
+        for spec in self._wiring.functions.values():
+            self._runtime.load(spec)
+        self._runtime.install_moto_hooks()
+        self._gateway.add_routes(self._wiring.routes)
+        self._gateway.start()
+        sqs = boto3.client("sqs")
+        invoker = TargetInvoker(self._runtime, boto3.client("stepfunctions"))
+        self._pollers = [
+            SqsPoller(
+                mapping,
+                sqs=sqs,
+                runtime=self._runtime,
+                visible_at=self._moto.message_visible_at,
+                redelivery_seconds=self._redelivery_seconds,
+            )
+            for mapping in self._wiring.queue_mappings
+        ]
+        self._timers = [ScheduleTimer(s, invoker, speedup=self._schedule_speedup) for s in self._wiring.schedules]
+        self._forwarders = [RuleForwarder(rule, sqs=sqs, invoker=invoker) for rule in self._wiring.rules]
+        for source in self._event_sources():
+            source.start()
+
+    def stop(self) -> None:
+        """Stop every thread and server, forget moto's state and restore ``os.environ``."""
+        if not self._started:
+            with LocalStack._active_lock:
+                if LocalStack._active is self:
+                    LocalStack._active = None
+            return
+        for source in self._event_sources():
+            source.stop()
+        if self._gateway is not None:
+            self._gateway.stop()
+        with contextlib.suppress(Exception):
+            self._stop_executions()
+        if self._runtime is not None and not self._runtime.wait_idle(timeout=10):
+            LOG.warning("handlers still running while the local stack stops")
+        if self._runtime is not None:
+            self._runtime.close()
+        self._moto.stop()
+        for key, value in self._saved_environ.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_environ.clear()
+        boto3.DEFAULT_SESSION = self._saved_session
+        self._saved_session = None
+        self._started = False
+        with LocalStack._active_lock:
+            if LocalStack._active is self:
+                LocalStack._active = None
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- what runs ----------------------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        """The local HTTP API: client routes and the provider callback route."""
+        return self._require(self._gateway).url
+
+    @property
+    def aws_endpoint(self) -> str:
+        """moto's endpoint (also this process's ``AWS_ENDPOINT_URL`` while the stack runs)."""
+        return self._moto.endpoint
+
+    @property
+    def bucket(self) -> str:
+        """The physical name of ``ResultsBucket``."""
+        return str(self._resources["ResultsBucket"])
+
+    @property
+    def resources(self) -> Mapping[str, Any]:
+        """Logical id -> the resource's ``Ref`` value (name, URL or ARN, as CloudFormation's)."""
+        return dict(self._resources)
+
+    @property
+    def function_env(self) -> Mapping[str, str]:
+        """The environment the functions run with (every function's variables, resolved)."""
+        return dict(self._function_env)
+
+    @property
+    def template(self) -> CloudTemplate:
+        """The translated template the stack was built from."""
+        return self._require(self._template)
+
+    @property
+    def functions(self) -> Mapping[str, FunctionSpec]:
+        """Logical id -> the function as it runs locally (name, ARN, handler, environment)."""
+        return dict(self._wiring.functions)
+
+    @property
+    def routes(self) -> list[Route]:
+        return list(self._wiring.routes)
+
+    @property
+    def queue_mappings(self) -> list[QueueMapping]:
+        return list(self._wiring.queue_mappings)
+
+    @property
+    def schedules(self) -> list[ScheduleSpec]:
+        return list(self._wiring.schedules)
+
+    @property
+    def schedule_fire_counts(self) -> dict[str, int]:
+        """Logical id of each schedule -> how many times it has fired so far."""
+        return {timer.spec.logical_id: timer.fired for timer in self._timers}
+
+    @property
+    def event_rules(self) -> list[str]:
+        """Logical ids of the event-pattern rules delivered to functions or state machines."""
+        return [rule.logical_id for rule in self._wiring.rules]
+
+    @property
+    def s3_notifications(self) -> list[tuple[str, str]]:
+        """(bucket logical id, function logical id) for every bucket notification to a function."""
+        return list(self._wiring.s3_notifications)
+
+    @property
+    def state_machines(self) -> Mapping[str, str]:
+        """Logical id -> ARN of every state machine (created in moto, executing for real)."""
+        return dict(self._wiring.state_machines)
+
+    @property
+    def unserved(self) -> list[str]:
+        """What the template wires up that the local stack cannot serve (empty when all is)."""
+        return list(self._wiring.unserved)
+
+    def invoke(self, logical_function_id: str, event: dict[str, Any]) -> Any:
+        """Run a function's real handler in-process, synchronously; its result (usually a dict).
+
+        A handler's exception propagates, as the caller of a synchronous invoke would see it.
+        """
+        return self._require(self._runtime).invoke(logical_function_id, event)
+
+    def drain(self, timeout: float = 30.0, *, executions: bool = False) -> None:
+        """Wait until every served queue is empty and no handler runs or waits to run.
+
+        With ``executions=True``, also wait until no state machine execution is running.
+        Raises ``TimeoutError`` naming what is still busy.
+        """
+        runtime = self._require(self._runtime)
+        deadline = time.monotonic() + timeout
+        busy: list[str] = []
+        while time.monotonic() < deadline:
+            before = runtime.idle_generation()
+            busy = [] if before is not None else ["handlers running"]
+            if not busy:
+                busy = self._busy_queues() + (self._running_executions() if executions else [])
+            if not busy and runtime.idle_generation() == before:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"local stack still busy after {timeout}s: {', '.join(busy)}")
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _event_sources(self) -> list[SqsPoller | ScheduleTimer | RuleForwarder]:
+        return [*self._timers, *self._forwarders, *self._pollers]
+
+    def _busy_queues(self) -> list[str]:
+        sqs = boto3.client("sqs")
+        urls = {m.queue_url for m in self._wiring.queue_mappings} | {r.queue_url for r in self._wiring.rules}
+        busy = []
+        for url in sorted(urls):
+            attributes = sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                ],
+            )["Attributes"]
+            if any(int(v) for v in attributes.values()):
+                busy.append(f"queue {url.rsplit('/', 1)[-1]} {attributes}")
+        return busy
+
+    def _running_executions(self) -> list[str]:
+        sfn = boto3.client("stepfunctions")
+        running = []
+        for arn in self._wiring.state_machines.values():
+            for execution in sfn.list_executions(stateMachineArn=arn, statusFilter="RUNNING")["executions"]:
+                running.append(f"execution {execution['name']}")
+        return running
+
+    def _stop_executions(self) -> None:
+        sfn = boto3.client("stepfunctions")
+        for arn in self._wiring.state_machines.values():
+            for execution in sfn.list_executions(stateMachineArn=arn, statusFilter="RUNNING")["executions"]:
+                sfn.stop_execution(executionArn=execution["executionArn"], cause="local stack stopped")
+
+    def _union_environment(self, specs: Iterable[FunctionSpec]) -> dict[str, str]:
+        union: dict[str, str] = {}
+        for spec in specs:
+            for key, value in spec.environment.items():
+                if key in union and union[key] != value:
+                    LOG.info("%s differs between functions; each function imported with its own value", key)
+                    continue
+                union.setdefault(key, value)
+        return union
+
+    def _set_environ(self, values: Mapping[str, str | None]) -> None:
+        for key, value in values.items():
+            if key not in self._saved_environ:
+                self._saved_environ[key] = os.environ.get(key)
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    @staticmethod
+    def _require(value: Any) -> Any:
+        if value is None:
+            raise RuntimeError("the local stack is not started")
+        return value
+
+
+__all__ = ["LocalStack", "TemplateError"]
