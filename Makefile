@@ -3,7 +3,8 @@
 
 SHELL := /bin/bash
 # The Lambda runtime is python3.13: prefer it (pyenv has one on these machines), else python3.
-PYTHON ?= $(firstword $(shell command -v python3.13) $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3))
+# (A pyenv shim may exist without working, so ask the interpreter for its real path.)
+PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) $(shell python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null) $(shell command -v python3))
 VENV := .venv
 BIN := $(VENV)/bin
 SAM := .venv-sam/bin/sam

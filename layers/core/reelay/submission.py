@@ -184,7 +184,10 @@ class Submitter:
                 except TransitionConflict:
                     return SubmitOutcome.SKIPPED
                 return self.submit(task.id, attempt=attempt)
-            raise RetryLater(int(LOST_CREATE_GRACE.total_seconds() / 3), "create outcome unknown; task held")
+            raise RetryLater(
+                backoff_seconds(attempt, base=15.0, cap=LOST_CREATE_GRACE.total_seconds() / 3),
+                "create outcome unknown; task held",
+            )
         try:
             task = self._store.transition(
                 task,

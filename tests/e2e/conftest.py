@@ -1,0 +1,98 @@
+"""End-to-end: the real handlers, state machine and S3 bytes, over HTTP on loopback.
+
+One ``DevEnvironment`` per test module (the local stack runs handlers in-process, so one at a
+time). The stack serves four providers: the three defaults on the simulator, plus
+``sorahk_short``, a second sorahk instance with a 6 s deadline, for the deadline test.
+Polls per execution are lowered so the continuation is exercised quickly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+
+from reelay_local import DevEnvironment
+from tests.template_support import REPO
+
+E2E_ENV = {
+    "REELAY_PROVIDERS": "generate_task,sorahk,openai_videos,sorahk_short",
+    "REELAY_SORAHK_SHORT_PROTOCOL": "sorahk",
+    "REELAY_SORAHK_SHORT_DEADLINE_SECONDS": "6",
+    # A create whose answer takes longer than this is a lost answer (the money tests).
+    "REELAY_GENERATE_TASK_TIMEOUT_SECONDS": "2",
+    "REELAY_LOG_LEVEL": "WARNING",
+}
+
+
+class Api:
+    """A small client of the reelay API under test."""
+
+    def __init__(self, env: DevEnvironment) -> None:
+        self.env = env
+        self.http = httpx.Client(base_url=env.stack.api_url, timeout=30)
+
+    def create(self, body: dict[str, Any], **headers: str) -> httpx.Response:
+        return self.http.post("/v1/tasks", json=body, headers=headers)
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/v1/tasks/{task_id}")
+        response.raise_for_status()
+        return response.json()
+
+    def wait(self, task_id: str, *, until: tuple[str, ...] = ("succeeded", "failed"), timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            task = self.task(task_id)
+            if task["status"] in until:
+                return task
+            if time.monotonic() > deadline:
+                raise AssertionError(f"task {task_id} still {task['status']} after {timeout} s: {task}")
+            time.sleep(0.2)
+
+    def submit_and_wait(self, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        response = self.create(body)
+        assert response.status_code == 202, response.text
+        return self.wait(response.json()["id"], **kw)
+
+    def objects(self, task_id: str) -> list[dict[str, Any]]:
+        s3 = boto3.client("s3", endpoint_url=self.env.stack.aws_endpoint)
+        return s3.list_objects_v2(Bucket=self.env.stack.bucket, Prefix=f"tasks/{task_id}/").get("Contents", [])
+
+    def object_bytes(self, key: str) -> bytes:
+        s3 = boto3.client("s3", endpoint_url=self.env.stack.aws_endpoint)
+        return s3.get_object(Bucket=self.env.stack.bucket, Key=key)["Body"].read()
+
+    def sim_requests(self, *, kind: str | None = None, protocol: str | None = None) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in self.env.sim.requests
+            if (kind is None or r.get("kind") == kind) and (protocol is None or r.get("protocol") == protocol)
+        ]
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[Api]:
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in E2E_ENV.items():
+            patch.setenv(key, value)
+        env = DevEnvironment(REPO, parameter_overrides={"PollMaxPollsPerExecution": "4"})
+        with env:
+            client = Api(env)
+            yield client
+            client.http.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_simulator(api: Api) -> Iterator[None]:
+    """Each test starts with default knobs and an empty request log, after earlier work settled."""
+    try:
+        api.env.stack.drain(timeout=30, executions=True)
+    except TimeoutError:
+        pass  # e.g. a held task's delayed re-check: harmless once the task has settled
+    api.env.sim.reset()
+    yield
