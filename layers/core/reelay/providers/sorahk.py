@@ -306,6 +306,10 @@ class SorahkProvider(HttpProvider):
         needed = estimate_cost_cents(self.pricing(), request)
         balance = self.balance_cents()
         if balance < needed:
+            # Fail on fresh figures only: a top-up must not wait out the cache.
+            needed = estimate_cost_cents(self.pricing(fresh=True), request)
+            balance = self.balance_cents(fresh=True)
+        if balance < needed:
             raise InsufficientBalance(
                 f"provider {self.name}: this video needs {needed} cents, balance {balance}", provider=self.name
             )
