@@ -207,3 +207,17 @@ def test_openapi_document_lists_the_routes(api: Any) -> None:
     assert status == 200
     assert {"/v1/tasks", "/v1/tasks/{task_id}"} <= set(doc["paths"])
     assert "VideoRequest" in json.dumps(doc)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "raw", "status"),
+    [
+        ("multipart/form-data", '{"provider": "generate_task", "prompt": "x"}', 415),
+        ("text/plain", "hello", 415),
+        ("application/json", "\udcfc\udca5", 400),  # bytes that are not UTF-8, as API Gateway passes them
+    ],
+)
+def test_bodies_that_are_not_utf8_json_are_a_4xx(api: Any, content_type: str, raw: str, status: int) -> None:
+    got, body, _ = api("POST", "/v1/tasks", raw=raw, headers={"content-type": content_type})
+    assert got == status and body["error"]["message"]
+    assert _count_tasks() == 0

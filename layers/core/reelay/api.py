@@ -7,6 +7,8 @@ the result. Domain exceptions map to HTTP answers in one place (``_error``), alw
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Callable
 from http import HTTPStatus
@@ -46,9 +48,45 @@ def _caller(event: dict[str, Any]) -> str:
     return str(iam.get("userArn") or claims.get("sub") or "anonymous")
 
 
+class JsonApiResolver(APIGatewayHttpResolver):
+    """The HTTP API resolver, refusing bodies that are not UTF-8 JSON before anything parses them.
+
+    Powertools' validation would otherwise try to parse a multipart body or decode bytes that
+    are not UTF-8 and fail with a 500; a client's bad body must be a 4xx.
+    """
+
+    def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        refusal = _refuse_body(event)
+        if refusal is not None:
+            status, code, message = refusal
+            return {
+                "statusCode": status,
+                "headers": {"Content-Type": "application/json"},
+                "body": json.dumps({"error": {"code": code, "message": message}}),
+                "isBase64Encoded": False,
+            }
+        return super().resolve(event, context)
+
+
+def _refuse_body(event: dict[str, Any]) -> tuple[int, str, str] | None:
+    body = event.get("body")
+    if not body:
+        return None
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    media = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        return 415, "UNSUPPORTED_MEDIA_TYPE", f"request body must be application/json, not {media[:100]}"
+    try:
+        raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode("utf-8", "surrogatepass")
+        raw.decode("utf-8")
+    except (binascii.Error, UnicodeError):
+        return 400, "MALFORMED_JSON", "request body is not valid UTF-8 JSON"
+    return None
+
+
 def build_app(tasks: Callable[[], TaskService]) -> APIGatewayHttpResolver:
     """The resolver; ``tasks`` gives the service (built lazily, once)."""
-    app = APIGatewayHttpResolver(enable_validation=True)
+    app = JsonApiResolver(enable_validation=True)
 
     @app.exception_handler(RequestValidationError)
     def _invalid(exc: RequestValidationError) -> Response[dict[str, Any]]:
