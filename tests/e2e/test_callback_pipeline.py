@@ -150,3 +150,13 @@ def test_concurrent_requests_are_all_served(api: Api) -> None:
     assert all(r.status_code == 202 for r in responses)
     for r in responses:
         assert api.wait(r.json()["id"], timeout=90)["status"] == "succeeded"
+
+
+def test_image_to_video_sends_the_image_and_resolution(api: Api) -> None:
+    body = GT | {"image_url": api.env.sim.sample_image_url, "resolution": "1080p", "duration": 8}
+    task = api.submit_and_wait(body)
+    assert task["status"] == "succeeded", task
+    [create] = api.sim_requests(kind="create")
+    assert create["body"]["input"]["image_urls"] == [api.env.sim.sample_image_url]
+    assert create["body"]["input"]["resolution"] == "1080p" and create["body"]["input"]["duration"] == 8
+    assert "size" not in create["body"]["input"]
