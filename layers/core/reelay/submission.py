@@ -24,6 +24,7 @@ from reelay.errors import (
     ProviderRateLimited,
     ProviderRejectedRequest,
     ProviderTransientError,
+    ReelayError,
     RequestInvalid,
     TransitionConflict,
 )
@@ -36,6 +37,16 @@ from reelay.tracking import TaskTracker
 from reelay.workers import RetryLater, backoff_seconds
 
 logger = Logger(child=True)
+
+# Errors that end a task before or at its create (no retry can fix them), and the code the
+# client sees. First match wins: ContentRefused is a kind of ProviderRejectedRequest.
+_PERMANENT_ERRORS: tuple[tuple[type[ReelayError], ErrorCode], ...] = (
+    (RequestInvalid, ErrorCode.INVALID_INPUT),
+    (ContentRefused, ErrorCode.CONTENT_POLICY),
+    (ProviderRejectedRequest, ErrorCode.PROVIDER_REJECTED),
+    (InsufficientBalance, ErrorCode.INSUFFICIENT_BALANCE),
+    (ProviderAuthError, ErrorCode.PROVIDER_AUTH),
+)
 
 # How long a lost create is looked for in the provider's task list before reelay concludes
 # the provider never made it (lists can lag a little behind creates).
@@ -85,17 +96,10 @@ class Submitter:
             else:
                 provider.validate(request)
                 provider.preflight(request)
-        except RequestInvalid as exc:
-            self._tracker.fail(task, ErrorCode.INVALID_INPUT, exc.message)
-            return SubmitOutcome.FAILED
-        except InsufficientBalance as exc:
-            self._tracker.fail(task, ErrorCode.INSUFFICIENT_BALANCE, exc.message)
-            return SubmitOutcome.FAILED
-        except ProviderAuthError as exc:
-            self._tracker.fail(task, ErrorCode.PROVIDER_AUTH, exc.message)
-            return SubmitOutcome.FAILED
         except ProviderTransientError as exc:
             raise RetryLater(_retry_seconds(exc, attempt), exc.message) from exc
+        except ReelayError as exc:
+            return self._fail_permanently(task, exc)
         try:
             task = self._store.update(task, create_sent_at=utcnow())
         except TransitionConflict:
@@ -132,18 +136,8 @@ class Submitter:
             # release the claim and retry from the queue.
             self._store.update(task, create_sent_at=None)
             raise RetryLater(_retry_seconds(exc, attempt), exc.message) from exc
-        except ProviderAuthError as exc:
-            self._tracker.fail(task, ErrorCode.PROVIDER_AUTH, exc.message)
-            return SubmitOutcome.FAILED
-        except InsufficientBalance as exc:
-            self._tracker.fail(task, ErrorCode.INSUFFICIENT_BALANCE, exc.message)
-            return SubmitOutcome.FAILED
-        except ContentRefused as exc:
-            self._tracker.fail(task, ErrorCode.CONTENT_POLICY, exc.message)
-            return SubmitOutcome.FAILED
-        except (ProviderRejectedRequest, RequestInvalid) as exc:
-            self._tracker.fail(task, ErrorCode.PROVIDER_REJECTED, exc.message)
-            return SubmitOutcome.FAILED
+        except ReelayError as exc:
+            return self._fail_permanently(task, exc)
         task = self._store.transition(
             task,
             TaskStatus.SUBMITTED,
@@ -163,6 +157,14 @@ class Submitter:
         else:
             self._follow(task, provider)
         return SubmitOutcome.SUBMITTED
+
+    def _fail_permanently(self, task: Task, exc: ReelayError) -> SubmitOutcome:
+        """End the task for an error retrying cannot fix; anything unexpected propagates."""
+        code = next((code for kind, code in _PERMANENT_ERRORS if isinstance(exc, kind)), None)
+        if code is None:
+            raise exc
+        self._tracker.fail(task, code, exc.message)
+        return SubmitOutcome.FAILED
 
     def recover(self, task: Task, *, attempt: int = 0) -> SubmitOutcome:
         """A create was sent before but its answer is unknown: look for the provider task.
