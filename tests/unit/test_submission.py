@@ -180,3 +180,21 @@ def test_content_refusal_at_create_is_a_content_policy_failure(world: Any) -> No
     world.provider.create_error = ContentRefused("refused by moderation", provider="generate_task")
     assert world.submitter.submit(task_id) is SubmitOutcome.FAILED
     assert world.store.get(task_id).error.code is ErrorCode.CONTENT_POLICY
+
+
+def test_a_redelivered_message_starts_a_poll_execution_that_failed_to_start(world: Any) -> None:
+    world.provider.supports_callbacks = False
+    task_id = world.queued()
+
+    class Broken(RecordingStarter):
+        def start(self, name: str, payload: dict[str, Any], *, state_machine_arn: str | None = None) -> bool:
+            raise RuntimeError("states unavailable")
+
+    world.submitter._poll = Broken()
+    with pytest.raises(RuntimeError):
+        world.submitter.submit(task_id)
+    assert world.store.get(task_id).status is TaskStatus.SUBMITTED
+    world.submitter._poll = world.starter
+    assert world.submitter.submit(task_id) is SubmitOutcome.SKIPPED  # no second create...
+    assert [name for name, _ in world.starter.started] == [task_id]  # ...but the poll path runs
+    assert len(world.provider.creates) == 1

@@ -84,6 +84,11 @@ class Submitter:
     def submit(self, task_id: str, *, attempt: int = 0) -> SubmitOutcome:
         """Submit one task; raises ``RetryLater`` for 429s, transient failures and held creates."""
         task = self._store.get(task_id)
+        if task.status is TaskStatus.SUBMITTED:
+            # A redelivery after the create: make sure the poll path runs (the execution name
+            # is the task id, so this starts nothing when it already runs).
+            self._follow(task, self._providers.get(task.provider))
+            return SubmitOutcome.SKIPPED
         if task.status is not TaskStatus.QUEUED:
             return SubmitOutcome.SKIPPED
         if task.create_sent_at is not None:
