@@ -51,6 +51,7 @@ template-checks: setup
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check layers functions
+	$(BIN)/mypy layers/core/reelay devstack
 
 unit: $(VENV)/.installed
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -55,7 +55,7 @@ class JsonApiResolver(APIGatewayHttpResolver):
     are not UTF-8 and fail with a 500; a client's bad body must be a 4xx.
     """
 
-    def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         refusal = _refuse_body(event)
         if refusal is not None:
             status, code, message = refusal
@@ -68,7 +68,7 @@ class JsonApiResolver(APIGatewayHttpResolver):
         return super().resolve(event, context)
 
 
-def _refuse_body(event: dict[str, Any]) -> tuple[int, str, str] | None:
+def _refuse_body(event: Mapping[str, Any]) -> tuple[int, str, str] | None:
     body = event.get("body")
     if not body:
         return None

@@ -14,6 +14,7 @@ writers can never both win and a terminal task never moves again.
 from __future__ import annotations
 
 import base64
+import builtins
 import binascii
 import json
 from abc import ABC, abstractmethod
@@ -53,7 +54,7 @@ class TaskStore(ABC):
     @abstractmethod
     def list(
         self, *, status: TaskStatus | None, provider: str | None, limit: int, cursor: str | None
-    ) -> tuple[list[Task], str | None]:
+    ) -> tuple[builtins.list[Task], str | None]:
         """Newest first, ``limit`` at most, and the cursor of the next page."""
 
     @abstractmethod
@@ -78,7 +79,7 @@ class TaskStore(ABC):
         return self.save(new, expected=task)
 
     @abstractmethod
-    def due(self, *, before: str, limit: int) -> list[str]:
+    def due(self, *, before: str, limit: int) -> builtins.list[str]:
         """Ids of non-terminal tasks whose ``due_at`` is before ``before`` (ISO time), oldest first."""
 
 
@@ -176,7 +177,7 @@ class DynamoTaskStore(TaskStore):
 
     def list(
         self, *, status: TaskStatus | None, provider: str | None, limit: int, cursor: str | None
-    ) -> tuple[list[Task], str | None]:
+    ) -> tuple[builtins.list[Task], str | None]:
         query: dict[str, Any] = {"ScanIndexForward": False, "Limit": limit}
         if status is not None:
             query |= {"IndexName": "ByStatus", "KeyConditionExpression": "#s = :s"}
@@ -196,7 +197,7 @@ class DynamoTaskStore(TaskStore):
         last = page.get("LastEvaluatedKey")
         return tasks, (_encode_cursor(last) if last else None)
 
-    def due(self, *, before: str, limit: int) -> list[str]:
+    def due(self, *, before: str, limit: int) -> builtins.list[str]:
         page = self._table.query(
             IndexName="Due",
             KeyConditionExpression="due_pk = :d AND due_at < :b",
