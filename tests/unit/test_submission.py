@@ -19,7 +19,7 @@ from reelay.errors import (
     ProviderRejectedRequest,
     ProviderTransientError,
 )
-from reelay.models import ErrorCode, TaskStatus, VideoRequest
+from reelay.models import ErrorCode, TaskStatus, VideoRequest, utcnow
 from reelay.store import DynamoTaskStore
 from reelay.submission import LOST_CREATE_GRACE, SubmitOutcome, Submitter
 from reelay.tasks import TaskService
@@ -74,10 +74,31 @@ def test_submit_creates_once_with_a_per_task_callback_url(world: Any) -> None:
 
 def test_concurrent_workers_send_one_create(world: Any) -> None:
     task_id = world.queued()
+
+    def deliver(_: int) -> SubmitOutcome | str:
+        try:
+            return world.submitter.submit(task_id)
+        except RetryLater:
+            return "retry later"  # it saw another worker's create in flight
+
     with ThreadPoolExecutor(max_workers=8) as pool:
-        outcomes = list(pool.map(lambda _: world.submitter.submit(task_id), range(8)))
+        outcomes = list(pool.map(deliver, range(8)))
     assert len(world.provider.creates) == 1
     assert outcomes.count(SubmitOutcome.SUBMITTED) == 1
+    assert set(outcomes) <= {SubmitOutcome.SUBMITTED, SubmitOutcome.SKIPPED, "retry later"}
+
+
+def test_a_create_claimed_by_a_worker_that_died_is_recovered_not_resent(world: Any) -> None:
+    task_id = world.queued()
+    task = world.store.get(task_id)
+    # A worker marked the create sent, then died before recording the answer.
+    world.store.update(task, create_sent_at=utcnow() - timedelta(minutes=2))
+    with pytest.raises(RetryLater):
+        world.submitter.submit(task_id)  # unknown: looked for, not re-sent
+    assert world.provider.creates == []
+    world.provider.found = "p-9"
+    assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
+    assert world.store.get(task_id).provider_task_id == "p-9" and world.provider.creates == []
 
 
 def test_poll_protocol_starts_one_execution_named_by_task(world: Any) -> None:

@@ -14,8 +14,8 @@ writers can never both win and a terminal task never moves again.
 from __future__ import annotations
 
 import base64
-import builtins
 import binascii
+import builtins
 import json
 from abc import ABC, abstractmethod
 from datetime import timedelta

@@ -91,9 +91,12 @@ class Submitter:
             return SubmitOutcome.SKIPPED
         if task.status is not TaskStatus.QUEUED:
             return SubmitOutcome.SKIPPED
-        if task.create_sent_at is not None:
-            return self.recover(task, attempt=attempt)
         provider = self._providers.get(task.provider)
+        if task.create_sent_at is not None:
+            if not task.create_outcome_unknown and utcnow() - task.create_sent_at < _in_flight(provider):
+                # Another worker's create may still be waiting for its answer: look later.
+                raise RetryLater(backoff_seconds(attempt, base=5.0, cap=60.0), "a create is in flight")
+            return self.recover(task, attempt=attempt)
         request = _request_of(task)
         try:
             if isinstance(request, ImageRequest):
@@ -227,6 +230,11 @@ def poll_input(task: Task, provider: Provider, *, segment: int = 0, total_polls:
         "segment": segment,
         "wait_seconds": schedule.wait(total_polls, task_id=task.id),
     }
+
+
+def _in_flight(provider: Provider) -> timedelta:
+    """How long a create sent by another worker may still be waiting for its answer."""
+    return timedelta(seconds=2 * provider.config.timeout_seconds + 30)
 
 
 def _request_of(task: Task) -> VideoRequest | ImageRequest:
