@@ -197,5 +197,3 @@ class Task(BaseModel):
     # Money rule bookkeeping: when a create was sent and whether its answer was lost.
     create_sent_at: datetime | None = None
     create_outcome_unknown: bool = False
-    poll_count: int = 0
-    deadline_at: datetime | None = None

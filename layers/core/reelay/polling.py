@@ -76,7 +76,7 @@ class PollService:
         if task.provider_task_id is None:
             raise ProviderTaskUnknown("the task has no provider task id to poll", provider=provider.name)
         status = provider.status(task.provider_task_id)
-        task = self._tracker.apply(task.model_copy(update={"poll_count": total}), status)
+        task = self._tracker.apply(task, status)
         if _settled(task):
             return state | {"outcome": "done", "status": str(task.status)}
         elapsed = (now - _submitted_at(task)).total_seconds()

@@ -26,11 +26,12 @@ from reelay.errors import (
     ProviderTransientError,
     ReelayError,
     RequestInvalid,
+    ResultFetchError,
     TransitionConflict,
 )
 from reelay.inputs import ImageInputs
 from reelay.models import ErrorCode, ImageRequest, Task, TaskKind, TaskStatus, VideoRequest, utcnow
-from reelay.providers.base import CreateResult, Provider, ProviderState, ProviderStatus
+from reelay.providers.base import CreateResult, ImageInput, Provider, ProviderState, ProviderStatus
 from reelay.store import TaskStore
 from reelay.tokens import CallbackTokens
 from reelay.tracking import TaskTracker
@@ -98,13 +99,16 @@ class Submitter:
                 raise RetryLater(backoff_seconds(attempt, base=5.0, cap=60.0), "a create is in flight")
             return self.recover(task, attempt=attempt)
         request = _request_of(task)
+        images: list[ImageInput] = []
         try:
             if isinstance(request, ImageRequest):
                 provider.validate_images(request)
+                # Inputs are read before the create is claimed: a failed read is retried safely.
+                images = self._inputs.load(request) if self._inputs else []
             else:
                 provider.validate(request)
                 provider.preflight(request)
-        except ProviderTransientError as exc:
+        except (ProviderTransientError, ResultFetchError) as exc:
             raise RetryLater(_retry_seconds(exc, attempt), exc.message) from exc
         except ReelayError as exc:
             return self._fail_permanently(task, exc)
@@ -112,12 +116,13 @@ class Submitter:
             task = self._store.update(task, create_sent_at=utcnow())
         except TransitionConflict:
             return SubmitOutcome.SKIPPED  # another worker claimed the create
-        return self._create(task, provider, request, attempt)
+        return self._create(task, provider, request, images, attempt)
 
-    def _send(self, task: Task, provider: Provider, request: VideoRequest | ImageRequest) -> CreateResult:
+    def _send(
+        self, task: Task, provider: Provider, request: VideoRequest | ImageRequest, images: list[ImageInput]
+    ) -> CreateResult:
         """The paid call for the task's kind."""
         if isinstance(request, ImageRequest):
-            images = self._inputs.load(request) if self._inputs else []
             results = provider.generate_images(request, images)
             return CreateResult(
                 provider_task_id=f"images:{task.id}", initial_state=ProviderState.SUCCEEDED, results=results
@@ -131,10 +136,15 @@ class Submitter:
         return provider.create(request, task_id=task.id, callback_url=callback_url)
 
     def _create(
-        self, task: Task, provider: Provider, request: VideoRequest | ImageRequest, attempt: int
+        self,
+        task: Task,
+        provider: Provider,
+        request: VideoRequest | ImageRequest,
+        images: list[ImageInput],
+        attempt: int,
     ) -> SubmitOutcome:
         try:
-            result = self._send(task, provider, request)
+            result = self._send(task, provider, request, images)
         except CreateOutcomeUnknown:
             logger.warning("create outcome unknown; holding task", extra={"task_id": task.id})
             task = self._store.update(task, create_outcome_unknown=True)
