@@ -93,6 +93,21 @@ def test_policies_are_scoped_to_the_stacks_own_resources() -> None:
     assert "S3CrudPolicy" not in json.dumps(FUNCTIONS["ApiFunction"])  # the API only reads results
 
 
+def test_each_function_may_do_what_its_code_does() -> None:
+    def policies(name: str) -> str:
+        return json.dumps(FUNCTIONS[name]["Properties"]["Policies"])
+
+    assert "S3CrudPolicy" in policies("IngestFunction")  # writes results
+    assert "S3ReadPolicy" in policies("SubmitFunction")  # reads image-edit inputs
+    assert "S3ReadPolicy" in policies("ApiFunction")  # presigns output URLs, checks image keys
+    assert "StepFunctionsExecutionPolicy" in policies("SubmitFunction")  # starts the poll path
+    assert "states:StartExecution" in policies("PollFunction")  # continues in a fresh execution
+    for name in ("CallbackFunction", "SubmitFunction"):
+        assert "CallbackSecret" in policies(name)  # mints / checks callback tokens
+    for name in ("SubmitFunction", "PollFunction", "CallbackFunction", "IngestFunction"):
+        assert "IngestQueue" in policies(name) or name == "IngestFunction"
+
+
 def test_state_machine_retries_name_real_error_classes_and_has_a_catch() -> None:
     asl = json.loads((REPO / "statemachine/poll.asl.json").read_text())
     poll = asl["States"]["Poll"]
