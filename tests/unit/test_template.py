@@ -104,8 +104,8 @@ def test_each_function_may_do_what_its_code_does() -> None:
     assert "states:StartExecution" in policies("PollFunction")  # continues in a fresh execution
     for name in ("CallbackFunction", "SubmitFunction"):
         assert "CallbackSecret" in policies(name)  # mints / checks callback tokens
-    for name in ("SubmitFunction", "PollFunction", "CallbackFunction", "IngestFunction"):
-        assert "IngestQueue" in policies(name) or name == "IngestFunction"
+    for name in ("SubmitFunction", "PollFunction", "CallbackFunction"):
+        assert "IngestQueue" in policies(name)  # enqueue ingest (the one winner of the move)
 
 
 def test_state_machine_retries_name_real_error_classes_and_has_a_catch() -> None:
