@@ -21,7 +21,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 
 from reelay.errors import ConfigurationError, IdempotencyConflict, ReelayError, RequestInvalid, TaskNotFound
-from reelay.models import ImageRequest, RemixRequest, TaskStatus, VideoRequest
+from reelay.models import ImageRequest, RemixRequest, Task, TaskStatus, VideoRequest
 from reelay.tasks import TaskService
 
 logger = Logger(child=True)
@@ -38,6 +38,12 @@ def _error(status: int, code: str, message: str, details: Any = None) -> Respons
     if details:
         error["details"] = details
     return _json(status, {"error": error})
+
+
+def _accepted(service: TaskService, task: Task, created: bool) -> Response[dict[str, Any]]:
+    """202 with the task; ``Idempotent-Replayed`` says whether an Idempotency-Key replayed it."""
+    headers = {"Location": f"/v1/tasks/{task.id}", "Idempotent-Replayed": str(not created).lower()}
+    return _json(HTTPStatus.ACCEPTED, service.view(task), headers)
 
 
 def _caller(event: dict[str, Any]) -> str:
@@ -157,8 +163,7 @@ def build_app(tasks: Callable[[], TaskService]) -> APIGatewayHttpResolver:
         task, created = service.create(
             request, caller=_caller(app.current_event.raw_event), idempotency_key=idempotency_key
         )
-        headers = {"Location": f"/v1/tasks/{task.id}", "Idempotent-Replayed": str(not created).lower()}
-        return _json(HTTPStatus.ACCEPTED, service.view(task), headers)
+        return _accepted(service, task, created)
 
     @app.get(
         "/v1/tasks/<task_id>",
@@ -198,8 +203,7 @@ def build_app(tasks: Callable[[], TaskService]) -> APIGatewayHttpResolver:
         task, created = service.remix(
             task_id, remix, caller=_caller(app.current_event.raw_event), idempotency_key=idempotency_key
         )
-        headers = {"Location": f"/v1/tasks/{task.id}", "Idempotent-Replayed": str(not created).lower()}
-        return _json(HTTPStatus.ACCEPTED, service.view(task), headers)
+        return _accepted(service, task, created)
 
     @app.post(
         "/v1/images",
@@ -214,8 +218,7 @@ def build_app(tasks: Callable[[], TaskService]) -> APIGatewayHttpResolver:
         task, created = service.images(
             request, caller=_caller(app.current_event.raw_event), idempotency_key=idempotency_key
         )
-        headers = {"Location": f"/v1/tasks/{task.id}", "Idempotent-Replayed": str(not created).lower()}
-        return _json(HTTPStatus.ACCEPTED, service.view(task), headers)
+        return _accepted(service, task, created)
 
     @app.get("/v1/providers", summary="Configured providers: protocol, capabilities, live balance and pricing")
     def list_providers() -> Response[dict[str, Any]]:
