@@ -23,7 +23,7 @@ from aws_lambda_powertools import Logger
 
 from reelay.aws import ResultBucket
 from reelay.catalog import ProviderCatalog
-from reelay.errors import ResultFetchError, TransitionConflict, UnsafeResultUrl
+from reelay.errors import ResultFetchError, UnsafeResultUrl
 from reelay.models import ErrorCode, Output, Task, TaskStatus
 from reelay.store import TaskStore
 from reelay.tracking import TaskTracker
@@ -182,12 +182,7 @@ class IngestService:
                 )
         except UnsafeResultUrl as exc:
             return self._tracker.fail(task, ErrorCode.RESULT_URL_REFUSED, exc.message)
-        try:
-            task = self._store.transition(
-                task, TaskStatus.SUCCEEDED, reason="results copied", outputs=outputs, progress=100
-            )
-        except TransitionConflict:
-            return self._store.get(task_id)
+        task = self._tracker.succeed(task, outputs)
         logger.info(
             "task succeeded",
             extra={"task_id": task.id, "outputs": len(outputs), "bytes": sum(o.bytes for o in outputs)},

@@ -1,17 +1,25 @@
-"""Applies what a provider's status endpoint said to a task: the one place that does it.
+"""Applies what a provider's status endpoint said to a task, and ends tasks: the one place for both.
 
 Callbacks, the poll function and reconcile all end here, so a duplicate, late or
 out-of-order report changes nothing: progress only grows, a terminal task never moves,
 and only the writer that wins the move to ``ingesting`` enqueues the ingest.
+
+The one terminal path: every ``succeeded`` and every ``failed`` is written by
+``TaskTracker.succeed`` or ``TaskTracker.fail`` (both through ``_finish``), and each
+``on_terminal`` hook runs once, by the writer that won the terminal write. Notifications,
+the governor's slot release and cost accounting hang off it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from aws_lambda_powertools import Logger
 
 from reelay.aws import TaskQueue
 from reelay.errors import TransitionConflict
-from reelay.models import ErrorCode, Task, TaskError, TaskStatus
+from reelay.models import ErrorCode, Output, Task, TaskError, TaskStatus
 from reelay.providers.base import ProviderState, ProviderStatus
 from reelay.store import TaskStore
 
@@ -19,13 +27,16 @@ logger = Logger(child=True)
 
 _ATTEMPTS = 8
 
+TerminalHook = Callable[[Task], None]
+
 
 class TaskTracker:
-    """Moves tasks forward from provider status reports, under concurrency."""
+    """Moves tasks forward from provider status reports, under concurrency, and ends them."""
 
-    def __init__(self, store: TaskStore, ingest_queue: TaskQueue) -> None:
+    def __init__(self, store: TaskStore, ingest_queue: TaskQueue, *, on_terminal: Sequence[TerminalHook] = ()) -> None:
         self._store = store
         self._ingest = ingest_queue
+        self._on_terminal = tuple(on_terminal)
 
     def apply(self, task: Task, status: ProviderStatus) -> Task:
         """Apply ``status`` to ``task``; returns the task as it now stands."""
@@ -36,17 +47,37 @@ class TaskTracker:
                 task = self._store.get(task.id)
         return task
 
-    def fail(self, task: Task, code: ErrorCode, message: str) -> Task:
+    def fail(self, task: Task, code: ErrorCode, message: str, **changes: Any) -> Task:
         """Fail a non-terminal task with a stable code (no-op once terminal)."""
+        error = TaskError(code=code, message=message[:1000])
+        return self._finish(task, TaskStatus.FAILED, reason=code.value, error=error, **changes)
+
+    def succeed(self, task: Task, outputs: list[Output]) -> Task:
+        """Mark an ``ingesting`` task succeeded with its copied outputs (no-op once terminal)."""
+        return self._finish(task, TaskStatus.SUCCEEDED, reason="results copied", outputs=outputs, progress=100)
+
+    def _finish(self, task: Task, to: TaskStatus, *, reason: str, **changes: Any) -> Task:
+        """The one terminal write; the hooks run once, for the writer that won it."""
         for _ in range(_ATTEMPTS):
             if task.status.terminal:
                 return task
+            if to is TaskStatus.SUCCEEDED and task.status is not TaskStatus.INGESTING:
+                raise TransitionConflict(f"task {task.id} is {task.status}; only an ingesting task succeeds")
             try:
-                return self._store.transition(
-                    task, TaskStatus.FAILED, reason=code.value, error=TaskError(code=code, message=message[:1000])
-                )
+                task = self._store.transition(task, to, reason=reason, **changes)
             except TransitionConflict:
                 task = self._store.get(task.id)
+                continue
+            logger.info(
+                "task ended",
+                extra={"task_id": task.id, "status": str(task.status), "code": task.error.code if task.error else None},
+            )
+            for hook in self._on_terminal:
+                try:
+                    hook(task)
+                except Exception:  # a hook's failure must not undo or repeat the terminal write
+                    logger.exception("terminal hook failed", extra={"task_id": task.id})
+            return task
         return task
 
     def _apply_once(self, task: Task, status: ProviderStatus) -> Task:
@@ -72,13 +103,7 @@ class TaskTracker:
         if status.state is ProviderState.FAILED:
             code = status.error_code or ErrorCode.PROVIDER_FAILED
             message = status.error_message or "the provider reported the task as failed"
-            return self._store.transition(
-                task,
-                TaskStatus.FAILED,
-                reason=code.value,
-                error=TaskError(code=code, message=message[:1000]),
-                **changes,
-            )
+            return self.fail(task, code, message, **changes)
         progress = max(task.progress, min(99, status.progress or 0))
         if status.state is ProviderState.RUNNING and task.status in (TaskStatus.QUEUED, TaskStatus.SUBMITTED):
             return self._store.transition(
