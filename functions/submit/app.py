@@ -22,4 +22,5 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
         context,
         queue=container.submit_queue,
         handle=lambda task_id, attempt: submitter.submit(task_id, attempt=attempt),
+        reserve_seconds=container.settings.submit_record_seconds,
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 from pydantic import SecretStr
 
 from reelay.errors import RequestInvalid
@@ -38,6 +41,8 @@ class FakeProvider(Provider):
         self.preflight_error: Exception | None = None
         self.status_error: Exception | None = None
         self.found: str | None = None
+        self.find_calls: list[datetime] = []
+        self.on_create: Callable[[str], None] | None = None
         self.state = ProviderStatus(provider_task_id="p-1", state=ProviderState.PENDING, progress=0)
 
     def capabilities(self) -> Capabilities:
@@ -59,6 +64,8 @@ class FakeProvider(Provider):
 
     def create(self, request: VideoRequest, *, task_id: str, callback_url: str | None) -> CreateResult:
         self.creates.append((task_id, callback_url))
+        if self.on_create:
+            self.on_create(task_id)
         if self.create_error:
             raise self.create_error
         return CreateResult(provider_task_id=f"p-{len(self.creates)}", cost_cents=12)
@@ -78,8 +85,9 @@ class FakeProvider(Provider):
         except ValueError:
             return CallbackHint()
 
-    def find_created(self, task_id: str, request: VideoRequest) -> str | None:
-        return self.found
+    def find_created(self, task_id: str, request: VideoRequest, *, since: datetime) -> list[str]:
+        self.find_calls.append(since)
+        return [self.found] if self.found else []
 
     def succeed(self, *urls: str) -> None:
         self.state = ProviderStatus(

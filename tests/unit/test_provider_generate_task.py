@@ -9,12 +9,12 @@ import httpx
 import pytest
 
 from reelay.errors import (
+    CreateServerError,
     ProviderAuthError,
     ProviderProtocolError,
     ProviderRateLimited,
     ProviderRejectedRequest,
     ProviderTaskUnknown,
-    ProviderTransientError,
     RequestInvalid,
 )
 from reelay.models import ErrorCode, VideoRequest
@@ -162,7 +162,7 @@ def test_an_accepted_create_without_a_task_id_is_a_protocol_error(answer: Any) -
         (400, {"code": 400, "msg": "duration must be 4, 8 or 12"}, ProviderRejectedRequest, "duration must be 4, 8"),
         (401, {"code": 401, "msg": "Invalid or missing API Key"}, ProviderAuthError, "check the API key"),
         (429, {"code": 429, "msg": "Rate limit exceeded"}, ProviderRateLimited, "rate limit"),
-        (500, {"code": 500, "msg": "upstream exploded"}, ProviderTransientError, "upstream exploded"),
+        (500, {"code": 500, "msg": "upstream exploded"}, CreateServerError, "upstream exploded"),
         # The same codes carried in the body of an HTTP 200 are honoured too.
         (200, {"code": 400, "msg": "prompt is required"}, ProviderRejectedRequest, "prompt is required"),
         (200, {"code": 401, "msg": "Invalid or missing API Key"}, ProviderAuthError, "check the API key"),

@@ -13,6 +13,7 @@ import pytest
 from reelay.errors import (
     ConfigurationError,
     CreateOutcomeUnknown,
+    CreateServerError,
     InsufficientBalance,
     ProviderAuthError,
     ProviderProtocolError,
@@ -156,10 +157,10 @@ def test_timeouts_come_from_the_configuration() -> None:
     # When it sends a request
     with pytest.raises(ProviderTransientError):
         status(provider)
-    # Then the request carries that read timeout, and connecting is capped at 10 s
+    # Then the request carries that read timeout, and connecting is capped at 5 s
     timeout = wire.only().extensions["timeout"]
     assert timeout["read"] == 12.5
-    assert timeout["connect"] == 10.0
+    assert timeout["connect"] == 5.0
 
 
 def test_a_client_passed_in_is_used_and_left_open_while_an_own_client_is_closed() -> None:
@@ -266,10 +267,10 @@ def test_http_5xx_is_transient(protocol: str, http_status: int, call: str) -> No
     invoke, paths = CALLS[call]
     wire = ProviderWire().on(method_of(call), paths[protocol], httpx.Response(http_status, text="<html>oops</html>"))
     provider = make(protocol, wire)
-    if call == "create" and provider.finds_lost_creates:
-        # A provider whose task list can be searched: a 5xx on the paid create may still have
-        # made the task, so it is an unknown outcome (looked for, never re-sent blindly).
-        with pytest.raises(CreateOutcomeUnknown):
+    if call == "create":
+        # A 5xx on the paid create may still have made the task: an unknown outcome that the
+        # submitter holds (or re-sends once where nothing can tell), never a plain retry.
+        with pytest.raises(CreateServerError):
             invoke(provider)
         return
     with pytest.raises(ProviderTransientError) as caught:

@@ -8,12 +8,12 @@ import pytest
 
 from reelay.errors import (
     CreateOutcomeUnknown,
+    CreateServerError,
     ProviderAuthError,
     ProviderProtocolError,
     ProviderRateLimited,
     ProviderRejectedRequest,
     ProviderTaskUnknown,
-    ProviderTransientError,
     RequestInvalid,
 )
 from reelay.models import ErrorCode, ImageRequest, VideoRequest
@@ -180,8 +180,8 @@ def test_an_accepted_create_without_an_id_is_a_protocol_error(answer: Any) -> No
         (400, error("invalid model sora_video2-hd-25s"), ProviderRejectedRequest, "invalid model sora_video2-hd-25s"),
         (401, error("invalid licence", "invalid_api_key", "authentication_error"), ProviderAuthError, "check"),
         (429, error("slow down", "rate_limit_exceeded", "rate_limit_error"), ProviderRateLimited, "slow down"),
-        (500, error("internal", "server_error", "server_error"), ProviderTransientError, "internal"),
-        (503, error("overloaded", "server_error", "server_error"), ProviderTransientError, "overloaded"),
+        (500, error("internal", "server_error", "server_error"), CreateServerError, "internal"),
+        (503, error("overloaded", "server_error", "server_error"), CreateServerError, "overloaded"),
     ],
 )
 def test_each_documented_error_of_a_create(

@@ -348,49 +348,62 @@ def page(*tasks: dict[str, Any]) -> httpx.Response:
     return httpx.Response(200, json=ok({"tasks": list(tasks)}))
 
 
-def test_find_created_finds_the_recent_task_with_the_same_prompt_on_a_later_page() -> None:
+SENT = datetime(2025, 10, 19, 11, 58, 0, tzinfo=UTC)  # when our create was first sent
+
+
+def test_find_created_finds_the_task_made_after_our_send_with_the_same_prompt_on_a_later_page() -> None:
     # Given a lost create, and a full first page of other tasks before the one it made
     others = [task("completed", task_id=f"other-{i}", prompt=f"other {i}") for i in range(50)]
-    ours = task("pending", task_id="ours", created_at="2025-10-19T11:58:00Z", duration=15)
+    ours = task("pending", task_id="ours", created_at="2025-10-19T11:58:01Z", duration=15)
     wire = ProviderWire().on("GET", "/v1/tasks", page(*others), page(ours))
     # When reelay looks for it
-    found = provider(wire, Clock(NOW)).find_created("tsk_1", request(duration=15))
+    found = provider(wire, Clock(NOW)).find_created("tsk_1", request(duration=15), since=SENT)
     # Then it is found by its prompt, on page 2
-    assert found == "ours"
+    assert found == ["ours"]
     assert [r.url.params["page"] for r in wire.requests] == ["1", "2"]
 
 
 @pytest.mark.parametrize(
     "candidate",
     [
-        task("pending", prompt="something else"),
-        task("pending", is_pro=True),
-        task("pending", duration=15),
-        task("pending", created_at="2025-10-18T12:00:00Z"),  # a day old: not this create
+        task("pending", prompt="something else", created_at="2025-10-19T11:59:00Z"),
+        task("pending", is_pro=True, created_at="2025-10-19T11:59:00Z"),
+        task("pending", duration=15, created_at="2025-10-19T11:59:00Z"),
+        # An earlier request for the same prompt, made before our create was sent: never ours.
+        task("pending", created_at="2025-10-19T11:57:00Z"),
+        task("pending", created_at="2025-10-18T12:00:00Z"),
+        task("pending", created_at=None),  # no creation time: cannot be told apart
     ],
 )
 def test_find_created_ignores_tasks_that_do_not_match(candidate: dict[str, Any]) -> None:
     wire = ProviderWire().on("GET", "/v1/tasks", page(candidate))
-    assert provider(wire).find_created("tsk_1", request()) is None
+    assert provider(wire).find_created("tsk_1", request(), since=SENT) == []
 
 
-def test_find_created_takes_the_newest_of_several_matches() -> None:
-    older = task("pending", task_id="older", created_at="2025-10-19T11:30:00Z")
+def test_find_created_allows_for_one_second_timestamps_and_a_small_clock_difference() -> None:
+    # The provider's clock says 11:57:57, three seconds before reelay's send at 11:58:00.
+    close = task("pending", task_id="close", created_at="2025-10-19T11:57:57Z")
+    wire = ProviderWire().on("GET", "/v1/tasks", page(close))
+    assert provider(wire).find_created("tsk_1", request(), since=SENT) == ["close"]
+
+
+def test_find_created_lists_every_match_oldest_first() -> None:
+    older = task("pending", task_id="older", created_at="2025-10-19T11:58:30Z")
     newer = task("pending", task_id="newer", created_at="2025-10-19T11:59:00Z")
-    wire = ProviderWire().on("GET", "/v1/tasks", page(older, newer))
-    assert provider(wire).find_created("tsk_1", request()) == "newer"
+    wire = ProviderWire().on("GET", "/v1/tasks", page(newer, older))
+    assert provider(wire).find_created("tsk_1", request(), since=SENT) == ["older", "newer"]
 
 
 def test_find_created_stops_at_a_short_page() -> None:
     wire = ProviderWire().on("GET", "/v1/tasks", page(task("pending", prompt="x")))
-    assert provider(wire).find_created("tsk_1", request()) is None
+    assert provider(wire).find_created("tsk_1", request(), since=SENT) == []
     assert len(wire.requests) == 1
 
 
 def test_find_created_gives_up_after_a_bounded_number_of_pages() -> None:
     full = [task("completed", task_id=f"o-{i}", prompt="other") for i in range(50)]
     wire = ProviderWire().on("GET", "/v1/tasks", page(*full))
-    assert provider(wire).find_created("tsk_1", request()) is None
+    assert provider(wire).find_created("tsk_1", request(), since=SENT) == []
     assert len(wire.requests) == 5
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 
@@ -98,5 +99,13 @@ def test_due_index_holds_only_non_terminal_tasks(aws: dict[str, str]) -> None:
     live, _ = store.create(_task())
     done, _ = store.create(_task())
     store.transition(done, TaskStatus.FAILED, reason="x")
-    due = store.due(before="9999", limit=10)
-    assert due == [live.id]
+    due, cursor = store.due(before=datetime(9999, 1, 1, tzinfo=UTC), limit=10)
+    assert due == [live.id] and cursor is None
+
+
+def test_a_provider_task_is_owned_by_the_first_task_that_claims_it(aws: dict[str, str]) -> None:
+    store = DynamoTaskStore("tasks")
+    assert store.claim_provider_task("sorahk", "p-1", "tsk_a") == "tsk_a"
+    assert store.claim_provider_task("sorahk", "p-1", "tsk_a") == "tsk_a"  # idempotent for its owner
+    assert store.claim_provider_task("sorahk", "p-1", "tsk_b") == "tsk_a"  # never a second owner
+    assert store.claim_provider_task("openai_videos", "p-1", "tsk_b") == "tsk_b"  # ids are per provider

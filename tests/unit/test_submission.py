@@ -13,15 +13,16 @@ from reelay.catalog import ProviderCatalog
 from reelay.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
+    CreateServerError,
     InsufficientBalance,
     ProviderAuthError,
     ProviderRateLimited,
     ProviderRejectedRequest,
     ProviderTransientError,
 )
-from reelay.models import ErrorCode, TaskStatus, VideoRequest, utcnow
+from reelay.models import CreateHold, ErrorCode, TaskStatus, VideoRequest, utcnow
 from reelay.store import DynamoTaskStore
-from reelay.submission import LOST_CREATE_GRACE, SubmitOutcome, Submitter
+from reelay.submission import SubmitOutcome, Submitter
 from reelay.tasks import TaskService
 from reelay.tokens import CallbackTokens
 from reelay.tracking import TaskTracker
@@ -89,13 +90,14 @@ def test_concurrent_workers_send_one_create(world: Any) -> None:
 
 
 def test_a_create_claimed_by_a_worker_that_died_is_recovered_not_resent(world: Any) -> None:
+    world.provider.finds_lost_creates = True
     task_id = world.queued()
     task = world.store.get(task_id)
     # A worker marked the create sent, then died before recording the answer.
-    world.store.update(task, create_sent_at=utcnow() - timedelta(minutes=2))
-    with pytest.raises(RetryLater):
-        world.submitter.submit(task_id)  # unknown: looked for, not re-sent
+    world.store.update(task, create_sent_at=utcnow() - timedelta(minutes=2), create_attempts=1)
+    assert world.submitter.submit(task_id) is SubmitOutcome.HELD  # unknown: looked for, not re-sent
     assert world.provider.creates == []
+    assert world.store.get(task_id).create_hold is CreateHold.NO_ANSWER
     world.provider.found = "p-9"
     assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
     assert world.store.get(task_id).provider_task_id == "p-9" and world.provider.creates == []
@@ -133,13 +135,12 @@ def test_server_error_is_retried_with_backoff(world: Any) -> None:
 
 
 def test_lost_create_answer_holds_the_task_and_never_resends(world: Any) -> None:
+    world.provider.finds_lost_creates = True
     task_id = world.queued()
     world.provider.create_error = CreateOutcomeUnknown("read timeout", provider="generate_task")
-    with pytest.raises(RetryLater):  # held: the message comes back to look again
-        world.submitter.submit(task_id)
+    assert world.submitter.submit(task_id) is SubmitOutcome.HELD  # reconcile comes back to look again
     world.provider.create_error = None
-    with pytest.raises(RetryLater):  # redelivery: still not re-sent
-        world.submitter.submit(task_id)
+    assert world.submitter.submit(task_id) is SubmitOutcome.HELD  # redelivery: still not re-sent
     assert len(world.provider.creates) == 1
     task = world.store.get(task_id)
     assert task.status is TaskStatus.QUEUED and task.create_outcome_unknown
@@ -180,20 +181,113 @@ def test_preflight_failure_fails_before_any_paid_call(world: Any) -> None:
     assert world.store.get(task_id).error.code is ErrorCode.INSUFFICIENT_BALANCE
 
 
-def test_a_lost_create_the_task_list_never_shows_is_sent_again_after_the_grace_period(world: Any) -> None:
+def _age_the_create(world: Any, task_id: str, seconds: float) -> None:
+    """Pretend the task's (last) create was sent ``seconds`` ago."""
+    task = world.store.get(task_id)
+    ago = utcnow() - timedelta(seconds=seconds)
+    world.store.update(task, create_sent_at=ago, first_create_sent_at=ago)
+
+
+def test_a_5xx_create_the_task_list_never_shows_is_sent_once_more_after_the_hold(world: Any) -> None:
     world.provider.finds_lost_creates = True
     task_id = world.queued()
-    world.provider.create_error = CreateOutcomeUnknown("HTTP 500", provider="generate_task")
-    with pytest.raises(RetryLater):
-        world.submitter.submit(task_id)
+    world.provider.create_error = CreateServerError("HTTP 500", provider="generate_task")
+    assert world.submitter.submit(task_id) is SubmitOutcome.HELD
     world.provider.create_error = None
-    with pytest.raises(RetryLater):  # within the grace period: only looked for
-        world.submitter.submit(task_id)
+    assert world.submitter.submit(task_id) is SubmitOutcome.HELD  # within the hold: only looked for
     assert len(world.provider.creates) == 1
-    task = world.store.get(task_id)
-    world.store.update(task, create_sent_at=task.create_sent_at - LOST_CREATE_GRACE - timedelta(seconds=1))
+    _age_the_create(world, task_id, 2 * world.provider.config.typical_seconds + 1)
     assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
     assert len(world.provider.creates) == 2  # the list showed nothing: the provider never made it
+    task = world.store.get(task_id)
+    assert task.create_attempts == 2 and not task.possible_duplicate_charge
+
+
+def test_a_5xx_create_found_in_the_task_list_is_adopted_not_resent(world: Any) -> None:
+    world.provider.finds_lost_creates = True
+    task_id = world.queued()
+    world.provider.create_error = CreateServerError("HTTP 500", provider="generate_task")
+    world.provider.found = "p-made-anyway"
+    assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
+    assert len(world.provider.creates) == 1
+    assert world.store.get(task_id).provider_task_id == "p-made-anyway"
+    # The list was asked only for tasks made since our first send.
+    assert world.provider.find_calls[0] == world.store.get(task_id).first_create_sent_at
+
+
+def test_a_timed_out_create_the_task_list_never_shows_fails_unconfirmed_and_is_never_resent(world: Any) -> None:
+    world.provider.finds_lost_creates = True
+    task_id = world.queued()
+    world.provider.create_error = CreateOutcomeUnknown("read timeout", provider="generate_task")
+    assert world.submitter.submit(task_id) is SubmitOutcome.HELD
+    _age_the_create(world, task_id, 2 * world.provider.config.typical_seconds + 1)
+    assert world.submitter.submit(task_id) is SubmitOutcome.FAILED
+    task = world.store.get(task_id)
+    assert len(world.provider.creates) == 1
+    assert task.error.code is ErrorCode.CREATE_UNCONFIRMED and "no charge is likely" in task.error.message
+
+
+def test_a_provider_task_owned_by_another_reelay_task_is_never_adopted(world: Any) -> None:
+    world.provider.finds_lost_creates = True
+    first = world.queued()
+    assert world.submitter.submit(first) is SubmitOutcome.SUBMITTED  # owns p-1
+    second = world.queued()
+    world.provider.create_error = CreateServerError("HTTP 500", provider="generate_task")
+    world.provider.found = "p-1"  # the list shows the first task's job: same prompt, right time
+    assert world.submitter.submit(second) is SubmitOutcome.HELD
+    assert world.store.get(second).provider_task_id is None
+
+
+def test_a_5xx_create_on_a_callback_protocol_is_held_then_resent_once(world: Any) -> None:
+    task_id = world.queued()
+    world.provider.create_error = CreateServerError("HTTP 502", provider="generate_task")
+    assert world.submitter.submit(task_id) is SubmitOutcome.HELD  # a callback naming our task may come
+    world.provider.create_error = None
+    _age_the_create(world, task_id, 2 * world.provider.config.typical_seconds + 1)
+    assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
+    assert len(world.provider.creates) == 2
+
+
+def test_a_5xx_create_where_nothing_can_tell_is_resent_at_most_once_recording_a_possible_second_charge(
+    world: Any,
+) -> None:
+    world.provider.supports_callbacks = False  # no callbacks, no task list: like openai_videos
+    task_id = world.queued()
+    world.provider.create_error = CreateServerError("HTTP 500", provider="generate_task")
+    with pytest.raises(RetryLater):
+        world.submitter.submit(task_id)
+    assert world.store.get(task_id).possible_duplicate_charge
+    assert world.submitter.submit(task_id, attempt=1) is SubmitOutcome.FAILED  # a second 5xx: not a third
+    task = world.store.get(task_id)
+    assert len(world.provider.creates) == 2
+    assert task.error.code is ErrorCode.CREATE_UNCONFIRMED and "up to 2 tasks" in task.error.message
+
+
+def test_a_held_create_nothing_settles_fails_unconfirmed_at_the_deadline(world: Any) -> None:
+    task_id = world.queued()
+    world.provider.create_error = CreateOutcomeUnknown("read timeout", provider="generate_task")
+    assert world.submitter.submit(task_id) is SubmitOutcome.HELD
+    outcome = world.submitter.recover(world.store.get(task_id), final=True)
+    assert outcome is SubmitOutcome.FAILED
+    task = world.store.get(task_id)
+    assert task.error.code is ErrorCode.CREATE_UNCONFIRMED and "a charge may exist" in task.error.message
+    assert len(world.provider.creates) == 1
+
+
+def test_a_callback_adopting_the_task_during_its_create_changes_nothing_and_keeps_the_cost(world: Any) -> None:
+    task_id = world.queued()
+
+    def callback_adopts(_: str) -> None:
+        # The provider called back (and reelay adopted p-1) before the create's answer arrived.
+        task = world.store.get(task_id)
+        world.store.claim_provider_task("generate_task", "p-1", task_id)
+        world.store.transition(task, TaskStatus.SUBMITTED, reason="confirmed by callback", provider_task_id="p-1")
+
+    world.provider.on_create = callback_adopts
+    assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
+    task = world.store.get(task_id)
+    assert task.status is TaskStatus.SUBMITTED and task.provider_task_id == "p-1" and task.cost_cents == 12
+    assert len(world.provider.creates) == 1
 
 
 def test_content_refusal_at_create_is_a_content_policy_failure(world: Any) -> None:

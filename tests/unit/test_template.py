@@ -129,5 +129,32 @@ def test_each_function_has_a_sample_event(name: str) -> None:
         "SubmitFunction": "sqs_submit",
         "IngestFunction": "sqs_ingest",
         "PollFunction": "poll",
+        "ReconcileFunction": "schedule_reconcile",
     }[name]
     assert list((REPO / "events").glob(f"{prefix}*.json")), name
+
+
+def test_timeouts_batch_sizes_and_provider_timeouts_are_consistent() -> None:
+    """Every function finishes what it starts within its timeout, at the default provider timeout."""
+    from reelay.providers.base import ProviderConfig
+    from reelay.reconcile import RESERVE_SECONDS
+    from reelay.settings import Settings
+
+    provider = ProviderConfig(name="p", protocol="generate_task", base_url="https://p.example", api_key="k")
+    call = provider.call_seconds
+    timeout = {name: _timeout(fn) for name, fn in FUNCTIONS.items()}
+    settings = Settings(task_table_name="t", results_bucket="b", ingest_queue_url="q", providers=(provider,))
+    # Submit starts a record only while the most one record can take is left, so one always fits.
+    assert timeout["SubmitFunction"] >= settings.submit_record_seconds + 10
+    # The callback answers after one status call, inside the HTTP API's 30 s integration limit.
+    assert call + 3 <= timeout["CallbackFunction"] <= 30
+    # One poll: a status call, then maybe starting the next execution.
+    assert timeout["PollFunction"] >= call + 10
+    # Reconcile stops taking tasks while one task's look (a status call and writes) still fits.
+    assert call + 10 <= RESERVE_SECONDS and timeout["ReconcileFunction"] >= 4 * RESERVE_SECONDS
+
+
+def test_reconcile_runs_on_a_schedule_whose_rate_is_a_parameter_of_two_minutes_by_default() -> None:
+    assert template()["Parameters"]["ReconcileRate"]["Default"] == "rate(2 minutes)"
+    schedule = FUNCTIONS["ReconcileFunction"]["Properties"]["Events"]["Schedule"]
+    assert schedule["Type"] == "Schedule" and schedule["Properties"]["Schedule"] == {"Ref": "ReconcileRate"}

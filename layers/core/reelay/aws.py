@@ -56,6 +56,20 @@ class PollStarter:
             raise
         return True
 
+    def is_running(self, name: str, *, state_machine_arn: str | None = None) -> bool:
+        """Whether the execution named ``name`` exists and is still running."""
+        arn = state_machine_arn or self.arn
+        if not arn:
+            raise ReelayError("no poll state machine configured (POLL_STATE_MACHINE_ARN)")
+        execution_arn = arn.replace(":stateMachine:", ":execution:", 1) + ":" + name[:80]
+        try:
+            status = self._sfn.describe_execution(executionArn=execution_arn)["status"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ExecutionDoesNotExist":
+                return False
+            raise
+        return bool(status == "RUNNING")
+
 
 class ResultBucket:
     """The results bucket: multipart uploads that are either completed whole or aborted."""

@@ -18,8 +18,10 @@ if TYPE_CHECKING:
     from reelay.aws import ResultBucket, TaskQueue
     from reelay.callbacks import CallbackReceiver
     from reelay.catalog import ProviderCatalog
+    from reelay.deadlines import Deadlines
     from reelay.ingest import IngestService, UrlGuard
     from reelay.polling import PollService
+    from reelay.reconcile import Reconciler
     from reelay.store import TaskStore
     from reelay.submission import Submitter
     from reelay.tasks import TaskService
@@ -38,10 +40,16 @@ class Container:
         return cls(Settings.from_environ(environ))
 
     @cached_property
+    def deadlines(self) -> Deadlines:
+        from reelay.deadlines import Deadlines
+
+        return Deadlines(self.settings.providers)
+
+    @cached_property
     def store(self) -> TaskStore:
         from reelay.store import DynamoTaskStore
 
-        return DynamoTaskStore(self.settings.task_table_name)
+        return DynamoTaskStore(self.settings.task_table_name, due=self.deadlines.due)
 
     @cached_property
     def providers(self) -> ProviderCatalog:
@@ -95,18 +103,21 @@ class Container:
 
     @cached_property
     def submitter(self) -> Submitter:
+        has_callbacks = any(self.providers.get(n).supports_callbacks for n in self.providers.names)
+        return self._submitter(tokens=self.tokens if has_callbacks else None)
+
+    def _submitter(self, *, tokens: CallbackTokens | None) -> Submitter:
         from reelay.aws import PollStarter
         from reelay.inputs import ImageInputs
         from reelay.submission import Submitter
 
-        has_callbacks = any(self.providers.get(n).supports_callbacks for n in self.providers.names)
         return Submitter(
             self.store,
             self.providers,
             self.tracker,
             PollStarter(self.settings.poll_state_machine_arn),
-            tokens=self.tokens if has_callbacks else None,
-            callback_base_url=self.settings.callback_base_url,
+            tokens=tokens,
+            callback_base_url=self.settings.callback_base_url if tokens else None,
             inputs=ImageInputs(self.bucket, self.guard),
         )
 
@@ -140,4 +151,20 @@ class Container:
             self.tracker,
             PollStarter(self.settings.poll_state_machine_arn),
             max_polls=self.settings.poll_max_polls_per_execution,
+        )
+
+    @cached_property
+    def reconciler(self) -> Reconciler:
+        from reelay.reconcile import Reconciler
+
+        # Reconcile never sends a create (it settles held ones, or fails them at the deadline),
+        # so it needs no callback secret.
+        return Reconciler(
+            self.store,
+            self.providers,
+            self.tracker,
+            self._submitter(tokens=None),
+            self.deadlines,
+            submit_queue=self.submit_queue,
+            ingest_queue=self.ingest_queue,
         )

@@ -57,9 +57,16 @@ class CallbackReceiver:
             return task
         if task.provider_task_id is None and task.status is TaskStatus.QUEUED:
             task = self._adopt(task, provider_task_id)
+            if task.provider_task_id != provider_task_id:
+                return task  # not ours to adopt
         return self._tracker.apply(task, status)
 
     def _adopt(self, task: Task, provider_task_id: str) -> Task:
+        """Adopt the provider task the callback named, unless another reelay task owns it."""
+        owner = self._store.claim_provider_task(task.provider, provider_task_id, task.id)
+        if owner != task.id:
+            logger.warning("callback named a provider task another reelay task owns", extra={"task_id": task.id})
+            return task
         try:
             return self._store.transition(
                 task,
@@ -67,6 +74,7 @@ class CallbackReceiver:
                 reason="confirmed by callback",
                 provider_task_id=provider_task_id,
                 create_outcome_unknown=False,
+                create_hold=None,
             )
         except TransitionConflict:
             return self._store.get(task.id)

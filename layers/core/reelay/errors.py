@@ -22,6 +22,7 @@ renaming a transient error class is a template change too.
     │   ├── ProviderTaskUnknown           the provider does not know the task id
     │   ├── ProviderProtocolError         an answer reelay cannot parse
     │   └── CreateOutcomeUnknown          a create was sent but its answer was lost: never resend blindly
+    │       └── CreateServerError         the create was answered 5xx: maybe made; held, or re-sent once
     └── ResultError               copying a result failed
         ├── UnsafeResultUrl               a result URL on a private/loopback host (SSRF guard)
         └── ResultFetchError              the download failed or was truncated (retryable)
@@ -125,6 +126,17 @@ class CreateOutcomeUnknown(ProviderError):
     """The create request was sent but no answer came back: the provider may have a task."""
 
     code = "CREATE_OUTCOME_UNKNOWN"
+
+
+class CreateServerError(CreateOutcomeUnknown):
+    """The create was answered with a 5xx: the provider may or may not have made the task.
+
+    Unlike a lost answer, the provider did answer, so a re-send is allowed once where nothing
+    can tell reelay later (see ``submission``); where its task list or a callback can, the
+    task is held first.
+    """
+
+    code = "CREATE_SERVER_ERROR"
 
 
 class ResultError(ReelayError):

@@ -59,6 +59,13 @@ class ErrorCode(StrEnum):
     INTERNAL = "INTERNAL"
 
 
+class CreateHold(StrEnum):
+    """Why a create's outcome is unknown."""
+
+    NO_ANSWER = "no_answer"  # sent, then timed out or the connection dropped: never re-sent
+    SERVER_ERROR = "server_error"  # answered 5xx: maybe made; held, then re-sent at most once
+
+
 class TaskKind(StrEnum):
     VIDEO = "video"
     REMIX = "remix"
@@ -199,6 +206,26 @@ class Task(BaseModel):
     idempotency_key: str | None = None
     version: int = 0
     history: list[Transition] = Field(default_factory=list)
-    # Money rule bookkeeping: when a create was sent and whether its answer was lost.
+    # Money rule bookkeeping: when a create was (first) sent, how many were sent, and whether
+    # the last one's outcome is unknown ("held") and why.
     create_sent_at: datetime | None = None
+    first_create_sent_at: datetime | None = None
+    create_attempts: int = 0
     create_outcome_unknown: bool = False
+    create_hold: CreateHold | None = None
+    # A create answered 5xx was re-sent where nothing could tell reelay whether it was made.
+    possible_duplicate_charge: bool = False
+    # The poll path's current Step Functions execution (reconcile restarts a dead one).
+    poll_execution: str | None = None
+    # Reconcile's last look and how many it took (its due time moves on from the last look).
+    reconciled_at: datetime | None = None
+    reconcile_count: int = 0
+
+    @property
+    def clock_start(self) -> datetime:
+        """When the provider's clock started for this task: its first create, else its creation."""
+        return self.first_create_sent_at or self.created_at
+
+    def entered(self, status: TaskStatus) -> datetime | None:
+        """When the task last moved to ``status`` (from its history), if it did."""
+        return next((entry.at for entry in reversed(self.history) if entry.to_status is status), None)

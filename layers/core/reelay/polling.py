@@ -9,6 +9,7 @@ errors propagate as typed exceptions so the state machine's ``Retry`` can route 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -18,7 +19,7 @@ from aws_lambda_powertools import Logger
 
 from reelay.aws import PollStarter
 from reelay.catalog import ProviderCatalog
-from reelay.errors import ProviderTaskUnknown
+from reelay.errors import ProviderTaskUnknown, TransitionConflict
 from reelay.models import ErrorCode, Task, TaskStatus, utcnow
 from reelay.schedule import PollSchedule
 from reelay.store import TaskStore
@@ -66,7 +67,7 @@ class PollService:
             return state | {"outcome": "done", "status": str(task.status)}
         provider = self._providers.get(task.provider)
         now = self._clock()
-        if now - task.created_at > timedelta(seconds=provider.config.deadline_seconds):
+        if now - task.clock_start > timedelta(seconds=provider.config.deadline_seconds):
             task = self._tracker.fail(
                 task,
                 ErrorCode.DEADLINE_EXCEEDED,
@@ -87,7 +88,10 @@ class PollService:
         if polls >= self._max_polls:
             next_state = state | {"polls": 0, "segment": segment + 1}
             arn = str(event.get("state_machine_arn") or "") or None
-            self._starter.start(f"{task.id}-{segment + 1}", next_state, state_machine_arn=arn)
+            name = f"{task.id}-{segment + 1}"
+            self._starter.start(name, next_state, state_machine_arn=arn)
+            with contextlib.suppress(TransitionConflict):  # reconcile reads it to find a dead execution
+                self._store.update(task, poll_execution=name)
             logger.info("poll continued in a fresh execution", extra={"task_id": task.id, "segment": segment + 1})
             return state | {"outcome": "continued"}
         return state | {"outcome": "wait"}

@@ -74,6 +74,12 @@ class Settings(BaseModel):
             return (secret_loader or _powertools_secret)(self.callback_secret_arn).encode()
         raise ConfigurationError("no callback secret: set CALLBACK_SECRET or CALLBACK_SECRET_ARN")
 
+    @property
+    def submit_record_seconds(self) -> float:
+        """The most one submit record can take: three provider calls (balance, create, a lookup)."""
+        longest = max((p.call_seconds for p in self.providers), default=0.0)
+        return 3 * longest + 10
+
     def provider(self, name: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.name == name), None)
 

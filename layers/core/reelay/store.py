@@ -6,6 +6,10 @@ Item layout (one table, see template.yaml ``TaskTable``):
   that reconcile reads instead of scanning).
 - an idempotency record: pk=``IDEM#<scope>#<key>`` sk=``IDEM`` with the task id and a hash of
   the request; it expires (TTL) after ``IDEMPOTENCY_TTL``.
+- a provider-task claim: pk=``PTASK#<provider>#<provider task id>`` sk=``PTASK`` with the reelay
+  task id that owns it, so a lost create is never adopted by a second reelay task.
+
+The due time comes from a ``DuePolicy`` (``reelay.deadlines.Deadlines.due`` in the functions).
 
 Every write is conditional on the version read (and, for transitions, the status), so two
 writers can never both win and a terminal task never moves again.
@@ -18,7 +22,8 @@ import binascii
 import builtins
 import json
 from abc import ABC, abstractmethod
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -31,13 +36,19 @@ from reelay.models import ALLOWED_TRANSITIONS, Task, TaskStatus, Transition, utc
 
 HISTORY_LIMIT = 20
 IDEMPOTENCY_TTL = timedelta(hours=24)
-# How long a task may sit in a state before reconcile looks at it.
+# How long a task may sit in a state before reconcile looks at it, when no policy is given.
 DUE_AFTER: dict[TaskStatus, timedelta] = {
     TaskStatus.QUEUED: timedelta(minutes=10),
     TaskStatus.SUBMITTED: timedelta(minutes=45),
     TaskStatus.RUNNING: timedelta(minutes=45),
     TaskStatus.INGESTING: timedelta(minutes=30),
 }
+
+DuePolicy = Callable[[Task], datetime | None]
+
+
+def default_due(task: Task) -> datetime | None:
+    return None if task.status.terminal else task.updated_at + DUE_AFTER[task.status]
 
 
 class TaskStore(ABC):
@@ -73,27 +84,31 @@ class TaskStore(ABC):
 
     def update(self, task: Task, **changes: Any) -> Task:
         """Change fields without a status change (progress, provider ids), still conditionally."""
-        if task.status.terminal and set(changes) - {"outputs"}:
+        if task.status.terminal and set(changes) - {"outputs", "cost_cents"}:
             raise TransitionConflict(f"task {task.id} is {task.status}; it does not change any more")
         new = task.model_copy(update={**changes, "updated_at": utcnow()})
         return self.save(new, expected=task)
 
     @abstractmethod
-    def due(self, *, before: str, limit: int) -> builtins.list[str]:
-        """Ids of non-terminal tasks whose ``due_at`` is before ``before`` (ISO time), oldest first."""
+    def due(self, *, before: datetime, limit: int, after: str | None = None) -> tuple[builtins.list[str], str | None]:
+        """Ids of non-terminal tasks due before ``before``, oldest first, and the cursor of the rest."""
+
+    @abstractmethod
+    def claim_provider_task(self, provider: str, provider_task_id: str, task_id: str) -> str:
+        """Record that ``task_id`` owns the provider's task; the owner's id (``task_id`` if it won)."""
 
 
 class DynamoTaskStore(TaskStore):
     """``TaskStore`` on the DynamoDB table of template.yaml."""
 
-    def __init__(self, table_name: str, *, resource: Any = None) -> None:
+    def __init__(self, table_name: str, *, resource: Any = None, due: DuePolicy = default_due) -> None:
         self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
         # The resource's client (de)serialises attribute values itself: pass plain values.
         self._client = self._table.meta.client
+        self._due = due
 
     # -- items -------------------------------------------------------------------------
-    @staticmethod
-    def _item(task: Task) -> dict[str, Any]:
+    def _item(self, task: Task) -> dict[str, Any]:
         data = task.model_dump(mode="json", by_alias=True, exclude_none=True)
         item: dict[str, Any] = {
             **_to_dynamo(data),
@@ -102,9 +117,10 @@ class DynamoTaskStore(TaskStore):
             "list_pk": "TASK",
             "created_key": f"{task.created_at.isoformat()}#{task.id}",
         }
-        if not task.status.terminal:
+        due = self._due(task)
+        if due is not None:
             item["due_pk"] = "DUE"
-            item["due_at"] = (task.updated_at + DUE_AFTER[task.status]).isoformat()
+            item["due_at"] = due.isoformat()
         return item
 
     @staticmethod
@@ -197,14 +213,34 @@ class DynamoTaskStore(TaskStore):
         last = page.get("LastEvaluatedKey")
         return tasks, (_encode_cursor(last) if last else None)
 
-    def due(self, *, before: str, limit: int) -> builtins.list[str]:
-        page = self._table.query(
-            IndexName="Due",
-            KeyConditionExpression="due_pk = :d AND due_at < :b",
-            ExpressionAttributeValues={":d": "DUE", ":b": before},
-            Limit=limit,
+    def due(self, *, before: datetime, limit: int, after: str | None = None) -> tuple[builtins.list[str], str | None]:
+        query: dict[str, Any] = {
+            "IndexName": "Due",
+            "KeyConditionExpression": "due_pk = :d AND due_at < :b",
+            "ExpressionAttributeValues": {":d": "DUE", ":b": before.isoformat()},
+            "Limit": limit,
+        }
+        if after:
+            query["ExclusiveStartKey"] = _decode_cursor(after)
+        page = self._table.query(**query)
+        last = page.get("LastEvaluatedKey")
+        return [str(i["pk"]).removeprefix("TASK#") for i in page.get("Items", [])], (
+            _encode_cursor(last) if last else None
         )
-        return [str(i["pk"]).removeprefix("TASK#") for i in page.get("Items", [])]
+
+    def claim_provider_task(self, provider: str, provider_task_id: str, task_id: str) -> str:
+        key = {"pk": f"PTASK#{provider}#{provider_task_id}", "sk": "PTASK"}
+        try:
+            self._table.put_item(
+                Item={**key, "task_id": task_id},
+                ConditionExpression=Attr("pk").not_exists() | Attr("task_id").eq(task_id),
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            owner = self._table.get_item(Key=key, ConsistentRead=True).get("Item") or {}
+            return str(owner.get("task_id", ""))
+        return task_id
 
 
 _INDEX_ATTRS = frozenset({"pk", "sk", "list_pk", "created_key", "due_pk", "due_at", "expires_at"})

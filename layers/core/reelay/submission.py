@@ -2,9 +2,19 @@
 
 The money rule (DESIGN.md): a client request creates at most one provider task. Before the
 create is sent, the task records ``create_sent_at`` with a conditional write, so two workers
-can never both send it. If the answer is lost (``CreateOutcomeUnknown``) the task is *held*:
-it stays ``queued`` with ``create_outcome_unknown`` until the provider's task list, or a
-callback carrying reelay's task id, says what happened; it is never re-sent blindly.
+can never both send it. When the create's outcome is unknown the task is *held* (it stays
+``queued`` with ``create_outcome_unknown``):
+
+- no answer (a timeout after sending, a dropped connection, a 504): never re-sent. The
+  provider's task list or the callback that carries reelay's task id settles it; where
+  neither can, reconcile fails it as ``CREATE_UNCONFIRMED`` at the provider's deadline.
+- a 5xx answer: where the provider can tell reelay later (its task list, or a callback that
+  names our task), held for twice the typical generation time, then re-sent once if nothing
+  turned up; where it cannot (openai_videos), re-sent at most once at once, and the task
+  records ``possible_duplicate_charge``.
+
+A lost create is adopted only if the provider made it at or after our first send and no
+other reelay task owns it (``TaskStore.claim_provider_task``).
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from reelay.catalog import ProviderCatalog
 from reelay.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
+    CreateServerError,
     InsufficientBalance,
     ProviderAuthError,
     ProviderRateLimited,
@@ -30,7 +41,16 @@ from reelay.errors import (
     TransitionConflict,
 )
 from reelay.inputs import ImageInputs
-from reelay.models import ErrorCode, ImageRequest, Task, TaskKind, TaskStatus, VideoRequest, utcnow
+from reelay.models import (
+    CreateHold,
+    ErrorCode,
+    ImageRequest,
+    Task,
+    TaskKind,
+    TaskStatus,
+    VideoRequest,
+    utcnow,
+)
 from reelay.providers.base import CreateResult, ImageInput, Provider, ProviderState, ProviderStatus
 from reelay.store import TaskStore
 from reelay.tokens import CallbackTokens
@@ -49,14 +69,14 @@ _PERMANENT_ERRORS: tuple[tuple[type[ReelayError], ErrorCode], ...] = (
     (ProviderAuthError, ErrorCode.PROVIDER_AUTH),
 )
 
-# How long a lost create is looked for in the provider's task list before reelay concludes
-# the provider never made it (lists can lag a little behind creates).
-LOST_CREATE_GRACE = timedelta(minutes=5)
+# A create answered 5xx is sent at most this many times in all.
+MAX_CREATES = 2
 
 
 class SubmitOutcome(StrEnum):
     SUBMITTED = "submitted"
     SKIPPED = "skipped"  # not queued any more (a duplicate message) or another worker has it
+    HELD = "held"  # the create's outcome is unknown; reconcile looks again later
     FAILED = "failed"
 
 
@@ -94,10 +114,13 @@ class Submitter:
             return SubmitOutcome.SKIPPED
         provider = self._providers.get(task.provider)
         if task.create_sent_at is not None:
-            if not task.create_outcome_unknown and utcnow() - task.create_sent_at < _in_flight(provider):
-                # Another worker's create may still be waiting for its answer: look later.
-                raise RetryLater(backoff_seconds(attempt, base=5.0, cap=60.0), "a create is in flight")
-            return self.recover(task, attempt=attempt)
+            if not task.create_outcome_unknown:
+                if utcnow() - task.create_sent_at < _in_flight(provider):
+                    # Another worker's create may still be waiting for its answer: look later.
+                    raise RetryLater(backoff_seconds(attempt, base=5.0, cap=60.0), "a create is in flight")
+                # The worker that sent it died before recording the answer: nobody knows it.
+                task = self._hold(task, CreateHold.NO_ANSWER)
+            return self.recover(task)
         request = _request_of(task)
         images: list[ImageInput] = []
         try:
@@ -112,8 +135,14 @@ class Submitter:
             raise RetryLater(_retry_seconds(exc, attempt), exc.message) from exc
         except ReelayError as exc:
             return self._fail_permanently(task, exc)
+        now = utcnow()
         try:
-            task = self._store.update(task, create_sent_at=utcnow())
+            task = self._store.update(
+                task,
+                create_sent_at=now,
+                first_create_sent_at=task.first_create_sent_at or now,
+                create_attempts=task.create_attempts + 1,
+            )
         except TransitionConflict:
             return SubmitOutcome.SKIPPED  # another worker claimed the create
         return self._create(task, provider, request, images, attempt)
@@ -145,25 +174,39 @@ class Submitter:
     ) -> SubmitOutcome:
         try:
             result = self._send(task, provider, request, images)
+        except CreateServerError as exc:
+            return self._answered_server_error(task, provider, exc, attempt)
         except CreateOutcomeUnknown:
             logger.warning("create outcome unknown; holding task", extra={"task_id": task.id})
-            task = self._store.update(task, create_outcome_unknown=True)
-            return self.recover(task, attempt=attempt)
+            return self.recover(self._hold(task, CreateHold.NO_ANSWER))
         except ProviderTransientError as exc:
-            # The provider answered 429/5xx or the request never left: no task was made, so
-            # release the claim and retry from the queue.
-            self._store.update(task, create_sent_at=None)
+            # The provider answered 429 or the request never left: no task was made, so
+            # release the claim (this send does not count) and retry from the queue.
+            first = task.first_create_sent_at if task.create_attempts > 1 else None
+            self._store.update(
+                task, create_sent_at=None, create_attempts=task.create_attempts - 1, first_create_sent_at=first
+            )
             raise RetryLater(_retry_seconds(exc, attempt), exc.message) from exc
         except ReelayError as exc:
             return self._fail_permanently(task, exc)
-        task = self._store.transition(
-            task,
-            TaskStatus.SUBMITTED,
-            reason="provider accepted",
-            provider_task_id=result.provider_task_id,
-            cost_cents=result.cost_cents,
-            create_outcome_unknown=False,
-        )
+        return self._accept(task, provider, result)
+
+    def _accept(self, task: Task, provider: Provider, result: CreateResult) -> SubmitOutcome:
+        """Record the provider's task; a callback that adopted it meanwhile changes nothing."""
+        self._store.claim_provider_task(provider.name, result.provider_task_id, task.id)
+        try:
+            task = self._store.transition(
+                task,
+                TaskStatus.SUBMITTED,
+                reason="provider accepted",
+                provider_task_id=result.provider_task_id,
+                cost_cents=result.cost_cents,
+                create_outcome_unknown=False,
+                create_hold=None,
+                poll_execution=None if provider.supports_callbacks else task.id,
+            )
+        except TransitionConflict:
+            return self._adopted_meanwhile(task.id, result)
         if result.initial_state is ProviderState.SUCCEEDED:
             # Synchronous results (images): straight to ingest, through the one tracker.
             self._tracker.apply(
@@ -176,6 +219,53 @@ class Submitter:
             self._follow(task, provider)
         return SubmitOutcome.SUBMITTED
 
+    def _adopted_meanwhile(self, task_id: str, result: CreateResult) -> SubmitOutcome:
+        """The submit lost its write to a callback that adopted the same provider task: keep the cost."""
+        current = self._store.get(task_id)
+        if current.provider_task_id != result.provider_task_id:
+            logger.error(
+                "the task moved on with another provider task while its create was answered",
+                extra={"task_id": task_id, "status": str(current.status)},
+            )
+            return SubmitOutcome.SKIPPED
+        if current.cost_cents is None and result.cost_cents is not None:
+            for _ in range(3):
+                try:
+                    self._store.update(current, cost_cents=result.cost_cents)
+                    break
+                except TransitionConflict:
+                    current = self._store.get(task_id)
+        return SubmitOutcome.SUBMITTED
+
+    def _answered_server_error(
+        self, task: Task, provider: Provider, exc: CreateServerError, attempt: int
+    ) -> SubmitOutcome:
+        """A 5xx: maybe made. Hold where the provider can tell later; else re-send at most once."""
+        if self._can_tell_later(provider):
+            logger.warning("create answered 5xx; holding task", extra={"task_id": task.id})
+            return self.recover(self._hold(task, CreateHold.SERVER_ERROR))
+        if task.create_attempts >= MAX_CREATES:
+            return self._unconfirmed(
+                task,
+                provider,
+                f"{task.create_attempts} creates sent to {provider.name} were answered with a server error and "
+                f"{provider.name} has no way to tell whether it made them; a charge may exist for up to "
+                f"{task.create_attempts} tasks: ask {provider.name} about tasks created since "
+                f"{(task.first_create_sent_at or task.created_at).isoformat()}",
+            )
+        logger.warning("create answered 5xx; re-sending once (a second charge is possible)", extra={"task_id": task.id})
+        self._store.update(task, create_sent_at=None, possible_duplicate_charge=True)
+        raise RetryLater(_retry_seconds(exc, attempt), exc.message) from exc
+
+    def _can_tell_later(self, provider: Provider) -> bool:
+        """Whether the provider can later say what became of a create: its task list, or a callback."""
+        return provider.finds_lost_creates or (
+            provider.supports_callbacks and self._tokens is not None and bool(self._callback_base_url)
+        )
+
+    def _hold(self, task: Task, hold: CreateHold) -> Task:
+        return self._store.update(task, create_outcome_unknown=True, create_hold=hold)
+
     def _fail_permanently(self, task: Task, exc: ReelayError) -> SubmitOutcome:
         """End the task for an error retrying cannot fix; anything unexpected propagates."""
         code = next((code for kind, code in _PERMANENT_ERRORS if isinstance(exc, kind)), None)
@@ -184,48 +274,95 @@ class Submitter:
         self._tracker.fail(task, code, exc.message)
         return SubmitOutcome.FAILED
 
-    def recover(self, task: Task, *, attempt: int = 0) -> SubmitOutcome:
-        """A create was sent before but its answer is unknown: look for the provider task.
+    def recover(self, task: Task, *, final: bool = False) -> SubmitOutcome:
+        """A create was sent but its outcome is unknown: look for the provider task, or hold.
 
-        Found: adopt it. Not found, where the provider's task list is authoritative and the
-        grace period has passed: no task was made, so the claim is released and the create
-        sent again. Otherwise the task stays held (``RetryLater``: look again later); without
-        a task list, only the callback that carries reelay's task id can settle it.
+        Found (created at or after our first send, owned by no other reelay task): adopted.
+        Not found after the hold (twice the typical generation time): a 5xx'd create is sent
+        once more; a create the provider's task list shows no trace of is failed as
+        ``CREATE_UNCONFIRMED`` (no charge is likely). Otherwise the task stays held (``HELD``)
+        until reconcile looks again; with ``final`` (the provider's deadline has passed) it is
+        failed as ``CREATE_UNCONFIRMED``. A held create is never re-sent blindly.
         """
         provider = self._providers.get(task.provider)
         request = _request_of(task)
-        found = provider.find_created(task.id, request) if isinstance(request, VideoRequest) else None
-        if found is None:
-            sent_at = task.create_sent_at or task.updated_at
-            if provider.finds_lost_creates and utcnow() - sent_at > LOST_CREATE_GRACE:
-                logger.info("lost create not found at the provider; sending it again", extra={"task_id": task.id})
-                try:
-                    self._store.update(task, create_sent_at=None, create_outcome_unknown=False)
-                except TransitionConflict:
-                    return SubmitOutcome.SKIPPED
-                return self.submit(task.id, attempt=attempt)
-            raise RetryLater(
-                backoff_seconds(attempt, base=15.0, cap=LOST_CREATE_GRACE.total_seconds() / 3),
-                "create outcome unknown; task held",
+        if isinstance(request, VideoRequest) and provider.finds_lost_creates:
+            since = task.first_create_sent_at or task.created_at
+            for candidate in provider.find_created(task.id, request, since=since):
+                if self._store.claim_provider_task(provider.name, candidate, task.id) == task.id:
+                    return self._adopt(task, provider, candidate)
+        sent_at = task.create_sent_at or task.updated_at
+        held_long_enough = utcnow() - sent_at >= _hold_time(provider)
+        if (
+            not final
+            and held_long_enough
+            and task.create_hold is CreateHold.SERVER_ERROR
+            and task.create_attempts < MAX_CREATES
+        ):
+            logger.info("nothing turned up for a 5xx'd create; sending it once more", extra={"task_id": task.id})
+            try:
+                self._store.update(task, create_sent_at=None, create_outcome_unknown=False, create_hold=None)
+            except TransitionConflict:
+                return SubmitOutcome.SKIPPED
+            return self.submit(task.id)
+        if held_long_enough and provider.finds_lost_creates and isinstance(request, VideoRequest):
+            return self._unconfirmed(
+                task,
+                provider,
+                f"the create sent to {provider.name} at {sent_at.isoformat()} got no usable answer, and "
+                f"{provider.name}'s task list shows no task for it; no charge is likely, but check "
+                f"{provider.name}'s task list if in doubt",
             )
+        if final:
+            return self._unconfirmed(
+                task,
+                provider,
+                f"the create sent to {provider.name} at {sent_at.isoformat()} got no usable answer and no task "
+                f"turned up (no callback named this task) before the deadline; a charge may exist: ask "
+                f"{provider.name} about tasks created around that time for this prompt",
+            )
+        return SubmitOutcome.HELD
+
+    def _adopt(self, task: Task, provider: Provider, provider_task_id: str) -> SubmitOutcome:
         try:
             task = self._store.transition(
                 task,
                 TaskStatus.SUBMITTED,
                 reason="found at provider",
-                provider_task_id=found,
+                provider_task_id=provider_task_id,
                 create_outcome_unknown=False,
+                create_hold=None,
+                poll_execution=None if provider.supports_callbacks else task.id,
             )
         except TransitionConflict:
             return SubmitOutcome.SKIPPED
         self._follow(task, provider)
         return SubmitOutcome.SUBMITTED
 
+    def _unconfirmed(self, task: Task, provider: Provider, message: str) -> SubmitOutcome:
+        logger.warning("create could not be confirmed; failing task", extra={"task_id": task.id})
+        self._tracker.fail(task, ErrorCode.CREATE_UNCONFIRMED, message)
+        return SubmitOutcome.FAILED
+
+    def poll_running(self, task: Task) -> bool:
+        """Whether the task's poll execution still runs (always True on the callback path)."""
+        provider = self._providers.get(task.provider)
+        return provider.supports_callbacks or self._poll.is_running(task.poll_execution or task.id)
+
+    def restart_poll(self, task: Task) -> Task:
+        """Start a fresh poll execution for a task whose execution died (reconcile)."""
+        provider = self._providers.get(task.provider)
+        segment = _segment_of(task.poll_execution or task.id) + 1
+        name = f"{task.id}-{segment}"
+        task = self._store.update(task, poll_execution=name)
+        self._poll.start(name, poll_input(task, provider, segment=segment))
+        return task
+
     def _follow(self, task: Task, provider: Provider) -> None:
-        """Start the poll path for protocols without callbacks (execution name = task id)."""
+        """Start the poll path for protocols without callbacks (the execution name makes it start once)."""
         if provider.supports_callbacks:
             return
-        self._poll.start(task.id, poll_input(task, provider))
+        self._poll.start(task.poll_execution or task.id, poll_input(task, provider))
 
 
 def poll_input(task: Task, provider: Provider, *, segment: int = 0, total_polls: int = 0) -> dict[str, object]:
@@ -240,6 +377,17 @@ def poll_input(task: Task, provider: Provider, *, segment: int = 0, total_polls:
         "segment": segment,
         "wait_seconds": schedule.wait(total_polls, task_id=task.id),
     }
+
+
+def _segment_of(execution_name: str) -> int:
+    """The continuation number of a poll execution: ``<task id>-<n>``, or 0 for ``<task id>``."""
+    _, _, suffix = execution_name.rpartition("-")
+    return int(suffix) if suffix.isdigit() else 0
+
+
+def _hold_time(provider: Provider) -> timedelta:
+    """How long a held create waits for the provider's list or callback: twice the typical time."""
+    return timedelta(seconds=2 * provider.config.typical_seconds)
 
 
 def _in_flight(provider: Provider) -> timedelta:

@@ -39,9 +39,19 @@ def backoff_seconds(attempt: int, *, base: float = 5.0, cap: float = 300.0, rng:
 
 
 def run_batch(
-    event: dict[str, Any], context: Any, *, queue: TaskQueue, handle: Callable[[str, int], object]
+    event: dict[str, Any],
+    context: Any,
+    *,
+    queue: TaskQueue,
+    handle: Callable[[str, int], object],
+    reserve_seconds: float = 0.0,
 ) -> dict[str, Any]:
-    """Handle each record's task id with ``handle(task_id, attempt)``; report failed items."""
+    """Handle each record's task id with ``handle(task_id, attempt)``; report failed items.
+
+    A record is only started while at least ``reserve_seconds`` of the invocation are left
+    (the most one record can take); the rest go back to the queue at once, so a batch never
+    runs past the function's timeout.
+    """
 
     def record_handler(record: SQSRecord) -> None:
         try:
@@ -50,6 +60,9 @@ def run_batch(
             logger.error("dropping a message without a task id", extra={"message_id": record.message_id})
             return
         attempt = int(record.attributes.approximate_receive_count or 1) - 1
+        if reserve_seconds and context is not None and context.get_remaining_time_in_millis() < reserve_seconds * 1000:
+            queue.retry_later(record.receipt_handle, 0)
+            raise RetryLater(0, "not enough time left in this invocation")
         try:
             handle(task_id, attempt)
         except RetryLater as retry:

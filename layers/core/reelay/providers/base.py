@@ -9,6 +9,7 @@ Every adapter raises only ``reelay.errors`` exceptions.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -25,6 +26,9 @@ class ProviderState(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+
+
+MAX_CONNECT_SECONDS = 5.0
 
 
 class ProviderConfig(BaseModel):
@@ -44,6 +48,16 @@ class ProviderConfig(BaseModel):
     typical_seconds: float = 180.0
     # How long a task may take before reelay gives up (poll deadline).
     deadline_seconds: float = 3 * 3600.0
+
+    @property
+    def connect_seconds(self) -> float:
+        """Connect quickly or not at all: a provider that cannot be reached is retried later."""
+        return min(self.timeout_seconds, MAX_CONNECT_SECONDS)
+
+    @property
+    def call_seconds(self) -> float:
+        """The longest one call to this provider can take (connect, then the answer)."""
+        return self.connect_seconds + self.timeout_seconds
 
 
 class ResultRef(BaseModel):
@@ -156,9 +170,14 @@ class Provider(ABC):
         """Read what a callback claims, leniently; an unreadable body is an empty hint."""
         return CallbackHint()
 
-    def find_created(self, task_id: str, request: VideoRequest) -> str | None:
-        """Find the provider task of a create whose answer was lost (None when unknown)."""
-        return None
+    def find_created(self, task_id: str, request: VideoRequest, *, since: datetime) -> list[str]:
+        """Provider tasks that may be a create whose answer was lost, oldest first.
+
+        Only tasks the provider created at or after ``since`` (when reelay first sent the
+        create; the adapter allows for the provider's clock) and matching ``request``. The
+        caller adopts the first one no other reelay task owns.
+        """
+        return []
 
     def result_headers(self, url: str) -> dict[str, str]:
         """Headers to fetch a result URL: the credential only for this provider's own host."""

@@ -18,9 +18,11 @@
   HTTP 401 / 403                          ``ProviderAuthError`` (names the provider)
   HTTP 402                                ``InsufficientBalance``
   HTTP 404 on a task's endpoint           ``ProviderTaskUnknown``
-  HTTP 408, 5xx                           ``ProviderTransientError``
+  HTTP 408, 5xx on a safe call           ``ProviderTransientError``
   HTTP 504 on a paid create               ``CreateOutcomeUnknown`` (a gateway gave up
                                           waiting: the provider may have the task)
+  other HTTP 5xx on a paid create         ``CreateServerError`` (maybe made: held or
+                                          re-sent once, never blindly)
   other HTTP 4xx                          ``ProviderRejectedRequest`` (provider's message)
   redirect, 404 elsewhere, bad JSON       ``ProviderProtocolError``
   ======================================  ==========================================
@@ -45,6 +47,7 @@ from aws_lambda_powertools import Logger
 from reelay.errors import (
     ContentRefused,
     CreateOutcomeUnknown,
+    CreateServerError,
     InsufficientBalance,
     ProviderAuthError,
     ProviderError,
@@ -59,8 +62,6 @@ from reelay.providers.base import Provider, ProviderConfig
 logger = Logger(child=True)
 
 USER_AGENT = "reelay/0.1"
-# Connect quickly or not at all: a provider that cannot be reached is retried later.
-MAX_CONNECT_SECONDS = 10.0
 # Provider text quoted in an error message is cut to this length.
 MAX_MESSAGE_CHARS = 500
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -154,7 +155,7 @@ class HttpProvider(Provider):
         self._origin = origin(self.base_url)
         self._owns_client = client is None
         self._client = client or httpx.Client(
-            timeout=httpx.Timeout(config.timeout_seconds, connect=min(config.timeout_seconds, MAX_CONNECT_SECONDS)),
+            timeout=httpx.Timeout(config.timeout_seconds, connect=config.connect_seconds),
             transport=transport,
             follow_redirects=False,
             headers={"User-Agent": USER_AGENT},
@@ -302,10 +303,10 @@ class HttpProvider(Provider):
                 "the provider may have created the task",
                 provider=self.name,
             )
-        if status >= 500 and not call.safe and self.finds_lost_creates:
-            return CreateOutcomeUnknown(
+        if status >= 500 and not call.safe:
+            return CreateServerError(
                 f"provider {self.name} failed {call.label} (HTTP {status}){said}; it may have created the task "
-                "anyway, so reelay looks for it in the provider's task list before any retry",
+                "anyway, so reelay does not simply send it again",
                 provider=self.name,
             )
         if status == 408 or status >= 500:

@@ -119,7 +119,8 @@ MODELS: Mapping[str, bool] = {"sora-2": False, "sora-2-pro": True}  # model name
 CACHE_SECONDS = 30.0
 FIND_PAGES = 5
 FIND_PAGE_SIZE = 50
-FIND_WINDOW = timedelta(hours=6)
+# The provider's creation times have one-second resolution and its clock may differ a little.
+CLOCK_SLACK = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -429,33 +430,31 @@ class SorahkProvider(HttpProvider):
         entries = _task_list(body.get(F_DATA) if F_DATA in body else payload)
         return [task for task in (self._parse_task(entry) for entry in entries) if task is not None]
 
-    def find_created(self, task_id: str, request: VideoRequest) -> str | None:
-        """The provider task of a create whose answer was lost, or None when none matches.
+    def find_created(self, task_id: str, request: VideoRequest, *, since: datetime) -> list[str]:
+        """Tasks in the account's list with the same prompt (and ``is_pro``/``duration`` where the
+        list shows them) created at or after ``since``, oldest first.
 
-        Walks the newest pages for a task created in the last ``FIND_WINDOW`` with the same
-        prompt (and the same ``is_pro``/``duration`` where the list shows them). The list does
-        not carry reelay's task id, so with several matches the newest is taken.
+        The list carries neither reelay's task id nor a client reference, so the creation time
+        is what tells our create from an older request for the same prompt: a task created
+        before our create was sent is never ours. ``CLOCK_SLACK`` allows for the provider's
+        one-second timestamps and a small clock difference. A task without a creation time
+        cannot be told apart and is never adopted.
         """
         video = sorahk_video(request)
-        since = self._clock() - FIND_WINDOW
+        earliest = since - CLOCK_SLACK
         matches: list[SorahkTask] = []
         for page in range(1, FIND_PAGES + 1):
             tasks = self.list_tasks(page=page, page_size=FIND_PAGE_SIZE)
-            for task in tasks:
-                if _matches(task, video, since):
-                    matches.append(task)
-            too_old = any(t.created_at is not None and t.created_at < since for t in tasks)
+            matches.extend(task for task in tasks if _matches(task, video, earliest))
+            too_old = any(t.created_at is not None and t.created_at < earliest for t in tasks)
             if len(tasks) < FIND_PAGE_SIZE or too_old:
                 break
-        if not matches:
-            return None
         if len(matches) > 1:
-            logger.warning(
-                "several provider tasks match a lost create; taking the newest",
+            logger.info(
+                "several provider tasks may be a lost create",
                 extra={"provider": self.name, "task_id": task_id, "matches": len(matches)},
             )
-        newest = max(matches, key=lambda t: (t.created_at is not None, t.created_at or since))
-        return newest.task_id
+        return [t.task_id for t in sorted(matches, key=lambda t: t.created_at or earliest)]
 
     # ----------------------------------------------------------------- wire details
 
@@ -555,11 +554,11 @@ def _task_list(data: Any, depth: int = 0) -> list[Any]:
     return []
 
 
-def _matches(task: SorahkTask, video: SorahkVideo, since: datetime) -> bool:
+def _matches(task: SorahkTask, video: SorahkVideo, earliest: datetime) -> bool:
     if (task.prompt or "").strip() != video.prompt.strip():
         return False
     if task.is_pro is not None and task.is_pro != video.is_pro:
         return False
     if task.duration is not None and task.duration != video.duration:
         return False
-    return not (task.created_at is not None and task.created_at < since)
+    return task.created_at is not None and task.created_at >= earliest

@@ -1,0 +1,106 @@
+"""When each non-terminal task is next looked at, and when it must end (DESIGN.md: every task ends).
+
+Every non-terminal task carries a due time in the sparse ``Due`` index; reconcile reads the
+tasks that are past it. ``Deadlines.due`` is the one rule for that time, computed from the
+task's provider configuration on every write:
+
+========================  ===============================================================
+status                    next look
+========================  ===============================================================
+queued                    ``updated_at`` + the provider's typical time (10 s to 10 min):
+                          a lost submit message is sent again, a held create settled
+submitted / running,      ``clock_start`` + 2 x typical (a callback that never came gets
+callback protocol         a status check), then every typical time after each look
+submitted / running,      2 x typical after the last write or look (10 s to 30 min): a
+poll protocol             dead poll execution is restarted
+ingesting                 ``updated_at`` + ``ingest_stall``: the ingest is enqueued again
+========================  ===============================================================
+
+and never later than the provider's deadline (``clock_start`` + ``deadline_seconds``), where
+a queued, submitted or running task is ended. ``clock_start`` is when the first create was
+sent (or the task's creation, before that). An ``ingesting`` task has its own limit,
+``ingest_give_up`` after it entered ``ingesting``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from pydantic import SecretStr
+
+from reelay.models import Task, TaskStatus
+from reelay.providers.base import ProviderConfig
+
+MIN_LOOK = timedelta(seconds=10)
+MAX_QUEUED_LOOK = timedelta(minutes=10)
+MAX_POLL_LOOK = timedelta(minutes=30)
+
+
+def follows_by_callback(protocol: str) -> bool:
+    """Whether tasks of ``protocol`` are followed by callbacks (else by the poll path)."""
+    from reelay.providers.registry import PROTOCOLS
+
+    cls = PROTOCOLS.get(protocol)
+    return bool(cls and cls.supports_callbacks)
+
+
+class Deadlines:
+    """Due times and deadlines of tasks, from their providers' typical and deadline times."""
+
+    def __init__(
+        self,
+        providers: Iterable[ProviderConfig],
+        *,
+        ingest_stall: timedelta = timedelta(minutes=20),
+        ingest_give_up: timedelta = timedelta(hours=2),
+    ) -> None:
+        self._configs = {config.name: config for config in providers}
+        self.ingest_stall = ingest_stall
+        self.ingest_give_up = ingest_give_up
+
+    def _config(self, task: Task) -> ProviderConfig:
+        config = self._configs.get(task.provider)
+        if config is None:  # a provider no longer configured: its protocol's defaults
+            config = ProviderConfig(
+                name=task.provider,
+                protocol=task.protocol,
+                base_url="http://unconfigured.invalid",
+                api_key=SecretStr(""),
+            )
+        return config
+
+    def typical(self, task: Task) -> timedelta:
+        return timedelta(seconds=self._config(task).typical_seconds)
+
+    def deadline(self, task: Task) -> datetime:
+        """When a queued, submitted or running task is ended (the provider's deadline)."""
+        return task.clock_start + timedelta(seconds=self._config(task).deadline_seconds)
+
+    def callback_check(self, task: Task) -> datetime:
+        """When a callback-mode task with no callback gets its first status check."""
+        return task.clock_start + 2 * self.typical(task)
+
+    def ingest_deadline(self, task: Task) -> datetime:
+        return (task.entered(TaskStatus.INGESTING) or task.updated_at) + self.ingest_give_up
+
+    def due(self, task: Task) -> datetime | None:
+        """When reconcile should next look at ``task``; None for a terminal task."""
+        if task.status.terminal:
+            return None
+        if task.status is TaskStatus.INGESTING:
+            return min(task.updated_at + self.ingest_stall, self.ingest_deadline(task))
+        typical = self.typical(task)
+        last_look = max(task.updated_at, task.reconciled_at or task.updated_at)
+        if task.status is TaskStatus.QUEUED:
+            look = last_look + _clamp(typical, MIN_LOOK, MAX_QUEUED_LOOK)
+        elif follows_by_callback(task.protocol):
+            first = self.callback_check(task)
+            look = first if task.reconciled_at is None else max(first, task.reconciled_at + max(typical, MIN_LOOK))
+        else:
+            look = last_look + _clamp(2 * typical, MIN_LOOK, MAX_POLL_LOOK)
+        return min(look, self.deadline(task))
+
+
+def _clamp(value: timedelta, low: timedelta, high: timedelta) -> timedelta:
+    return max(low, min(high, value))

@@ -1,0 +1,207 @@
+"""Reconcile: drive every overdue task forward by asking the provider (DESIGN.md: every task ends).
+
+The reconcile function runs on an EventBridge schedule. It reads the sparse ``Due`` index
+(never a scan) for tasks whose due time (``reelay.deadlines``) has passed, and for each:
+
+==========================  =====================================================================
+task                        what reconcile does
+==========================  =====================================================================
+queued, never sent          its submit message was lost: the submit message is sent again
+queued, create held         the submit worker looks again (the provider's list; a 5xx'd create
+                            is re-sent once after its hold): the submit message is sent again
+submitted / running,        the callback never came (or was refused): the provider's status
+callback protocol           endpoint is asked and the answer applied (on to ingest, or failed)
+submitted / running,        the poll execution died: a fresh one is started
+poll protocol
+ingesting                   the ingest stalled: the ingest message is sent again; past the
+                            ingest deadline the task fails ``INGEST_FAILED``
+past the provider's         asked once more; then failed: ``DEADLINE_EXCEEDED`` (a provider
+deadline                    task exists: a charge is likely), or ``CREATE_UNCONFIRMED`` for a
+                            held create nothing could settle (a charge may exist)
+==========================  =====================================================================
+
+Each look is recorded on the task (``reconciled_at``), which moves its due time on. A run
+stops taking tasks when its time is nearly up, logs what it fixed, and returns the counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+
+from aws_lambda_powertools import Logger
+
+from reelay.aws import TaskQueue
+from reelay.catalog import ProviderCatalog
+from reelay.deadlines import Deadlines, follows_by_callback
+from reelay.errors import ProviderError, ProviderTaskUnknown, ReelayError, RequestInvalid, TransitionConflict
+from reelay.models import ErrorCode, Task, TaskStatus, utcnow
+from reelay.store import TaskStore
+from reelay.submission import Submitter
+from reelay.tracking import TaskTracker
+
+logger = Logger(child=True)
+
+PAGE = 100
+# Time a run keeps in hand when it stops taking tasks (one task's look takes a status call).
+RESERVE_SECONDS = 45.0
+
+
+class Reconciler:
+    """The reconcile function's logic."""
+
+    def __init__(
+        self,
+        store: TaskStore,
+        providers: ProviderCatalog,
+        tracker: TaskTracker,
+        submitter: Submitter,
+        deadlines: Deadlines,
+        *,
+        submit_queue: TaskQueue,
+        ingest_queue: TaskQueue,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._providers = providers
+        self._tracker = tracker
+        self._submitter = submitter
+        self._deadlines = deadlines
+        self._submit = submit_queue
+        self._ingest = ingest_queue
+        self._clock = clock
+
+    def run(self, *, seconds_left: Callable[[], float] = lambda: 3600.0) -> dict[str, int]:
+        """One pass over the tasks due now; ``{action: count}`` of what it did."""
+        now = self._clock()
+        counts: Counter[str] = Counter()
+        cursor: str | None = None
+        seen: set[str] = set()
+        while seconds_left() > RESERVE_SECONDS:
+            ids, cursor = self._store.due(before=now, limit=PAGE, after=cursor)
+            for task_id in ids:
+                if task_id in seen:
+                    continue
+                seen.add(task_id)
+                if seconds_left() <= RESERVE_SECONDS:
+                    counts["left_for_next_run"] += 1
+                    continue
+                counts[self._reconcile_safely(task_id)] += 1
+            if cursor is None:
+                break
+        fixed = {k: v for k, v in sorted(counts.items())}
+        logger.info("reconcile run", extra={"due": len(seen), "actions": fixed})
+        return fixed
+
+    def _reconcile_safely(self, task_id: str) -> str:
+        try:
+            return self.reconcile(self._store.get(task_id))
+        except ProviderError as exc:
+            # The provider is down or refusing: look again at the next due time.
+            logger.warning("reconcile could not ask the provider", extra={"task_id": task_id, "error": exc.code})
+            self._looked(task_id)
+            return "provider_unavailable"
+        except ReelayError as exc:
+            logger.warning("reconcile skipped a task", extra={"task_id": task_id, "error": exc.code})
+            return "skipped"
+
+    def reconcile(self, task: Task) -> str:
+        """Drive one task forward; the name of what was done."""
+        if task.status.terminal:
+            return "already_terminal"
+        now = self._clock()
+        try:
+            self._providers.get(task.provider)
+        except RequestInvalid:
+            self._tracker.fail(
+                task, ErrorCode.PROVIDER_FAILED, f"provider {task.provider} is no longer configured in this stack"
+            )
+            return "provider_gone"
+        if task.status is TaskStatus.INGESTING:
+            return self._ingesting(task, now)
+        if now >= self._deadlines.deadline(task):
+            return self._past_deadline(task)
+        if task.status is TaskStatus.QUEUED:
+            self._submit.send(task.id)
+            self._looked(task.id)
+            return "submit_resent" if task.create_sent_at is None else "held_create_rechecked"
+        if follows_by_callback(task.protocol):
+            return self._check_status(task)
+        if not self._submitter.poll_running(task):
+            self._submitter.restart_poll(self._looked(task.id))
+            return "poll_restarted"
+        self._looked(task.id)
+        return "poll_alive"
+
+    def _check_status(self, task: Task) -> str:
+        """A callback that never came: ask the status endpoint and apply what it says."""
+        provider = self._providers.get(task.provider)
+        try:
+            status = provider.status(str(task.provider_task_id))
+        except ProviderTaskUnknown:
+            self._tracker.fail(
+                task,
+                ErrorCode.PROVIDER_TASK_LOST,
+                f"provider {provider.name} no longer knows task {task.provider_task_id}",
+            )
+            return "provider_task_lost"
+        after = self._tracker.apply(task, status)
+        if after.status is not task.status:
+            return f"callback_missed_{after.status.value}"
+        self._looked(task.id)
+        return "status_checked"
+
+    def _past_deadline(self, task: Task) -> str:
+        provider = self._providers.get(task.provider)
+        seconds = int(provider.config.deadline_seconds)
+        if task.status is TaskStatus.QUEUED:
+            if task.create_sent_at is None and task.create_attempts == 0:
+                self._tracker.fail(
+                    task,
+                    ErrorCode.DEADLINE_EXCEEDED,
+                    f"the task was never sent to {provider.name} within its {seconds} s deadline; no charge",
+                )
+                return "deadline_never_sent"
+            outcome = self._submitter.recover(task, final=True)
+            return f"held_create_{outcome.value}"
+        if task.provider_task_id:
+            # One last look: a result that is ready is still copied.
+            with contextlib.suppress(ProviderError):
+                after = self._tracker.apply(task, provider.status(task.provider_task_id))
+                if after.status is not task.status and after.status is TaskStatus.INGESTING:
+                    return "deadline_result_found"
+                task = after
+        self._tracker.fail(
+            task,
+            ErrorCode.DEADLINE_EXCEEDED,
+            f"{provider.name} did not finish task {task.provider_task_id} within {seconds} s; the provider "
+            f"made the task, so a charge is likely: ask {provider.name} about it",
+        )
+        return "deadline_exceeded"
+
+    def _ingesting(self, task: Task, now: datetime) -> str:
+        if now >= self._deadlines.ingest_deadline(task):
+            self._tracker.fail(
+                task,
+                ErrorCode.INGEST_FAILED,
+                f"copying the results did not finish within {int(self._deadlines.ingest_give_up.total_seconds())} s; "
+                "the provider's result may still be downloadable from it",
+            )
+            return "ingest_deadline"
+        self._ingest.send(task.id)
+        self._looked(task.id)
+        return "ingest_resent"
+
+    def _looked(self, task_id: str) -> Task:
+        """Record the look, which moves the task's due time on."""
+        for _ in range(3):
+            task = self._store.get(task_id)
+            if task.status.terminal:
+                return task
+            try:
+                return self._store.update(task, reconciled_at=self._clock(), reconcile_count=task.reconcile_count + 1)
+            except TransitionConflict:
+                continue
+        return self._store.get(task_id)
