@@ -5,11 +5,15 @@ Every provider named by ``REELAY_PROVIDERS`` (or the template's ``ProviderNames`
 a provider whose base URL is set (a real one, or a simulator elsewhere) is used as configured.
 The functions get the providers' URLs and keys, a callback base URL pointing at the local
 gateway, a fresh callback secret per run, and the simulator's host in the SSRF allow-list.
+
+``REELAY_RECONCILE_EVERY_SECONDS`` sets the local timer's period for the reconcile schedule
+(the template's ``ReconcileRate``, 2 minutes by default, is what a deployed stack uses).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 from collections.abc import Mapping
@@ -81,12 +85,13 @@ class DevEnvironment:
                 }
             )
             overrides.update(self._extra_env)
+            parameters = self._parameters()
             self._stack = LocalStack(
                 self.repo_root,
                 api_port=port,
                 env_overrides=overrides,
-                schedule_speedup=self._schedule_speedup,
-                parameter_overrides=self._parameters(),
+                schedule_speedup=self._reconcile_speedup(parameters),
+                parameter_overrides=parameters,
             ).start()
         except BaseException:
             self.stop()
@@ -99,6 +104,22 @@ class DevEnvironment:
         if os.environ.get("REELAY_LOG_LEVEL"):
             parameters.setdefault("LogLevel", os.environ["REELAY_LOG_LEVEL"].upper())
         return parameters
+
+    def _reconcile_speedup(self, parameters: Mapping[str, str]) -> float:
+        """The schedule clock's speed-up that makes reconcile fire every ``REELAY_RECONCILE_EVERY_SECONDS``."""
+        every = os.environ.get("REELAY_RECONCILE_EVERY_SECONDS", "").strip()
+        if not every:
+            return self._schedule_speedup
+        seconds = float(every)
+        if seconds <= 0:
+            raise ValueError("REELAY_RECONCILE_EVERY_SECONDS must be a positive number of seconds")
+        rate = parameters.get("ReconcileRate") or str(
+            (
+                (load_yaml((self.repo_root / "template.yaml").read_text()).get("Parameters") or {}).get("ReconcileRate")
+                or {}
+            ).get("Default", "rate(2 minutes)")
+        )
+        return rate_seconds(rate) / seconds
 
     def stop(self) -> None:
         """Stop the stack, then the simulator."""
@@ -147,6 +168,15 @@ class DevEnvironment:
         if allowed:
             environment["REELAY_ALLOWED_RESULT_HOSTS"] = ",".join(allowed)
         return environment
+
+
+def rate_seconds(expression: str) -> float:
+    """The period of an EventBridge ``rate(N unit)`` expression, in seconds."""
+    match = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", expression.strip())
+    if match is None:
+        raise ValueError(f"not a rate expression: {expression!r}")
+    unit = {"minute": 60, "hour": 3600, "day": 86400}[match.group(2).rstrip("s")]
+    return int(match.group(1)) * unit
 
 
 def _free_port() -> int:

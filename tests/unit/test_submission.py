@@ -31,14 +31,20 @@ from tests.unit.fakes import FakeProvider, config
 
 
 class RecordingStarter(PollStarter):
+    """Records started executions; ``died`` ones are no longer running."""
+
     def __init__(self) -> None:
         self.started: list[tuple[str, dict[str, Any]]] = []
+        self.died: set[str] = set()
 
     def start(self, name: str, payload: dict[str, Any], *, state_machine_arn: str | None = None) -> bool:
         if any(n == name for n, _ in self.started):
             return False
         self.started.append((name, payload))
         return True
+
+    def is_running(self, name: str, *, state_machine_arn: str | None = None) -> bool:
+        return any(n == name for n, _ in self.started) and name not in self.died
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import json
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from reelay.errors import ReelayError
+from reelay.errors import QueueSendFailed, ReelayError
 
 
 class TaskQueue:
@@ -23,11 +23,15 @@ class TaskQueue:
         self._sqs = client or boto3.client("sqs")
 
     def send(self, task_id: str, *, delay_seconds: int = 0, **extra: Any) -> None:
-        self._sqs.send_message(
-            QueueUrl=self.url,
-            MessageBody=json.dumps({"task_id": task_id, **extra}),
-            DelaySeconds=max(0, min(900, delay_seconds)),
-        )
+        """Put a message for ``task_id``; ``QueueSendFailed`` when SQS does not take it."""
+        try:
+            self._sqs.send_message(
+                QueueUrl=self.url,
+                MessageBody=json.dumps({"task_id": task_id, **extra}),
+                DelaySeconds=max(0, min(900, delay_seconds)),
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise QueueSendFailed(f"could not queue task {task_id}: {type(exc).__name__}") from exc
 
     def retry_later(self, receipt_handle: str, seconds: int) -> None:
         """Make a received message visible again after ``seconds`` (backoff without a DLQ hit)."""

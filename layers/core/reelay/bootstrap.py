@@ -41,9 +41,15 @@ class Container:
 
     @cached_property
     def deadlines(self) -> Deadlines:
+        from datetime import timedelta
+
         from reelay.deadlines import Deadlines
 
-        return Deadlines(self.settings.providers)
+        return Deadlines(
+            self.settings.providers,
+            ingest_stall=timedelta(seconds=self.settings.reelay_ingest_stall_seconds),
+            ingest_give_up=timedelta(seconds=self.settings.reelay_ingest_give_up_seconds),
+        )
 
     @cached_property
     def store(self) -> TaskStore:

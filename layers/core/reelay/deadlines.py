@@ -94,7 +94,7 @@ class Deadlines:
         last_look = max(task.updated_at, task.reconciled_at or task.updated_at)
         if task.status is TaskStatus.QUEUED:
             look = last_look + _clamp(typical, MIN_LOOK, MAX_QUEUED_LOOK)
-        elif follows_by_callback(task.protocol):
+        elif follows_by_callback(self._config(task).protocol):
             first = self.callback_check(task)
             look = first if task.reconciled_at is None else max(first, task.reconciled_at + max(typical, MIN_LOOK))
         else:

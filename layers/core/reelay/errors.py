@@ -12,6 +12,7 @@ renaming a transient error class is a template change too.
     ├── TransitionConflict        a conditional state write lost (another writer won)
     ├── ConfigurationError        the stack is mis-configured (bad env, provider credential refused)
     ├── CallbackRejected          a callback whose token is wrong or missing (HTTP 401)
+    ├── QueueSendFailed           a message could not be put on a queue (reconcile sends it again)
     ├── ProviderError             anything a provider answered or failed to answer
     │   ├── ProviderTransientError        5xx, connection refused, read timeout on a safe call: retry
     │   │   └── ProviderRateLimited       429: back off and retry, never fail the task
@@ -74,6 +75,12 @@ class ConfigurationError(ReelayError):
 
 class CallbackRejected(ReelayError):
     code = "UNAUTHORIZED"
+
+
+class QueueSendFailed(ReelayError):
+    """SQS did not take a message; the task's due time makes reconcile send it again."""
+
+    code = "QUEUE_UNAVAILABLE"
 
 
 class ProviderError(ReelayError):

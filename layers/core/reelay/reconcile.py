@@ -35,7 +35,7 @@ from aws_lambda_powertools import Logger
 
 from reelay.aws import TaskQueue
 from reelay.catalog import ProviderCatalog
-from reelay.deadlines import Deadlines, follows_by_callback
+from reelay.deadlines import Deadlines
 from reelay.errors import ProviderError, ProviderTaskUnknown, ReelayError, RequestInvalid, TransitionConflict
 from reelay.models import ErrorCode, Task, TaskStatus, utcnow
 from reelay.store import TaskStore
@@ -113,7 +113,7 @@ class Reconciler:
             return "already_terminal"
         now = self._clock()
         try:
-            self._providers.get(task.provider)
+            provider = self._providers.get(task.provider)
         except RequestInvalid:
             self._tracker.fail(
                 task, ErrorCode.PROVIDER_FAILED, f"provider {task.provider} is no longer configured in this stack"
@@ -127,7 +127,7 @@ class Reconciler:
             self._submit.send(task.id)
             self._looked(task.id)
             return "submit_resent" if task.create_sent_at is None else "held_create_rechecked"
-        if follows_by_callback(task.protocol):
+        if provider.supports_callbacks:
             return self._check_status(task)
         if not self._submitter.poll_running(task):
             self._submitter.restart_poll(self._looked(task.id))

@@ -47,6 +47,10 @@ class Settings(BaseModel):
     presign_ttl_seconds: int = Field(default=900, ge=60, le=7 * 24 * 3600)
     poll_max_polls_per_execution: int = Field(default=200, ge=2, le=5000)
     ingest_part_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    # An ingesting task with no write for this long gets its ingest sent again (> the ingest
+    # function's 900 s timeout); one ingesting for longer than the give-up time fails.
+    reelay_ingest_stall_seconds: float = Field(default=1200, ge=1)
+    reelay_ingest_give_up_seconds: float = Field(default=7200, ge=1)
     providers: tuple[ProviderConfig, ...] = ()
     environ: Mapping[str, str] = Field(default_factory=dict, exclude=True, repr=False)
 

@@ -8,11 +8,15 @@ import secrets
 import time
 from typing import Any
 
+from aws_lambda_powertools import Logger
+
 from reelay.aws import ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
-from reelay.errors import ReelayError, RequestInvalid
+from reelay.errors import QueueSendFailed, ReelayError, RequestInvalid
 from reelay.models import ImageRequest, RemixRequest, Task, TaskKind, TaskStatus, VideoRequest, utcnow
 from reelay.store import TaskStore
+
+logger = Logger(child=True)
 
 
 def new_task_id() -> str:
@@ -77,8 +81,11 @@ class TaskService:
         fingerprint = request_hash({"kind": kind.value, "parent": parent_task_id, **payload})
         task, created = self._store.create(task, idempotency_scope=scope, request_hash=fingerprint)
         if created:
-            # If this send is lost, the task stays queued and reconcile re-sends it.
-            self._submit.send(task.id)
+            try:
+                self._submit.send(task.id)
+            except QueueSendFailed:
+                # The task is stored: it stays queued and reconcile sends its message again.
+                logger.warning("submit message not sent; reconcile will send it", extra={"task_id": task.id})
         return task, created
 
     def remix(

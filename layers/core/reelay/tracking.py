@@ -18,7 +18,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from reelay.aws import TaskQueue
-from reelay.errors import TransitionConflict
+from reelay.errors import QueueSendFailed, TransitionConflict
 from reelay.models import ErrorCode, Output, Task, TaskError, TaskStatus
 from reelay.providers.base import ProviderState, ProviderStatus
 from reelay.store import TaskStore
@@ -97,7 +97,11 @@ class TaskTracker:
                 result_urls=[r.url for r in status.results],
                 **changes,
             )
-            self._ingest.send(task.id)
+            try:
+                self._ingest.send(task.id)
+            except QueueSendFailed:
+                # The task is ingesting: reconcile sends the ingest again once it is due.
+                logger.warning("ingest message not sent; reconcile will send it", extra={"task_id": task.id})
             logger.info("task ready for ingest", extra={"task_id": task.id, "results": len(status.results)})
             return task
         if status.state is ProviderState.FAILED:
