@@ -34,7 +34,11 @@ _PROVIDER_SETTINGS = (
 
 
 class DevEnvironment:
-    """A :class:`LocalStack` whose providers are simulated unless configured otherwise."""
+    """A :class:`LocalStack` whose providers are simulated unless configured otherwise.
+
+    ``env_overrides``, ``parameter_overrides`` and ``timeout_overrides`` are passed on to the
+    stack (see :class:`LocalStack`); ``sim_options`` to the simulator.
+    """
 
     def __init__(
         self,
@@ -44,6 +48,7 @@ class DevEnvironment:
         schedule_speedup: float = 1.0,
         env_overrides: dict[str, str] | None = None,
         parameter_overrides: dict[str, str] | None = None,
+        timeout_overrides: Mapping[str, float] | None = None,
         sim_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.repo_root = Path(repo_root).resolve()
@@ -51,6 +56,7 @@ class DevEnvironment:
         self._schedule_speedup = schedule_speedup
         self._extra_env = dict(env_overrides or {})
         self._parameter_overrides = dict(parameter_overrides or {})
+        self._timeout_overrides = dict(timeout_overrides or {})
         self._sim_options = dict(sim_options or {})
         self.sim: Any = None
         self._stack: LocalStack | None = None
@@ -87,6 +93,7 @@ class DevEnvironment:
                 env_overrides=overrides,
                 schedule_speedup=self._schedule_speedup,
                 parameter_overrides=self._parameters(),
+                timeout_overrides=self._timeout_overrides,
             ).start()
         except BaseException:
             self.stop()
