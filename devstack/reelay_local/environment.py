@@ -38,7 +38,11 @@ _PROVIDER_SETTINGS = (
 
 
 class DevEnvironment:
-    """A :class:`LocalStack` whose providers are simulated unless configured otherwise."""
+    """A :class:`LocalStack` whose providers are simulated unless configured otherwise.
+
+    ``env_overrides``, ``parameter_overrides`` and ``timeout_overrides`` are passed on to the
+    stack (see :class:`LocalStack`); ``sim_options`` to the simulator.
+    """
 
     def __init__(
         self,
@@ -48,6 +52,7 @@ class DevEnvironment:
         schedule_speedup: float = 1.0,
         env_overrides: dict[str, str] | None = None,
         parameter_overrides: dict[str, str] | None = None,
+        timeout_overrides: Mapping[str, float] | None = None,
         sim_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.repo_root = Path(repo_root).resolve()
@@ -55,6 +60,7 @@ class DevEnvironment:
         self._schedule_speedup = schedule_speedup
         self._extra_env = dict(env_overrides or {})
         self._parameter_overrides = dict(parameter_overrides or {})
+        self._timeout_overrides = dict(timeout_overrides or {})
         self._sim_options = dict(sim_options or {})
         self.sim: Any = None
         self._stack: LocalStack | None = None
@@ -92,6 +98,7 @@ class DevEnvironment:
                 env_overrides=overrides,
                 schedule_speedup=self._reconcile_speedup(parameters),
                 parameter_overrides=parameters,
+                timeout_overrides=self._timeout_overrides,
             ).start()
         except BaseException:
             self.stop()

@@ -1,4 +1,4 @@
-"""What invokes the functions besides HTTP: SQS mappings, schedules and EventBridge rules.
+"""What invokes the functions besides HTTP: SQS mappings and schedule rules.
 
 **SQS.** moto does run SQS event source mappings, but synchronously inside ``SendMessage``, one
 record per invocation, ignoring ``batchItemFailures`` (so an HTTP callback that enqueues an ingest
@@ -10,13 +10,13 @@ queue's visibility timeout in AWS, often minutes; locally a failed message becom
 after ``redelivery_seconds``, unless the handler already changed its visibility itself (a
 deliberate backoff, which is kept). ``maxReceiveCount`` and the dead-letter queue are moto's own.
 
-**Schedules.** moto fires no schedules: each ``AWS::Events::Rule`` with a ``ScheduleExpression``
-and each ``AWS::Scheduler::Schedule`` gets a timer thread that follows the expression (``rate``,
-``cron``, ``at``) on a clock running ``speedup`` times faster than real time.
+A handler that runs past its timeout fails the whole batch, as in Lambda: every message of it
+is redelivered.
 
-**EventBridge rules.** A rule with an ``EventPattern`` is created in moto with a hidden SQS queue as
-its target (moto matches patterns and applies ``InputTransformer``); a forwarder turns each event
-arriving there into an asynchronous invocation of the rule's function or state machine.
+**Schedules.** moto fires no schedules: each ``AWS::Events::Rule`` with a ``ScheduleExpression``
+gets a timer thread that follows the expression (``rate``, ``cron``) on a clock running
+``speedup`` times faster than real time, and invokes its function asynchronously with the
+target's ``Input`` or a Scheduled Event, as EventBridge does.
 """
 
 from __future__ import annotations
@@ -24,18 +24,16 @@ from __future__ import annotations
 import base64
 import calendar
 import contextlib
-import json
 import logging
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from reelay_local.lambda_runtime import FunctionRuntime
 from reelay_local.template import ACCOUNT_ID, REGION
@@ -228,71 +226,30 @@ def _lambda_message_attribute(value: dict[str, Any]) -> dict[str, Any]:
     return converted
 
 
-# -- targets of schedules and rules -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a schedule or rule invokes: a function (logical id) or a state machine (ARN)."""
-
-    kind: str  # "function" | "state_machine"
-    ref: str
-    input: Any = None  # a fixed payload (the target's Input), else the event itself
-    input_path: str | None = None
-
-
-class TargetInvoker:
-    """Delivers an event to a :class:`Target` asynchronously, as EventBridge does."""
-
-    def __init__(self, runtime: FunctionRuntime, sfn: Any) -> None:
-        self._runtime = runtime
-        self._sfn = sfn
-
-    def deliver(self, target: Target, event: Any, *, source: str) -> None:
-        payload = target.input if target.input is not None else _select_path(event, target.input_path)
-        if target.kind == "function":
-            self._runtime.invoke_async(target.ref, payload, source=source)
-            return
-        try:
-            self._sfn.start_execution(stateMachineArn=target.ref, input=json.dumps(payload))
-        except Exception:  # a delivery failure is logged, as EventBridge would record it
-            LOG.exception("%s could not start %s", source, target.ref)
-
-
-def _select_path(event: Any, path: str | None) -> Any:
-    if not path or path == "$":
-        return event
-    value = event
-    for part in path.removeprefix("$.").split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
 # -- schedules ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ScheduleSpec:
-    """A schedule of the template: an Events rule's or a Scheduler schedule's expression."""
+    """A schedule rule of the template (``AWS::Events::Rule`` with a ``ScheduleExpression``)."""
 
     logical_id: str
     arn: str
     expression: str
-    target: Target
-    kind: str = "rule"  # "rule" (EventBridge rule: a Scheduled Event) | "scheduler"
-    timezone: str = "UTC"
+    function: str  # the logical id of the function the rule targets
+    input: Any = None  # the target's fixed Input; None: the Scheduled Event itself
     enabled: bool = True
 
 
 class ScheduleTimer:
     """Fires one schedule on a clock running ``speedup`` times faster than real time."""
 
-    def __init__(self, spec: ScheduleSpec, invoker: TargetInvoker, *, speedup: float) -> None:
+    def __init__(self, spec: ScheduleSpec, runtime: FunctionRuntime, *, speedup: float) -> None:
         if speedup <= 0:
             raise ValueError("schedule speedup must be positive")
         self.spec = spec
-        self._expression = ScheduleExpression.parse(spec.expression, spec.timezone)
-        self._invoker = invoker
+        self._expression = ScheduleExpression.parse(spec.expression)
+        self._runtime = runtime
         self._speedup = speedup
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"reelay-local-schedule-{spec.logical_id}", daemon=True)
@@ -320,12 +277,11 @@ class ScheduleTimer:
             if self._stop.wait(delay):
                 return
             self.fired += 1
-            self._invoker.deliver(self.spec.target, self._event(fire_at), source=f"schedule:{self.spec.logical_id}")
+            payload = self.spec.input if self.spec.input is not None else self._event(fire_at)
+            self._runtime.invoke_async(self.spec.function, payload, source=f"schedule:{self.spec.logical_id}")
             previous = fire_at
 
-    def _event(self, fire_at: datetime) -> Any:
-        if self.spec.kind == "scheduler":
-            return {}
+    def _event(self, fire_at: datetime) -> dict[str, Any]:
         return {
             "version": "0",
             "id": str(uuid.uuid4()),
@@ -341,7 +297,6 @@ class ScheduleTimer:
 
 _RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
 _CRON = re.compile(r"^cron\((.*)\)$")
-_AT = re.compile(r"^at\((\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\)$")
 _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 _MONTHS = {name: i for i, name in enumerate(calendar.month_abbr) if name}
 _WEEKDAYS = {"SUN": 1, "MON": 2, "TUE": 3, "WED": 4, "THU": 5, "FRI": 6, "SAT": 7}
@@ -349,25 +304,20 @@ _WEEKDAYS = {"SUN": 1, "MON": 2, "TUE": 3, "WED": 4, "THU": 5, "FRI": 6, "SAT": 
 
 @dataclass(frozen=True)
 class ScheduleExpression:
-    """An EventBridge schedule expression: ``rate(...)``, ``cron(...)`` or ``at(...)``."""
+    """An EventBridge rule's schedule expression, ``rate(...)`` or ``cron(...)``, in UTC as rules are."""
 
     period: timedelta | None = None
     cron: tuple[frozenset[int], ...] | None = None  # minutes, hours, days, months, weekdays, years
     cron_any_day: tuple[bool, bool] = (True, True)  # day-of-month, day-of-week are "?" or "*"
-    at: datetime | None = None
-    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
 
     @classmethod
-    def parse(cls, expression: str, timezone: str = "UTC") -> ScheduleExpression:
+    def parse(cls, expression: str) -> ScheduleExpression:
         text = expression.strip()
-        zone = ZoneInfo(timezone or "UTC")
         if rate := _RATE.match(text):
             count, unit = int(rate.group(1)), rate.group(2).rstrip("s")
             if count <= 0:
                 raise ValueError(f"invalid schedule expression {expression!r}")
-            return cls(period=timedelta(seconds=count * _UNIT_SECONDS[unit]), zone=zone)
-        if at := _AT.match(text):
-            return cls(at=datetime.fromisoformat(at.group(1)).replace(tzinfo=zone), zone=zone)
+            return cls(period=timedelta(seconds=count * _UNIT_SECONDS[unit]))
         if cron := _CRON.match(text):
             fields = cron.group(1).split()
             if len(fields) != 6:
@@ -381,7 +331,7 @@ class ScheduleExpression:
                 _cron_field(weekdays, 1, 7, _WEEKDAYS),
                 _cron_field(years, 1970, 2199, {}),
             )
-            return cls(cron=parsed, cron_any_day=(days in ("?", "*"), weekdays in ("?", "*")), zone=zone)
+            return cls(cron=parsed, cron_any_day=(days in ("?", "*"), weekdays in ("?", "*")))
         raise ValueError(f"unsupported schedule expression {expression!r}")
 
     def next_after(self, moment: datetime, *, created: datetime) -> datetime | None:
@@ -389,14 +339,12 @@ class ScheduleExpression:
         if self.period is not None:
             elapsed = (moment - created) // self.period
             return created + self.period * (elapsed + 1)
-        if self.at is not None:
-            return self.at if self.at > moment else None
         return self._next_cron(moment)
 
     def _next_cron(self, moment: datetime) -> datetime | None:
         assert self.cron is not None
         minutes, hours, days, months, weekdays, years = self.cron
-        local = moment.astimezone(self.zone).replace(second=0, microsecond=0) + timedelta(minutes=1)
+        local = moment.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
         day = local.replace(hour=0, minute=0)
         for _ in range(366 * 5):
             if day.year in years and day.month in months and self._day_matches(day, days, weekdays):
@@ -404,7 +352,7 @@ class ScheduleExpression:
                     for minute in sorted(minutes):
                         candidate = day.replace(hour=hour, minute=minute)
                         if candidate >= local:
-                            return candidate.astimezone(UTC)
+                            return candidate
             day = (day + timedelta(days=1)).replace(hour=0, minute=0)
         return None
 
@@ -446,52 +394,3 @@ def _cron_value(text: str, names: dict[str, int]) -> int:
     if not text.isdigit():
         raise ValueError(f"unsupported cron value {text!r} (L, W and # are not supported locally)")
     return int(text)
-
-
-# -- EventBridge rules with a pattern -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RuleSpec:
-    """An event-pattern rule, delivered through a hidden queue that the rule targets in moto."""
-
-    logical_id: str
-    queue_url: str
-    targets: Sequence[Target]
-
-
-class RuleForwarder:
-    """Moves events from a rule's hidden queue to the rule's targets."""
-
-    def __init__(self, spec: RuleSpec, *, sqs: Any, invoker: TargetInvoker) -> None:
-        self.spec = spec
-        self._sqs = sqs
-        self._invoker = invoker
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"reelay-local-rule-{spec.logical_id}", daemon=True)
-        self.delivered = 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=_RECEIVE_WAIT_SECONDS + 5)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                messages = self._sqs.receive_message(
-                    QueueUrl=self.spec.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=_RECEIVE_WAIT_SECONDS
-                ).get("Messages", [])
-                for message in messages:
-                    event = json.loads(message["Body"])
-                    for target in self.spec.targets:
-                        self._invoker.deliver(target, event, source=f"rule:{self.spec.logical_id}")
-                    self.delivered += 1
-                    self._sqs.delete_message(QueueUrl=self.spec.queue_url, ReceiptHandle=message["ReceiptHandle"])
-            except Exception:  # keep forwarding after a failed receive
-                if not self._stop.is_set():
-                    LOG.exception("forwarding events of rule %s failed", self.spec.logical_id)
-                    self._stop.wait(1.0)

@@ -1,23 +1,26 @@
 """The functions' real handlers, run in this process instead of moto's Docker containers.
 
-``FunctionRuntime`` imports each function's handler module (with the function's environment,
-since functions validate their settings at import), invokes it with a Lambda-like context, and
+``FunctionRuntime`` imports each function's handler module with ``os.environ`` set to exactly
+that function's environment (functions validate their settings at import, so a variable the
+template gives only to another function is missing here as it would be in AWS), invokes it with
+a Lambda-like context in a thread of its own, and stops it at its timeout as Lambda does. It
 takes over moto's Lambda execution so that everything moto itself invokes (Step Functions tasks,
-``lambda.invoke``, S3 notifications) runs the same handlers:
+``lambda.invoke``) runs the same handlers:
 
 - ``LambdaFunction._invoke_lambda`` (returns ``(payload_json, errored, logs)``) calls the handler;
   an exception becomes the error payload Lambda returns (``errorType`` = the exception's class
-  name), which is what Step Functions ``Retry``/``Catch`` match on.
+  name, ``Sandbox.Timedout`` past the timeout), which is what Step Functions ``Retry``/``Catch``
+  match on.
 - ``LambdaFunction.invoke`` with ``InvocationType=Event`` is queued and answered at once, as
   Lambda does, instead of running inside the caller's request.
-- ``moto.s3.notifications._invoke_awslambda`` (moto calls it synchronously inside PutObject)
-  becomes an asynchronous invocation too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -31,8 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
-from typing import Any
-from urllib.parse import quote_plus, unquote_plus
+from typing import Any, ClassVar
 
 LOG = logging.getLogger(__name__)
 
@@ -50,6 +52,40 @@ class MarshalError(TypeError):
     """A handler returned something that is not JSON (Lambda's ``Runtime.MarshalError``)."""
 
 
+class FunctionTimedOut(Exception):
+    """An invocation ran past the function's timeout (Lambda's ``Sandbox.Timedout``)."""
+
+    error_type = "Sandbox.Timedout"
+
+    def __init__(self, function: str, timeout: float) -> None:
+        # Lambda's own wording, which callers (and people reading logs) recognise.
+        super().__init__(f"Task timed out after {timeout:.2f} seconds")
+        self.function = function
+        self.timeout = timeout
+
+
+class LambdaTimeout(BaseException):
+    """Raised inside a handler's thread to stop it at its timeout.
+
+    A ``BaseException``, so a handler's ``except Exception`` cannot swallow it, much as nothing
+    in a Lambda sandbox survives the runtime being stopped.
+    """
+
+
+@dataclass(frozen=True)
+class TimedOutInvocation:
+    """One invocation stopped at its timeout: which function, after how long, and its thread."""
+
+    function: str
+    timeout: float
+    thread: threading.Thread = field(repr=False, compare=False)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the handler's thread has ended (a thread blocked in a read ends when it returns)."""
+        return not self.thread.is_alive()
+
+
 @dataclass(frozen=True)
 class FunctionSpec:
     """One Lambda function of the template, resolved for local execution."""
@@ -60,7 +96,7 @@ class FunctionSpec:
     code_dir: Path
     handler: str
     runtime: str
-    timeout: int
+    timeout: float
     memory_size: int
     environment: Mapping[str, str] = field(default_factory=dict)
     layer_dirs: tuple[Path, ...] = ()
@@ -110,8 +146,14 @@ class _LoadedFunction:
 class FunctionRuntime:
     """Loads the template's functions and invokes their handlers in this process."""
 
+    # Each runtime names its modules apart, so two runtimes may load the same function.
+    _instances: ClassVar[itertools.count[int]] = itertools.count(1)
+
     def __init__(self, *, async_workers: int = 16) -> None:
+        self._instance = next(FunctionRuntime._instances)
         self._functions: dict[str, _LoadedFunction] = {}
+        self._timeouts: list[TimedOutInvocation] = []
+        self._timeouts_lock = threading.Lock()
         self._by_name: dict[str, str] = {}
         self._activity = threading.Condition()
         self._running = 0
@@ -126,10 +168,11 @@ class FunctionRuntime:
     # -- loading ------------------------------------------------------------------------------
 
     def load(self, spec: FunctionSpec) -> None:
-        """Import ``spec``'s handler module with ``spec.environment`` applied to ``os.environ``.
+        """Import ``spec``'s handler module with ``os.environ`` equal to ``spec.environment``.
 
         Functions read and validate their settings at import (cold start), so a configuration
-        error surfaces here, when the stack starts, with the function's name on it.
+        error surfaces here, when the stack starts, with the function's name on it. Nothing of
+        the process's own environment, nor of another function's, is visible to the import.
         """
         if spec.runtime and not spec.runtime.startswith("python"):
             raise ValueError(f"{spec.logical_id}: runtime {spec.runtime} cannot run in-process")
@@ -140,8 +183,8 @@ class FunctionRuntime:
         module_file = spec.module_file
         if not module_file.is_file():
             raise FileNotFoundError(f"{spec.logical_id}: handler module {module_file} does not exist")
-        module_name = f"_reelay_local_{spec.logical_id}_{module_file.stem}"
-        with _environment_overlay(spec.environment), _code_dir_on_path(spec.code_dir):
+        module_name = f"_reelay_local_{self._instance}_{spec.logical_id}_{module_file.stem}"
+        with _exact_environment(spec.environment), _code_dir_on_path(spec.code_dir):
             module = _import_file(module_name, module_file)
         handler = getattr(module, spec.function_name_in_module, None)
         if not callable(handler):
@@ -172,27 +215,57 @@ class FunctionRuntime:
     # -- invoking -----------------------------------------------------------------------------
 
     def invoke(self, function: str, event: Any) -> Any:
-        """Invoke a handler synchronously; its JSON result, or its exception raised here."""
+        """Invoke a handler synchronously; its JSON result, or its exception raised here.
+
+        The handler runs in a thread of its own for at most the function's timeout. Past it,
+        the thread is stopped (``LambdaTimeout`` is raised inside it) and ``FunctionTimedOut``
+        is raised here, as Lambda ends the invocation with ``Sandbox.Timedout``.
+        """
         loaded = self._find(function)
         payload = json.loads(json.dumps(event))
         context = LambdaContext(loaded.spec)
-        with self._running_handler():
-            started = time.monotonic()
-            try:
-                result = loaded.handler(payload, context)
-            finally:
-                elapsed = time.monotonic() - started
-                if elapsed > loaded.spec.timeout:
-                    LOG.warning(
-                        "%s ran %.1fs, past its %ss timeout (Lambda would have stopped it)",
-                        loaded.spec.logical_id,
-                        elapsed,
-                        loaded.spec.timeout,
-                    )
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            with self._running_handler():
+                try:
+                    outcome["result"] = loaded.handler(payload, context)
+                except LambdaTimeout:
+                    LOG.info("%s stopped at its %ss timeout", loaded.spec.logical_id, loaded.spec.timeout)
+                except BaseException as exc:  # handed to the caller, as Lambda reports it
+                    outcome["error"] = exc
+
+        thread = threading.Thread(target=run, name=f"reelay-local-{loaded.spec.logical_id}", daemon=True)
+        thread.start()
+        thread.join(loaded.spec.timeout)
+        if thread.is_alive():
+            self._stop_timed_out(loaded.spec, thread)
+            raise FunctionTimedOut(loaded.spec.logical_id, loaded.spec.timeout)
+        if "error" in outcome:
+            error = outcome.pop("error")
+            raise error
         try:
-            return json.loads(json.dumps(result))
+            return json.loads(json.dumps(outcome.get("result")))
         except (TypeError, ValueError) as exc:
             raise MarshalError(f"{loaded.spec.logical_id} returned a value that is not JSON: {exc}") from exc
+
+    def _stop_timed_out(self, spec: FunctionSpec, thread: threading.Thread) -> None:
+        """Record the timeout and raise ``LambdaTimeout`` in the handler's thread.
+
+        The exception arrives at the thread's next Python bytecode: a thread blocked in C (a
+        socket read) gets it when that call returns.
+        """
+        LOG.error("%s timed out after %ss; stopping its thread", spec.logical_id, spec.timeout)
+        with self._timeouts_lock:
+            self._timeouts.append(TimedOutInvocation(spec.logical_id, float(spec.timeout), thread))
+        if thread.ident is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(LambdaTimeout))
+
+    @property
+    def timeouts(self) -> list[TimedOutInvocation]:
+        """Every invocation stopped at its timeout so far, oldest first."""
+        with self._timeouts_lock:
+            return list(self._timeouts)
 
     def invoke_for_service(self, function: str, event: Any, *, source: str) -> tuple[Any, bool]:
         """Invoke on behalf of an AWS service: ``(result or Lambda error payload, errored)``."""
@@ -203,7 +276,7 @@ class FunctionRuntime:
             return error_payload(exc), True
 
     def invoke_async(self, function: str, event: Any, *, source: str) -> Future[None]:
-        """Queue an asynchronous invocation (S3, schedules, rules, ``InvocationType=Event``).
+        """Queue an asynchronous invocation (schedules, ``InvocationType=Event``).
 
         A failed invocation is retried twice, as Lambda does, after short pauses.
         """
@@ -266,12 +339,10 @@ class FunctionRuntime:
     def install_moto_hooks(self) -> None:
         """Make moto run this runtime's handlers wherever it would start a Lambda container."""
         from moto.awslambda.models import LambdaFunction
-        from moto.s3 import notifications
 
         runtime = self
         original_invoke_lambda = LambdaFunction._invoke_lambda
         original_invoke = LambdaFunction.invoke
-        original_s3_invoke = notifications._invoke_awslambda
 
         def _invoke_lambda(fn: Any, event: Any = None) -> tuple[str, bool, str]:
             if isinstance(event, str | bytes):
@@ -294,20 +365,12 @@ class FunctionRuntime:
                 return b""
             return original_invoke(fn, body, request_headers, response_headers)  # type: ignore[no-any-return]
 
-        def _invoke_awslambda(account_id: str, event_body: Any, fn_arn: str, region_name: str) -> None:
-            try:
-                runtime.invoke_async(fn_arn, _s3_event_as_aws_sends_it(event_body), source="s3")
-            except FunctionNotFound:
-                LOG.error("S3 notification for %s: not served by the local stack", fn_arn)
-
         LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign,assignment]
         LambdaFunction.invoke = invoke  # type: ignore[method-assign,assignment]
-        notifications._invoke_awslambda = _invoke_awslambda
 
         def restore() -> None:
             LambdaFunction._invoke_lambda = original_invoke_lambda  # type: ignore[method-assign]
             LambdaFunction.invoke = original_invoke  # type: ignore[method-assign]
-            notifications._invoke_awslambda = original_s3_invoke
 
         self._restore_patches.append(restore)
 
@@ -344,23 +407,18 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
     """The payload Lambda returns for a handler that raised ``exc``."""
     return {
         "errorMessage": str(exc),
-        "errorType": "Runtime.MarshalError" if isinstance(exc, MarshalError) else type(exc).__name__,
+        "errorType": _error_type(exc),
         "requestId": str(uuid.uuid4()),
         "stackTrace": traceback.format_tb(exc.__traceback__),
     }
 
 
-def _s3_event_as_aws_sends_it(event: dict[str, Any]) -> dict[str, Any]:
-    """moto's S3 event with object keys encoded as S3 encodes them (``/`` stays, space is ``+``).
-
-    moto encodes keys with ``quote_plus`` and no safe characters, so ``inbox/a b`` arrives as
-    ``inbox%2Fa+b`` instead of S3's ``inbox/a+b``.
-    """
-    for record in event.get("Records", []):
-        s3_object = record.get("s3", {}).get("object", {})
-        if "key" in s3_object:
-            s3_object["key"] = quote_plus(unquote_plus(s3_object["key"]), safe="/")
-    return event
+def _error_type(exc: BaseException) -> str:
+    if isinstance(exc, FunctionTimedOut):
+        return exc.error_type
+    if isinstance(exc, MarshalError):
+        return "Runtime.MarshalError"
+    return type(exc).__name__
 
 
 def _not_served(name: str) -> dict[str, Any]:
@@ -385,18 +443,20 @@ def _import_file(module_name: str, path: Path) -> ModuleType:
 
 
 @contextlib.contextmanager
-def _environment_overlay(environment: Mapping[str, str]) -> Iterator[None]:
-    """``os.environ`` with ``environment`` on top, for an import; restored afterwards."""
-    saved = {key: os.environ.get(key) for key in environment}
+def _exact_environment(environment: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` equal to ``environment`` (nothing else) for an import; restored afterwards.
+
+    Other threads of the process (moto, running handlers) see it too for the moment of the
+    import; the function environment carries the same endpoint and credentials they need.
+    """
+    saved = dict(os.environ)
+    os.environ.clear()
     os.environ.update(environment)
     try:
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @contextlib.contextmanager

@@ -2,10 +2,13 @@
 
 Physical names follow CloudFormation's conventions (``<stack>-<LogicalId>-<RANDOM>`` unless the
 template names the resource), so ``Ref``/``Fn::GetAtt`` resolve to values shaped like AWS's.
-Resources are created in dependency order: roles, secrets and parameters, tables, buckets,
-queues, event buses, functions, state machines, then bucket notifications. What only the local
-stack can serve (routes, SQS mappings, schedules, pattern rules) is collected as wiring for
-:mod:`reelay_local.stack` to start.
+Resources are created in dependency order: roles, secrets, tables, buckets, queues, functions,
+then state machines. What only the local stack can serve (routes, SQS mappings, schedule rules)
+is collected as wiring for :mod:`reelay_local.stack` to start.
+
+Only what template.yaml uses is emulated. Any other resource type, or a property of a used type
+that changes behaviour (bucket notifications, CORS, table streams, event-pattern rules), is
+reported in ``Wiring.unserved``, so a test fails when the template outgrows the local stack.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ import logging
 import secrets
 import string
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reelay_local.event_sources import QueueMapping, RuleSpec, ScheduleSpec, Target
+from reelay_local.event_sources import QueueMapping, ScheduleSpec
 from reelay_local.gateway import Route, routes_from_body
 from reelay_local.lambda_runtime import FunctionSpec
 from reelay_local.template import (
@@ -37,24 +40,12 @@ from reelay_local.template import (
 
 LOG = logging.getLogger(__name__)
 
-# Resource types that need nothing locally (beyond a Ref value for whoever references them).
-_PASSIVE_TYPES = frozenset(
-    {
-        "AWS::Lambda::Permission",
-        "AWS::IAM::Policy",
-        "AWS::IAM::ManagedPolicy",
-        "AWS::Logs::LogGroup",
-        "AWS::ApiGatewayV2::Stage",
-        "AWS::ApiGatewayV2::Authorizer",
-        "AWS::CloudWatch::Alarm",
-        "AWS::CloudWatch::Dashboard",
-        "AWS::S3::BucketPolicy",
-        "AWS::SQS::QueuePolicy",
-        "AWS::Lambda::EventInvokeConfig",
-        "AWS::Lambda::Version",
-        "AWS::Lambda::Alias",
-    }
-)
+# Resource types of the template that need nothing locally (beyond a Ref value).
+_PASSIVE_TYPES = frozenset({"AWS::Lambda::Permission", "AWS::Logs::LogGroup", "AWS::ApiGatewayV2::Stage"})
+
+# Bucket and table properties that would need emulation the template does not use.
+_UNSERVED_BUCKET_PROPERTIES = ("NotificationConfiguration", "CorsConfiguration", "WebsiteConfiguration")
+_UNSERVED_TABLE_PROPERTIES = ("StreamSpecification",)
 
 Clients = Callable[[str], Any]
 
@@ -67,14 +58,19 @@ class Wiring:
     routes: list[Route] = field(default_factory=list)
     queue_mappings: list[QueueMapping] = field(default_factory=list)
     schedules: list[ScheduleSpec] = field(default_factory=list)
-    rules: list[RuleSpec] = field(default_factory=list)
-    s3_notifications: list[tuple[str, str]] = field(default_factory=list)  # (bucket logical id, function)
     state_machines: dict[str, str] = field(default_factory=dict)  # logical id -> ARN
     unserved: list[str] = field(default_factory=list)
 
 
 class Provisioner:
-    """Builds a :class:`CloudTemplate`'s resources in moto through boto3 ``clients``."""
+    """Builds a :class:`CloudTemplate`'s resources in moto through boto3 ``clients``.
+
+    Each function's ``FunctionSpec.environment`` is the whole environment it runs with: its
+    template variables (Globals and its own), then ``function_overrides``, then what the Lambda
+    runtime sets, then ``runtime_environment`` (the local stand-ins for the execution role and
+    the endpoint: fake credentials, ``AWS_ENDPOINT_URL``, ``MOTO_PORT``). ``timeout_overrides``
+    (logical id -> seconds) replace template timeouts, for tests of timeouts that cannot wait.
+    """
 
     def __init__(
         self,
@@ -83,15 +79,17 @@ class Provisioner:
         *,
         stack_name: str,
         gateway_url: str,
-        function_overrides: dict[str, str],
-        local_defaults: dict[str, str],
+        function_overrides: Mapping[str, str],
+        runtime_environment: Mapping[str, str],
+        timeout_overrides: Mapping[str, float] | None = None,
     ) -> None:
         self._template = template
         self._client = clients
         self._stack_name = stack_name
         self._gateway_url = gateway_url
-        self._overrides = function_overrides
-        self._local_defaults = local_defaults
+        self._overrides = dict(function_overrides)
+        self._runtime_environment = dict(runtime_environment)
+        self._timeout_overrides = dict(timeout_overrides or {})
         self.physical: dict[str, Physical] = {}
         self.resolver = Resolver(template, self.physical.__getitem__, stack_name=stack_name)
         self.wiring = Wiring()
@@ -106,12 +104,9 @@ class Provisioner:
         steps: list[tuple[tuple[str, ...], Callable[[str, dict[str, Any]], None]]] = [
             (("AWS::IAM::Role",), self._role),
             (("AWS::SecretsManager::Secret",), self._secret),
-            (("AWS::SSM::Parameter",), self._parameter),
             (("AWS::DynamoDB::Table",), self._table),
             (("AWS::S3::Bucket",), self._bucket),
             (("AWS::SQS::Queue",), self._queue),
-            (("AWS::SNS::Topic",), self._topic),
-            (("AWS::Events::EventBus",), self._event_bus),
             (("AWS::ApiGatewayV2::Api",), self._plan_api),
             (("AWS::Lambda::LayerVersion",), self._layer),
             (("AWS::StepFunctions::StateMachine",), self._plan_state_machine),
@@ -119,14 +114,17 @@ class Provisioner:
             (("AWS::Lambda::Function",), self._function),
             (("AWS::StepFunctions::StateMachine",), self._state_machine),
             (("AWS::SQS::Queue",), self._queue_redrive),
-            (("AWS::S3::Bucket",), self._bucket_notifications),
             (("AWS::S3::BucketPolicy",), self._bucket_policy),
             (("AWS::ApiGatewayV2::Api",), self._api_routes),
             (("AWS::Lambda::EventSourceMapping",), self._event_source_mapping),
             (("AWS::Events::Rule",), self._rule),
-            (("AWS::Scheduler::Schedule",), self._schedule),
             (("AWS::IAM::Role",), self._role_policies),
         ]
+        unknown = set(self._timeout_overrides) - {
+            logical_id for logical_id, _ in self._selected(("AWS::Lambda::Function",))
+        }
+        if unknown:
+            raise TemplateError(f"timeout overrides for functions not in the template: {', '.join(sorted(unknown))}")
         handled = {kind for kinds, _ in steps for kind in kinds}
         for kinds, step in steps:
             for logical_id, resource in self._selected(kinds):
@@ -238,12 +236,6 @@ class Provisioner:
             return json.dumps(document)
         return str(password)
 
-    def _parameter(self, logical_id: str, resource: dict[str, Any]) -> None:
-        props = self._properties(resource)
-        name = props.get("Name") or f"CFN-{self._name(logical_id, with_stack=False)}"
-        self._client("ssm").put_parameter(Name=name, Value=str(props["Value"]), Type=props.get("Type", "String"))
-        self.physical[logical_id] = Physical(name, {"Type": props.get("Type", "String"), "Value": props["Value"]})
-
     # -- state --------------------------------------------------------------------------------
 
     def _table(self, logical_id: str, resource: dict[str, Any]) -> None:
@@ -258,8 +250,6 @@ class Provisioner:
         for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes", "ProvisionedThroughput", "TableClass"):
             if key in props:
                 request[key] = props[key]
-        if "StreamSpecification" in props:
-            request["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
         sse = props.get("SSESpecification")
         if sse:
             request["SSESpecification"] = {
@@ -267,6 +257,7 @@ class Provisioner:
                 **({"SSEType": sse["SSEType"]} if "SSEType" in sse else {}),
                 **({"KMSMasterKeyId": sse["KMSMasterKeyId"]} if "KMSMasterKeyId" in sse else {}),
             }
+        self._report_unserved(logical_id, props, _UNSERVED_TABLE_PROPERTIES)
         client = self._client("dynamodb")
         table = client.create_table(**request)["TableDescription"]
         ttl = props.get("TimeToLiveSpecification")
@@ -274,14 +265,11 @@ class Provisioner:
             client.update_time_to_live(
                 TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]}
             )
-        attributes = {"Arn": table["TableArn"]}
-        if "LatestStreamArn" in table:
-            attributes["StreamArn"] = table["LatestStreamArn"]
-        self.physical[logical_id] = Physical(name, attributes)
+        self.physical[logical_id] = Physical(name, {"Arn": table["TableArn"]})
 
     def _bucket(self, logical_id: str, resource: dict[str, Any]) -> None:
-        # Notifications come later (they name functions); everything else now.
-        props = self._properties({"Properties": _without(resource.get("Properties"), "NotificationConfiguration")})
+        props = self._properties(resource)
+        self._report_unserved(logical_id, props, _UNSERVED_BUCKET_PROPERTIES)
         name = props.get("BucketName") or self._name(logical_id, limit=63, lower=True)
         s3 = self._client("s3")
         s3.create_bucket(Bucket=name)
@@ -306,9 +294,6 @@ class Provisioner:
             s3.put_bucket_lifecycle_configuration(
                 Bucket=name, LifecycleConfiguration={"Rules": [_lifecycle_rule(r) for r in lifecycle["Rules"]]}
             )
-        cors = props.get("CorsConfiguration")
-        if cors:
-            s3.put_bucket_cors(Bucket=name, CORSConfiguration={"CORSRules": [_cors_rule(r) for r in cors["CorsRules"]]})
         self.physical[logical_id] = Physical(
             name,
             {
@@ -318,31 +303,6 @@ class Provisioner:
                 "DualStackDomainName": f"{name}.s3.dualstack.{REGION}.{URL_SUFFIX}",
                 "WebsiteURL": f"http://{name}.s3-website-{REGION}.{URL_SUFFIX}",
             },
-        )
-
-    def _bucket_notifications(self, logical_id: str, resource: dict[str, Any]) -> None:
-        raw = (resource.get("Properties") or {}).get("NotificationConfiguration")
-        if not raw:
-            return
-        config = self.resolver.resolve(raw)
-        request: dict[str, Any] = {}
-        for cfn_key, api_key, arn_key, api_arn_key in (
-            ("LambdaConfigurations", "LambdaFunctionConfigurations", "Function", "LambdaFunctionArn"),
-            ("QueueConfigurations", "QueueConfigurations", "Queue", "QueueArn"),
-            ("TopicConfigurations", "TopicConfigurations", "Topic", "TopicArn"),
-        ):
-            for item in config.get(cfn_key) or []:
-                entry: dict[str, Any] = {api_arn_key: item[arn_key], "Events": [item["Event"]]}
-                rules = ((item.get("Filter") or {}).get("S3Key") or {}).get("Rules")
-                if rules:
-                    entry["Filter"] = {"Key": {"FilterRules": rules}}
-                request.setdefault(api_key, []).append(entry)
-                if cfn_key == "LambdaConfigurations":
-                    self.wiring.s3_notifications.append((logical_id, self._function_of_arn(item[arn_key])))
-        if "EventBridgeConfiguration" in config:
-            request["EventBridgeConfiguration"] = {}
-        self._client("s3").put_bucket_notification_configuration(
-            Bucket=self.physical[logical_id].ref, NotificationConfiguration=request
         )
 
     def _bucket_policy(self, logical_id: str, resource: dict[str, Any]) -> None:
@@ -395,20 +355,6 @@ class Provisioner:
         if attributes:
             self._client("sqs").set_queue_attributes(QueueUrl=self.physical[logical_id].ref, Attributes=attributes)
 
-    def _topic(self, logical_id: str, resource: dict[str, Any]) -> None:
-        props = self._properties(resource)
-        name = props.get("TopicName") or self._name(logical_id, limit=256)
-        arn = self._client("sns").create_topic(Name=name)["TopicArn"]
-        self.physical[logical_id] = Physical(arn, {"TopicArn": arn, "TopicName": name})
-        for subscription in props.get("Subscription") or []:
-            if subscription.get("Protocol") == "lambda":
-                self.wiring.unserved.append(f"{logical_id}: SNS subscription of a function")
-
-    def _event_bus(self, logical_id: str, resource: dict[str, Any]) -> None:
-        props = self._properties(resource)
-        arn = self._client("events").create_event_bus(Name=props["Name"])["EventBusArn"]
-        self.physical[logical_id] = Physical(props["Name"], {"Arn": arn, "Name": props["Name"]})
-
     # -- compute ------------------------------------------------------------------------------
 
     def _layer(self, logical_id: str, resource: dict[str, Any]) -> None:
@@ -447,18 +393,22 @@ class Provisioner:
             self.wiring.unserved.append(f"{logical_id}: container image functions")
             return
         code_dir = self._template.artifact(props.get("Code") or {}, owner=logical_id)
-        environment = self._function_environment(props)
+        variables = self._template_variables(props)
+        timeout = float(self._timeout_overrides.get(logical_id, props.get("Timeout", 3)))
+        memory_size = int(props.get("MemorySize", 128))
+        handler = props.get("Handler", "app.lambda_handler")
         role = props.get("Role") or self._arn("iam", "role/reelay-local-function", region="")
         self._ensure_role(role)
         self._client("lambda").create_function(
             FunctionName=name,
             Runtime=props.get("Runtime", "python3.13"),
             Role=role,
-            Handler=props.get("Handler", "app.lambda_handler"),
+            Handler=handler,
             Code={"ZipFile": _placeholder_zip()},
-            Timeout=int(props.get("Timeout", 3)),
-            MemorySize=int(props.get("MemorySize", 128)),
-            Environment={"Variables": environment},
+            Timeout=max(1, round(timeout)),
+            MemorySize=memory_size,
+            # What GetFunctionConfiguration shows in AWS: the template's variables only.
+            Environment={"Variables": variables},
             Architectures=props.get("Architectures", ["x86_64"]),
         )
         layer_dirs = []
@@ -472,17 +422,43 @@ class Provisioner:
             name=name,
             arn=arn,
             code_dir=code_dir,
-            handler=props.get("Handler", "app.lambda_handler"),
+            handler=handler,
             runtime=props.get("Runtime", "python3.13"),
-            timeout=int(props.get("Timeout", 3)),
-            memory_size=int(props.get("MemorySize", 128)),
-            environment=environment,
+            timeout=timeout,
+            memory_size=memory_size,
+            environment={
+                **variables,
+                **self._lambda_environment(name, handler, code_dir, timeout, memory_size, props),
+                **self._runtime_environment,
+            },
             layer_dirs=tuple(layer_dirs),
         )
 
-    def _function_environment(self, props: dict[str, Any]) -> dict[str, str]:
+    def _lambda_environment(
+        self, name: str, handler: str, code_dir: Path, timeout: float, memory_size: int, props: dict[str, Any]
+    ) -> dict[str, str]:
+        """What the Lambda runtime sets in every sandbox (reserved: the template cannot set them)."""
+        return {
+            "_HANDLER": handler,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_{props.get('Runtime', 'python3.13')}",
+            "AWS_LAMBDA_FUNCTION_NAME": name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_size),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+            # Not set by the deployed runtime; `sam local` sets it, and a timeout is worth seeing.
+            "AWS_LAMBDA_FUNCTION_TIMEOUT": f"{timeout:g}",
+            "LAMBDA_TASK_ROOT": str(code_dir),
+            "LANG": "en_US.UTF-8",
+            "TZ": ":UTC",
+        }
+
+    def _template_variables(self, props: dict[str, Any]) -> dict[str, str]:
+        """The function's ``Environment.Variables`` (Globals merged by SAM), then the overrides."""
         variables = ((props.get("Environment") or {}).get("Variables")) or {}
-        environment = {**self._local_defaults}
+        environment: dict[str, str] = {}
         for key, value in variables.items():
             text = (
                 value if isinstance(value, str) else json.dumps(value) if isinstance(value, dict | list) else str(value)
@@ -574,16 +550,6 @@ class Provisioner:
             )
         )
 
-    def _target(self, owner: str, target: dict[str, Any]) -> Target | None:
-        arn = str(target.get("Arn", ""))
-        payload = json.loads(target["Input"]) if "Input" in target else None
-        if ":lambda:" in arn:
-            return Target("function", self._function_of_arn(arn), payload, target.get("InputPath"))
-        if ":states:" in arn:
-            return Target("state_machine", arn, payload, target.get("InputPath"))
-        self.wiring.unserved.append(f"{owner}: target {arn}")
-        return None
-
     def _rule(self, logical_id: str, resource: dict[str, Any]) -> None:
         props = self._properties(resource)
         name = props.get("Name") or self._name(logical_id)
@@ -591,74 +557,34 @@ class Provisioner:
         bus = bus.rsplit("/", 1)[-1] if bus.startswith("arn:") else bus
         arn = self._arn("events", f"rule/{name}" if bus == "default" else f"rule/{bus}/{name}")
         self.physical[logical_id] = Physical(name, {"Arn": arn})
-        enabled = props.get("State", "ENABLED") == "ENABLED"
-        if "ScheduleExpression" in props:
-            for target in props.get("Targets") or []:
-                resolved = self._target(logical_id, target)
-                if resolved is not None:
-                    self.wiring.schedules.append(
-                        ScheduleSpec(logical_id, arn, props["ScheduleExpression"], resolved, "rule", enabled=enabled)
-                    )
+        if "ScheduleExpression" not in props:
+            self.wiring.unserved.append(f"{logical_id}: event-pattern rules are not served locally (only schedules)")
             return
-        self._pattern_rule(logical_id, name, bus, props, enabled)
-
-    def _pattern_rule(self, logical_id: str, name: str, bus: str, props: dict[str, Any], enabled: bool) -> None:
-        events = self._client("events")
-        events.put_rule(
-            Name=name,
-            EventBusName=bus,
-            EventPattern=json.dumps(props.get("EventPattern") or {}),
-            State="ENABLED" if enabled else "DISABLED",
-        )
-        local_targets: list[Target] = []
-        moto_targets: list[dict[str, Any]] = []
-        transformer: dict[str, Any] | None = None
         for target in props.get("Targets") or []:
-            arn = str(target.get("Arn", ""))
-            if ":sqs:" in arn or ":events:" in arn or ":logs:" in arn:
-                moto_targets.append(target)  # moto delivers these itself
+            target_arn = str(target.get("Arn", ""))
+            if ":lambda:" not in target_arn:
+                self.wiring.unserved.append(f"{logical_id}: schedule target {target_arn} (only functions are served)")
                 continue
-            transformer = target.get("InputTransformer") or transformer
-            resolved = self._target(logical_id, target)
-            if resolved is not None:
-                local_targets.append(resolved)
-        if local_targets:
-            sqs = self._client("sqs")
-            queue_name = self._name(f"{logical_id}-events", limit=80)
-            queue_url = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
-            hidden: dict[str, Any] = {"Id": "reelay-local-forwarder", "Arn": self._arn("sqs", queue_name)}
-            if transformer:
-                hidden["InputTransformer"] = transformer
-            moto_targets.append(hidden)
-            self.wiring.rules.append(RuleSpec(logical_id, queue_url, tuple(local_targets)))
-        if moto_targets:
-            events.put_targets(Rule=name, EventBusName=bus, Targets=moto_targets)
-
-    def _schedule(self, logical_id: str, resource: dict[str, Any]) -> None:
-        props = self._properties(resource)
-        name = props.get("Name") or self._name(logical_id)
-        group = props.get("GroupName", "default")
-        arn = self._arn("scheduler", f"schedule/{group}/{name}")
-        self.physical[logical_id] = Physical(name, {"Arn": arn})
-        target = self._target(logical_id, props.get("Target") or {})
-        if target is not None:
             self.wiring.schedules.append(
                 ScheduleSpec(
                     logical_id,
                     arn,
                     props["ScheduleExpression"],
-                    target,
-                    "scheduler",
-                    timezone=props.get("ScheduleExpressionTimezone", "UTC"),
+                    function=self._function_of_arn(target_arn),
+                    input=json.loads(target["Input"]) if "Input" in target else None,
                     enabled=props.get("State", "ENABLED") == "ENABLED",
                 )
             )
 
+    def _report_unserved(self, logical_id: str, props: dict[str, Any], keys: tuple[str, ...]) -> None:
+        for key in keys:
+            if props.get(key):
+                self.wiring.unserved.append(f"{logical_id}: {key} is not emulated locally")
+
     def _other(self, logical_id: str, kind: str, resource: dict[str, Any]) -> None:
         if kind not in _PASSIVE_TYPES:
-            LOG.info("%s (%s) has no local counterpart; it only gets a placeholder id", logical_id, kind)
-        if kind in ("AWS::ApiGateway::RestApi", "AWS::Lambda::Url", "AWS::ApiGatewayV2::Route"):
-            self.wiring.unserved.append(f"{logical_id}: {kind} is not served by the local gateway")
+            # Only a placeholder id: whatever the resource would do in AWS does not happen here.
+            self.wiring.unserved.append(f"{logical_id}: {kind} has no local counterpart")
         if kind == "AWS::ApiGatewayV2::Stage":
             props = self._properties(resource)
             self.physical[logical_id] = Physical(props.get("StageName", "$default"))
@@ -701,19 +627,6 @@ def _encryption_rule(rule: dict[str, Any]) -> dict[str, Any]:
         converted["ApplyServerSideEncryptionByDefault"] = rule["ServerSideEncryptionByDefault"]
     if "BucketKeyEnabled" in rule:
         converted["BucketKeyEnabled"] = bool(rule["BucketKeyEnabled"])
-    return converted
-
-
-def _cors_rule(rule: dict[str, Any]) -> dict[str, Any]:
-    converted: dict[str, Any] = {"AllowedMethods": rule["AllowedMethods"], "AllowedOrigins": rule["AllowedOrigins"]}
-    for cfn_key, api_key in (
-        ("AllowedHeaders", "AllowedHeaders"),
-        ("ExposedHeaders", "ExposeHeaders"),
-        ("Id", "ID"),
-        ("MaxAge", "MaxAgeSeconds"),
-    ):
-        if cfn_key in rule:
-            converted[api_key] = rule[cfn_key]
     return converted
 
 

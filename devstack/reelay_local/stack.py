@@ -2,11 +2,18 @@
 
 Start-up, in order: translate the template (aws-sam-translator), start moto in server mode,
 point this process's AWS SDK at it, bind the gateway's port (its URL is the API's URL), create
-the resources from the template, import every handler with its resolved environment, then
-start the gateway, the SQS pollers, the schedules and the rule forwarders.
+the resources from the template, import every handler with exactly its own environment, then
+start the gateway, the SQS pollers and the schedules.
 
-Handlers run in this process, so ``os.environ`` is shared: one ``LocalStack`` runs at a time in
-a process, and ``stop()`` puts the environment back as it found it.
+Handlers run in this process, so ``os.environ`` is shared. Each handler module is imported with
+``os.environ`` set to that function's environment alone (functions read their settings at
+import); between imports the process keeps only what every function's environment has in common
+and boto3 reads when a client is made (endpoint, fake credentials, region, ``MOTO_PORT``), never
+one function's variables. One ``LocalStack`` runs at a time in a process, and ``stop()`` puts
+the environment back as it found it.
+
+A handler that runs past its timeout is stopped and fails as in AWS (``Sandbox.Timedout``);
+``timeouts`` lists every such invocation, for tests to fail on.
 """
 
 from __future__ import annotations
@@ -16,39 +23,34 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
 
 import boto3
 
-from reelay_local.event_sources import (
-    QueueMapping,
-    RuleForwarder,
-    ScheduleSpec,
-    ScheduleTimer,
-    SqsPoller,
-    TargetInvoker,
-)
+from reelay_local.event_sources import QueueMapping, ScheduleSpec, ScheduleTimer, SqsPoller
 from reelay_local.gateway import Gateway, Route
-from reelay_local.lambda_runtime import FunctionRuntime, FunctionSpec
+from reelay_local.lambda_runtime import FunctionRuntime, FunctionSpec, TimedOutInvocation
 from reelay_local.moto_server import MotoServer
 from reelay_local.provisioner import Provisioner, Wiring
 from reelay_local.template import REGION, CloudTemplate, TemplateError, translate
 
 LOG = logging.getLogger(__name__)
 
-_WARM_SERVICES = ("dynamodb", "s3", "sqs", "stepfunctions", "secretsmanager", "events", "lambda", "ssm", "sts")
+# The services the local stack and the handlers make clients of.
+_WARM_SERVICES = ("dynamodb", "s3", "sqs", "stepfunctions", "secretsmanager", "lambda", "iam")
 
 
 class LocalStack:
     """The application of ``repo_root/template.yaml``, running locally against moto.
 
     ``env_overrides`` are added to every function's environment (and win over the template's);
-    ``parameter_overrides`` set template parameters; ``schedule_speedup`` makes schedules fire
-    that many times sooner; a failed SQS message is redelivered after ``redelivery_seconds``
-    instead of the queue's (long) visibility timeout.
+    ``parameter_overrides`` set template parameters; ``timeout_overrides`` (function logical id
+    -> seconds) shorten or lengthen a function's template ``Timeout``; ``schedule_speedup`` makes
+    schedules fire that many times sooner; a failed SQS message is redelivered after
+    ``redelivery_seconds`` instead of the queue's (long) visibility timeout.
     """
 
     _active: ClassVar[LocalStack | None] = None  # os.environ is per process: one stack at a time
@@ -62,6 +64,7 @@ class LocalStack:
         env_overrides: dict[str, str] | None = None,
         schedule_speedup: float = 1.0,
         parameter_overrides: dict[str, str] | None = None,
+        timeout_overrides: Mapping[str, float] | None = None,
         template: str = "template.yaml",
         stack_name: str = "reelay-local",
         redelivery_seconds: int = 2,
@@ -73,6 +76,7 @@ class LocalStack:
         self._api_port = api_port
         self._env_overrides = dict(env_overrides or {})
         self._parameter_overrides = dict(parameter_overrides or {})
+        self._timeout_overrides = dict(timeout_overrides or {})
         self._schedule_speedup = schedule_speedup
         self._stack_name = stack_name
         self._redelivery_seconds = redelivery_seconds
@@ -82,10 +86,8 @@ class LocalStack:
         self._wiring = Wiring()
         self._resources: dict[str, Any] = {}
         self._template: CloudTemplate | None = None
-        self._function_env: dict[str, str] = {}
         self._pollers: list[SqsPoller] = []
         self._timers: list[ScheduleTimer] = []
-        self._forwarders: list[RuleForwarder] = []
         self._saved_environ: dict[str, str | None] = {}
         self._saved_session: boto3.session.Session | None = None
         self._started = False
@@ -109,18 +111,20 @@ class LocalStack:
         self._started = True
         self._template = translate(self._template_path, self._parameter_overrides, stack_name=self._stack_name)
         endpoint = self._moto.start()
-        self._set_environ(
-            {
-                "AWS_ENDPOINT_URL": endpoint,
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_SESSION_TOKEN": "testing",
-                "AWS_DEFAULT_REGION": REGION,
-                "AWS_REGION": REGION,
-                "MOTO_PORT": str(self._moto.port),
-                "AWS_PROFILE": None,
-            }
-        )
+        # The local stand-ins for what a function gets from AWS: the endpoint (moto), the
+        # execution role's credentials (fake), the region. They stay in the process
+        # environment, since boto3 reads them whenever a handler makes a client.
+        runtime_environment = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "MOTO_PORT": str(self._moto.port),
+            "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon locally
+        }
+        self._set_environ({**runtime_environment, "AWS_PROFILE": None})
         self._saved_session = boto3.DEFAULT_SESSION
         boto3.setup_default_session()
         for service in _WARM_SERVICES:
@@ -135,21 +139,19 @@ class LocalStack:
             stack_name=self._stack_name,
             gateway_url=self._gateway.url,
             function_overrides=self._env_overrides,
-            local_defaults={"AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "POWERTOOLS_TRACE_DISABLED": "true"},
+            runtime_environment=runtime_environment,
+            timeout_overrides=self._timeout_overrides,
         )
         self._wiring = provisioner.provision()
         self._resources = {logical_id: physical.ref for logical_id, physical in provisioner.physical.items()}
         for problem in self._wiring.unserved:
             LOG.warning("not served locally: %s", problem)
-        self._function_env = self._union_environment(self._wiring.functions.values())
-        self._set_environ(dict(self._function_env))
         for spec in self._wiring.functions.values():
             self._runtime.load(spec)
         self._runtime.install_moto_hooks()
         self._gateway.add_routes(self._wiring.routes)
         self._gateway.start()
         sqs = boto3.client("sqs")
-        invoker = TargetInvoker(self._runtime, boto3.client("stepfunctions"))
         self._pollers = [
             SqsPoller(
                 mapping,
@@ -160,8 +162,7 @@ class LocalStack:
             )
             for mapping in self._wiring.queue_mappings
         ]
-        self._timers = [ScheduleTimer(s, invoker, speedup=self._schedule_speedup) for s in self._wiring.schedules]
-        self._forwarders = [RuleForwarder(rule, sqs=sqs, invoker=invoker) for rule in self._wiring.rules]
+        self._timers = [ScheduleTimer(s, self._runtime, speedup=self._schedule_speedup) for s in self._wiring.schedules]
         for source in self._event_sources():
             source.start()
 
@@ -204,6 +205,12 @@ class LocalStack:
     ) -> None:
         self.stop()
 
+    @classmethod
+    def running(cls) -> LocalStack | None:
+        """The stack running in this process, if any (for test fixtures that watch it)."""
+        with cls._active_lock:
+            return cls._active
+
     # -- what runs ----------------------------------------------------------------------------
 
     @property
@@ -227,18 +234,17 @@ class LocalStack:
         return dict(self._resources)
 
     @property
-    def function_env(self) -> Mapping[str, str]:
-        """The environment the functions run with (every function's variables, resolved)."""
-        return dict(self._function_env)
-
-    @property
     def template(self) -> CloudTemplate:
         """The translated template the stack was built from."""
         return self._require(self._template)
 
     @property
     def functions(self) -> Mapping[str, FunctionSpec]:
-        """Logical id -> the function as it runs locally (name, ARN, handler, environment)."""
+        """Logical id -> the function as it runs locally (name, ARN, handler, timeout, environment).
+
+        ``environment`` is the whole of what the function's handler sees: its template
+        variables with the overrides, the Lambda runtime's variables and the local endpoint.
+        """
         return dict(self._wiring.functions)
 
     @property
@@ -259,19 +265,14 @@ class LocalStack:
         return {timer.spec.logical_id: timer.fired for timer in self._timers}
 
     @property
-    def event_rules(self) -> list[str]:
-        """Logical ids of the event-pattern rules delivered to functions or state machines."""
-        return [rule.logical_id for rule in self._wiring.rules]
-
-    @property
-    def s3_notifications(self) -> list[tuple[str, str]]:
-        """(bucket logical id, function logical id) for every bucket notification to a function."""
-        return list(self._wiring.s3_notifications)
-
-    @property
     def state_machines(self) -> Mapping[str, str]:
         """Logical id -> ARN of every state machine (created in moto, executing for real)."""
         return dict(self._wiring.state_machines)
+
+    @property
+    def timeouts(self) -> list[TimedOutInvocation]:
+        """Every invocation stopped at its function's timeout so far (function, timeout, thread)."""
+        return self._runtime.timeouts if self._runtime is not None else []
 
     @property
     def unserved(self) -> list[str]:
@@ -281,7 +282,8 @@ class LocalStack:
     def invoke(self, logical_function_id: str, event: dict[str, Any]) -> Any:
         """Run a function's real handler in-process, synchronously; its result (usually a dict).
 
-        A handler's exception propagates, as the caller of a synchronous invoke would see it.
+        A handler's exception propagates, as the caller of a synchronous invoke would see it;
+        past the function's timeout, ``FunctionTimedOut`` (``Sandbox.Timedout``) does.
         """
         return self._require(self._runtime).invoke(logical_function_id, event)
 
@@ -306,12 +308,12 @@ class LocalStack:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _event_sources(self) -> list[SqsPoller | ScheduleTimer | RuleForwarder]:
-        return [*self._timers, *self._forwarders, *self._pollers]
+    def _event_sources(self) -> list[SqsPoller | ScheduleTimer]:
+        return [*self._timers, *self._pollers]
 
     def _busy_queues(self) -> list[str]:
         sqs = boto3.client("sqs")
-        urls = {m.queue_url for m in self._wiring.queue_mappings} | {r.queue_url for r in self._wiring.rules}
+        urls = {m.queue_url for m in self._wiring.queue_mappings}
         busy = []
         for url in sorted(urls):
             attributes = sqs.get_queue_attributes(
@@ -339,16 +341,6 @@ class LocalStack:
         for arn in self._wiring.state_machines.values():
             for execution in sfn.list_executions(stateMachineArn=arn, statusFilter="RUNNING")["executions"]:
                 sfn.stop_execution(executionArn=execution["executionArn"], cause="local stack stopped")
-
-    def _union_environment(self, specs: Iterable[FunctionSpec]) -> dict[str, str]:
-        union: dict[str, str] = {}
-        for spec in specs:
-            for key, value in spec.environment.items():
-                if key in union and union[key] != value:
-                    LOG.info("%s differs between functions; each function imported with its own value", key)
-                    continue
-                union.setdefault(key, value)
-        return union
 
     def _set_environ(self, values: Mapping[str, str | None]) -> None:
         for key, value in values.items():

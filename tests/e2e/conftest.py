@@ -3,7 +3,8 @@
 One ``DevEnvironment`` per test module (the local stack runs handlers in-process, so one at a
 time). The stack serves four providers: the three defaults on the simulator, plus
 ``sorahk_short``, a second sorahk instance with a 6 s deadline, for the deadline test.
-Polls per execution are lowered so the continuation is exercised quickly.
+Polls per execution are lowered so the continuation is exercised quickly. A handler that runs
+past its template timeout fails the test it ran in (``tests.lambda_timeouts``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ import httpx
 import pytest
 
 from reelay_local import DevEnvironment
+from tests.lambda_timeouts import _unexpected_lambda_timeouts_fail_the_test, register_marker
 from tests.template_support import REPO
+
+__all__ = ["_unexpected_lambda_timeouts_fail_the_test"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    register_marker(config)
+
 
 E2E_ENV = {
     "REELAY_PROVIDERS": "generate_task,sorahk,openai_videos,sorahk_short",

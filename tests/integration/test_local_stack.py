@@ -1,10 +1,9 @@
 """The embedded local stack: resources from the template, and every way a function is invoked.
 
 Most tests run a small fixture application of their own (written to a temporary directory):
-a table, a bucket, queues, a state machine, and functions behind routes, an SQS mapping,
-schedules, an S3 notification and an EventBridge rule. The handlers record what they receive in
-the table, so the tests observe the local stack the way the application does. The last tests
-run the real template.yaml.
+a table, a bucket, queues, a state machine, and functions behind routes, SQS mappings and
+schedule rules. The handlers record what they receive in the table, so the tests observe the
+local stack the way the application does. The last tests run the real template.yaml.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import pytest
 
 from reelay_local import DevEnvironment, LocalStack
 from reelay_local.event_sources import ScheduleExpression
+from reelay_local.lambda_runtime import FunctionTimedOut
 from tests.template_support import REPO
 from tests.template_support import template as sam_template
 
@@ -95,6 +95,10 @@ Resources:
       RedrivePolicy: {deadLetterTargetArn: !GetAtt WorkDLQ.Arn, maxReceiveCount: 2}
   WorkDLQ:
     Type: AWS::SQS::Queue
+  SleepQueue:
+    Type: AWS::SQS::Queue
+    Properties:
+      VisibilityTimeout: 300
   EchoFunction:
     Type: AWS::Serverless::Function
     Properties:
@@ -110,6 +114,9 @@ Resources:
     Properties:
       CodeUri: functions/worker/
       Timeout: 50
+      Environment:
+        Variables:
+          WORKER_ONLY: "1"
       Events:
         Work:
           Type: SQS
@@ -127,14 +134,14 @@ Resources:
       CodeUri: functions/recorder/
       Events:
         Tick: {Type: Schedule, Properties: {Schedule: rate(10 minutes), Input: '{"source": "tick"}'}}
-        Tock: {Type: ScheduleV2, Properties: {ScheduleExpression: rate(10 minutes), Input: '{"source": "tock"}'}}
-        Upload:
-          Type: S3
-          Properties:
-            Bucket: !Ref Bucket
-            Events: s3:ObjectCreated:*
-            Filter: {S3Key: {Rules: [{Name: prefix, Value: inbox/}]}}
-        Bus: {Type: EventBridgeRule, Properties: {Pattern: {source: [fixture.test]}}}
+        Tock: {Type: Schedule, Properties: {Schedule: rate(10 minutes)}}
+  SleepyFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: functions/sleepy/
+      Timeout: 30  # the tests shorten it to 1 s with timeout_overrides
+      Events:
+        Sleep: {Type: SQS, Properties: {Queue: !GetAtt SleepQueue.Arn, BatchSize: 2}}
   FlowStateMachine:
     Type: AWS::Serverless::StateMachine
     Properties:
@@ -177,6 +184,8 @@ HANDLERS = {
         import os
         import time
 
+        IMPORT_ENVIRON = dict(os.environ)
+
 
         def lambda_handler(event, context):
             kind = (event.get("pathParameters") or {}).get("kind")
@@ -192,7 +201,9 @@ HANDLERS = {
                         "body": data, "isBase64Encoded": True}
             seen = {
                 "event": event,
-                "greeting": os.environ["GREETING"],
+                "greeting": IMPORT_ENVIRON["GREETING"],
+                "import_environ": IMPORT_ENVIRON,
+                "invoke_environ_keys": sorted(os.environ),
                 "context": {
                     "function_name": context.function_name,
                     "memory_limit_in_mb": context.memory_limit_in_mb,
@@ -210,7 +221,10 @@ HANDLERS = {
 
         import boto3
 
+        # Read at import, as reelay's handlers do: while handlers run, os.environ holds no
+        # function's variables.
         TABLE = boto3.resource("dynamodb").Table(os.environ["RECORD_TABLE"])
+        WORK_QUEUE_URL = os.environ["WORK_QUEUE_URL"]
         SQS = boto3.client("sqs")
 
 
@@ -223,7 +237,7 @@ HANDLERS = {
                     "kind": "work", "batch": len(event["Records"]), "source": record["eventSourceARN"],
                 })
                 if body.get("backoff"):
-                    SQS.change_message_visibility(QueueUrl=os.environ["WORK_QUEUE_URL"],
+                    SQS.change_message_visibility(QueueUrl=WORK_QUEUE_URL,
                                                   ReceiptHandle=record["receiptHandle"], VisibilityTimeout=60)
                 if body.get("fail") or body.get("backoff"):
                     failures.append({"itemIdentifier": record["messageId"]})
@@ -262,14 +276,32 @@ HANDLERS = {
 
 
         def lambda_handler(event, context):
-            if "Records" in event:
-                source, detail = "s3", event["Records"][0]["s3"]["object"]["key"]
-            elif event.get("source") == "fixture.test":
-                source, detail = "bus", event["detail"]["n"]
-            else:
-                source, detail = event["source"], ""
-            TABLE.put_item(Item={"pk": source, "sk": str(uuid.uuid4()), "kind": source,
-                                 "detail": str(detail), "event": json.dumps(event)})
+            source = "tock" if event.get("detail-type") == "Scheduled Event" else event["source"]
+            TABLE.put_item(Item={"pk": source, "sk": str(uuid.uuid4()), "kind": source, "event": json.dumps(event)})
+    """,
+    "sleepy": """
+        import json
+        import os
+        import time
+
+        import boto3
+
+        TABLE = boto3.resource("dynamodb").Table(os.environ["RECORD_TABLE"])
+
+
+        def lambda_handler(event, context):
+            for record in event["Records"]:
+                body = json.loads(record["body"])
+                attempt = record["attributes"]["ApproximateReceiveCount"]
+                TABLE.put_item(Item={"pk": "sleep", "sk": f"{body['id']}#{attempt}#started", "kind": "sleep"})
+            # Short sleeps: the timeout's exception arrives between two of them.
+            deadline = time.monotonic() + 20
+            while any(json.loads(r["body"]).get("sleep") for r in event["Records"]) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for record in event["Records"]:
+                body = json.loads(record["body"])
+                attempt = record["attributes"]["ApproximateReceiveCount"]
+                TABLE.put_item(Item={"pk": "sleep", "sk": f"{body['id']}#{attempt}#finished", "kind": "sleep"})
     """,
 }
 
@@ -309,6 +341,7 @@ def fixture_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSta
         schedule_speedup=600,  # rate(10 minutes) fires every second
         parameter_overrides={"Greeting": "hi", "Mode": "loud"},
         env_overrides={"EXTRA": "x"},
+        timeout_overrides={"SleepyFunction": 1},
         redelivery_seconds=1,
     )
     with stack:
@@ -360,7 +393,7 @@ class TestFixtureApplication:
         assert env["GREETING"] == "hi!"
         assert env["BUCKET_ARN"] == f"arn:aws:s3:::{stack.resources['Bucket']}"
         assert env["EXTRA"] == "x"
-        assert stack.function_env["RECORD_TABLE"] == stack.resources["RecordTable"]
+        assert env["RECORD_TABLE"] == stack.resources["RecordTable"]
         assert stack.unserved == []
 
     def test_gateway_turns_requests_into_http_api_v2_events(self, fixture_stack: LocalStack) -> None:
@@ -544,35 +577,82 @@ class TestFixtureApplication:
         assert {sfn.describe_execution(executionArn=arn)["status"] for arn in arns} == {"SUCCEEDED"}
 
     def test_schedules_fire_on_a_sped_up_clock(self, fixture_stack: LocalStack) -> None:
-        # rate(10 minutes) at 600x fires about every second, for the Events rule and the Scheduler
+        # rate(10 minutes) at 600x fires about every second
         ticks = wait_for(lambda: len(records(fixture_stack, "tick")) >= 2 and records(fixture_stack, "tick"))
-        wait_for(lambda: len(records(fixture_stack, "tock")) >= 2)
+        tocks = wait_for(lambda: len(records(fixture_stack, "tock")) >= 2 and records(fixture_stack, "tock"))
         assert fixture_stack.schedule_fire_counts["RecorderFunctionTick"] >= 2
         assert json.loads(ticks[0]["event"]) == {"source": "tick"}  # the target's Input
+        # Without an Input, the function gets EventBridge's Scheduled Event, naming the rule
+        event = json.loads(tocks[0]["event"])
+        assert (event["source"], event["detail-type"], event["detail"]) == ("aws.events", "Scheduled Event", {})
+        assert event["resources"] == [s.arn for s in fixture_stack.schedules if s.logical_id == "RecorderFunctionTock"]
 
-    def test_s3_notification_invokes_the_function(self, fixture_stack: LocalStack) -> None:
-        s3 = boto3.client("s3")
-        # When objects land in and outside the notification's prefix
-        s3.put_object(Bucket=fixture_stack.resources["Bucket"], Key="inbox/batch 1.jsonl", Body=b"{}\n")
-        s3.put_object(Bucket=fixture_stack.resources["Bucket"], Key="other/x.txt", Body=b"x")
-        fixture_stack.drain()
+    def test_each_function_imports_with_exactly_its_own_environment(self, fixture_stack: LocalStack) -> None:
+        # Given a function whose template entry has a variable of its own (WorkerFunction)
+        # When another function's handler is imported and invoked
+        seen = httpx.get(f"{fixture_stack.api_url}/items/1").json()
 
-        # Then only the one under inbox/ invoked the function, with an S3 event
-        assert [item["detail"] for item in records(fixture_stack, "s3")] == ["inbox/batch+1.jsonl"]
-        assert fixture_stack.s3_notifications == [("Bucket", "RecorderFunction")]
+        # Then its import saw exactly its own resolved environment: nothing of the process,
+        # nothing of WorkerFunction's
+        echo = fixture_stack.functions["EchoFunction"]
+        assert seen["import_environ"] == dict(echo.environment)
+        assert "WORKER_ONLY" not in seen["import_environ"]
+        assert fixture_stack.functions["WorkerFunction"].environment["WORKER_ONLY"] == "1"
+        # And it carries what Lambda itself sets, and the local endpoint in place of AWS's
+        assert seen["import_environ"]["AWS_LAMBDA_FUNCTION_NAME"] == echo.name
+        assert seen["import_environ"]["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "256"
+        assert seen["import_environ"]["_HANDLER"] == "app.lambda_handler"
+        assert seen["import_environ"]["LAMBDA_TASK_ROOT"] == str(echo.code_dir)
+        assert seen["import_environ"]["AWS_ENDPOINT_URL"] == fixture_stack.aws_endpoint
+        assert seen["import_environ"]["MOTO_PORT"] == fixture_stack.aws_endpoint.rsplit(":", 1)[1]
+        # And while it runs, the process environment holds no function's variables either
+        assert not {"RECORD_TABLE", "GREETING", "WORKER_ONLY", "EXTRA"} & set(seen["invoke_environ_keys"])
+        assert "AWS_ENDPOINT_URL" in seen["invoke_environ_keys"]
 
-    def test_event_rule_delivers_matching_events(self, fixture_stack: LocalStack) -> None:
-        events = boto3.client("events")
-        events.put_events(
-            Entries=[
-                {"Source": "fixture.test", "DetailType": "t", "Detail": json.dumps({"n": 1})},
-                {"Source": "fixture.other", "DetailType": "t", "Detail": json.dumps({"n": 2})},
-            ]
+    @pytest.mark.expect_lambda_timeouts
+    def test_a_handler_past_its_timeout_fails_and_its_message_is_redelivered(self, fixture_stack: LocalStack) -> None:
+        # Given SleepyFunction, its 30 s template timeout shortened to 1 s, fed by an SQS mapping
+        assert fixture_stack.functions["SleepyFunction"].timeout == 1
+        assert fixture_stack.functions["SleepyFunction"].environment["AWS_LAMBDA_FUNCTION_TIMEOUT"] == "1"
+        before = len(fixture_stack.timeouts)
+
+        # When a message makes it sleep past the timeout
+        boto3.client("sqs").send_message(
+            QueueUrl=fixture_stack.resources["SleepQueue"], MessageBody=json.dumps({"id": "slow", "sleep": True})
         )
-        found = wait_for(lambda: records(fixture_stack, "bus"))
-        fixture_stack.drain()
-        assert [item["detail"] for item in records(fixture_stack, "bus")] == ["1"]
-        assert json.loads(found[0]["event"])["detail-type"] == "t"
+
+        # Then the invocation failed and the message came back: a second attempt started
+        wait_for(lambda: {"slow#1#started", "slow#2#started"} <= {i["sk"] for i in records(fixture_stack, "sleep")})
+        timed_out = fixture_stack.timeouts[before]
+        assert (timed_out.function, timed_out.timeout) == ("SleepyFunction", 1.0)
+        # And the handler's thread was stopped, not left to finish its work
+        wait_for(lambda: timed_out.stopped, timeout=5)
+        assert not [i for i in records(fixture_stack, "sleep") if i["sk"].endswith("#finished")]
+        boto3.client("sqs").purge_queue(QueueUrl=fixture_stack.resources["SleepQueue"])
+
+    @pytest.mark.expect_lambda_timeouts
+    def test_a_synchronous_caller_sees_lambdas_timeout_error(self, fixture_stack: LocalStack) -> None:
+        event = {
+            "Records": [
+                {"body": json.dumps({"id": "sync", "sleep": True}), "attributes": {"ApproximateReceiveCount": "1"}}
+            ]
+        }
+        # stack.invoke raises the timeout, in Lambda's words
+        started = time.monotonic()
+        with pytest.raises(FunctionTimedOut, match=r"^Task timed out after 1\.00 seconds$"):
+            fixture_stack.invoke("SleepyFunction", event)
+        assert time.monotonic() - started < 3
+        # lambda:Invoke answers with Lambda's error payload, what Step Functions Retry/Catch match on
+        answer = boto3.client("lambda").invoke(
+            FunctionName=fixture_stack.functions["SleepyFunction"].name, Payload=json.dumps(event)
+        )
+        assert answer["FunctionError"]
+        payload = json.loads(answer["Payload"].read())
+        assert (payload["errorType"], payload["errorMessage"]) == (
+            "Sandbox.Timedout",
+            "Task timed out after 1.00 seconds",
+        )
+        assert [t.function for t in fixture_stack.timeouts[-2:]] == ["SleepyFunction", "SleepyFunction"]
 
     def test_invoke_and_the_lambda_api_run_the_handler(self, fixture_stack: LocalStack) -> None:
         # stack.invoke runs the handler directly
@@ -607,9 +687,8 @@ def test_schedule_expressions() -> None:
     assert cron.next_after(start, created=start) == datetime(2026, 1, 5, 10, 15, tzinfo=UTC)
     weekend = ScheduleExpression.parse("cron(30 6 ? * SAT *)")
     assert weekend.next_after(start, created=start) == datetime(2026, 1, 10, 6, 30, tzinfo=UTC)
-    at = ScheduleExpression.parse("at(2026-01-05T11:00:00)")
-    assert at.next_after(start, created=start) == datetime(2026, 1, 5, 11, 0, tzinfo=UTC)
-    assert at.next_after(datetime(2026, 1, 6, tzinfo=UTC), created=start) is None
+    with pytest.raises(ValueError, match="unsupported"):
+        ScheduleExpression.parse("at(2026-01-05T11:00:00)")  # EventBridge Scheduler's, not a rule's
 
 
 # -- the real template -----------------------------------------------------------------------
@@ -626,7 +705,7 @@ def test_every_template_function_and_route_is_served() -> None:
         assert stack.unserved == []
         routes = _served_route_keys(stack)
         mappings = {(m.function, m.queue_arn) for m in stack.queue_mappings}
-        schedules = {(s.logical_id, s.target.ref) for s in stack.schedules}
+        schedules = {(s.logical_id, s.function) for s in stack.schedules}
         for logical_id, resource in sam["Resources"].items():
             if resource["Type"] == "AWS::Serverless::StateMachine":
                 assert logical_id in stack.state_machines
@@ -643,12 +722,8 @@ def test_every_template_function_and_route_is_served() -> None:
                     queue_id = props["Queue"]["Fn::GetAtt"][0]
                     queue_name = stack.resources[queue_id].rsplit("/", 1)[1]
                     assert (logical_id, f"arn:aws:sqs:us-east-1:123456789012:{queue_name}") in mappings
-                elif kind in ("Schedule", "ScheduleV2"):
+                elif kind == "Schedule":
                     assert (f"{logical_id}{event_id}", logical_id) in schedules
-                elif kind == "S3":
-                    assert (props["Bucket"]["Ref"], logical_id) in stack.s3_notifications
-                elif kind in ("EventBridgeRule", "CloudWatchEvent"):
-                    assert f"{logical_id}{event_id}" in stack.event_rules
                 else:
                     pytest.fail(f"{logical_id}.{event_id}: event type {kind} is not served by the local stack")
         # And a client route answers through the real handler
@@ -659,7 +734,7 @@ def test_every_template_function_and_route_is_served() -> None:
 
 def test_real_template_environment_points_at_local_resources() -> None:
     with LocalStack(REPO, env_overrides={"CALLBACK_SECRET": "s3cret"}) as stack:
-        env = stack.function_env
+        env = stack.functions["SubmitFunction"].environment
         assert env["TASK_TABLE_NAME"] == stack.resources["TaskTable"]
         assert env["RESULTS_BUCKET"] == stack.bucket
         assert env["INGEST_QUEUE_URL"] == stack.resources["IngestQueue"]
@@ -667,6 +742,9 @@ def test_real_template_environment_points_at_local_resources() -> None:
         assert env["POLL_STATE_MACHINE_ARN"] == stack.resources["PollStateMachine"]
         assert env["CALLBACK_BASE_URL"] == stack.api_url  # the API's AWS URL, made local
         assert env["CALLBACK_SECRET"] == "s3cret"
+        # A variable the template gives one function only is not in another's environment
+        assert "POLL_STATE_MACHINE_ARN" not in stack.functions["ApiFunction"].environment
+        assert "SUBMIT_QUEUE_URL" not in stack.functions["IngestFunction"].environment
         secret = boto3.client("secretsmanager").get_secret_value(SecretId=env["CALLBACK_SECRET_ARN"])
         assert len(secret["SecretString"]) == 48
         assert stack.aws_endpoint.startswith("http://127.0.0.1:")
@@ -684,7 +762,7 @@ def test_dev_environment_uses_configured_providers(monkeypatch: pytest.MonkeyPat
     with DevEnvironment(REPO) as env:
         # Then the functions use them, call back to the local gateway, with a per-run secret
         assert env.sim is None
-        functions = env.stack.function_env
+        functions = env.stack.functions["ApiFunction"].environment
         assert functions["REELAY_SORAHK_BASE_URL"] == "http://127.0.0.1:9/sorahk"
         assert functions["REELAY_SORAHK_API_KEY"] == "key-sorahk"
         assert functions["CALLBACK_BASE_URL"] == env.stack.api_url
@@ -703,7 +781,7 @@ def test_dev_environment_simulates_unconfigured_providers(monkeypatch: pytest.Mo
 
     with DevEnvironment(REPO) as env:
         assert env.sim is not None
-        functions = env.stack.function_env
+        functions = env.stack.functions["ApiFunction"].environment
         for provider in ("generate_task", "sorahk", "openai_videos"):
             assert functions[f"REELAY_{provider.upper()}_BASE_URL"] == env.sim.base_urls[provider]
         assert functions["REELAY_ALLOWED_RESULT_HOSTS"] == env.sim.host_port
