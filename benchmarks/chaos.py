@@ -27,7 +27,8 @@ not succeed), foreign (a succeeded task whose bytes are not its own provider tas
 (reelay tasks for which the provider made more than one task, counted by each prompt's unique
 ``[tag:...]``), and then open multipart uploads and the wall time from the first submit to the last
 task's terminal write. Every wrong task is listed. The exit status is 1 when any target is missed:
-100 % terminal with the right code, 0 lost, 0 partial, 0 foreign, 0 open uploads, 0 duplicates.
+100 % terminal with the right code, 0 lost, 0 partial, 0 foreign, 0 open uploads, 0 duplicates --
+or when a harness fault of the plan did not happen (the ``harness:`` line counts them).
 
 The handlers' logs go to a file (its path is printed), so the report stays readable.
 
@@ -304,13 +305,17 @@ class Harness:
         while self._restore:
             self._restore.pop()()
 
-    def summary(self) -> str:
+    def injected(self) -> dict[str, int]:
+        """How many of each harness fault actually happened (compare with ``expected``)."""
         with self.lock:
-            done = {
+            return {
                 "callback_503": len(self.refused_callbacks),
                 "fail_send": len(self.failed_sends),
                 "kill_ingest": sum(1 for k in self.kills.values() if k.landed),
             }
+
+    def summary(self) -> str:
+        done = self.injected()
         names = {"callback_503": "503'd callbacks", "fail_send": "failed queue sends", "kill_ingest": "killed copies"}
         return ", ".join(f"{names[k]} {done[k]}/{self.expected[k]}" for k in names)
 
@@ -471,6 +476,7 @@ class RunReport:
     elapsed_seconds: float
     harness: str
     hooks: list[str]
+    all_injected: bool  # every harness fault of the plan happened (else the run proves nothing)
 
     def rows(self) -> dict[str, dict[str, int]]:
         table: dict[str, dict[str, int]] = {}
@@ -492,6 +498,7 @@ class RunReport:
             and not any(total[p] for p in ("lost", "partial", "foreign", "duplicate"))
             and not self.open_uploads
             and not self.stray_objects
+            and self.all_injected
         )
 
 
@@ -537,6 +544,7 @@ def run_once(args: argparse.Namespace, run: int, log: IO[str], out: IO[str]) -> 
             time.monotonic() - began,
             harness.summary(),
             harness.hooks,
+            harness.injected() == harness.expected,
         )
     finally:
         if harness is not None:
@@ -671,7 +679,7 @@ def render(report: RunReport, out: IO[str]) -> None:
         out.write(f"objects of no task: {len(report.stray_objects)} ({', '.join(report.stray_objects[:3])})\n")
     wall = f"{report.wall_seconds:.1f} s" if report.wall_seconds is not None else "n/a (not all terminal)"
     out.write(f"wall time to the last terminal task: {wall} (run took {report.elapsed_seconds:.1f} s)\n")
-    out.write(f"harness: {report.harness}\n")
+    out.write(f"harness: {report.harness}{'' if report.all_injected else ' (NOT every fault was injected)'}\n")
     for hook in report.hooks:
         out.write(f"harness warning: {hook}\n")
     wrong = [item for item in report.planned if not item.right or item.problems]
