@@ -32,6 +32,14 @@ or when a harness fault of the plan did not happen (the ``harness:`` line counts
 
 The handlers' logs go to a file (its path is printed), so the report stays readable.
 
+Known limits: the kill is an asynchronous exception, so ``finally`` blocks in the handler still run
+(a real kill runs none; an abort-on-error in ``finally`` can hide a leaked multipart upload); it
+lands only while the thread runs Python bytecode (the drip keeps the copy doing so). openai_videos'
+accepted-then-500 create is not in the table: the money rule allows its one re-send, which this
+table would count as a duplicate. The script needs reconcile (``REELAY_RECONCILE_EVERY_SECONDS``)
+and the rebuilt ingest to meet its targets; against the code before them, the lost and 503'd
+callbacks, held creates, failed sends and gone/always-truncated results never end.
+
 The harness reaches into three private attributes of the local stack (``LocalStack._gateway``,
 ``LocalStack._runtime`` and its ``_functions``); the hooks it would rather have: a gateway
 middleware (``Gateway.add_middleware(fn)``), ``FunctionRuntime.wrap_handler(logical_id, fn)``,
