@@ -15,6 +15,13 @@ task changed state count, not those when the callback goes out):
 - ``late``: one terminal callback after ``callback_delay_seconds``.
 - ``never``: nothing.
 
+Per-task prompt directives override the mode for one task:
+
+- ``[sim:no_callback]``: this task's callbacks (progress and terminal) are never sent.
+- ``[sim:callback_once]``: exactly one terminal callback, whatever ``callback_mode`` says, and no
+  progress callback; like every delivery it is not retried, so a 5xx answer (say a 503 from the
+  receiver) loses it -- what a provider that never retries does.
+
 With ``callback_progress`` a ``processing`` callback is also sent when the task starts running.
 ``callback_body_result_url`` replaces the result URL inside terminal callback bodies only.
 Work begun before a ``reset`` is dropped, and nothing is sent once the simulator stops.
@@ -32,6 +39,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from reelay_sim.protocol import directives
 from reelay_sim.state import RUNNING, TERMINAL, SimState, Task, Transition
 
 
@@ -82,6 +90,11 @@ class CallbackSender:
         progress, override = knobs.callback_progress, knobs.callback_body_result_url
         timeout = knobs.callback_timeout_seconds
         url, epoch = task.callback_url, transition.epoch
+        found = directives(task.prompt)
+        if "no_callback" in found:
+            return
+        if "callback_once" in found:
+            mode, progress = "normal", False
         if task.state not in TERMINAL:
             if task.state == RUNNING and progress:
                 self._spawn(lambda: self._deliver(task, url, protocol.callback_body(task), "progress", epoch, timeout))

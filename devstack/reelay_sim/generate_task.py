@@ -124,6 +124,10 @@ class GenerateTask(ProtocolHandler):
             if state.active_count(self.name, key) >= knobs.max_concurrent:
                 wait = state.earliest_finish(self.name, key)
                 return self.error(429, f"Concurrent task limit exceeded ({knobs.max_concurrent})", retry_after=wait)
+            fault = self.create_fault(prompt)
+            refusal = self.create_refusal(fault)
+            if refusal is not None:
+                return refusal
             fail = state.take_fail_next(self.name)
             if fail and not knobs.fail_next_accepted:
                 return self.error(500, "Internal server error")
@@ -139,9 +143,9 @@ class GenerateTask(ProtocolHandler):
                     callback_url=params["callback_url"] if params["request_type"] == "callback" else None,
                 )
             )
-        self.hang()
-        if fail:
-            return self.error(500, "Internal server error")
+        self.hang(fault)
+        if fail or fault.accepted_error is not None:
+            return self.error(fault.accepted_error or 500, "Internal server error")
         return json_response({"code": 200, "msg": "success", "data": {"taskId": task.id}})
 
     def status(self, request: Request, key: str) -> Response:
@@ -151,7 +155,7 @@ class GenerateTask(ProtocolHandler):
         task = self.ctx.state.task(self.name, task_id)
         if task is None or task.key != key:
             return self.error(404, "task not found")
-        return json_response(self.wrap(self.render(task)))
+        return self.status_refusal(task) or json_response(self.wrap(self.render(task)))
 
     # --- wire shapes ---------------------------------------------------------------------------
 

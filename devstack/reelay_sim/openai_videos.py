@@ -220,6 +220,10 @@ class OpenAIVideos(ProtocolHandler):
         knobs = self.knobs
         params.update(seconds=model.seconds, hd=model.hd, pro=model.pro, size=model.size(params["orientation"]))
         state = self.ctx.state
+        fault = self.create_fault(prompt)
+        refusal = self.create_refusal(fault)
+        if refusal is not None:
+            return refusal
         with state.lock:
             fail = state.take_fail_next(self.name)
             if fail and not knobs.fail_next_accepted:
@@ -239,16 +243,16 @@ class OpenAIVideos(ProtocolHandler):
             )
             # The create answer always shows the job as just queued, even when it ends at once.
             answer = self.render(dataclasses.replace(task, state=PENDING, progress=0, completed_at=None))
-        self.hang()
-        if fail:
-            return self.error(500)
+        self.hang(fault)
+        if fail or fault.accepted_error is not None:
+            return self.error(fault.accepted_error or 500)
         return json_response(answer)
 
     def status(self, request: Request, key: str, video_id: str) -> Response:
         task = self._own(video_id, key)
         if task is None:
             return self.error(404, f"video {video_id} not found")
-        return json_response(self.render(task))
+        return self.status_refusal(task) or json_response(self.render(task))
 
     def content(self, request: Request, key: str, video_id: str) -> Response:
         task = self._own(video_id, key)
@@ -256,7 +260,18 @@ class OpenAIVideos(ProtocolHandler):
             return self.error(404, f"video {video_id} not found")
         if task.state != SUCCEEDED or task.video_bytes is None:
             return self.error(409, f"video {video_id} is {STATES[task.state]}, not completed", "video_not_ready")
-        return video_response(request, task.seed, task.video_bytes, self.knobs, self.ctx.stop)
+        fault = self.download_fault(task)
+        if fault.gone:
+            return self.error(404, f"content of video {video_id} not found")
+        return video_response(
+            request,
+            task.seed,
+            task.video_bytes,
+            self.knobs,
+            self.ctx.stop,
+            truncate=fault.truncate,
+            bytes_per_second=fault.bytes_per_second,
+        )
 
     def render(self, task: Task) -> dict[str, Any]:
         error = None

@@ -11,9 +11,10 @@ owning protocol apply to them (and to openai_videos ``/content``). ``/files/asse
 fixed real PNG to use as an image-to-video input URL (``Simulator.sample_image_url``).
 
 Control endpoints (not recorded, no credential): ``GET /_sim/state`` (knobs, tasks, callbacks),
-``GET /_sim/requests``, ``POST /_sim/config`` ``{"protocol": ..., <knob>: <value>, ...}``,
-``POST /_sim/reset``, ``POST /_sim/tasks/<protocol>/<id>/complete`` and
-``POST /_sim/tasks/<protocol>/<id>/fail`` (body ``{"code"?, "message"?}``).
+``GET /_sim/requests``, ``GET /_sim/counters`` (``SimApp.counters``), ``POST /_sim/config``
+``{"protocol": ..., <knob>: <value>, ...}``, ``POST /_sim/reset``,
+``POST /_sim/tasks/<protocol>/<id>/complete`` and ``POST /_sim/tasks/<protocol>/<id>/fail``
+(body ``{"code"?, "message"?}``).
 
 Recorded requests are dicts: ``method``, ``path``, ``query`` (name -> value, or list when repeated),
 ``headers`` (without ``Authorization``), ``authorized`` (the credential was present and accepted),
@@ -42,7 +43,7 @@ from reelay_sim import knobs as knob_rules
 from reelay_sim import media
 from reelay_sim.generate_task import GenerateTask
 from reelay_sim.openai_videos import OpenAIVideos
-from reelay_sim.protocol import Context, ProtocolHandler, Route
+from reelay_sim.protocol import Context, ProtocolHandler, Route, tags
 from reelay_sim.sorahk import SoraHK
 from reelay_sim.state import FAIL_AT, GENERATION_FAILED, SUCCEEDED, Outcome, Task
 from reelay_sim.web import BadRequest, json_response, read_json_object, video_response
@@ -94,6 +95,7 @@ class SimApp:
         rules = [
             Rule("/_sim/state", methods=["GET"], endpoint="sim_state"),
             Rule("/_sim/requests", methods=["GET"], endpoint="sim_requests"),
+            Rule("/_sim/counters", methods=["GET"], endpoint="sim_counters"),
             Rule("/_sim/config", methods=["POST"], endpoint="sim_config"),
             Rule("/_sim/reset", methods=["POST"], endpoint="sim_reset"),
             Rule("/_sim/tasks/<protocol>/<task_id>/complete", methods=["POST"], endpoint="sim_complete"),
@@ -231,7 +233,18 @@ class SimApp:
         task = self.state.task(folder, stem)
         if task is None or not task.public or task.state != SUCCEEDED or task.video_bytes is None:
             return _plain(404)
-        return video_response(request, task.seed, task.video_bytes, self.ctx.knobs(folder), self.ctx.stop)
+        fault = self.handlers[folder].download_fault(task)
+        if fault.gone:
+            return _plain(404)
+        return video_response(
+            request,
+            task.seed,
+            task.video_bytes,
+            self.ctx.knobs(folder),
+            self.ctx.stop,
+            truncate=fault.truncate,
+            bytes_per_second=fault.bytes_per_second,
+        )
 
     # --- control -------------------------------------------------------------------------------
 
@@ -241,6 +254,8 @@ class SimApp:
                 return json_response(self.snapshot())
             if endpoint == "sim_requests":
                 return json_response(jsonable(self.requests()))
+            if endpoint == "sim_counters":
+                return json_response(self.counters())
             if endpoint == "sim_reset":
                 self.reset()
                 return json_response({"reset": True})
@@ -305,6 +320,36 @@ class SimApp:
                 "requests": len(self.state.requests),
                 "callbacks": jsonable(self.callbacks()),
             }
+
+    def counters(self) -> dict[str, Any]:
+        """What a fault-injection harness counts, JSON-ready:
+
+        - ``creates``: protocol -> prompt -> create attempts that reached the create (see
+          ``protocol``: the attempts the per-task create directives count);
+        - ``tasks_per_prompt``: protocol -> prompt -> provider tasks made for it;
+        - ``tags``: ``[tag:<label>]`` label -> the provider tasks whose prompt carries it, each
+          ``{protocol, id, state, callback_url}`` (two for one label: a duplicate paid task);
+        - ``status_calls`` and ``downloads``: protocol -> task id -> count.
+        """
+        with self.state.lock:
+            self.state.advance()
+            creates: dict[str, dict[str, int]] = {p: {} for p in knob_rules.PROTOCOLS}
+            for (protocol, prompt), count in self.state.create_attempts.items():
+                creates[protocol][prompt] = count
+            per_prompt: dict[str, dict[str, int]] = {p: {} for p in knob_rules.PROTOCOLS}
+            labelled: dict[str, list[dict[str, Any]]] = {}
+            for protocol, tasks in self.state.tasks.items():
+                for task in tasks.values():
+                    per_prompt[protocol][task.prompt] = per_prompt[protocol].get(task.prompt, 0) + 1
+                    for label in tags(task.prompt):
+                        entry = {"protocol": protocol, "id": task.id, "state": task.state}
+                        labelled.setdefault(label, []).append({**entry, "callback_url": task.callback_url})
+            nested: dict[str, dict[str, dict[str, int]]] = {"status_calls": {}, "downloads": {}}
+            for name, counter in (("status_calls", self.state.status_calls), ("downloads", self.state.downloads)):
+                nested[name] = {p: {} for p in knob_rules.PROTOCOLS}
+                for (protocol, task_id), count in counter.items():
+                    nested[name][protocol][task_id] = count
+            return {"creates": creates, "tasks_per_prompt": per_prompt, "tags": labelled, **nested}
 
     def base_urls(self) -> dict[str, str]:
         return {name: handler.base_url for name, handler in self.handlers.items()}

@@ -169,6 +169,11 @@ class Simulator:
         """Every callback attempt: task, url, label, state, body, status_code or error, at."""
         return self._app.callbacks()
 
+    def counters(self) -> dict[str, Any]:
+        """Create attempts per prompt, provider tasks per prompt and per ``[tag:<label>]``, status
+        calls and downloads per task (what ``GET /_sim/counters`` shows; see ``SimApp.counters``)."""
+        return self._app.counters()
+
     def tasks(self, protocol: str) -> list[dict[str, Any]]:
         """The simulator's records of ``protocol``'s tasks, oldest first, with their wire ``status``."""
         return self._app.tasks(protocol)

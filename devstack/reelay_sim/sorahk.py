@@ -123,6 +123,10 @@ class SoraHK(ProtocolHandler):
             cost = math.ceil(price * params["duration"] / 10)
             if knobs.balance < cost:
                 return self.error(1012, f"Insufficient balance: this task costs {cost}, balance is {knobs.balance}")
+            fault = self.create_fault(prompt)
+            refusal = self.create_refusal(fault)
+            if refusal is not None:
+                return refusal
             fail = state.take_fail_next(self.name)
             if fail and not knobs.fail_next_accepted:
                 return self.error(500, "Internal server error")
@@ -139,16 +143,16 @@ class SoraHK(ProtocolHandler):
                     outcome=plan_outcome(knobs, prompt, image_error=image_error),
                 )
             )
-        self.hang()
-        if fail:
-            return self.error(500, "Internal server error")
+        self.hang(fault)
+        if fail or fault.accepted_error is not None:
+            return self.error(fault.accepted_error or 500, "Internal server error")
         return self.ok({"task_id": task.id, "status": "pending", "cost": cost})
 
     def status(self, request: Request, key: str, task_id: str) -> Response:
         task = self.ctx.state.task(self.name, task_id)
         if task is None or task.key != key:
             return self.error(404, "task not found")
-        return self.ok(self.render(task))
+        return self.status_refusal(task) or self.ok(self.render(task))
 
     def list_tasks(self, request: Request, key: str) -> Response:
         try:

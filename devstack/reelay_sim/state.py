@@ -129,6 +129,11 @@ class SimState:
         self.requests: list[dict[str, Any]] = []
         self.callbacks: list[dict[str, Any]] = []
         self.windows: dict[tuple[str, str], deque[float]] = {}
+        # Per-task fault counters (see protocol.py): create attempts per (protocol, prompt), status
+        # calls and result downloads per (protocol, task id).
+        self.create_attempts: dict[tuple[str, str], int] = {}
+        self.status_calls: dict[tuple[str, str], int] = {}
+        self.downloads: dict[tuple[str, str], int] = {}
 
     def reset(self) -> None:
         """Forget everything; knobs back to defaults."""
@@ -265,6 +270,25 @@ class SimState:
                 knobs.fail_next -= 1
                 return True
             return False
+
+    # --- per-task counters ---------------------------------------------------------------------
+
+    def count_create(self, protocol: str, prompt: str) -> int:
+        """Count one create attempt carrying ``prompt``; its number, from 1."""
+        return self._bump(self.create_attempts, (protocol, prompt))
+
+    def count_status(self, task: Task) -> int:
+        """Count one status call of ``task``; its number, from 1."""
+        return self._bump(self.status_calls, (task.protocol, task.id))
+
+    def count_download(self, task: Task) -> int:
+        """Count one download of ``task``'s result; its number, from 1."""
+        return self._bump(self.downloads, (task.protocol, task.id))
+
+    def _bump(self, counter: dict[tuple[str, str], int], key: tuple[str, str]) -> int:
+        with self.lock:
+            counter[key] = counter.get(key, 0) + 1
+            return counter[key]
 
     # --- records -------------------------------------------------------------------------------
 

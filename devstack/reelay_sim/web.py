@@ -58,8 +58,22 @@ def sse_response(events: Iterable[Any]) -> Response:
     return Response(lines(), content_type="text/event-stream; charset=utf-8", headers={"Cache-Control": "no-cache"})
 
 
-def video_response(request: Request, seed: str, size: int, knobs: Knobs, stop: threading.Event) -> Response:
-    """Stream the video of ``seed`` with the download knobs applied; honours one ``Range``."""
+def video_response(
+    request: Request,
+    seed: str,
+    size: int,
+    knobs: Knobs,
+    stop: threading.Event,
+    *,
+    truncate: bool = False,
+    bytes_per_second: int = 0,
+) -> Response:
+    """Stream the video of ``seed`` with the download knobs applied; honours one ``Range``.
+
+    ``truncate`` (a task's ``[sim:truncate]``) closes the connection after half of the bytes this
+    answer announces, whatever the range; ``bytes_per_second`` (``[sim:drip]``) replaces the knobs'
+    rate when set.
+    """
     total = media.video_size(size)
     start, end, status = 0, total, 200
     headers = {"Accept-Ranges": "bytes"}
@@ -71,10 +85,14 @@ def video_response(request: Request, seed: str, size: int, knobs: Knobs, stop: t
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
     headers["Content-Length"] = str(end - start)
+    limit = knobs.truncate_download_at
+    if truncate:
+        half = max(1, (end - start) // 2)
+        limit = half if limit is None else min(limit, half)
     body = _paced(
         media.video_chunks(seed, size, start, end),
-        rate=knobs.download_bytes_per_second,
-        limit=knobs.truncate_download_at,
+        rate=bytes_per_second or knobs.download_bytes_per_second,
+        limit=limit,
         stop=stop,
     )
     response = Response(body, status=status, headers=headers, content_type="video/mp4", direct_passthrough=True)
