@@ -143,6 +143,9 @@ NEEDED_VARIABLES = [
     *[(logical_id, "TASK_TABLE_NAME", None) for logical_id in sorted(template_functions())],
     ("ApiFunction", "SUBMIT_QUEUE_URL", "api_create_task.json"),
     ("SubmitFunction", "SUBMIT_QUEUE_URL", "sqs_submit.json"),
+    ("SubmitFunction", "POLL_STATE_MACHINE_ARN", "sqs_submit.json"),
+    ("ReconcileFunction", "SUBMIT_QUEUE_URL", "schedule_reconcile.json"),
+    ("ReconcileFunction", "POLL_STATE_MACHINE_ARN", "schedule_reconcile.json"),
     ("IngestFunction", "INGEST_QUEUE_URL", None),
     ("CallbackFunction", "RESULTS_BUCKET", None),
 ]

@@ -117,6 +117,9 @@ class Container:
         from reelay.inputs import ImageInputs
         from reelay.submission import Submitter
 
+        polled = [n for n in self.providers.names if not self.providers.get(n).supports_callbacks]
+        if polled and not self.settings.poll_state_machine_arn:
+            raise ConfigurationError(f"POLL_STATE_MACHINE_ARN is not set (providers {', '.join(polled)} are polled)")
         return Submitter(
             self.store,
             self.providers,
