@@ -59,11 +59,17 @@ def sse_response(events: Iterable[Any]) -> Response:
 
 
 def video_response(request: Request, seed: str, size: int, knobs: Knobs, stop: threading.Event) -> Response:
-    """Stream the video of ``seed`` with the download knobs applied; honours one ``Range``."""
+    """Stream the video of ``seed`` with the download knobs applied; honours one ``Range`` and ``If-Range``.
+
+    The ETag names the exact bytes (seed and size), so a client resuming with ``If-Range``
+    gets a 206 for the same video and the whole new one (200) when it changed.
+    """
     total = media.video_size(size)
     start, end, status = 0, total, 200
-    headers = {"Accept-Ranges": "bytes"}
-    if request.range is not None:
+    etag = f'"{seed}-{total}"'
+    headers = {"Accept-Ranges": "bytes", "ETag": etag}
+    if_range = request.headers.get("If-Range")
+    if request.range is not None and (if_range is None or if_range == etag):
         window = request.range.range_for_length(total)
         if window is None:
             return Response(status=416, headers={"Content-Range": f"bytes */{total}"})

@@ -208,9 +208,9 @@ class UrlPolicy:
             raise UrlRefused("URL must not carry user info")
         if any(c.isspace() or ord(c) < 0x20 for c in url):
             raise UrlRefused("URL contains whitespace or control characters")
-        port = port or (443 if scheme == "https" else 80)
         if port == 0:
             raise UrlRefused("URL port 0 is not allowed")
+        port = port or (443 if scheme == "https" else 80)
         allowed = f"{host}:{port}" in self._allowed
         if scheme == "http" and not allowed:
             raise UrlRefused(f"plain http is only allowed for listed hosts, not {host}:{port}")
