@@ -68,7 +68,12 @@ class ResultBucket:
     def __init__(self, bucket: str, *, client: Any = None) -> None:
         self.name = bucket
         # Enough pooled connections for every part in flight (the copier's threads share this client).
-        self._s3 = client or boto3.client("s3", config=Config(max_pool_connections=32))
+        # Every body carries a SHA-256 that S3 verifies (ChecksumSHA256), so SigV4 need not hash the
+        # payload a second time: botocore already skips it on https when a checksum header is present,
+        # this makes plain-http endpoints (the local stack) behave the same.
+        self._s3 = client or boto3.client(
+            "s3", config=Config(max_pool_connections=32, s3={"payload_signing_enabled": False})
+        )
 
     def put(
         self,
@@ -103,9 +108,7 @@ class ResultBucket:
         )
         return str(resp["UploadId"])
 
-    def upload_part(
-        self, key: str, upload_id: str, number: int, body: Any, *, checksum_sha256: str
-    ) -> dict[str, Any]:
+    def upload_part(self, key: str, upload_id: str, number: int, body: Any, *, checksum_sha256: str) -> dict[str, Any]:
         resp = self._s3.upload_part(
             Bucket=self.name,
             Key=key,
@@ -143,9 +146,7 @@ class ResultBucket:
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> bool:
         """Complete the upload; False when ``key`` already existed (the upload is then aborted)."""
-        listed = [
-            {k: p[k] for k in ("PartNumber", "ETag", "ChecksumSHA256") if p.get(k) is not None} for p in parts
-        ]
+        listed = [{k: p[k] for k in ("PartNumber", "ETag", "ChecksumSHA256") if p.get(k) is not None} for p in parts]
         try:
             self._s3.complete_multipart_upload(
                 Bucket=self.name, Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed}, IfNoneMatch="*"

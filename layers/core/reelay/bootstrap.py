@@ -149,6 +149,7 @@ class Container:
             self.tracker,
             deadline_seconds=s.ingest_task_deadline_seconds,
             gone_confirm_seconds=s.ingest_gone_confirm_seconds,
+            retry_base_seconds=s.ingest_retry_base_seconds,
         )
 
     @cached_property

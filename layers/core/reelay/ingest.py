@@ -60,6 +60,7 @@ class IngestService:
         deadline_seconds: float = 3600.0,
         gone_confirm_seconds: float = 60.0,
         max_receives: int = MAX_RECEIVES,
+        retry_base_seconds: float = 10.0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
@@ -69,6 +70,7 @@ class IngestService:
         self._deadline = timedelta(seconds=deadline_seconds)
         self._gone_window = timedelta(seconds=gone_confirm_seconds)
         self._max_receives = max_receives
+        self._retry_base = retry_base_seconds
         self._now = clock
 
     def ingest_with_retry(self, task_id: str, attempt: int) -> Task:
@@ -100,7 +102,7 @@ class IngestService:
             if run.state.slow_count >= 1 or last:
                 return self._give_up(run.task, run.state, ErrorCode.RESULT_TOO_SLOW, exc.message)
             run.save(slow_count=run.state.slow_count + 1)
-            raise RetryLater(backoff_seconds(attempt, base=10.0, cap=300.0), exc.message) from exc
+            raise RetryLater(backoff_seconds(attempt, base=self._retry_base, cap=300.0), exc.message) from exc
         except ResultGone as exc:
             return self._gone(run, exc, attempt, last)
         except ResultFetchError as exc:
@@ -108,7 +110,7 @@ class IngestService:
                 return self._give_up(
                     run.task, run.state, ErrorCode.INGEST_FAILED, f"copying kept failing: {exc.message}"
                 )
-            raise RetryLater(backoff_seconds(attempt, base=10.0, cap=300.0), exc.message) from exc
+            raise RetryLater(backoff_seconds(attempt, base=self._retry_base, cap=300.0), exc.message) from exc
 
     def _copy_all(self, run: _Run) -> Task:
         task = run.task
@@ -172,7 +174,7 @@ class IngestService:
         run.save(gone_count=count, first_gone_at=first)
         # Spread the attempts so that GONE_ATTEMPTS of them span the confirmation window.
         spread = int(self._gone_window.total_seconds() / (GONE_ATTEMPTS - 1)) + 1
-        raise RetryLater(max(spread, backoff_seconds(attempt, base=5.0, cap=60.0)), exc.message) from exc
+        raise RetryLater(max(spread, backoff_seconds(attempt, base=self._retry_base, cap=60.0)), exc.message) from exc
 
     def _give_up(self, task: Task, state: IngestState, code: ErrorCode, message: str) -> Task:
         """Fail the task, leaving nothing behind: open uploads aborted, completed outputs deleted."""

@@ -71,6 +71,8 @@ class Settings(BaseModel):
     ingest_gone_confirm_seconds: float = Field(
         default=60.0, ge=0, validation_alias="reelay_ingest_gone_confirm_seconds"
     )
+    # First backoff between ingest attempts (doubling, with jitter, capped at 300 s).
+    ingest_retry_base_seconds: float = Field(default=10.0, gt=0, validation_alias="reelay_ingest_retry_base_seconds")
     uploads_ttl_seconds: int = Field(default=900, ge=60, le=3600, validation_alias="reelay_uploads_ttl_seconds")
     providers: tuple[ProviderConfig, ...] = ()
     environ: Mapping[str, str] = Field(default_factory=dict, exclude=True, repr=False)
