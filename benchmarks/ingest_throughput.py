@@ -175,7 +175,10 @@ def main() -> None:
     print(f"reelay: {args.part_mib} MiB parts, {args.in_flight} in flight; boto3: default TransferConfig")
     procs = [
         subprocess.Popen(
-            [str(BIN / "moto_server"), "-p", str(moto_port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [str(BIN / "moto_server"), "-p", str(moto_port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         ),
         subprocess.Popen(
             [sys.executable, "-m", "reelay_sim", "--port", str(sim_port)],
@@ -221,7 +224,8 @@ def main() -> None:
                     flush=True,
                 )
             if "reelay" in rates and "boto3" in rates:
-                print(f"{size_mib:>5}  reelay ÷ boto3 upload_fileobj = {rates['reelay'] / rates['boto3']:.2f}", flush=True)
+                ratio = rates["reelay"] / rates["boto3"]
+                print(f"{size_mib:>5}  reelay ÷ boto3 upload_fileobj = {ratio:.2f}", flush=True)
         print(f"bench took {time.monotonic() - began:.0f} s")
     finally:
         for proc in procs:

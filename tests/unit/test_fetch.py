@@ -181,7 +181,14 @@ class RecordingBackend(httpcore.NetworkBackend):
     def __init__(self) -> None:
         self.log: dict[str, Any] = {}
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None, socket_options: Any = None) -> httpcore.NetworkStream:  # noqa: E501
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
         self.log["connected"] = (host, port)
         body = b"\x00\x00\x00\x18ftypmp42" + bytes(20)
         answer = b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: %d\r\n\r\n" % len(body) + body
@@ -315,7 +322,9 @@ def test_a_reset_connection_is_a_retryable_fetch_error() -> None:
         ("binary/octet-stream", b"\x89PNG\r\n\x1a\n\x00\x00", "image/png"),
     ],
 )
-def test_media_types_from_the_declared_type_or_the_magic_bytes(declared: str | None, head: bytes, expected: str) -> None:
+def test_media_types_from_the_declared_type_or_the_magic_bytes(
+    declared: str | None, head: bytes, expected: str
+) -> None:
     assert media_type(declared, head) == expected
 
 

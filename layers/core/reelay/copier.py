@@ -198,7 +198,9 @@ class ResultCopier:
                 self.last.restarted = True
                 return restarted
             self.last.resumed = True
-            return self._pipeline(record, _Pushback(body.chunks()), hashlib.sha256(), first=None, skip=done, complete=complete)
+            return self._pipeline(
+                record, _Pushback(body.chunks()), hashlib.sha256(), first=None, skip=done, complete=complete
+            )
         finally:
             body.close()
 

@@ -386,7 +386,11 @@ class Fetcher:
         for _hop in range(MAX_REDIRECTS + 1):
             target = self._policy.check(url)
             self._backend.pin(target.host, target.port, target.address)
-            request_headers = {"Accept-Encoding": "identity", **(headers or {}), **(headers_for(url) if headers_for else {})}
+            request_headers = {
+                "Accept-Encoding": "identity",
+                **(headers or {}),
+                **(headers_for(url) if headers_for else {}),
+            }
             request = self._client.build_request(method, url, headers=request_headers, content=content)
             remaining = limits.deadline_seconds - (time.monotonic() - started)
             if remaining <= 0:
