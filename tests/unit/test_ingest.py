@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import httpx
@@ -15,12 +16,14 @@ import pytest
 from reelay.aws import ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
 from reelay.copier import ResultCopier
-from reelay.errors import ResultFetchError, UnsafeResultUrl
+from reelay.errors import RequestInvalid, ResultFetchError, UnsafeResultUrl
 from reelay.fetch import Fetcher, Limits, ResultNotMedia, ResultTooLarge, UrlPolicy
 from reelay.ingest import MAX_RECEIVES, IngestService
-from reelay.models import ErrorCode, Task, TaskStatus, VideoRequest, utcnow
+from reelay.inputs import ImageInputs
+from reelay.models import ErrorCode, ImageRequest, Task, TaskStatus, UploadRequest, VideoRequest, utcnow
+from reelay.settings import Settings
 from reelay.store import DynamoTaskStore
-from reelay.tasks import TaskService
+from reelay.tasks import TaskService, uploads_prefix
 from reelay.tracking import TaskTracker
 from reelay.workers import RetryLater
 from tests.template_support import resource
@@ -512,3 +515,111 @@ def test_past_the_ingest_deadline_a_redelivered_task_fails_and_cleans_up(
     failed = service.ingest_with_retry(task.id, 0)
     assert failed.error.code is ErrorCode.INGEST_FAILED and "within" in failed.error.message  # type: ignore[union-attr]
     assert s3_state() == ([], [])
+
+
+# -- inputs belong to the caller -------------------------------------------------------------
+
+
+class ReadRecordingBucket(ResultBucket):
+    """The real adapter, recording every key it reads (head or get)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.read: list[str] = []
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        self.read.append(key)
+        return super().head(key)
+
+    def read_range(self, key: str, size: int) -> bytes:
+        self.read.append(key)
+        return super().read_range(key, size)
+
+
+def _image_service(aws: dict[str, str], bucket: ResultBucket) -> TaskService:
+    provider = FakeProvider(config("openai_videos", protocol="openai_videos"))
+    provider.validate_images = lambda request: None  # type: ignore[method-assign]
+    catalog = ProviderCatalog((provider.config,), factory=lambda c: provider)
+    return TaskService(DynamoTaskStore("tasks"), catalog, TaskQueue(aws["SUBMIT_QUEUE_URL"]), bucket)
+
+
+def test_an_upload_ticket_is_a_sigv4_put_bound_to_size_type_and_the_callers_prefix(aws: dict[str, str]) -> None:
+    service = _image_service(aws, ResultBucket("results"))
+    ticket = service.upload(UploadRequest(content_type="image/webp", bytes=1234), caller="arn:aws:iam::1:user/ann")
+    assert ticket.key.startswith(uploads_prefix("arn:aws:iam::1:user/ann")) and ticket.key.endswith(".webp")
+    assert uploads_prefix("arn:aws:iam::1:user/ann") != uploads_prefix("arn:aws:iam::1:user/bob")
+    query = parse_qs(urlsplit(ticket.url).query)
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"] and query["X-Amz-Expires"] == ["900"]
+    assert query["X-Amz-SignedHeaders"] == ["content-length;content-type;host"]
+    assert ticket.headers == {"Content-Type": "image/webp", "Content-Length": "1234"}
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "tasks/tsk_0123/output-0.mp4",  # another task's output
+        "uploads/0000000000000000000000000000000/x.png",  # another owner's upload
+        "uploads/x.png",
+        "inbox/manifest.jsonl",
+    ],
+)
+def test_image_keys_outside_the_callers_uploads_are_refused_before_any_read(aws: dict[str, str], key: str) -> None:
+    bucket = ReadRecordingBucket("results")
+    boto3.client("s3").put_object(Bucket="results", Key=key, Body=b"\x89PNG\r\n\x1a\n")
+    service = _image_service(aws, bucket)
+    request = ImageRequest(provider="openai_videos", prompt="x", image_keys=[key])
+    with pytest.raises(RequestInvalid) as refused:
+        service.images(request, caller="arn:aws:iam::1:user/ann")
+    assert refused.value.field == "image_keys" and bucket.read == []
+
+
+def test_the_callers_own_upload_is_accepted(aws: dict[str, str]) -> None:
+    bucket = ReadRecordingBucket("results")
+    service = _image_service(aws, bucket)
+    ticket = service.upload(UploadRequest(content_type="image/png", bytes=9), caller="ann")
+    boto3.client("s3").put_object(Bucket="results", Key=ticket.key, Body=b"\x89PNG\r\n\x1a\n\x00")
+    task, _ = service.images(ImageRequest(provider="openai_videos", prompt="x", image_keys=[ticket.key]), caller="ann")
+    assert task.request["image_keys"] == [ticket.key]
+
+
+def test_the_submit_side_reads_keys_only_under_uploads_and_urls_only_through_the_fetcher(
+    aws: dict[str, str], server: Server
+) -> None:
+    bucket = ReadRecordingBucket("results")
+    inputs = ImageInputs(bucket, _fetcher(server))
+    with pytest.raises(RequestInvalid):
+        inputs.load(ImageRequest(provider="p", prompt="x", image_keys=["tasks/t/output-0.mp4"]))
+    assert bucket.read == []
+    with pytest.raises(RequestInvalid, match="image_urls"):
+        inputs.load(ImageRequest(provider="p", prompt="x", image_urls=["https://evil.example/cat.png"]))
+    server.bodies["https://cdn.example/page.png"] = b"<html>login</html>"
+    server.types["https://cdn.example/page.png"] = "text/html"
+    with pytest.raises(RequestInvalid, match="not a video or image"):
+        inputs.load(ImageRequest(provider="p", prompt="x", image_urls=["https://cdn.example/page.png"]))
+    server.bodies["https://cdn.example/cat.png"] = b"\x89PNG\r\n\x1a\n" + bytes(10)
+    server.types["https://cdn.example/cat.png"] = "image/png"
+    [image] = inputs.load(ImageRequest(provider="p", prompt="x", image_urls=["https://cdn.example/cat.png"]))
+    assert image.content_type == "image/png" and image.filename == "cat.png"
+
+
+def test_ingest_settings_are_read_from_their_reelay_names() -> None:
+    settings = Settings.from_environ(
+        {
+            "TASK_TABLE_NAME": "t",
+            "RESULTS_BUCKET": "b",
+            "INGEST_QUEUE_URL": "q",
+            "REELAY_INGEST_PART_BYTES": str(16 * MiB),
+            "REELAY_INGEST_PARTS_IN_FLIGHT": "2",
+            "REELAY_INGEST_MAX_BYTES": "1000",
+            "REELAY_INGEST_DEADLINE_SECONDS": "60",
+            "REELAY_INGEST_MIN_BYTES_PER_SECOND": "10",
+        }
+    )
+    assert (settings.ingest_part_bytes, settings.ingest_parts_in_flight, settings.ingest_max_bytes) == (
+        16 * MiB,
+        2,
+        1000,
+    )
+    assert (settings.ingest_deadline_seconds, settings.ingest_min_bytes_per_second) == (60, 10)
+    defaults = Settings.from_environ({"TASK_TABLE_NAME": "t", "RESULTS_BUCKET": "b", "INGEST_QUEUE_URL": "q"})
+    assert defaults.ingest_deadline_seconds < resource("IngestFunction")["Properties"]["Timeout"]
