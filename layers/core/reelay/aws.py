@@ -72,7 +72,8 @@ class ResultBucket:
         # payload a second time: botocore already skips it on https when a checksum header is present,
         # this makes plain-http endpoints (the local stack) behave the same.
         self._s3 = client or boto3.client(
-            "s3", config=Config(signature_version="s3v4", max_pool_connections=32, s3={"payload_signing_enabled": False})
+            "s3",
+            config=Config(signature_version="s3v4", max_pool_connections=32, s3={"payload_signing_enabled": False}),
         )
 
     def put(
