@@ -59,11 +59,11 @@ unit: $(VENV)/.installed
 integration: $(VENV)/.installed
 	$(BIN)/pytest -q -p no:cacheprovider tests/integration tests/e2e
 
-## bench: the figures quoted in README (cold start, poll schedule, ingest memory)
+## bench: the figures quoted in README (cold start, poll schedule, ingest throughput and memory; ~5 min)
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/cold_start.py
 	$(BIN)/python benchmarks/poll_schedule.py
-	$(BIN)/python benchmarks/ingest_memory.py
+	$(BIN)/python benchmarks/ingest_throughput.py --mib 10 100 1024 --reps 5 5 2
 
 ## build: sam build (needs python3.13 on PATH and the package registry)
 build: setup
