@@ -174,6 +174,8 @@ class DevEnvironment:
             allowed.append(self.sim.host_port)
         if allowed:
             environment["REELAY_ALLOWED_RESULT_HOSTS"] = ",".join(allowed)
+        # Ingest settings (part size, parts in flight, caps, deadlines) reach the functions as set.
+        environment.update({k: v for k, v in os.environ.items() if k.startswith("REELAY_INGEST_") and v})
         return environment
 
 

@@ -160,7 +160,7 @@ class GenerateTask(ProtocolHandler):
     # --- wire shapes ---------------------------------------------------------------------------
 
     def render(self, task: Task) -> dict[str, Any]:
-        return self.render_with(task, self.ctx.file_url(self.name, f"{task.id}.mp4"))
+        return self.render_with(task, self.knobs.status_result_url or self.ctx.file_url(self.name, f"{task.id}.mp4"))
 
     def render_with(self, task: Task, result_url: str) -> dict[str, Any]:
         """The status ``data`` object, with ``result_url`` as the result on success."""
@@ -187,7 +187,8 @@ class GenerateTask(ProtocolHandler):
 
     def callback_body(self, task: Task, result_url: str | None = None) -> dict[str, Any]:
         """What a callback for ``task`` carries (``result_url`` overrides the real one)."""
-        return self.wrap(self.render_with(task, result_url or self.ctx.file_url(self.name, f"{task.id}.mp4")))
+        real = self.knobs.status_result_url or self.ctx.file_url(self.name, f"{task.id}.mp4")
+        return self.wrap(self.render_with(task, result_url or real))
 
     def stale_body(self, task: Task) -> dict[str, Any]:
         """An out-of-date 'processing' callback for a task that has already ended."""

@@ -35,6 +35,8 @@ generate_task only
     ``callback_delay_seconds`` (float, 2.0): how long "late" waits before sending.
     ``callback_body_result_url`` (str or None): written into callback bodies' ``resultUrls``
     instead of the real URL (the status endpoint keeps the real one).
+    ``status_result_url`` (str or None): the result URL the status endpoint (and the callbacks)
+    answer instead of the real one -- a refused or malformed result URL, as a provider might send.
     ``callback_progress`` (bool, False): also call back when a task starts processing.
     ``callback_timeout_seconds`` (float, 5.0): timeout of one callback delivery.
 
@@ -88,6 +90,7 @@ class Knobs:
     callback_copies: int = 5
     callback_delay_seconds: float = 2.0
     callback_body_result_url: str | None = None
+    status_result_url: str | None = None
     callback_progress: bool = False
     callback_timeout_seconds: float = 5.0
     # sorahk
@@ -103,6 +106,7 @@ PROTOCOL_ONLY: dict[str, str] = {
     "callback_copies": "generate_task",
     "callback_delay_seconds": "generate_task",
     "callback_body_result_url": "generate_task",
+    "status_result_url": "generate_task",
     "callback_progress": "generate_task",
     "callback_timeout_seconds": "generate_task",
     "balance": "sorahk",
@@ -168,6 +172,7 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "callback_copies": lambda n, v: _integer(n, v, minimum=1),
     "callback_delay_seconds": _number,
     "callback_body_result_url": _optional_string,
+    "status_result_url": _optional_string,
     "callback_progress": _boolean,
     "callback_timeout_seconds": lambda n, v: _number(n, v, minimum=0.01),
     "balance": _integer,

@@ -68,16 +68,20 @@ def video_response(
     truncate: bool = False,
     bytes_per_second: int = 0,
 ) -> Response:
-    """Stream the video of ``seed`` with the download knobs applied; honours one ``Range``.
+    """Stream the video of ``seed`` with the download knobs applied; honours one ``Range`` and ``If-Range``.
 
+    The ETag names the exact bytes (seed and size), so a client resuming with ``If-Range``
+    gets a 206 for the same video and the whole new one (200) when it changed.
     ``truncate`` (a task's ``[sim:truncate]``) closes the connection after half of the bytes this
     answer announces, whatever the range; ``bytes_per_second`` (``[sim:drip]``) replaces the knobs'
     rate when set.
     """
     total = media.video_size(size)
     start, end, status = 0, total, 200
-    headers = {"Accept-Ranges": "bytes"}
-    if request.range is not None:
+    etag = f'"{seed}-{total}"'
+    headers = {"Accept-Ranges": "bytes", "ETag": etag}
+    if_range = request.headers.get("If-Range")
+    if request.range is not None and (if_range is None or if_range == etag):
         window = request.range.range_for_length(total)
         if window is None:
             return Response(status=416, headers={"Content-Range": f"bytes */{total}"})

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import boto3
+import httpx
 
 from tests.e2e.conftest import Api
 
@@ -157,10 +158,11 @@ def test_images_generate_and_edit_into_s3(api: Api) -> None:
     png = api.object_bytes(task["outputs"][0]["s3_uri"].split("/", 3)[3])
     assert png.startswith(b"\x89PNG")
     # An edit of an image already in the bucket.
-    s3 = boto3.client("s3", endpoint_url=api.env.stack.aws_endpoint)
-    s3.put_object(Bucket=api.env.stack.bucket, Key="uploads/cat.png", Body=png, ContentType="image/png")
+    # Inputs given as keys must be the caller's own uploads (POST /v1/uploads).
+    ticket = api.http.post("/v1/uploads", json={"content_type": "image/png", "bytes": len(png)}).json()
+    assert httpx.put(ticket["url"], content=png, headers=ticket["headers"]).status_code == 200
     edit = api.http.post(
-        "/v1/images", json={"provider": "openai_videos", "prompt": "make it blue", "image_keys": ["uploads/cat.png"]}
+        "/v1/images", json={"provider": "openai_videos", "prompt": "make it blue", "image_keys": [ticket["key"]]}
     )
     assert edit.status_code == 202, edit.text
     assert api.wait(edit.json()["id"])["status"] == "succeeded"

@@ -21,7 +21,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 
 from reelay.errors import ConfigurationError, IdempotencyConflict, ReelayError, RequestInvalid, TaskNotFound
-from reelay.models import ImageRequest, RemixRequest, Task, TaskStatus, VideoRequest
+from reelay.models import ImageRequest, RemixRequest, Task, TaskStatus, UploadRequest, VideoRequest
 from reelay.tasks import TaskService
 
 logger = Logger(child=True)
@@ -219,6 +219,15 @@ def build_app(tasks: Callable[[], TaskService]) -> APIGatewayHttpResolver:
             request, caller=_caller(app.current_event.raw_event), idempotency_key=idempotency_key
         )
         return _accepted(service, task, created)
+
+    @app.post(
+        "/v1/uploads",
+        summary="A presigned PUT for an input image, under your own uploads prefix (use its key in image_keys)",
+        responses={201: {"description": "The upload: key, url, method, headers, expires_at"}},
+    )
+    def create_upload(request: UploadRequest) -> Response[dict[str, Any]]:
+        ticket = tasks().upload(request, caller=_caller(app.current_event.raw_event))
+        return _json(HTTPStatus.CREATED, ticket.model_dump(mode="json"))
 
     @app.get("/v1/providers", summary="Configured providers: protocol, capabilities, live balance and pricing")
     def list_providers() -> Response[dict[str, Any]]:

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from reelay.errors import QueueSendFailed, ReelayError
@@ -76,36 +77,124 @@ class PollStarter:
 
 
 class ResultBucket:
-    """The results bucket: multipart uploads that are either completed whole or aborted."""
+    """The results bucket: single PUTs and multipart uploads, every write conditional on the key being new.
+
+    Uploads carry S3 additional checksums (SHA-256 per part); completion is conditional
+    (``If-None-Match: *``), so a second copy of the same output is a no-op, not a second object.
+    """
 
     def __init__(self, bucket: str, *, client: Any = None) -> None:
         self.name = bucket
-        self._s3 = client or boto3.client("s3")
-
-    def put(self, key: str, body: bytes, *, content_type: str, metadata: dict[str, str]) -> None:
-        self._s3.put_object(Bucket=self.name, Key=key, Body=body, ContentType=content_type, Metadata=metadata)
-
-    def start_multipart(self, key: str, *, content_type: str, metadata: dict[str, str]) -> str:
-        resp = self._s3.create_multipart_upload(Bucket=self.name, Key=key, ContentType=content_type, Metadata=metadata)
-        return str(resp["UploadId"])
-
-    def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
-        resp = self._s3.upload_part(Bucket=self.name, Key=key, UploadId=upload_id, PartNumber=number, Body=body)
-        return {"PartNumber": number, "ETag": resp["ETag"]}
-
-    def complete_multipart(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
-        self._s3.complete_multipart_upload(
-            Bucket=self.name, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        # Enough pooled connections for every part in flight (the copier's threads share this client).
+        # Every body carries a SHA-256 that S3 verifies (ChecksumSHA256), so SigV4 need not hash the
+        # payload a second time: botocore already skips it on https when a checksum header is present,
+        # this makes plain-http endpoints (the local stack) behave the same.
+        self._s3 = client or boto3.client(
+            "s3",
+            config=Config(signature_version="s3v4", max_pool_connections=32, s3={"payload_signing_enabled": False}),
         )
 
+    def put(
+        self,
+        key: str,
+        body: Any,
+        *,
+        content_type: str,
+        metadata: dict[str, str],
+        checksum_sha256: str | None = None,
+    ) -> bool:
+        """Create ``key``; False when it already exists (nothing written)."""
+        extra = {"ChecksumSHA256": checksum_sha256} if checksum_sha256 else {}
+        try:
+            self._s3.put_object(
+                Bucket=self.name,
+                Key=key,
+                Body=body,
+                ContentType=content_type,
+                Metadata=metadata,
+                IfNoneMatch="*",
+                **extra,
+            )
+        except ClientError as exc:
+            if _code(exc) in ("PreconditionFailed", "412"):
+                return False
+            raise
+        return True
+
+    def start_multipart(self, key: str, *, content_type: str, metadata: dict[str, str]) -> str:
+        resp = self._s3.create_multipart_upload(
+            Bucket=self.name, Key=key, ContentType=content_type, Metadata=metadata, ChecksumAlgorithm="SHA256"
+        )
+        return str(resp["UploadId"])
+
+    def upload_part(self, key: str, upload_id: str, number: int, body: Any, *, checksum_sha256: str) -> dict[str, Any]:
+        resp = self._s3.upload_part(
+            Bucket=self.name,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=body,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=checksum_sha256,
+        )
+        return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum_sha256}
+
+    def list_parts(self, key: str, upload_id: str) -> list[dict[str, Any]] | None:
+        """The parts an open upload holds, in order; None when the upload no longer exists."""
+        parts: list[dict[str, Any]] = []
+        marker = 0
+        try:
+            while True:
+                resp = self._s3.list_parts(Bucket=self.name, Key=key, UploadId=upload_id, PartNumberMarker=marker)
+                parts += [
+                    {
+                        "PartNumber": int(p["PartNumber"]),
+                        "ETag": p["ETag"],
+                        "Size": int(p["Size"]),
+                        "ChecksumSHA256": p.get("ChecksumSHA256"),
+                    }
+                    for p in resp.get("Parts", [])
+                ]
+                if not resp.get("IsTruncated"):
+                    return sorted(parts, key=lambda p: p["PartNumber"])
+                marker = int(resp["NextPartNumberMarker"])
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchUpload", "404"):
+                return None
+            raise
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> bool:
+        """Complete the upload; False when ``key`` already existed (the upload is then aborted)."""
+        listed = [{k: p[k] for k in ("PartNumber", "ETag", "ChecksumSHA256") if p.get(k) is not None} for p in parts]
+        try:
+            self._s3.complete_multipart_upload(
+                Bucket=self.name, Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed}, IfNoneMatch="*"
+            )
+        except ClientError as exc:
+            code = _code(exc)
+            if code in ("PreconditionFailed", "412"):
+                self.abort_multipart(key, upload_id)
+                return False
+            if code == "NoSuchUpload" and self.head(key) is not None:
+                return True  # completed by an earlier attempt that died before recording it
+            raise
+        return True
+
     def abort_multipart(self, key: str, upload_id: str) -> None:
-        self._s3.abort_multipart_upload(Bucket=self.name, Key=key, UploadId=upload_id)
+        try:
+            self._s3.abort_multipart_upload(Bucket=self.name, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if _code(exc) not in ("NoSuchUpload", "404"):
+                raise
+
+    def delete(self, key: str) -> None:
+        self._s3.delete_object(Bucket=self.name, Key=key)
 
     def head(self, key: str) -> dict[str, Any] | None:
         try:
             return dict(self._s3.head_object(Bucket=self.name, Key=key))
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
 
@@ -120,3 +209,17 @@ class ResultBucket:
                 "get_object", Params={"Bucket": self.name, "Key": key}, ExpiresIn=ttl_seconds
             )
         )
+
+    def presigned_put(self, key: str, *, content_type: str, content_length: int, ttl_seconds: int) -> str:
+        """A SigV4 presigned PUT with Content-Type and Content-Length signed in: another size or type is refused."""
+        return str(
+            self._s3.generate_presigned_url(
+                "put_object",
+                Params={"Bucket": self.name, "Key": key, "ContentType": content_type, "ContentLength": content_length},
+                ExpiresIn=ttl_seconds,
+            )
+        )
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))

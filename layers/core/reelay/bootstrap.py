@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from reelay.callbacks import CallbackReceiver
     from reelay.catalog import ProviderCatalog
     from reelay.deadlines import Deadlines
-    from reelay.ingest import IngestService, UrlGuard
+    from reelay.fetch import Fetcher
+    from reelay.ingest import IngestService
     from reelay.polling import PollService
     from reelay.reconcile import Reconciler
     from reelay.store import TaskStore
@@ -48,7 +49,7 @@ class Container:
         return Deadlines(
             self.settings.providers,
             ingest_stall=timedelta(seconds=self.settings.reelay_ingest_stall_seconds),
-            ingest_give_up=timedelta(seconds=self.settings.reelay_ingest_give_up_seconds),
+            ingest_give_up=timedelta(seconds=self.settings.ingest_task_deadline_seconds),
         )
 
     @cached_property
@@ -105,6 +106,7 @@ class Container:
             self.submit_queue,
             self.bucket,
             presign_ttl_seconds=self.settings.presign_ttl_seconds,
+            upload_ttl_seconds=self.settings.uploads_ttl_seconds,
         )
 
     @cached_property
@@ -137,17 +139,38 @@ class Container:
         return CallbackReceiver(self.store, self.providers, self.tokens, self.tracker)
 
     @cached_property
-    def guard(self) -> UrlGuard:
-        from reelay.ingest import UrlGuard
+    def guard(self) -> Fetcher:
+        """The one fetcher of untrusted URLs (results, client images, later webhooks)."""
+        from reelay.fetch import Fetcher, Limits, UrlPolicy
 
-        return UrlGuard(self.settings.allowed_result_hosts)
+        s = self.settings
+        return Fetcher(
+            UrlPolicy(s.allowed_result_hosts),
+            limits=Limits(
+                max_bytes=s.ingest_max_bytes,
+                deadline_seconds=s.ingest_deadline_seconds,
+                min_bytes_per_second=s.ingest_min_bytes_per_second,
+            ),
+        )
 
     @cached_property
     def ingest(self) -> IngestService:
-        from reelay.ingest import IngestService, ResultCopier
+        from reelay.copier import ResultCopier
+        from reelay.ingest import IngestService
 
-        copier = ResultCopier(self.bucket, self.guard, part_bytes=self.settings.ingest_part_bytes)
-        return IngestService(self.store, self.providers, copier, self.tracker)
+        s = self.settings
+        copier = ResultCopier(
+            self.bucket, self.guard, part_bytes=s.ingest_part_bytes, parts_in_flight=s.ingest_parts_in_flight
+        )
+        return IngestService(
+            self.store,
+            self.providers,
+            copier,
+            self.tracker,
+            deadline_seconds=s.ingest_task_deadline_seconds,
+            gone_confirm_seconds=s.ingest_gone_confirm_seconds,
+            retry_base_seconds=s.ingest_retry_base_seconds,
+        )
 
     @cached_property
     def poller(self) -> PollService:

@@ -1,209 +1,219 @@
-"""Ingest: copy every result URL of a task into the results bucket, then mark it succeeded.
+"""Ingest: copy every result URL of a task into the results bucket, then end the task.
 
-``ResultCopier`` streams one URL into one object: multipart in parts of
-``part_bytes`` (memory bounded by one part, whatever the size), SHA-256 computed on the
-way, the object completed only when every byte arrived (a truncated or failed download
-aborts the upload: never a partial object). ``UrlGuard`` refuses result URLs on private,
-loopback or link-local addresses (SSRF) unless their ``host:port`` is allowed, on every
-redirect hop too; a provider credential is only sent to that provider's own host.
+``IngestService`` drives one task per queue message: each result URL is copied by
+``ResultCopier`` (pipelined, checksummed, resumable; see ``reelay.copier``) through the one
+fetcher of untrusted URLs (``reelay.fetch``), and the task ends through the one terminal
+path (``TaskTracker.succeed`` / ``TaskTracker.fail``).
+
+All or nothing per task: a task with several outputs uploads every one of them as a
+multipart upload and leaves it open; only when all are fully uploaded are they completed,
+back to back (a completion is a metadata operation, milliseconds). Until then nothing is
+visible under the task's keys. When the task fails, every open upload is aborted and any
+output already completed is deleted. The open uploads are recorded on the task
+(``Task.ingest``), so a worker that dies leaves the next attempt enough to finish or to
+clean up. A task with one output writes it directly (a single PUT when it fits one part).
+
+When to give up (``ErrorCode``):
+- ``RESULT_URL_REFUSED``, ``RESULT_TOO_LARGE``, ``RESULT_NOT_MEDIA``: at once.
+- ``RESULT_TOO_SLOW``: retried once, then failed.
+- ``RESULT_EXPIRED``: 403/404/410 on ``GONE_ATTEMPTS`` attempts spread over at least
+  ``gone_confirm_seconds`` (a result may not be there yet; one that stays gone has expired).
+- ``INGEST_FAILED``: anything else once the attempt budget is spent, or past the ingest
+  deadline (counted from entering ``ingesting``, separate from the provider's deadline).
+The attempt budget is the ingest queue's ``maxReceiveCount`` (``MAX_RECEIVES``; a unit
+test reads it from template.yaml): the last allowed receive fails the task rather than
+letting the message park in the DLQ.
 """
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
-import mimetypes
-import socket
-from collections.abc import Callable, Iterable
-from posixpath import splitext
-from urllib.parse import urljoin, urlsplit
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
-import httpx
 from aws_lambda_powertools import Logger
 
-from reelay.aws import ResultBucket
 from reelay.catalog import ProviderCatalog
-from reelay.errors import ResultFetchError, UnsafeResultUrl
-from reelay.models import ErrorCode, Output, Task, TaskStatus
+from reelay.copier import ResultCopier
+from reelay.errors import ResultFetchError, TransitionConflict, UnsafeResultUrl
+from reelay.fetch import ResultGone, ResultNotMedia, ResultTooLarge, ResultTooSlow
+from reelay.models import ErrorCode, IngestState, OutputUpload, Task, TaskStatus, utcnow
 from reelay.store import TaskStore
 from reelay.tracking import TaskTracker
 from reelay.workers import RetryLater, backoff_seconds
 
 logger = Logger(child=True)
 
-Resolver = Callable[[str, int], Iterable[str]]
-MAX_REDIRECTS = 5
-
-
-def _resolve(host: str, port: int) -> list[str]:
-    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
-
-
-class UrlGuard:
-    """Decides whether reelay may fetch a URL (SSRF guard)."""
-
-    def __init__(self, allowed_hosts: frozenset[str] = frozenset(), resolver: Resolver | None = None) -> None:
-        self._allowed = allowed_hosts
-        self._resolve = resolver or _resolve
-
-    def check(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UnsafeResultUrl(f"result URL scheme or host not allowed: {parts.scheme}://{parts.hostname or ''}")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        host = parts.hostname.lower()
-        if f"{host}:{port}" in self._allowed:
-            return
-        try:
-            addresses = list(self._resolve(host, port))
-        except OSError as exc:
-            raise ResultFetchError(f"cannot resolve result host {host}") from exc
-        for address in addresses:
-            ip = ipaddress.ip_address(address.split("%")[0])
-            if not ip.is_global or ip.is_multicast:
-                raise UnsafeResultUrl(f"result URL host {host} resolves to a non-public address; refused")
-
-
-class ResultCopier:
-    """Streams one result URL into one S3 object."""
-
-    def __init__(
-        self,
-        bucket: ResultBucket,
-        guard: UrlGuard,
-        *,
-        client: httpx.Client | None = None,
-        part_bytes: int = 8 * 1024 * 1024,
-    ) -> None:
-        self._bucket = bucket
-        self._guard = guard
-        self._client = client or httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0))
-        self._part_bytes = part_bytes
-
-    def copy(self, url: str, key_stem: str, *, headers_for: Callable[[str], dict[str, str]]) -> Output:
-        """Copy ``url`` to ``key_stem`` + an extension from its content type."""
-        response = self._open(url, headers_for)
-        try:
-            if response.status_code != 200:
-                raise ResultFetchError(f"result download answered HTTP {response.status_code}")
-            content_type = response.headers.get("content-type", "").split(";")[0].strip() or _guess_type(url)
-            key = key_stem + _extension(content_type, url)
-            expected = response.headers.get("content-length")
-            size, digest = self._upload(key, content_type, response.iter_bytes(1024 * 1024), expected)
-        finally:
-            response.close()
-        return Output(
-            key=key, s3_uri=f"s3://{self._bucket.name}/{key}", bytes=size, sha256=digest, content_type=content_type
-        )
-
-    def _open(self, url: str, headers_for: Callable[[str], dict[str, str]]) -> httpx.Response:
-        for _ in range(MAX_REDIRECTS + 1):
-            self._guard.check(url)
-            request = self._client.build_request("GET", url, headers=headers_for(url))
-            try:
-                response = self._client.send(request, stream=True, follow_redirects=False)
-            except httpx.HTTPError as exc:
-                raise ResultFetchError(f"result download failed: {type(exc).__name__}") from exc
-            if response.is_redirect and "location" in response.headers:
-                response.close()
-                url = urljoin(url, response.headers["location"])
-                continue
-            return response
-        raise ResultFetchError("too many redirects fetching a result")
-
-    def _upload(self, key: str, content_type: str, chunks: Iterable[bytes], expected: str | None) -> tuple[int, str]:
-        sha = hashlib.sha256()
-        buffer = bytearray()
-        parts: list[dict[str, object]] = []
-        upload_id: str | None = None
-        size = 0
-        try:
-            try:
-                for chunk in chunks:
-                    sha.update(chunk)
-                    size += len(chunk)
-                    buffer += chunk
-                    while len(buffer) >= self._part_bytes:
-                        if upload_id is None:
-                            upload_id = self._bucket.start_multipart(key, content_type=content_type, metadata={})
-                        parts.append(
-                            self._bucket.upload_part(key, upload_id, len(parts) + 1, bytes(buffer[: self._part_bytes]))
-                        )
-                        del buffer[: self._part_bytes]
-            except httpx.HTTPError as exc:
-                raise ResultFetchError(f"result download broke off after {size} bytes") from exc
-            if expected is not None and expected.isdigit() and int(expected) != size:
-                raise ResultFetchError(f"result download truncated: {size} of {expected} bytes")
-            if size == 0:
-                raise ResultFetchError("result download was empty")
-            metadata = {"sha256": sha.hexdigest()}
-            if upload_id is None:
-                self._bucket.put(key, bytes(buffer), content_type=content_type, metadata=metadata)
-            else:
-                if buffer:
-                    parts.append(self._bucket.upload_part(key, upload_id, len(parts) + 1, bytes(buffer)))
-                self._bucket.complete_multipart(key, upload_id, parts)
-                upload_id = None
-        finally:
-            if upload_id is not None:
-                self._bucket.abort_multipart(key, upload_id)
-        return size, sha.hexdigest()
+MAX_RECEIVES = 5  # == IngestQueue maxReceiveCount in template.yaml
+GONE_ATTEMPTS = 3
 
 
 class IngestService:
-    """Copies a task's results and marks it succeeded (idempotent per task)."""
+    """Copies a task's results and ends the task (idempotent per task; resumes an interrupted copy)."""
 
     def __init__(
-        self, store: TaskStore, providers: ProviderCatalog, copier: ResultCopier, tracker: TaskTracker
+        self,
+        store: TaskStore,
+        providers: ProviderCatalog,
+        copier: ResultCopier,
+        tracker: TaskTracker,
+        *,
+        deadline_seconds: float = 3600.0,
+        gone_confirm_seconds: float = 60.0,
+        max_receives: int = MAX_RECEIVES,
+        retry_base_seconds: float = 10.0,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
         self._providers = providers
         self._copier = copier
         self._tracker = tracker
+        self._deadline = timedelta(seconds=deadline_seconds)
+        self._gone_window = timedelta(seconds=gone_confirm_seconds)
+        self._max_receives = max_receives
+        self._retry_base = retry_base_seconds
+        self._now = clock
 
     def ingest_with_retry(self, task_id: str, attempt: int) -> Task:
-        """``ingest`` for the queue worker: a failed download is retried later with backoff."""
-        try:
-            return self.ingest(task_id)
-        except ResultFetchError as exc:
-            raise RetryLater(backoff_seconds(attempt, base=10.0, cap=900.0), exc.message) from exc
+        """The queue worker's entry: ``attempt`` is the message's receive count minus one."""
+        return self.ingest(task_id, attempt=attempt)
 
-    def ingest(self, task_id: str) -> Task:
-        """Raises ``ResultFetchError`` for a retryable download failure."""
+    def ingest(self, task_id: str, *, attempt: int = 0) -> Task:
+        """Copy the task's results; raises ``RetryLater`` when a later attempt may succeed."""
         task = self._store.get(task_id)
         if task.status is not TaskStatus.INGESTING:
             return task  # a duplicate message, or already done
-        provider = self._providers.get(task.provider)
-        outputs: list[Output] = []
+        entered = _entered_ingesting(task)
+        state = task.ingest or IngestState(started_at=entered)
+        if self._now() - entered > self._deadline:
+            return self._give_up(
+                task, state, ErrorCode.INGEST_FAILED, f"the results could not be copied within {self._deadline}"
+            )
+        last = attempt >= self._max_receives - 1
+        run = _Run(self._store, task, state)
         try:
-            for index, url in enumerate(task.result_urls):
-                outputs.append(
-                    self._copier.copy(url, f"tasks/{task.id}/output-{index}", headers_for=provider.result_headers)
-                )
+            return self._copy_all(run)
         except UnsafeResultUrl as exc:
-            return self._tracker.fail(task, ErrorCode.RESULT_URL_REFUSED, exc.message)
-        task = self._tracker.succeed(task, outputs)
+            return self._give_up(run.task, run.state, ErrorCode.RESULT_URL_REFUSED, exc.message)
+        except ResultTooLarge as exc:
+            return self._give_up(run.task, run.state, ErrorCode.RESULT_TOO_LARGE, exc.message)
+        except ResultNotMedia as exc:
+            return self._give_up(run.task, run.state, ErrorCode.RESULT_NOT_MEDIA, exc.message)
+        except ResultTooSlow as exc:
+            if run.state.slow_count >= 1 or last:
+                return self._give_up(run.task, run.state, ErrorCode.RESULT_TOO_SLOW, exc.message)
+            run.save(slow_count=run.state.slow_count + 1)
+            raise RetryLater(backoff_seconds(attempt, base=self._retry_base, cap=300.0), exc.message) from exc
+        except ResultGone as exc:
+            return self._gone(run, exc, attempt, last)
+        except ResultFetchError as exc:
+            if last:
+                return self._give_up(
+                    run.task, run.state, ErrorCode.INGEST_FAILED, f"copying kept failing: {exc.message}"
+                )
+            raise RetryLater(backoff_seconds(attempt, base=self._retry_base, cap=300.0), exc.message) from exc
+
+    def _copy_all(self, run: _Run) -> Task:
+        task = run.task
+        provider = self._providers.get(task.provider)
+        together = len(task.result_urls) > 1
+        for index, url in enumerate(task.result_urls):
+            earlier = run.upload(index)
+            if earlier is not None and earlier.bytes is not None:
+                continue  # every byte is uploaded already
+
+            def started(record: OutputUpload) -> None:
+                run.put_upload(record)
+
+            record = self._copier.copy(
+                url,
+                f"tasks/{task.id}/output-{index}",
+                index=index,
+                headers_for=provider.result_headers,
+                resume=earlier,
+                on_started=started,
+                complete=not together,
+            )
+            logger.info(
+                "output copied",
+                extra={
+                    "task_id": task.id,
+                    "index": index,
+                    "bytes": record.bytes,
+                    "parts_uploaded": self._copier.last.parts_uploaded,
+                    "parts_skipped": self._copier.last.parts_skipped,
+                },
+            )
+            if together:
+                run.put_upload(record)  # uploaded, still open: a later attempt need not copy it again
+            else:
+                run.state.uploads = [*(u for u in run.state.uploads if u.index != index), record]
+        records = sorted(run.state.uploads, key=lambda u: u.index)
+        if together:
+            records = [self._copier.complete(r) for r in records]
+        outputs = [self._copier.output(r) for r in records]
+        task = self._tracker.succeed(run.task, outputs)
         logger.info(
             "task succeeded",
             extra={"task_id": task.id, "outputs": len(outputs), "bytes": sum(o.bytes for o in outputs)},
         )
         return task
 
+    def _gone(self, run: _Run, exc: ResultGone, attempt: int, last: bool) -> Task:
+        now = self._now()
+        first = run.state.first_gone_at or now
+        count = run.state.gone_count + 1
+        if count >= GONE_ATTEMPTS and (now - first >= self._gone_window or last):
+            return self._give_up(
+                run.task,
+                run.state,
+                ErrorCode.RESULT_EXPIRED,
+                f"the result is gone ({exc.message} on {count} attempts since {first.isoformat()})",
+            )
+        if last:
+            return self._give_up(run.task, run.state, ErrorCode.INGEST_FAILED, f"copying kept failing: {exc.message}")
+        run.save(gone_count=count, first_gone_at=first)
+        # Spread the attempts so that GONE_ATTEMPTS of them span the confirmation window.
+        spread = int(self._gone_window.total_seconds() / (GONE_ATTEMPTS - 1)) + 1
+        raise RetryLater(max(spread, backoff_seconds(attempt, base=self._retry_base, cap=60.0)), exc.message) from exc
 
-def _guess_type(url: str) -> str:
-    return mimetypes.guess_type(urlsplit(url).path)[0] or "application/octet-stream"
+    def _give_up(self, task: Task, state: IngestState, code: ErrorCode, message: str) -> Task:
+        """Fail the task, leaving nothing behind: open uploads aborted, completed outputs deleted."""
+        for record in state.uploads:
+            self._copier.discard(record)
+        cleared = state.model_copy(update={"uploads": []})
+        logger.warning("ingest gave up", extra={"task_id": task.id, "code": code.value})
+        return self._tracker.fail(task, code, message, ingest=cleared)
 
 
-def _extension(content_type: str, url: str) -> str:
-    known = {
-        "video/mp4": ".mp4",
-        "image/png": ".png",
-        "image/jpeg": ".jpg",
-        "image/webp": ".webp",
-        "video/quicktime": ".mov",
-        "video/webm": ".webm",
-    }
-    if content_type in known:
-        return known[content_type]
-    ext = splitext(urlsplit(url).path)[1].lower()
-    return ext if ext.isascii() and 1 < len(ext) <= 6 and ext[1:].isalnum() else ""
+class _Run:
+    """One attempt's view of the task and its ingest state; ``save`` writes both back conditionally."""
+
+    def __init__(self, store: TaskStore, task: Task, state: IngestState) -> None:
+        self._store = store
+        self.task = task
+        self.state = state
+
+    def upload(self, index: int) -> OutputUpload | None:
+        return next((u for u in self.state.uploads if u.index == index), None)
+
+    def put_upload(self, record: OutputUpload) -> None:
+        uploads = [*(u for u in self.state.uploads if u.index != record.index), record]
+        self.save(uploads=uploads)
+
+    def save(self, **changes: object) -> None:
+        state = self.state.model_copy(update=changes)
+        try:
+            self.task = self._store.update(self.task, ingest=state)
+        except TransitionConflict:
+            # Another writer moved the task (a duplicate worker, reconcile): this attempt's
+            # record is still good for this attempt; the other writer's state wins on disk.
+            self.task = self._store.get(self.task.id)
+        self.state = state
+
+
+def _entered_ingesting(task: Task) -> datetime:
+    """When the task entered ``ingesting`` (the ingest deadline counts from here)."""
+    for entry in reversed(task.history):
+        if entry.to_status is TaskStatus.INGESTING:
+            return entry.at
+    return task.ingest.started_at if task.ingest else task.updated_at

@@ -1,33 +1,35 @@
-"""Input images for image edits: read from the results bucket or fetched from checked URLs.
+"""Input images for image edits: read from the caller's uploads area or fetched from checked URLs.
 
 Inputs are small (at most ``MAX_IMAGE_BYTES`` each, as providers accept), so they are read
-whole; URLs pass the same SSRF guard as result URLs, on every redirect hop.
+whole. Bucket keys are only read under ``uploads/`` (the API already refused any key outside
+the caller's own prefix; this is the second line: never a task's output). URLs go through the
+one fetcher of untrusted URLs (``reelay.fetch``), with its address checks on every hop, and
+must be an image.
 """
 
 from __future__ import annotations
 
 import mimetypes
 from posixpath import basename
-from urllib.parse import urljoin, urlsplit
-
-import httpx
+from urllib.parse import urlsplit
 
 from reelay.aws import ResultBucket
-from reelay.errors import RequestInvalid, ResultFetchError
-from reelay.ingest import MAX_REDIRECTS, UrlGuard
+from reelay.errors import RequestInvalid, ResultFetchError, UnsafeResultUrl
+from reelay.fetch import Fetcher, Limits, ResultGone, ResultNotMedia, ResultTooLarge, ResultTooSlow, media_type
 from reelay.models import ImageRequest
 from reelay.providers.base import ImageInput
+from reelay.tasks import UPLOADS_ROOT
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
+_IMAGE_LIMITS = Limits(max_bytes=MAX_IMAGE_BYTES, deadline_seconds=30.0, min_bytes_per_second=16 * 1024)
 
 
 class ImageInputs:
     """Loads the images an ``ImageRequest`` names."""
 
-    def __init__(self, bucket: ResultBucket, guard: UrlGuard, *, client: httpx.Client | None = None) -> None:
+    def __init__(self, bucket: ResultBucket, fetcher: Fetcher) -> None:
         self._bucket = bucket
-        self._guard = guard
-        self._client = client or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0))
+        self._fetcher = fetcher
 
     def load(self, request: ImageRequest) -> list[ImageInput]:
         images = [self._from_bucket(key) for key in request.image_keys]
@@ -35,6 +37,8 @@ class ImageInputs:
         return images
 
     def _from_bucket(self, key: str) -> ImageInput:
+        if not key.startswith(UPLOADS_ROOT) or ".." in key.split("/"):
+            raise RequestInvalid(f"image_keys: {key!r} is not an upload", field="image_keys")
         head = self._bucket.head(key)
         if head is None:
             raise RequestInvalid(f"image_keys: no object {key!r} in the results bucket", field="image_keys")
@@ -48,27 +52,29 @@ class ImageInputs:
         )
 
     def _from_url(self, url: str) -> ImageInput:
-        for _ in range(MAX_REDIRECTS + 1):
-            self._guard.check(url)
-            try:
-                with self._client.stream("GET", url, follow_redirects=False) as response:
-                    if response.is_redirect and "location" in response.headers:
-                        url = urljoin(url, response.headers["location"])
-                        continue
-                    if response.status_code != 200:
-                        raise RequestInvalid(
-                            f"image_urls: {urlsplit(url).netloc} answered HTTP {response.status_code}",
-                            field="image_urls",
-                        )
-                    content = bytearray()
-                    for chunk in response.iter_bytes():
-                        content += chunk
-                        if len(content) > MAX_IMAGE_BYTES:
-                            raise RequestInvalid("image_urls: an image is larger than 10 MB", field="image_urls")
-                    content_type = response.headers.get("content-type", "").split(";")[0] or "image/png"
-            except httpx.HTTPError as exc:
-                raise ResultFetchError(f"fetching an input image failed: {type(exc).__name__}") from exc
-            return ImageInput(
-                filename=basename(urlsplit(url).path) or "image", content=bytes(content), content_type=content_type
-            )
-        raise RequestInvalid("image_urls: too many redirects", field="image_urls")
+        host = urlsplit(url).hostname or "?"
+        try:
+            body = self._fetcher.open(url, limits=_IMAGE_LIMITS)
+        except UnsafeResultUrl as exc:
+            raise RequestInvalid(f"image_urls: {exc.message}", field="image_urls") from exc
+        except ResultGone as exc:
+            raise RequestInvalid(f"image_urls: {host} answered HTTP {exc.status}", field="image_urls") from exc
+        try:
+            if body.response.status_code != 200:
+                raise RequestInvalid(
+                    f"image_urls: {host} answered HTTP {body.response.status_code}", field="image_urls"
+                )
+            content = bytearray()
+            for chunk in body.chunks():
+                content += chunk
+            kind = media_type(body.response.headers.get("content-type"), bytes(content[:16]))
+            if not kind.startswith("image/"):
+                raise ResultNotMedia(f"{kind} is not an image")
+        except (ResultTooLarge, ResultNotMedia) as exc:
+            raise RequestInvalid(f"image_urls: {exc.message}", field="image_urls") from exc
+        except ResultTooSlow as exc:
+            raise ResultFetchError(f"fetching an input image was too slow: {exc.message}") from exc
+        finally:
+            body.close()
+        path = urlsplit(str(body.response.url)).path
+        return ImageInput(filename=basename(path) or "image", content=bytes(content), content_type=kind)

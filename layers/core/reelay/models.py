@@ -174,6 +174,58 @@ class Output(BaseModel):
     content_type: str
 
 
+class OutputUpload(BaseModel):
+    """Where one output's copy stands, so a later attempt resumes it instead of starting over.
+
+    ``upload_id`` is the open multipart upload (None for a single PUT); ``parts_done`` is the
+    last part known complete (the next attempt asks S3's ListParts, so this is a hint); the
+    source's ``ETag`` and length tell whether it changed in between. ``bytes``/``sha256`` are
+    set once every byte is uploaded; ``completed`` once the object exists.
+    """
+
+    index: int
+    key: str
+    content_type: str
+    part_bytes: int
+    upload_id: str | None = None
+    source_etag: str | None = None
+    source_length: int | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    completed: bool = False
+
+
+class IngestState(BaseModel):
+    """Ingest bookkeeping on a task: open uploads, and the failure counts that decide when to give up."""
+
+    started_at: datetime
+    uploads: list[OutputUpload] = Field(default_factory=list)
+    gone_count: int = 0
+    first_gone_at: datetime | None = None
+    slow_count: int = 0
+
+
+class UploadRequest(BaseModel):
+    """The body of ``POST /v1/uploads``: what the client is about to upload."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content_type: Annotated[
+        Literal["image/png", "image/jpeg", "image/webp"], Field(description="The image's media type.")
+    ]
+    bytes: Annotated[int, Field(ge=1, le=10 * 1024 * 1024, description="Exact size in bytes (at most 10 MiB).")]
+
+
+class UploadTicket(BaseModel):
+    """The answer of ``POST /v1/uploads``: a presigned PUT under the caller's own uploads prefix."""
+
+    key: str
+    url: str
+    method: Literal["PUT"] = "PUT"
+    headers: dict[str, str]
+    expires_at: datetime
+
+
 class Transition(BaseModel):
     from_status: TaskStatus | None = Field(default=None, alias="from")
     to_status: TaskStatus = Field(alias="to")
@@ -220,6 +272,8 @@ class Task(BaseModel):
     # Reconcile's last look and how many it took (its due time moves on from the last look).
     reconciled_at: datetime | None = None
     reconcile_count: int = 0
+    # Ingest progress: open uploads and failure counts (see ``IngestState``).
+    ingest: IngestState | None = None
 
     @property
     def clock_start(self) -> datetime:

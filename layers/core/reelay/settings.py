@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from reelay.errors import ConfigurationError
 from reelay.providers.base import ProviderConfig
@@ -31,7 +31,7 @@ def _powertools_secret(arn: str) -> str:
 class Settings(BaseModel):
     """The environment of a reelay function. Fields a function does not use may be absent."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     task_table_name: str = Field(min_length=1)
     results_bucket: str = Field(min_length=1)
@@ -46,11 +46,37 @@ class Settings(BaseModel):
     reelay_allowed_result_hosts: str = ""
     presign_ttl_seconds: int = Field(default=900, ge=60, le=7 * 24 * 3600)
     poll_max_polls_per_execution: int = Field(default=200, ge=2, le=5000)
-    ingest_part_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
-    # An ingesting task with no write for this long gets its ingest sent again (> the ingest
-    # function's 900 s timeout); one ingesting for longer than the give-up time fails.
+    # Ingest (REELAY_INGEST_*). Defaults fit the ingest function: 900 s timeout, memory from
+    # the benchmark ((parts in flight + 1) x part size of buffers, plus the interpreter).
+    ingest_part_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        le=512 * 1024 * 1024,
+        validation_alias=AliasChoices("reelay_ingest_part_bytes", "ingest_part_bytes"),
+    )
+    ingest_parts_in_flight: int = Field(default=4, ge=1, le=32, validation_alias="reelay_ingest_parts_in_flight")
+    ingest_max_bytes: int = Field(default=8 * 1024**3, ge=1, validation_alias="reelay_ingest_max_bytes")
+    # Per output and attempt; shorter than the function's 900 s so the attempt can record and clean up.
+    ingest_deadline_seconds: float = Field(
+        default=780.0, gt=0, le=880, validation_alias="reelay_ingest_deadline_seconds"
+    )
+    ingest_min_bytes_per_second: int = Field(
+        default=64 * 1024, ge=0, validation_alias="reelay_ingest_min_bytes_per_second"
+    )
+    # The whole ingest of a task, from entering ``ingesting`` (separate from the provider's deadline).
+    ingest_task_deadline_seconds: float = Field(
+        default=3600.0, gt=0, validation_alias="reelay_ingest_task_deadline_seconds"
+    )
+    # How long a result must stay 403/404/410 (over three attempts) before it counts as expired.
+    ingest_gone_confirm_seconds: float = Field(
+        default=60.0, ge=0, validation_alias="reelay_ingest_gone_confirm_seconds"
+    )
+    # First backoff between ingest attempts (doubling, with jitter, capped at 300 s).
+    ingest_retry_base_seconds: float = Field(default=10.0, gt=0, validation_alias="reelay_ingest_retry_base_seconds")
+    # An ingesting task with no write for this long gets its ingest sent again by reconcile
+    # (longer than the ingest function's 900 s timeout, so a running copy is not doubled).
     reelay_ingest_stall_seconds: float = Field(default=1200, ge=1)
-    reelay_ingest_give_up_seconds: float = Field(default=7200, ge=1)
+    uploads_ttl_seconds: int = Field(default=900, ge=60, le=3600, validation_alias="reelay_uploads_ttl_seconds")
     providers: tuple[ProviderConfig, ...] = ()
     environ: Mapping[str, str] = Field(default_factory=dict, exclude=True, repr=False)
 

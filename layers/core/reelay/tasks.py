@@ -6,6 +6,7 @@ import hashlib
 import json
 import secrets
 import time
+from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -13,7 +14,17 @@ from aws_lambda_powertools import Logger
 from reelay.aws import ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
 from reelay.errors import QueueSendFailed, ReelayError, RequestInvalid
-from reelay.models import ImageRequest, RemixRequest, Task, TaskKind, TaskStatus, VideoRequest, utcnow
+from reelay.models import (
+    ImageRequest,
+    RemixRequest,
+    Task,
+    TaskKind,
+    TaskStatus,
+    UploadRequest,
+    UploadTicket,
+    VideoRequest,
+    utcnow,
+)
 from reelay.store import TaskStore
 
 logger = Logger(child=True)
@@ -22,6 +33,15 @@ logger = Logger(child=True)
 def new_task_id() -> str:
     """Time-ordered, unguessable: 12 hex digits of milliseconds, then 16 random hex digits."""
     return f"tsk_{int(time.time() * 1000):012x}{secrets.token_hex(8)}"
+
+
+UPLOADS_ROOT = "uploads/"
+_UPLOAD_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
+
+
+def uploads_prefix(caller: str) -> str:
+    """The caller's own uploads area: a hash of the caller identity (no ARN or subject in keys)."""
+    return f"{UPLOADS_ROOT}{hashlib.sha256(caller.encode()).hexdigest()[:32]}/"
 
 
 def request_hash(payload: dict[str, Any]) -> str:
@@ -39,12 +59,14 @@ class TaskService:
         bucket: ResultBucket,
         *,
         presign_ttl_seconds: int = 900,
+        upload_ttl_seconds: int = 900,
     ) -> None:
         self._store = store
         self._providers = providers
         self._submit = submit_queue
         self._bucket = bucket
         self._ttl = presign_ttl_seconds
+        self._upload_ttl = upload_ttl_seconds
 
     def create(
         self,
@@ -116,11 +138,40 @@ class TaskService:
     def images(
         self, request: ImageRequest, *, caller: str = "anonymous", idempotency_key: str | None = None
     ) -> tuple[Task, bool]:
-        """A task whose outputs are images (synchronous at the provider, copied to S3 all the same)."""
+        """A task whose outputs are images (synchronous at the provider, copied to S3 all the same).
+
+        ``image_keys`` must lie in the caller's own uploads area (``POST /v1/uploads``); any
+        other key is refused before anything is read, so no one can send another task's or
+        owner's object to a provider.
+        """
+        own = uploads_prefix(caller)
+        for key in request.image_keys:
+            if not key.startswith(own) or ".." in key.split("/"):
+                raise RequestInvalid(
+                    f"image_keys: {key!r} is not one of your uploads (POST /v1/uploads gives keys under {own})",
+                    field="image_keys",
+                )
         for key in request.image_keys:
             if self._bucket.head(key) is None:
                 raise RequestInvalid(f"image_keys: no object {key!r} in the results bucket", field="image_keys")
         return self.create(request, caller=caller, idempotency_key=idempotency_key, kind=TaskKind.IMAGE)
+
+    def upload(self, request: UploadRequest, *, caller: str = "anonymous") -> UploadTicket:
+        """A presigned PUT for one input image under the caller's own uploads prefix.
+
+        Content-Type and Content-Length are signed into the URL, so S3 refuses a body of
+        another size or type; the key is usable in ``image_keys`` by this caller only.
+        """
+        key = f"{uploads_prefix(caller)}{secrets.token_hex(12)}{_UPLOAD_EXTENSIONS[request.content_type]}"
+        url = self._bucket.presigned_put(
+            key, content_type=request.content_type, content_length=request.bytes, ttl_seconds=self._upload_ttl
+        )
+        return UploadTicket(
+            key=key,
+            url=url,
+            headers={"Content-Type": request.content_type, "Content-Length": str(request.bytes)},
+            expires_at=utcnow() + timedelta(seconds=self._upload_ttl),
+        )
 
     def providers(self) -> list[dict[str, Any]]:
         """Each configured provider: protocol, capabilities and, where the protocol has them, live account data."""

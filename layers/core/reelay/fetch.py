@@ -1,0 +1,471 @@
+"""Fetching URLs reelay did not build itself: the one way in for result URLs, client images and webhooks.
+
+Every untrusted URL (a provider's result URL, a client's image URL, later a client's
+webhook) goes through ``Fetcher``. For each request, and again on every redirect hop:
+
+1. the URL is parsed strictly (https only; http only for a ``host:port`` listed in
+   ``REELAY_ALLOWED_RESULT_HOSTS``; no user info; a valid port) or refused with
+   ``UrlRefused``;
+2. the host is resolved once, and *every* address is checked (``address_refusal``):
+   loopback, private, link-local, CGNAT, metadata, multicast, reserved and unspecified
+   addresses are refused, also when wrapped in an IPv6 transition form (IPv4-mapped,
+   -compatible, -translated, 6to4, Teredo, NAT64). An empty answer is refused too. A listed
+   ``host:port`` skips this check, and nothing else;
+3. the connection goes to the checked address (``PinnedBackend``: an httpcore network
+   backend that connects to the address the check pinned, never to a second resolution),
+   while TLS keeps the URL's host name for SNI and certificate checks (httpcore takes
+   ``server_hostname`` from the request's origin, not from the socket's address).
+
+Redirects are followed by hand, at most ``MAX_REDIRECTS`` (4 requests), each hop checked
+as above; headers from ``headers_for`` (a credential) are asked for per hop, so a
+credential never follows a redirect to another origin. A response body is read through
+``Body``, which enforces a byte cap, a minimum transfer rate and a total deadline.
+
+Errors (all ``ResultError``; see ``reelay.errors``)::
+
+    UrlRefused (UnsafeResultUrl)  unsafe or malformed URL, too many redirects -> RESULT_URL_REFUSED
+    ResultGone (ResultFetchError) HTTP 403/404/410: maybe not there yet, maybe expired -> RESULT_EXPIRED
+    ResultTooLarge                over the byte cap -> RESULT_TOO_LARGE
+    ResultTooSlow                 below the minimum rate or past the deadline -> RESULT_TOO_SLOW
+    ResultNotMedia                not a video or image the providers make -> RESULT_NOT_MEDIA
+    ResultFetchError              anything else (5xx, resets, truncation): retryable
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpcore
+import httpx
+
+from reelay.errors import ResultError, ResultFetchError, UnsafeResultUrl
+
+Resolver = Callable[[str, int], Iterable[str]]
+HeadersFor = Callable[[str], dict[str, str]]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+MAX_REDIRECTS = 3
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+GONE_STATUSES = frozenset({403, 404, 410})
+
+
+class UrlRefused(UnsafeResultUrl):
+    """The URL is malformed or unsafe to fetch (SSRF), or it redirected too often."""
+
+
+class ResultGone(ResultFetchError):
+    """The host answered 403, 404 or 410: the result is not there (yet, or any more)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ResultTooLarge(ResultError):
+    code = "RESULT_TOO_LARGE"
+
+
+class ResultTooSlow(ResultError):
+    code = "RESULT_TOO_SLOW"
+
+
+class ResultNotMedia(ResultError):
+    code = "RESULT_NOT_MEDIA"
+
+
+# Networks refused besides what ``ipaddress`` already calls non-global. Listed explicitly so
+# the policy does not move with the Python version's idea of "global".
+_REFUSED_V4 = tuple(
+    ipaddress.IPv4Network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",  # CGNAT
+        "127.0.0.0/8",
+        "169.254.0.0/16",  # link-local, and the metadata service 169.254.169.254
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, and broadcast
+    )
+)
+_REFUSED_V6 = tuple(
+    ipaddress.IPv6Network(n)
+    for n in (
+        "::/128",
+        "::1/128",
+        "64:ff9b:1::/48",  # local-use NAT64: whatever it embeds is a local decision
+        "100::/64",  # discard-only
+        "2001:db8::/32",  # documentation
+        "fc00::/7",  # unique local, and the EC2 metadata service fd00:ec2::254
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local (deprecated)
+        "ff00::/8",  # multicast
+    )
+)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # IPv4-translated (RFC 2765)
+_COMPATIBLE = ipaddress.IPv6Network("::/96")  # IPv4-compatible (deprecated)
+
+
+def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 transition form carries, if it is one."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]  # the client address (``ipaddress`` undoes Teredo's obfuscation)
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in _NAT64 or ip in _TRANSLATED:
+        return low32
+    if ip in _COMPATIBLE and int(ip) > 1:
+        return low32
+    return None
+
+
+def address_refusal(ip: IPAddress) -> str | None:
+    """Why reelay must not connect to ``ip`` (None: a public address)."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            return "a scoped IPv6 address"
+        inner = _embedded_v4(ip)
+        if inner is not None:
+            reason = address_refusal(inner)
+            return f"an IPv6 form wrapping {reason}" if reason else None
+        if any(ip in net for net in _REFUSED_V6):
+            return "a loopback, private, link-local, multicast or reserved IPv6 address"
+    elif any(ip in net for net in _REFUSED_V4):
+        return "a loopback, private, link-local, CGNAT, multicast or reserved IPv4 address"
+    if not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified:
+        return "a non-public address"
+    return None
+
+
+def _literal_ip(host: str) -> IPAddress | None:
+    """``host`` as an address when it is one, in any form a C resolver accepts (``127.1``, ``0x7f.1``)."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if host and all(c in "0123456789abcdefxABCDEFX." for c in host) and host[0].isdigit():
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))  # no network: inet_aton only parses
+        except OSError:
+            return None
+    return None
+
+
+def _system_resolver(host: str, port: int) -> list[str]:
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked URL: where to connect, and under which name to speak TLS."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    address: str
+
+
+class UrlPolicy:
+    """Parses and checks one URL; resolves its host once and picks the checked address."""
+
+    def __init__(self, allowed_hosts: frozenset[str] = frozenset(), resolver: Resolver | None = None) -> None:
+        self._allowed = frozenset(h.lower() for h in allowed_hosts)
+        self._resolve = resolver or _system_resolver
+
+    def check(self, url: str) -> Target:
+        """The checked target of ``url``, or ``UrlRefused`` saying why not."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+            host = (parts.hostname or "").rstrip(".").lower()
+        except ValueError as exc:
+            raise UrlRefused(f"malformed URL: {exc}") from None
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            raise UrlRefused(f"URL scheme {scheme or '(none)'!r} not allowed; https only")
+        if not host:
+            raise UrlRefused("URL has no host")
+        if parts.username is not None or parts.password is not None:
+            raise UrlRefused("URL must not carry user info")
+        if any(c.isspace() or ord(c) < 0x20 for c in url):
+            raise UrlRefused("URL contains whitespace or control characters")
+        if port == 0:
+            raise UrlRefused("URL port 0 is not allowed")
+        port = port or (443 if scheme == "https" else 80)
+        allowed = f"{host}:{port}" in self._allowed
+        if scheme == "http" and not allowed:
+            raise UrlRefused(f"plain http is only allowed for listed hosts, not {host}:{port}")
+        literal = _literal_ip(host.strip("[]"))
+        if literal is not None:
+            addresses: list[IPAddress] = [literal]
+        else:
+            try:
+                host.encode("idna")
+            except UnicodeError:
+                raise UrlRefused("URL host is not a valid host name") from None
+            try:
+                answer = list(self._resolve(host, port))
+            except (OSError, UnicodeError) as exc:
+                raise ResultFetchError(f"cannot resolve {host}: {type(exc).__name__}") from exc
+            try:
+                addresses = [ipaddress.ip_address(a) for a in answer]
+            except ValueError:
+                raise UrlRefused(f"{host} resolved to something that is not an address") from None
+        if not addresses:
+            raise UrlRefused(f"{host} resolved to no address")
+        if not allowed:
+            for address in addresses:
+                reason = address_refusal(address)
+                if reason:
+                    raise UrlRefused(f"{host} resolves to {reason}; refused")
+        return Target(url=url, scheme=scheme, host=host, port=port, address=str(addresses[0]))
+
+
+class PinnedBackend(httpcore.NetworkBackend):
+    """An httpcore network backend that connects only to addresses ``UrlPolicy`` checked.
+
+    ``pin(host, port, address)`` is called after the check; ``connect_tcp`` then dials that
+    address instead of resolving ``host`` again (no DNS rebinding window). TLS is started by
+    httpcore on the returned stream with the origin's host name, so SNI and certificate
+    verification stay on the name.
+    """
+
+    def __init__(self, inner: httpcore.NetworkBackend | None = None) -> None:
+        self._inner = inner or httpcore.SyncBackend()
+        self._pins: dict[tuple[str, int], str] = {}
+        self._lock = threading.Lock()
+
+    def pin(self, host: str, port: int, address: str) -> None:
+        with self._lock:
+            self._pins[(host.lower(), port)] = address
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        with self._lock:
+            address = self._pins.get((host.strip("[]").lower(), port))
+        if address is None:
+            raise UrlRefused(f"connection to unchecked host {host}:{port} refused")
+        return self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        raise UrlRefused("unix sockets are not fetched")
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def pinned_transport(backend: PinnedBackend, *, max_connections: int = 10) -> httpx.HTTPTransport:
+    """An httpx transport whose connections go through ``backend`` (and never through a proxy)."""
+    transport = httpx.HTTPTransport(trust_env=False)
+    # httpx 0.28 has no public hook for a network backend; its transport is a thin wrapper
+    # over this pool, so the pool is replaced with one that dials through the pinned backend.
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(trust_env=False),
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        network_backend=backend,
+    )
+    return transport
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one fetch may cost: bytes, time, and the slowest acceptable rate."""
+
+    max_bytes: int = 4 * 1024**3
+    deadline_seconds: float = 780.0
+    min_bytes_per_second: int = 64 * 1024
+    # The minimum rate is judged only after this long, so a slow start is not a failure.
+    rate_grace_seconds: float = 10.0
+
+
+class Body:
+    """A response body read under ``Limits``: chunks as they come, with cap, rate and deadline enforced."""
+
+    def __init__(self, response: httpx.Response, limits: Limits, *, started: float, already: int = 0) -> None:
+        self.response = response
+        self._limits = limits
+        self._started = started
+        self.received = 0
+        self._already = already  # bytes a resumed transfer counts against the cap
+
+    def chunks(self) -> Iterator[bytes]:
+        """Raw body bytes (no decoding, so a range resumes byte for byte)."""
+        limits = self._limits
+        try:
+            for chunk in self.response.iter_raw():
+                self.received += len(chunk)
+                if self._already + self.received > limits.max_bytes:
+                    raise ResultTooLarge(f"the body is larger than the cap of {limits.max_bytes} bytes")
+                elapsed = time.monotonic() - self._started
+                if elapsed > limits.deadline_seconds:
+                    raise ResultTooSlow(f"the transfer ran past its deadline of {limits.deadline_seconds:.0f} s")
+                if elapsed > limits.rate_grace_seconds and self.received / elapsed < limits.min_bytes_per_second:
+                    raise ResultTooSlow(
+                        f"the transfer is slower than {limits.min_bytes_per_second} bytes/s "
+                        f"({self.received / elapsed:.0f} bytes/s)"
+                    )
+                yield chunk
+        except httpx.TimeoutException as exc:
+            raise ResultTooSlow(f"the transfer stalled ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            raise ResultFetchError(f"the transfer broke off after {self.received} bytes: {type(exc).__name__}") from exc
+
+    def close(self) -> None:
+        self.response.close()
+
+
+class Fetcher:
+    """Fetches untrusted URLs safely (see the module docstring): GET streaming, POST with a body."""
+
+    def __init__(
+        self,
+        policy: UrlPolicy,
+        *,
+        limits: Limits | None = None,
+        transport: httpx.BaseTransport | None = None,
+        backend: PinnedBackend | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 30.0,
+    ) -> None:
+        self._policy = policy
+        self.limits = limits or Limits()
+        # Tests pass an ``httpx.MockTransport``; then no connection is made at all.
+        self._backend = backend or PinnedBackend()
+        self._client = httpx.Client(
+            transport=transport or pinned_transport(self._backend),
+            trust_env=False,
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+        )
+
+    def open(
+        self,
+        url: str,
+        *,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        headers_for: HeadersFor | None = None,
+        content: bytes | None = None,
+        limits: Limits | None = None,
+    ) -> Body:
+        """Send the request (following checked redirects) and return the final response's body, unread.
+
+        ``headers`` go to every hop; ``headers_for(url)`` is asked per hop (credentials: only
+        for the origin they belong to). The caller closes the body. Only GET and HEAD follow
+        redirects; a POST's redirect is answered as is (a webhook must not be re-sent elsewhere).
+        """
+        started = time.monotonic()
+        limits = limits or self.limits
+        for _hop in range(MAX_REDIRECTS + 1):
+            target = self._policy.check(url)
+            self._backend.pin(target.host, target.port, target.address)
+            request_headers = {
+                "Accept-Encoding": "identity",
+                **(headers or {}),
+                **(headers_for(url) if headers_for else {}),
+            }
+            request = self._client.build_request(method, url, headers=request_headers, content=content)
+            remaining = limits.deadline_seconds - (time.monotonic() - started)
+            if remaining <= 0:
+                raise ResultTooSlow(f"the transfer ran past its deadline of {limits.deadline_seconds:.0f} s")
+            try:
+                response = self._client.send(request, stream=True, follow_redirects=False)
+            except httpx.TimeoutException as exc:
+                raise ResultFetchError(f"{target.host} did not answer in time: {type(exc).__name__}") from exc
+            except httpx.HTTPError as exc:
+                raise ResultFetchError(f"fetching from {target.host} failed: {type(exc).__name__}") from exc
+            if response.status_code in REDIRECT_STATUSES and method in ("GET", "HEAD"):
+                location = response.headers.get("location")
+                response.close()
+                if not location:
+                    raise ResultFetchError(f"{target.host} redirected without a Location")
+                url = urljoin(url, location)
+                continue
+            if response.status_code in GONE_STATUSES:
+                response.close()
+                raise ResultGone(f"{target.host} answered HTTP {response.status_code}", status=response.status_code)
+            return Body(response, limits, started=started)
+        raise UrlRefused(f"more than {MAX_REDIRECTS} redirects")
+
+    def post(self, url: str, content: bytes, *, headers: dict[str, str] | None = None) -> int:
+        """POST ``content`` (a webhook); the status code. The answer's body is not read."""
+        body = self.open(url, method="POST", headers=headers, content=content)
+        body.close()
+        return body.response.status_code
+
+    def close(self) -> None:
+        self._client.close()
+
+
+# -- media -------------------------------------------------------------------------------
+
+MEDIA_TYPES: dict[str, str] = {
+    "video/mp4": ".mp4",
+    "video/quicktime": ".mov",
+    "video/webm": ".webm",
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+}
+GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
+MAGIC_BYTES_NEEDED = 12
+_ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
+
+
+def sniff_media(head: bytes | memoryview) -> str | None:
+    """The media type the first bytes say (None when they are no video or image we accept)."""
+    head = bytes(head[:MAGIC_BYTES_NEEDED])
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video/webm"
+    if head[4:8] in _ISO_BOXES:
+        return "video/quicktime" if head[8:10] == b"qt" else "video/mp4"
+    return None
+
+
+def media_type(declared: str | None, head: bytes | memoryview) -> str:
+    """The accepted media type of a body: its declared type, or its magic bytes when that is generic.
+
+    Raises ``ResultNotMedia`` for anything else (an HTML error page, JSON, text).
+    """
+    kind = (declared or "").split(";")[0].strip().lower()
+    if kind in MEDIA_TYPES:
+        return kind
+    if kind in GENERIC_TYPES:
+        sniffed = sniff_media(head)
+        if sniffed:
+            return sniffed
+        raise ResultNotMedia("the body is not a video or image (generic type, unknown magic bytes)")
+    raise ResultNotMedia(f"the body is {kind[:60]}, not a video or image")
