@@ -20,6 +20,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 
+from reelay.contract import ProviderList, TaskPage
 from reelay.errors import ConfigurationError, IdempotencyConflict, ReelayError, RequestInvalid, TaskNotFound
 from reelay.models import ImageRequest, RemixRequest, Task, TaskStatus, UploadRequest, VideoRequest
 from reelay.tasks import TaskService
@@ -43,7 +44,7 @@ def _error(status: int, code: str, message: str, details: Any = None) -> Respons
 def _accepted(service: TaskService, task: Task, created: bool) -> Response[dict[str, Any]]:
     """202 with the task; ``Idempotent-Replayed`` says whether an Idempotency-Key replayed it."""
     headers = {"Location": f"/v1/tasks/{task.id}", "Idempotent-Replayed": str(not created).lower()}
-    return _json(HTTPStatus.ACCEPTED, service.view(task), headers)
+    return _json(HTTPStatus.ACCEPTED, service.view(task).model_dump(mode="json"), headers)
 
 
 def _caller(event: dict[str, Any]) -> str:
@@ -172,7 +173,7 @@ def build_app(tasks: Callable[[], TaskService]) -> APIGatewayHttpResolver:
     )
     def get_task(task_id: TaskId) -> Response[dict[str, Any]]:
         service = tasks()
-        return _json(200, service.view(service.get(task_id)))
+        return _json(200, service.view(service.get(task_id)).model_dump(mode="json"))
 
     @app.get("/v1/tasks", summary="Tasks, newest first, with cursor paging")
     def list_tasks(
@@ -183,7 +184,8 @@ def build_app(tasks: Callable[[], TaskService]) -> APIGatewayHttpResolver:
     ) -> Response[dict[str, Any]]:
         service = tasks()
         found, next_cursor = service.list(status=status, provider=provider, limit=limit, cursor=cursor)
-        return _json(200, {"tasks": [service.view(t) for t in found], "next_cursor": next_cursor})
+        page = TaskPage(tasks=[service.view(t) for t in found], next_cursor=next_cursor)
+        return _json(200, page.model_dump(mode="json"))
 
     @app.post(
         "/v1/tasks/<task_id>/remix",
@@ -231,6 +233,6 @@ def build_app(tasks: Callable[[], TaskService]) -> APIGatewayHttpResolver:
 
     @app.get("/v1/providers", summary="Configured providers: protocol, capabilities, live balance and pricing")
     def list_providers() -> Response[dict[str, Any]]:
-        return _json(200, {"providers": tasks().providers()})
+        return _json(200, ProviderList(providers=tasks().providers()).model_dump(mode="json"))
 
     return app

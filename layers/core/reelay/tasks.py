@@ -13,6 +13,7 @@ from aws_lambda_powertools import Logger
 
 from reelay.aws import ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
+from reelay.contract import ErrorInfo, OutputView, ProviderView, TaskErrorView, TaskView
 from reelay.errors import QueueSendFailed, ReelayError, RequestInvalid
 from reelay.models import (
     ImageRequest,
@@ -173,22 +174,15 @@ class TaskService:
             expires_at=utcnow() + timedelta(seconds=self._upload_ttl),
         )
 
-    def providers(self) -> list[dict[str, Any]]:
+    def providers(self) -> list[ProviderView]:
         """Each configured provider: protocol, capabilities and, where the protocol has them, live account data."""
         views = []
         for provider in self._providers:
-            view: dict[str, Any] = {
-                "name": provider.name,
-                "protocol": provider.protocol,
-                "capabilities": provider.capabilities().model_dump(mode="json"),
-                "account": None,
-            }
+            view = ProviderView(name=provider.name, protocol=provider.protocol, capabilities=provider.capabilities())
             try:
-                account = provider.account()
+                view.account = provider.account()
             except ReelayError as exc:
-                view["account_error"] = {"code": exc.code, "message": exc.message}
-            else:
-                view["account"] = account.model_dump(mode="json") if account else None
+                view.account_error = ErrorInfo(code=exc.code, message=exc.message)
             views.append(view)
         return views
 
@@ -200,30 +194,31 @@ class TaskService:
     ) -> tuple[list[Task], str | None]:
         return self._store.list(status=status, provider=provider, limit=limit, cursor=cursor)
 
-    def view(self, task: Task) -> dict[str, Any]:
+    def view(self, task: Task) -> TaskView:
         """The client's view of a task: no internal bookkeeping, outputs with presigned URLs."""
-        return {
-            "id": task.id,
-            "provider": task.provider,
-            "kind": task.kind.value,
-            "status": task.status.value,
-            "progress": task.progress,
-            "provider_task_id": task.provider_task_id,
-            "parent_task_id": task.parent_task_id,
-            "created_at": task.created_at.isoformat(),
-            "updated_at": task.updated_at.isoformat(),
-            "error": task.error.model_dump(mode="json") if task.error else None,
-            "outputs": [
-                {
-                    "s3_uri": o.s3_uri,
-                    "bytes": o.bytes,
-                    "sha256": o.sha256,
-                    "content_type": o.content_type,
-                    "url": self._bucket.presigned_get(o.key, self._ttl),
-                }
+        return TaskView(
+            id=task.id,
+            provider=task.provider,
+            kind=task.kind,
+            status=task.status,
+            progress=task.progress,
+            prompt=str(task.request.get("prompt") or "") or None,
+            provider_task_id=task.provider_task_id,
+            parent_task_id=task.parent_task_id,
+            created_at=task.created_at,
+            updated_at=task.updated_at,
+            error=TaskErrorView(code=task.error.code.value, message=task.error.message) if task.error else None,
+            outputs=[
+                OutputView(
+                    s3_uri=o.s3_uri,
+                    bytes=o.bytes,
+                    sha256=o.sha256,
+                    content_type=o.content_type,
+                    url=self._bucket.presigned_get(o.key, self._ttl),
+                )
                 for o in task.outputs
             ],
-            "cost_cents": task.cost_cents,
-            "metadata": task.metadata,
-            "request": task.request,
-        }
+            cost_cents=task.cost_cents,
+            metadata=task.metadata,
+            request=task.request,
+        )

@@ -1,0 +1,104 @@
+"""The API's answers as models: the one definition of each response shape.
+
+The HTTP API builds its bodies from these models (and declares them in its OpenAPI
+document), the CLI and the web page parse answers into them, and the tests assert on them.
+Requests are in ``reelay.models`` (``VideoRequest``, ``ImageRequest``, ``RemixRequest``,
+``UploadRequest``); this module holds only what the API answers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from reelay.models import TaskKind, TaskStatus, UploadTicket
+from reelay.providers.base import AccountInfo, Capabilities
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong: a stable ``code`` (see the README's error table), a human ``message``."""
+
+    code: str = Field(description="Stable error code, e.g. VALIDATION_FAILED or RESULT_EXPIRED.")
+    message: str
+    details: Any | None = Field(default=None, description="Field-level details of a validation failure.")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API: ``{"error": {"code", "message", "details"?}}``."""
+
+    error: ErrorInfo
+
+
+class TaskErrorView(BaseModel):
+    """Why a task failed: the same codes as the API's errors, where they mean the same."""
+
+    code: str
+    message: str
+
+
+class OutputView(BaseModel):
+    """One result in the results bucket, with a short-lived presigned ``url`` to fetch it."""
+
+    s3_uri: str
+    bytes: int
+    sha256: str
+    content_type: str
+    url: str | None = Field(default=None, description="Presigned GET (SigV4), valid for a short while.")
+
+
+class TaskView(BaseModel):
+    """A task as the API shows it: no internal bookkeeping."""
+
+    model_config = ConfigDict(use_enum_values=False)
+
+    id: str
+    provider: str
+    kind: TaskKind
+    status: TaskStatus
+    progress: int = Field(ge=0, le=100)
+    prompt: str | None = None
+    provider_task_id: str | None = None
+    parent_task_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    error: TaskErrorView | None = None
+    outputs: list[OutputView] = Field(default_factory=list)
+    cost_cents: int | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    request: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskPage(BaseModel):
+    """A page of tasks, newest first; ``next_cursor`` fetches the next one."""
+
+    tasks: list[TaskView]
+    next_cursor: str | None = None
+
+
+class ProviderView(BaseModel):
+    """A configured provider: its protocol, what it can do and, where it has them, live account data."""
+
+    name: str
+    protocol: str
+    capabilities: Capabilities
+    account: AccountInfo | None = None
+    account_error: ErrorInfo | None = None
+
+
+class ProviderList(BaseModel):
+    providers: list[ProviderView]
+
+
+__all__ = [
+    "ErrorBody",
+    "ErrorInfo",
+    "OutputView",
+    "ProviderList",
+    "ProviderView",
+    "TaskErrorView",
+    "TaskPage",
+    "TaskView",
+    "UploadTicket",
+]
