@@ -319,3 +319,32 @@ def test_a_redelivered_message_starts_a_poll_execution_that_failed_to_start(worl
     assert world.submitter.submit(task_id) is SubmitOutcome.SKIPPED  # no second create...
     assert [name for name, _ in world.starter.started] == [task_id]  # ...but the poll path runs
     assert len(world.provider.creates) == 1
+
+
+def test_a_held_create_is_settled_later_by_the_task_a_callback_named_when_its_status_check_failed(
+    world: Any, aws: dict[str, str]
+) -> None:
+    import json
+
+    from reelay.callbacks import CallbackReceiver
+
+    # Given a create whose answer was lost, and the provider's one callback arriving while its
+    # status endpoint is rate limiting (reelay answers the callback 503; it is never re-sent)
+    task_id = world.queued()
+    world.provider.create_error = CreateOutcomeUnknown("read timeout", provider="generate_task")
+    assert world.submitter.submit(task_id) is SubmitOutcome.HELD
+    receiver = CallbackReceiver(world.store, world.catalog, CallbackTokens(b"s" * 32), world.tracker)
+    world.provider.status_error = ProviderRateLimited("slow down", provider="generate_task")
+    body = json.dumps({"taskId": "p-made", "state": "success"}).encode()
+    with pytest.raises(ProviderRateLimited):
+        receiver.receive("generate_task", task_id, CallbackTokens(b"s" * 32).token("generate_task", task_id), body)
+    held = world.store.get(task_id)
+    assert held.status is TaskStatus.QUEUED and held.callback_provider_task_id == "p-made"
+    # When the held task is looked at again, with the status endpoint back
+    world.provider.status_error = None
+    world.provider.succeed("https://cdn.example/v.mp4")
+    assert world.submitter.recover(world.store.get(task_id)) is SubmitOutcome.SUBMITTED
+    # Then the named task was confirmed, adopted and followed to ingest, with no second create
+    task = world.store.get(task_id)
+    assert task.provider_task_id == "p-made" and task.status is TaskStatus.INGESTING
+    assert len(world.provider.creates) == 1

@@ -7,10 +7,12 @@ Copying never happens here (ingest does it from a queue), so the answer is fast.
 
 from __future__ import annotations
 
+import contextlib
+
 from aws_lambda_powertools import Logger
 
 from reelay.catalog import ProviderCatalog
-from reelay.errors import CallbackRejected, ProviderTaskUnknown, RequestInvalid, TransitionConflict
+from reelay.errors import CallbackRejected, ProviderError, ProviderTaskUnknown, RequestInvalid, TransitionConflict
 from reelay.models import Task, TaskStatus
 from reelay.store import TaskStore
 from reelay.tokens import CallbackTokens
@@ -55,11 +57,21 @@ class CallbackReceiver:
         except ProviderTaskUnknown:
             logger.warning("callback named a task the provider does not know", extra={"task_id": task_id})
             return task
+        except ProviderError:
+            if task.provider_task_id is None:
+                # The status check could not confirm the hint now: keep it (unconfirmed) so a held
+                # create can still be settled by asking later, even if the provider never calls again.
+                self._remember_hint(task, provider_task_id)
+            raise
         if task.provider_task_id is None and task.status is TaskStatus.QUEUED:
             task = self._adopt(task, provider_task_id)
             if task.provider_task_id != provider_task_id:
                 return task  # not ours to adopt
         return self._tracker.apply(task, status)
+
+    def _remember_hint(self, task: Task, provider_task_id: str) -> None:
+        with contextlib.suppress(TransitionConflict):
+            self._store.update(task, callback_provider_task_id=provider_task_id)
 
     def _adopt(self, task: Task, provider_task_id: str) -> Task:
         """Adopt the provider task the callback named, unless another reelay task owns it."""

@@ -265,6 +265,9 @@ class Task(BaseModel):
     create_attempts: int = 0
     create_outcome_unknown: bool = False
     create_hold: CreateHold | None = None
+    # A provider task id named by a token-verified callback whose status check failed: a hint,
+    # confirmed with the status endpoint before a held create adopts it.
+    callback_provider_task_id: str | None = None
     # A create answered 5xx was re-sent where nothing could tell reelay whether it was made.
     possible_duplicate_charge: bool = False
     # The poll path's current Step Functions execution (reconcile restarts a dead one).

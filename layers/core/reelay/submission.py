@@ -32,8 +32,10 @@ from reelay.errors import (
     CreateServerError,
     InsufficientBalance,
     ProviderAuthError,
+    ProviderError,
     ProviderRateLimited,
     ProviderRejectedRequest,
+    ProviderTaskUnknown,
     ProviderTransientError,
     ReelayError,
     RequestInvalid,
@@ -286,6 +288,10 @@ class Submitter:
         """
         provider = self._providers.get(task.provider)
         request = _request_of(task)
+        if task.callback_provider_task_id:
+            settled = self._confirm_callback_hint(task, provider, task.callback_provider_task_id)
+            if settled is not None:
+                return settled
         if isinstance(request, VideoRequest) and provider.finds_lost_creates:
             since = task.first_create_sent_at or task.created_at
             for candidate in provider.find_created(task.id, request, since=since):
@@ -322,6 +328,22 @@ class Submitter:
                 f"{provider.name} about tasks created around that time for this prompt",
             )
         return SubmitOutcome.HELD
+
+    def _confirm_callback_hint(self, task: Task, provider: Provider, hint: str) -> SubmitOutcome | None:
+        """Ask the status endpoint about the task a callback named; adopt it if it is ours."""
+        try:
+            status = provider.status(hint)
+        except ProviderTaskUnknown:
+            self._store.update(task, callback_provider_task_id=None)
+            return None
+        except ProviderError:
+            return None  # cannot ask now: the task stays held, or fails below at the deadline
+        if self._store.claim_provider_task(provider.name, hint, task.id) != task.id:
+            return None
+        outcome = self._adopt(task, provider, hint)
+        if outcome is SubmitOutcome.SUBMITTED:
+            self._tracker.apply(self._store.get(task.id), status)
+        return outcome
 
     def _adopt(self, task: Task, provider: Provider, provider_task_id: str) -> SubmitOutcome:
         try:
