@@ -463,7 +463,13 @@ class Harness:
 
 def environment(args: argparse.Namespace) -> dict[str, str]:
     """The variables ``reelay dev`` reads, for short timings (a variable already set wins)."""
-    values = {"REELAY_RECONCILE_EVERY_SECONDS": str(args.reconcile_every), "REELAY_LOG_LEVEL": "WARNING"}
+    values = {
+        "REELAY_RECONCILE_EVERY_SECONDS": str(args.reconcile_every),
+        "REELAY_LOG_LEVEL": "WARNING",
+        # The drip that gives the harness time to kill a copy half-way is slower than ingest's
+        # default minimum rate (64 KiB/s), which would end those tasks RESULT_TOO_SLOW instead.
+        "REELAY_INGEST_MIN_BYTES_PER_SECOND": str(DRIP_BYTES_PER_SECOND // 4),
+    }
     for protocol in PROTOCOLS:
         prefix = f"REELAY_{protocol.upper()}_"
         values[prefix + "TYPICAL_SECONDS"] = str(args.typical_seconds)
