@@ -148,3 +148,26 @@ def test_an_ingest_message_that_failed_to_send_is_sent_again_by_reconcile(api: A
     assert len(failed) == 1
     task = api.wait(response.json()["id"], timeout=30)
     assert_one_object_per_output(api, task)
+
+
+def test_two_same_prompt_sorahk_requests_each_get_their_own_video_when_the_second_create_is_a_5xx(
+    api: Api,
+) -> None:
+    # Given a sorahk task for a prompt, already made at the provider
+    prompt = "the same prompt, asked twice"
+    first = api.create({"provider": "sorahk", "prompt": prompt})
+    assert first.status_code == 202, first.text
+    api.wait(first.json()["id"], until=("submitted", "running", "ingesting", "succeeded"), timeout=60)
+    # When a second request for the same prompt gets a 500 from the create, with nothing made
+    api.env.sim.configure("sorahk", fail_next=1)
+    second = api.create({"provider": "sorahk", "prompt": prompt})
+    assert second.status_code == 202, second.text
+    done = [api.wait(r.json()["id"], timeout=60) for r in (first, second)]
+    # Then each task ends with its own provider task and its own video: the second was never
+    # given the first's (made before its create was sent, and owned by it)
+    assert [t["status"] for t in done] == ["succeeded", "succeeded"], [t["error"] for t in done]
+    assert done[0]["provider_task_id"] != done[1]["provider_task_id"]
+    for task in done:
+        expected = api.env.sim.video_bytes_sha256("sorahk", task["provider_task_id"])
+        assert [o["sha256"] for o in task["outputs"]] == [expected]
+    assert len(creates(api, "sorahk")) == 3  # the first, the 500'd one, and its one re-send
