@@ -348,3 +348,31 @@ def test_a_held_create_is_settled_later_by_the_task_a_callback_named_when_its_st
     task = world.store.get(task_id)
     assert task.provider_task_id == "p-made" and task.status is TaskStatus.INGESTING
     assert len(world.provider.creates) == 1
+
+
+def test_a_callback_adopting_the_task_before_its_create_times_out_leaves_it_adopted_not_held(world: Any) -> None:
+    task_id = world.queued()
+
+    def callback_adopts(_: str) -> None:
+        task = world.store.get(task_id)
+        world.store.claim_provider_task("generate_task", "p-1", task_id)
+        world.store.transition(task, TaskStatus.SUBMITTED, reason="confirmed by callback", provider_task_id="p-1")
+
+    world.provider.on_create = callback_adopts
+    world.provider.create_error = CreateOutcomeUnknown("read timeout", provider="generate_task")
+    assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
+    task = world.store.get(task_id)
+    assert task.status is TaskStatus.SUBMITTED and not task.create_outcome_unknown
+
+
+def test_a_held_5xx_create_whose_callback_hint_cannot_be_checked_now_is_not_resent(world: Any) -> None:
+    task_id = world.queued()
+    world.provider.create_error = CreateServerError("HTTP 500", provider="generate_task")
+    assert world.submitter.submit(task_id) is SubmitOutcome.HELD
+    task = world.store.get(task_id)
+    world.store.update(task, callback_provider_task_id="p-named")
+    _age_the_create(world, task_id, 2 * world.provider.config.typical_seconds + 1)
+    world.provider.create_error = None
+    world.provider.status_error = ProviderRateLimited("slow down", provider="generate_task")
+    assert world.submitter.submit(task_id) is SubmitOutcome.HELD  # a callback said it exists
+    assert len(world.provider.creates) == 1

@@ -180,7 +180,8 @@ class Submitter:
             return self._answered_server_error(task, provider, exc, attempt)
         except CreateOutcomeUnknown:
             logger.warning("create outcome unknown; holding task", extra={"task_id": task.id})
-            return self.recover(self._hold(task, CreateHold.NO_ANSWER))
+            task = self._hold(task, CreateHold.NO_ANSWER)
+            return self.recover(task) if task.status is TaskStatus.QUEUED else SubmitOutcome.SUBMITTED
         except ProviderTransientError as exc:
             # The provider answered 429 or the request never left: no task was made, so
             # release the claim (this send does not count) and retry from the queue.
@@ -245,7 +246,8 @@ class Submitter:
         """A 5xx: maybe made. Hold where the provider can tell later; else re-send at most once."""
         if self._can_tell_later(provider):
             logger.warning("create answered 5xx; holding task", extra={"task_id": task.id})
-            return self.recover(self._hold(task, CreateHold.SERVER_ERROR))
+            task = self._hold(task, CreateHold.SERVER_ERROR)
+            return self.recover(task) if task.status is TaskStatus.QUEUED else SubmitOutcome.SUBMITTED
         if task.create_attempts >= MAX_CREATES:
             return self._unconfirmed(
                 task,
@@ -266,7 +268,16 @@ class Submitter:
         )
 
     def _hold(self, task: Task, hold: CreateHold) -> Task:
-        return self._store.update(task, create_outcome_unknown=True, create_hold=hold)
+        """Mark the create's outcome unknown. A callback may have adopted the task meanwhile:
+        then the task is returned as it now stands (no longer queued), unheld."""
+        for _ in range(3):
+            try:
+                return self._store.update(task, create_outcome_unknown=True, create_hold=hold)
+            except TransitionConflict:
+                task = self._store.get(task.id)
+                if task.status is not TaskStatus.QUEUED:
+                    return task
+        return task
 
     def _fail_permanently(self, task: Task, exc: ReelayError) -> SubmitOutcome:
         """End the task for an error retrying cannot fix; anything unexpected propagates."""
@@ -289,7 +300,7 @@ class Submitter:
         provider = self._providers.get(task.provider)
         request = _request_of(task)
         if task.callback_provider_task_id:
-            settled = self._confirm_callback_hint(task, provider, task.callback_provider_task_id)
+            settled = self._confirm_callback_hint(task, provider, task.callback_provider_task_id, final=final)
             if settled is not None:
                 return settled
         if isinstance(request, VideoRequest) and provider.finds_lost_creates:
@@ -329,7 +340,7 @@ class Submitter:
             )
         return SubmitOutcome.HELD
 
-    def _confirm_callback_hint(self, task: Task, provider: Provider, hint: str) -> SubmitOutcome | None:
+    def _confirm_callback_hint(self, task: Task, provider: Provider, hint: str, *, final: bool) -> SubmitOutcome | None:
         """Ask the status endpoint about the task a callback named; adopt it if it is ours."""
         try:
             status = provider.status(hint)
@@ -337,7 +348,9 @@ class Submitter:
             self._store.update(task, callback_provider_task_id=None)
             return None
         except ProviderError:
-            return None  # cannot ask now: the task stays held, or fails below at the deadline
+            # Cannot ask now. A callback named this task, so it likely exists: never re-send
+            # while that may be so; at the deadline the task fails as unconfirmed.
+            return None if final else SubmitOutcome.HELD
         if self._store.claim_provider_task(provider.name, hint, task.id) != task.id:
             return None
         outcome = self._adopt(task, provider, hint)
