@@ -105,7 +105,10 @@ class Submitter:
         self._inputs = inputs
 
     def submit(self, task_id: str, *, attempt: int = 0) -> SubmitOutcome:
-        """Submit one task; raises ``RetryLater`` for 429s, transient failures and held creates."""
+        """Submit one task; ``HELD`` when its create's outcome is unknown (reconcile looks again).
+
+        Raises ``RetryLater`` for 429s, transient failures and a create still in flight.
+        """
         task = self._store.get(task_id)
         if task.status is TaskStatus.SUBMITTED:
             # A redelivery after the create: make sure the poll path runs (the execution name
@@ -122,7 +125,7 @@ class Submitter:
                     raise RetryLater(backoff_seconds(attempt, base=5.0, cap=60.0), "a create is in flight")
                 # The worker that sent it died before recording the answer: nobody knows it.
                 task = self._hold(task, CreateHold.NO_ANSWER)
-            return self.recover(task)
+            return self.recover(task) if task.status is TaskStatus.QUEUED else SubmitOutcome.SKIPPED
         request = _request_of(task)
         images: list[ImageInput] = []
         try:
