@@ -73,6 +73,8 @@ _PERMANENT_ERRORS: tuple[tuple[type[ReelayError], ErrorCode], ...] = (
 
 # A create answered 5xx is sent at most this many times in all.
 MAX_CREATES = 2
+# The longest backoff after a 429 without Retry-After.
+RATE_LIMITED_CAP_SECONDS = 60.0
 
 
 class SubmitOutcome(StrEnum):
@@ -440,6 +442,11 @@ def _request_of(task: Task) -> VideoRequest | ImageRequest:
 
 
 def _retry_seconds(exc: Exception, attempt: int) -> int:
-    if isinstance(exc, ProviderRateLimited) and exc.retry_after:
-        return max(1, int(exc.retry_after))
+    """How long a message waits before it is tried again after ``exc``."""
+    if isinstance(exc, ProviderRateLimited):
+        if exc.retry_after:
+            return max(1, int(exc.retry_after))
+        # A rate or concurrency limit frees up within a minute: waiting longer only leaves the
+        # provider idle and brings the task nearer its deadline.
+        return backoff_seconds(attempt, base=2.0, cap=RATE_LIMITED_CAP_SECONDS)
     return backoff_seconds(attempt)
