@@ -85,16 +85,22 @@ class Api:
         ]
 
 
-@pytest.fixture(scope="module")
-def api() -> Iterator[Api]:
+@contextlib.contextmanager
+def running_api(variables: dict[str, str], **dev_options: Any) -> Iterator[Api]:
+    """A started ``DevEnvironment`` (with ``variables`` exported while it runs) and its client."""
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in E2E_ENV.items():
+        for key, value in variables.items():
             patch.setenv(key, value)
-        env = DevEnvironment(REPO, parameter_overrides={"PollMaxPollsPerExecution": "4"})
-        with env:
+        with DevEnvironment(REPO, **dev_options) as env:
             client = Api(env)
             yield client
             client.http.close()
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[Api]:
+    with running_api(E2E_ENV, parameter_overrides={"PollMaxPollsPerExecution": "4"}) as client:
+        yield client
 
 
 @pytest.fixture(autouse=True)

@@ -17,9 +17,7 @@ import pytest
 from moto.sqs import models as sqs_models
 from moto.sqs.exceptions import QueueDoesNotExist
 
-from reelay_local import DevEnvironment
-from tests.e2e.conftest import Api
-from tests.template_support import REPO
+from tests.e2e.conftest import Api, running_api
 
 DEADLINE = 25
 ENV = {
@@ -36,14 +34,8 @@ ENV = {
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[Api]:
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in ENV.items():
-            patch.setenv(key, value)
-        env = DevEnvironment(REPO, env_overrides={"REELAY_INGEST_STALL_SECONDS": "3"})
-        with env:
-            client = Api(env)
-            yield client
-            client.http.close()
+    with running_api(ENV, env_overrides={"REELAY_INGEST_STALL_SECONDS": "3"}) as client:
+        yield client
 
 
 @contextlib.contextmanager

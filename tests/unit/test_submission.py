@@ -187,6 +187,15 @@ def test_preflight_failure_fails_before_any_paid_call(world: Any) -> None:
     assert world.store.get(task_id).error.code is ErrorCode.INSUFFICIENT_BALANCE
 
 
+def _adopted_by_callback(world: Any, task_id: str, provider_task_id: str) -> None:
+    """What the callback receiver does when a callback names the task's provider task."""
+    task = world.store.get(task_id)
+    world.store.claim_provider_task("generate_task", provider_task_id, task_id)
+    world.store.transition(
+        task, TaskStatus.SUBMITTED, reason="confirmed by callback", provider_task_id=provider_task_id
+    )
+
+
 def _age_the_create(world: Any, task_id: str, seconds: float) -> None:
     """Pretend the task's (last) create was sent ``seconds`` ago."""
     task = world.store.get(task_id)
@@ -283,13 +292,8 @@ def test_a_held_create_nothing_settles_fails_unconfirmed_at_the_deadline(world: 
 def test_a_callback_adopting_the_task_during_its_create_changes_nothing_and_keeps_the_cost(world: Any) -> None:
     task_id = world.queued()
 
-    def callback_adopts(_: str) -> None:
-        # The provider called back (and reelay adopted p-1) before the create's answer arrived.
-        task = world.store.get(task_id)
-        world.store.claim_provider_task("generate_task", "p-1", task_id)
-        world.store.transition(task, TaskStatus.SUBMITTED, reason="confirmed by callback", provider_task_id="p-1")
-
-    world.provider.on_create = callback_adopts
+    # The provider called back (and reelay adopted p-1) before the create's answer arrived.
+    world.provider.on_create = lambda _: _adopted_by_callback(world, task_id, "p-1")
     assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
     task = world.store.get(task_id)
     assert task.status is TaskStatus.SUBMITTED and task.provider_task_id == "p-1" and task.cost_cents == 12
@@ -353,12 +357,7 @@ def test_a_held_create_is_settled_later_by_the_task_a_callback_named_when_its_st
 def test_a_callback_adopting_the_task_before_its_create_times_out_leaves_it_adopted_not_held(world: Any) -> None:
     task_id = world.queued()
 
-    def callback_adopts(_: str) -> None:
-        task = world.store.get(task_id)
-        world.store.claim_provider_task("generate_task", "p-1", task_id)
-        world.store.transition(task, TaskStatus.SUBMITTED, reason="confirmed by callback", provider_task_id="p-1")
-
-    world.provider.on_create = callback_adopts
+    world.provider.on_create = lambda _: _adopted_by_callback(world, task_id, "p-1")
     world.provider.create_error = CreateOutcomeUnknown("read timeout", provider="generate_task")
     assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
     task = world.store.get(task_id)
