@@ -36,6 +36,8 @@ E2E_ENV = {
     # A create whose answer takes longer than this is a lost answer (the money tests).
     "REELAY_GENERATE_TASK_TIMEOUT_SECONDS": "2",
     "REELAY_LOG_LEVEL": "WARNING",
+    # Reconcile settles held creates and lost callbacks: locally it runs every 2 s.
+    "REELAY_RECONCILE_EVERY_SECONDS": "2",
 }
 
 

@@ -207,9 +207,12 @@ def test_a_5xx_create_the_task_list_never_shows_is_sent_once_more_after_the_hold
     world.provider.finds_lost_creates = True
     task_id = world.queued()
     world.provider.create_error = CreateServerError("HTTP 500", provider="generate_task")
-    assert world.submitter.submit(task_id) is SubmitOutcome.HELD
+    with pytest.raises(RetryLater) as held:  # the message comes back when the hold ends
+        world.submitter.submit(task_id)
+    assert held.value.seconds >= 2 * world.provider.config.typical_seconds
     world.provider.create_error = None
-    assert world.submitter.submit(task_id) is SubmitOutcome.HELD  # within the hold: only looked for
+    with pytest.raises(RetryLater):  # within the hold: only looked for
+        world.submitter.submit(task_id)
     assert len(world.provider.creates) == 1
     _age_the_create(world, task_id, 2 * world.provider.config.typical_seconds + 1)
     assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
@@ -249,14 +252,16 @@ def test_a_provider_task_owned_by_another_reelay_task_is_never_adopted(world: An
     second = world.queued()
     world.provider.create_error = CreateServerError("HTTP 500", provider="generate_task")
     world.provider.found = "p-1"  # the list shows the first task's job: same prompt, right time
-    assert world.submitter.submit(second) is SubmitOutcome.HELD
+    with pytest.raises(RetryLater):
+        world.submitter.submit(second)
     assert world.store.get(second).provider_task_id is None
 
 
 def test_a_5xx_create_on_a_callback_protocol_is_held_then_resent_once(world: Any) -> None:
     task_id = world.queued()
     world.provider.create_error = CreateServerError("HTTP 502", provider="generate_task")
-    assert world.submitter.submit(task_id) is SubmitOutcome.HELD  # a callback naming our task may come
+    with pytest.raises(RetryLater):  # held: a callback naming our task may come
+        world.submitter.submit(task_id)
     world.provider.create_error = None
     _age_the_create(world, task_id, 2 * world.provider.config.typical_seconds + 1)
     assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
@@ -367,7 +372,8 @@ def test_a_callback_adopting_the_task_before_its_create_times_out_leaves_it_adop
 def test_a_held_5xx_create_whose_callback_hint_cannot_be_checked_now_is_not_resent(world: Any) -> None:
     task_id = world.queued()
     world.provider.create_error = CreateServerError("HTTP 500", provider="generate_task")
-    assert world.submitter.submit(task_id) is SubmitOutcome.HELD
+    with pytest.raises(RetryLater):
+        world.submitter.submit(task_id)
     task = world.store.get(task_id)
     world.store.update(task, callback_provider_task_id="p-named")
     _age_the_create(world, task_id, 2 * world.provider.config.typical_seconds + 1)

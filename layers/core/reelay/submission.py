@@ -295,12 +295,14 @@ class Submitter:
     def recover(self, task: Task, *, final: bool = False) -> SubmitOutcome:
         """A create was sent but its outcome is unknown: look for the provider task, or hold.
 
-        Found (created at or after our first send, owned by no other reelay task): adopted.
-        Not found after the hold (twice the typical generation time): a 5xx'd create is sent
-        once more; a create the provider's task list shows no trace of is failed as
-        ``CREATE_UNCONFIRMED`` (no charge is likely). Otherwise the task stays held (``HELD``)
-        until reconcile looks again; with ``final`` (the provider's deadline has passed) it is
-        failed as ``CREATE_UNCONFIRMED``. A held create is never re-sent blindly.
+        Found (a callback's hint the status endpoint confirms, or a task in the provider's list
+        created at or after our first send, owned by no other reelay task): adopted. A 5xx'd
+        create still within its hold (twice the typical generation time) raises ``RetryLater``
+        until the hold ends, then is sent once more. A create the provider's task list shows no
+        trace of after the hold is failed as ``CREATE_UNCONFIRMED`` (no charge is likely).
+        Otherwise the task stays held (``HELD``) until reconcile looks again; with ``final``
+        (the provider's deadline has passed) it is failed as ``CREATE_UNCONFIRMED``. A held
+        create is never re-sent blindly.
         """
         provider = self._providers.get(task.provider)
         request = _request_of(task)
@@ -314,13 +316,14 @@ class Submitter:
                 if self._store.claim_provider_task(provider.name, candidate, task.id) == task.id:
                     return self._adopt(task, provider, candidate)
         sent_at = task.create_sent_at or task.updated_at
-        held_long_enough = utcnow() - sent_at >= _hold_time(provider)
-        if (
-            not final
-            and held_long_enough
-            and task.create_hold is CreateHold.SERVER_ERROR
-            and task.create_attempts < MAX_CREATES
-        ):
+        held_for = utcnow() - sent_at
+        held_long_enough = held_for >= _hold_time(provider)
+        may_resend = not final and task.create_hold is CreateHold.SERVER_ERROR and task.create_attempts < MAX_CREATES
+        if may_resend and not held_long_enough:
+            # Come back when the hold ends, to look once more and then send it again.
+            wait = (_hold_time(provider) - held_for).total_seconds()
+            raise RetryLater(max(1, int(wait) + 1), "a 5xx'd create is held")
+        if may_resend:
             logger.info("nothing turned up for a 5xx'd create; sending it once more", extra={"task_id": task.id})
             try:
                 self._store.update(task, create_sent_at=None, create_outcome_unknown=False, create_hold=None)
