@@ -8,6 +8,7 @@ needs: open a page, evaluate JavaScript (awaiting promises), take a screenshot.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -70,20 +71,17 @@ class Browser:
         self.session: str | None = None
 
     def close(self) -> None:
-        try:
+        # The browser may be gone already; it is killed below either way.
+        with contextlib.suppress(Exception):
             self.send("Browser.close", session=False, timeout=5)
-        except Exception:  # the browser may be gone already; it is killed below either way
-            pass
         try:
             self._process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
         for fd in (self._to_child, self._from_child):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         self._profile.cleanup()
 
     def __enter__(self) -> Browser:
