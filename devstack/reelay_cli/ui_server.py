@@ -14,6 +14,7 @@ is bound to (no DNS rebinding).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -39,37 +40,17 @@ _ASSETS = {
 _MAX_BODY = 256 * 1024  # the API's own limit on a JSON body; larger inputs go through uploads
 
 
-class UiServer:
-    """A threaded werkzeug server on 127.0.0.1 with the page and its ``/api/`` proxy."""
+class UiApp:
+    """The WSGI application: the page's files, ``/config.json`` and the ``/api/`` proxy.
 
-    def __init__(self, client: ReelayClient, *, port: int = DEFAULT_UI_PORT) -> None:
+    ``allowed_hosts`` are the ``Host`` values it answers (its own loopback address and port).
+    """
+
+    def __init__(self, client: ReelayClient, allowed_hosts: set[str]) -> None:
         self._client = client
-        self._server: BaseWSGIServer = make_server(
-            "127.0.0.1", port, self._wsgi, threaded=True, request_handler=_QuietHandler
-        )
-        self._thread = threading.Thread(target=self._server.serve_forever, name="reelay-ui", daemon=True)
-        self._allowed_hosts = {f"127.0.0.1:{self.port}", f"localhost:{self.port}"}
+        self._allowed_hosts = allowed_hosts
 
-    @property
-    def port(self) -> int:
-        return int(self._server.server_port)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def start(self) -> UiServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join(timeout=10)
-        self._server.server_close()
-        self._client.close()
-
-    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         response = self._handle(Request(environ))
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Content-Type-Options"] = "nosniff"
@@ -102,6 +83,8 @@ class UiServer:
         if request.content_length is not None and request.content_length > _MAX_BODY:
             return _json(413, {"error": {"code": "PAYLOAD_TOO_LARGE", "message": "request body over 256 KiB"}})
         path = request.path[len("/api") :]
+        if not path.startswith("/v1/"):  # the page needs the API's /v1 routes, nothing else
+            return _json(404, {"message": "Not Found"})
         body = request.get_data(cache=False)[: _MAX_BODY + 1] or None
         try:
             answer = self._client.forward(request.method, path, params=dict(request.args), content=body)
@@ -110,6 +93,38 @@ class UiServer:
         response = Response(answer.content, status=answer.status_code)
         response.headers["Content-Type"] = answer.headers.get("content-type", "application/json")
         return response
+
+
+class UiServer:
+    """A threaded werkzeug server on 127.0.0.1 serving :class:`UiApp`."""
+
+    def __init__(self, client: ReelayClient, *, port: int = DEFAULT_UI_PORT) -> None:
+        self._client = client
+        hosts: set[str] = set()
+        self._server: BaseWSGIServer = make_server(
+            "127.0.0.1", port, UiApp(client, hosts), threaded=True, request_handler=_QuietHandler
+        )
+        hosts.update({f"127.0.0.1:{self.port}", f"localhost:{self.port}"})
+        self._thread = threading.Thread(target=self._server.serve_forever, name="reelay-ui", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self) -> UiServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(timeout=10)
+        self._server.server_close()
+        self._client.close()
 
 
 def serve_ui(client_factory: Callable[[], ReelayClient], port: int) -> UiServer:
@@ -126,8 +141,6 @@ def serve_ui(client_factory: Callable[[], ReelayClient], port: int) -> UiServer:
 
 
 def _json(status: int, payload: Any) -> Response:
-    import json
-
     return Response(json.dumps(payload), status=status, content_type="application/json")
 
 
