@@ -52,7 +52,7 @@ def test_anything_but_a_valid_token_is_refused(issuer: LocalJwtIssuer, case: str
         "expired": jwt.encode({**good, "exp": now - 1}, private, algorithm="RS256", headers=headers),
         "not_yet": jwt.encode({**good, "nbf": now + 60}, private, algorithm="RS256", headers=headers),
         "other_audience": jwt.encode({**good, "aud": "someone-else"}, private, algorithm="RS256", headers=headers),
-        "other_issuer": jwt.encode({**good, "iss": "https://evil.example"}, private, algorithm="RS256", headers=headers),
+        "other_issuer": jwt.encode({**good, "iss": "https://evil.test"}, private, algorithm="RS256", headers=headers),
         "other_key": jwt.encode(good, stranger._key, algorithm="RS256", headers=headers),  # same kid, other key
         "unsigned": jwt.encode(good, None, algorithm="none", headers=headers),
         "hs256": jwt.encode(good, "secret" * 6, algorithm="HS256", headers=headers),
