@@ -10,9 +10,17 @@ BIN := $(VENV)/bin
 SAM := .venv-sam/bin/sam
 REGION := us-east-1
 
-.PHONY: setup demo test dev checks lint template-checks unit integration bench build clean chaos
+.PHONY: setup chromium ui demo test dev checks lint template-checks unit integration bench build clean chaos
 
-setup: $(VENV)/.installed .venv-sam/.installed node_modules/.installed
+setup: $(VENV)/.installed .venv-sam/.installed node_modules/.installed chromium
+
+# The web page's browser test (tests/e2e/test_web_ui.py) drives Debian's chromium headless.
+# Installed once when missing, as root (CI) or through sudo; without it that test is skipped.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium missing and no root: the browser test will be skipped"; fi; }
 
 $(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +45,10 @@ demo: $(VENV)/.installed
 ## dev: the local stack, kept running (API on 127.0.0.1:8787)
 dev: $(VENV)/.installed
 	$(BIN)/reelay dev --port 8787
+
+## ui: the web page on 127.0.0.1:8790 against REELAY_API_URL (default: a local `make dev`)
+ui: $(VENV)/.installed
+	$(BIN)/reelay ui
 
 ## test: every template check, lint, unit and integration tests
 test: setup template-checks lint

@@ -3,8 +3,9 @@
 It is the CLI's one seam to the network and the one place that decides how requests are
 authenticated:
 
-- a loopback URL (``reelay dev``) gets no credentials;
-- ``token`` sends ``Authorization: Bearer <token>`` (a JWT authorizer);
+- ``token`` (``--token`` / ``REELAY_TOKEN``) sends ``Authorization: Bearer <token>`` to any URL,
+  loopback included (a ``reelay dev --client-auth jwt`` stack wants one);
+- otherwise a loopback URL (``reelay dev``) gets no credentials;
 - any other URL is signed with SigV4 for ``execute-api`` using botocore's credential chain,
   unless signing is turned off (``sign=False``).
 
@@ -28,8 +29,9 @@ import re
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, NamedTuple, NotRequired, TypedDict, cast
+from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -37,16 +39,33 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.session import Session as BotocoreSession
+from pydantic import BaseModel, ValidationError
 
+from reelay.contract import OutputView, ProviderList, ProviderView, TaskPage, TaskView
+from reelay_cli.backoff import poll_delays
+
+
+def _version() -> str:
+    """This CLI's version, from the installed package's metadata."""
+    try:
+        return version("reelay")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "0+unknown"
+
+
+CLI_VERSION = _version()
 DEFAULT_PORT = 8787
 """The port ``reelay dev`` serves the API on unless told otherwise (``reelay dev --port``)."""
 DEFAULT_API_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 """The API the commands talk to by default: a ``reelay dev`` on this machine."""
 
-USER_AGENT = "reelay-cli/0.1"
+USER_AGENT = f"reelay-cli/{CLI_VERSION}"
 TERMINAL_STATUSES = frozenset({"succeeded", "failed"})
 _EXECUTE_API_HOST = re.compile(r"^[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 _CHUNK = 1024 * 1024
+LOCAL_TOKEN_PATH = "/_reelay/token"
+"""Where a ``reelay dev --client-auth jwt`` stack issues local JWTs (see ``reelay_local.local_jwt``)."""
+M = TypeVar("M", bound=BaseModel)
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -86,71 +105,9 @@ class DownloadError(CliError):
 
 
 # --- wire shapes ------------------------------------------------------------------------------
-
-TaskStatus = Literal["queued", "submitted", "running", "ingesting", "succeeded", "failed"]
-
-
-class OutputView(TypedDict):
-    """One result in the results bucket, with a presigned ``url`` to fetch it."""
-
-    s3_uri: str
-    bytes: int
-    sha256: str
-    content_type: str
-    url: str
-
-
-class TaskErrorView(TypedDict):
-    code: str
-    message: str
-
-
-class TaskView(TypedDict):
-    """A task as ``GET /v1/tasks/{id}`` returns it."""
-
-    id: str
-    provider: str
-    kind: str
-    status: TaskStatus
-    progress: int
-    provider_task_id: str | None
-    parent_task_id: str | None
-    created_at: str
-    updated_at: str
-    error: TaskErrorView | None
-    outputs: list[OutputView]
-    cost_cents: int | None
-    metadata: dict[str, str]
-
-
-class TaskPage(TypedDict):
-    tasks: list[TaskView]
-    next_cursor: str | None
-
-
-class CapabilitiesView(TypedDict, total=False):
-    callbacks: bool
-    modes: list[str]
-    durations: list[int]
-    default_duration: int | None
-    orientations: list[str]
-    resolutions: list[str]
-    sizes: list[str]
-    pro: bool
-    notes: str | list[str] | None
-
-
-class AccountView(TypedDict, total=False):
-    balance_cents: int | None
-    pricing: dict[str, Any] | None
-    currency: str | None
-
-
-class ProviderView(TypedDict):
-    name: str
-    protocol: str
-    capabilities: CapabilitiesView
-    account: NotRequired[AccountView | None]
+# The API's answers are the contract models of ``reelay.contract``: one definition for the API,
+# the CLI, the web page's proxy and the tests. Unknown fields are ignored (pydantic's default),
+# so a newer API that adds fields still parses.
 
 
 class Created(NamedTuple):
@@ -158,6 +115,14 @@ class Created(NamedTuple):
 
     task: TaskView
     replayed: bool
+
+
+class DownloadProgress(Protocol):
+    """Told about a download as it goes (the CLI draws a progress bar from it)."""
+
+    def start(self, name: str, total_bytes: int) -> None: ...
+
+    def advance(self, done_bytes: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -226,19 +191,24 @@ class SigV4(httpx.Auth):
         yield request
 
 
-class BearerToken(httpx.Auth):
-    """``Authorization: Bearer <token>`` for a JWT authorizer."""
+TokenSource = str | Callable[[], str]
+"""A bearer token, or a function that returns a fresh one for each request."""
 
-    def __init__(self, token: str) -> None:
+
+class BearerToken(httpx.Auth):
+    """``Authorization: Bearer <token>`` for a JWT authorizer (a callable is asked per request)."""
+
+    def __init__(self, token: TokenSource) -> None:
         self._token = token
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self._token}"
+        value = self._token() if callable(self._token) else self._token
+        request.headers["Authorization"] = f"Bearer {value}"
         yield request
 
 
 def choose_auth(
-    api_url: str, *, token: str | None = None, sign: bool = True, credentials: Credentials | None = None
+    api_url: str, *, token: TokenSource | None = None, sign: bool = True, credentials: Credentials | None = None
 ) -> httpx.Auth | None:
     """How to authenticate to ``api_url``: bearer token, SigV4, or nothing (loopback / ``sign=False``)."""
     if token:
@@ -263,24 +233,19 @@ def choose_auth(
 # --- the client -------------------------------------------------------------------------------
 
 
-def shorten_url(url: str) -> str:
-    """A URL safe to show: scheme, host and path; a query (a presigned signature) becomes ``?…``."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}" + ("?…" if parts.query else "")
-
-
 class ReelayClient:
-    """The reelay HTTP API, as Python calls returning its JSON shapes.
+    """The reelay HTTP API, as Python calls returning its contract models.
 
     ``transport`` replaces the network (``httpx.MockTransport`` in tests); ``sleep`` is the pause
-    between polls of :meth:`wait`.
+    between polls of :meth:`wait`, whose delays come from ``backoff`` (a fresh iterator of
+    seconds per wait; default: :func:`~reelay_cli.backoff.poll_delays`).
     """
 
     def __init__(
         self,
         api_url: str,
         *,
-        token: str | None = None,
+        token: TokenSource | None = None,
         sign: bool = True,
         credentials: Credentials | None = None,
         transport: httpx.BaseTransport | None = None,
@@ -320,11 +285,11 @@ class ReelayClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         response = self._send("POST", "/v1/tasks", json=_without_none(request), headers=headers)
         replayed = response.headers.get("idempotent-replayed", "false").lower() == "true"
-        return Created(cast(TaskView, response.json()), replayed)
+        return Created(_parse(TaskView, response), replayed)
 
     def get_task(self, task_id: str) -> TaskView:
         """``GET /v1/tasks/{id}``."""
-        return cast(TaskView, self._send("GET", f"/v1/tasks/{_segment(task_id)}").json())
+        return _parse(TaskView, self._send("GET", f"/v1/tasks/{_segment(task_id)}"))
 
     def list_tasks(
         self,
@@ -336,7 +301,7 @@ class ReelayClient:
     ) -> TaskPage:
         """One page of ``GET /v1/tasks``, newest first."""
         params = _without_none({"status": status, "provider": provider, "limit": limit, "cursor": cursor})
-        return cast(TaskPage, self._send("GET", "/v1/tasks", params=params).json())
+        return _parse(TaskPage, self._send("GET", "/v1/tasks", params=params))
 
     def iter_tasks(
         self, *, status: str | None = None, provider: str | None = None, limit: int | None = None
@@ -346,61 +311,87 @@ class ReelayClient:
         seen: set[str] = set()
         while True:
             page = self.list_tasks(status=status, provider=provider, limit=limit, cursor=cursor)
-            yield from page["tasks"]
-            cursor = page.get("next_cursor")
+            yield from page.tasks
+            cursor = page.next_cursor
             if not cursor or cursor in seen:  # a repeated cursor would loop forever
                 return
             seen.add(cursor)
 
     def remix(self, task_id: str, prompt: str) -> TaskView:
         """``POST /v1/tasks/{id}/remix``: a new task derived from a finished video."""
-        return cast(
-            TaskView, self._send("POST", f"/v1/tasks/{_segment(task_id)}/remix", json={"prompt": prompt}).json()
-        )
+        return _parse(TaskView, self._send("POST", f"/v1/tasks/{_segment(task_id)}/remix", json={"prompt": prompt}))
 
     def create_images(self, request: Mapping[str, Any]) -> TaskView:
         """``POST /v1/images``."""
-        return cast(TaskView, self._send("POST", "/v1/images", json=_without_none(request)).json())
+        return _parse(TaskView, self._send("POST", "/v1/images", json=_without_none(request)))
 
     def providers(self) -> list[ProviderView]:
         """``GET /v1/providers``: the configured providers, their capabilities and accounts."""
-        return cast(list[ProviderView], self._send("GET", "/v1/providers").json()["providers"])
+        return _parse(ProviderList, self._send("GET", "/v1/providers")).providers
+
+    def local_token(self, subject: str, *, ttl_seconds: int | None = None) -> str:
+        """A JWT for ``subject`` from a ``reelay dev --client-auth jwt`` stack's local issuer.
+
+        The issuer answers ``POST /_reelay/token`` on the API's own port (loopback only); any
+        other API has no such route, which is reported as such.
+        """
+        body = _without_none({"sub": subject, "ttl_seconds": ttl_seconds})
+        try:
+            response = self._send("POST", LOCAL_TOKEN_PATH, json=body)
+        except ApiError as exc:
+            if exc.status in (403, 404):
+                raise CliError(
+                    f"{self.api_url} has no local JWT issuer",
+                    hint="start the stack with `reelay dev --client-auth jwt`, and point --api-url at it",
+                ) from exc
+            raise
+        token = response.json().get("token")
+        if not isinstance(token, str) or not token:
+            raise CliError(f"{self.api_url} answered {LOCAL_TOKEN_PATH} without a token")
+        return token
 
     def wait(
         self,
         task_id: str,
         *,
-        interval: float = 2.0,
+        interval: float = 1.0,
+        max_interval: float = 10.0,
         timeout: float | None = None,
         on_update: Callable[[TaskView], None] | None = None,
     ) -> TaskView:
         """Poll a task until it is succeeded or failed; ``on_update`` sees every answer.
 
-        Raises :class:`CliError` (exit code 3) when ``timeout`` seconds pass first.
+        The first look is immediate; then the pause grows from ``interval`` to ``max_interval``
+        with jitter (:func:`~reelay_cli.backoff.poll_delays`), so a long task is not asked every
+        second. Raises :class:`CliError` (exit code 3) when ``timeout`` seconds pass first.
         """
         started = time.monotonic()
+        delays = poll_delays(first=interval, cap=max_interval)
         while True:
             task = self.get_task(task_id)
             if on_update:
                 on_update(task)
-            if task["status"] in TERMINAL_STATUSES:
+            if task.status in TERMINAL_STATUSES:
                 return task
             if timeout is not None and time.monotonic() - started >= timeout:
-                raise CliError(f"task {task_id} is still {task['status']} after {timeout:g} s", exit_code=3)
-            self._sleep(interval)
+                raise CliError(f"task {task_id} is still {task.status} after {timeout:g} s", exit_code=3)
+            self._sleep(next(delays))
 
     # outputs
 
-    def download(self, task: TaskView, out_dir: Path) -> list[DownloadedFile]:
+    def download(
+        self, task: TaskView, out_dir: Path, *, progress: DownloadProgress | None = None
+    ) -> list[DownloadedFile]:
         """Download every output of ``task`` into ``out_dir`` through its presigned URL.
 
         Streams to a ``.part`` file while hashing; the file takes its final name only when its
         SHA-256 (and size) match what reelay recorded, so a bad download never looks finished.
         The presigned URL carries its own authorization: no reelay credential is sent with it.
+        ``progress`` is told each file's name and size, then every chunk written.
         """
-        outputs = task["outputs"]
+        outputs = task.outputs
         if not outputs:
-            raise CliError(f"task {task['id']} is {task['status']} and has no outputs to download")
+            raise CliError(f"task {task.id} is {task.status} and has no outputs to download")
         out_dir.mkdir(parents=True, exist_ok=True)
         files = []
         with httpx.Client(
@@ -410,10 +401,28 @@ class ReelayClient:
             follow_redirects=True,
         ) as plain:
             for index, output in enumerate(outputs):
-                suffix = PurePosixPath(urlsplit(output["s3_uri"]).path).suffix
-                name = f"{task['id']}{suffix}" if len(outputs) == 1 else f"{task['id']}-{index}{suffix}"
-                files.append(_fetch_verified(plain, output, out_dir / name))
+                suffix = PurePosixPath(urlsplit(output.s3_uri).path).suffix
+                name = f"{task.id}{suffix}" if len(outputs) == 1 else f"{task.id}-{index}{suffix}"
+                files.append(_fetch_verified(plain, output, out_dir / name, progress))
         return files
+
+    # the web page's proxy
+
+    def forward(
+        self, method: str, path: str, *, params: Mapping[str, str] | None = None, content: bytes | None = None
+    ) -> httpx.Response:
+        """Send one request as the web page asked it, authenticated as every command is.
+
+        Only ``/v1/...`` paths are forwarded (the page has no business elsewhere); the answer is
+        returned as it came, errors included, for the page to show.
+        """
+        if not path.startswith("/v1/") or ".." in path.split("/"):
+            raise CliError(f"refusing to forward {path!r}: only /v1/ paths", exit_code=2)
+        headers = {"Content-Type": "application/json"} if content else {}
+        try:
+            return self._http.request(method, path, params=params, content=content, headers=headers)
+        except httpx.TransportError as exc:
+            raise ApiUnreachable(f"cannot talk to reelay API at {self.api_url}: {exc}") from exc
 
     # plumbing
 
@@ -434,35 +443,55 @@ class ReelayClient:
         return response
 
 
-def _fetch_verified(http: httpx.Client, output: OutputView, target: Path) -> DownloadedFile:
+def _parse(model: type[M], response: httpx.Response) -> M:
+    """The answer as its contract model; an answer that is not one is a clear error, not a traceback."""
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise CliError(
+            f"{response.request.method} {response.request.url.path} answered something that is not a "
+            f"{model.__name__}: {exc.error_count()} problem(s), first: {exc.errors()[0]['msg']}",
+            hint="is --api-url a reelay API of a compatible version?",
+        ) from exc
+
+
+def _fetch_verified(
+    http: httpx.Client, output: OutputView, target: Path, progress: DownloadProgress | None
+) -> DownloadedFile:
+    if not output.url:
+        raise DownloadError(f"{output.s3_uri} has no download URL in the API's answer")
     partial = target.with_name(target.name + ".part")
     digest = hashlib.sha256()
     size = 0
-    shown = shorten_url(output["url"])
+    # An error message names the object, not its presigned URL: messages end up in CI logs.
     try:
-        with http.stream("GET", output["url"]) as response:
+        with http.stream("GET", output.url) as response:
             if response.status_code != 200:
-                raise DownloadError(f"download of {output['s3_uri']} from {shown} answered HTTP {response.status_code}")
+                raise DownloadError(f"download of {output.s3_uri} answered HTTP {response.status_code}")
+            if progress:
+                progress.start(target.name, output.bytes)
             with partial.open("wb") as sink:
                 for chunk in response.iter_bytes(_CHUNK):
                     digest.update(chunk)
                     size += len(chunk)
                     sink.write(chunk)
+                    if progress:
+                        progress.advance(len(chunk))
     except httpx.TransportError as exc:
         partial.unlink(missing_ok=True)
-        raise DownloadError(f"download of {output['s3_uri']} from {shown} failed: {exc}") from exc
+        raise DownloadError(f"download of {output.s3_uri} failed: {exc}") from exc
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
     actual = digest.hexdigest()
-    if actual != output["sha256"] or size != output["bytes"]:
+    if actual != output.sha256 or size != output.bytes:
         partial.unlink(missing_ok=True)
         raise DownloadError(
-            f"refusing {output['s3_uri']}: got {size} bytes with sha256 {actual}, "
-            f"reelay recorded {output['bytes']} bytes with sha256 {output['sha256']}"
+            f"refusing {output.s3_uri}: got {size} bytes with sha256 {actual}, "
+            f"reelay recorded {output.bytes} bytes with sha256 {output.sha256}"
         )
     partial.replace(target)
-    return DownloadedFile(path=target, bytes=size, sha256=actual, s3_uri=output["s3_uri"])
+    return DownloadedFile(path=target, bytes=size, sha256=actual, s3_uri=output.s3_uri)
 
 
 def _api_error(response: httpx.Response) -> ApiError:

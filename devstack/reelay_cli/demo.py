@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from reelay_cli.api_client import TERMINAL_STATUSES, CliError, OutputView, ReelayClient, TaskView
+from reelay.contract import OutputView, TaskView
+from reelay_cli.api_client import TERMINAL_STATUSES, CliError, ReelayClient
+from reelay_cli.backoff import poll_delays
 from reelay_cli.dev import DevEnvironmentLike
 
 DEFAULT_PROVIDERS: tuple[str, ...] = ("generate_task", "sorahk", "openai_videos")
@@ -108,6 +110,7 @@ def run_demo(
     providers: Sequence[str] = DEFAULT_PROVIDERS,
     s3: Any | None = None,
     interval: float = 1.0,
+    max_interval: float = 10.0,
     timeout: float = 600.0,
     sleep: Callable[[float], None] = time.sleep,
     on_update: Callable[[str, TaskView], None] | None = None,
@@ -116,6 +119,7 @@ def run_demo(
 
     ``client`` talks to ``env.stack.api_url``; ``s3`` reads the results bucket (default:
     :func:`local_s3_client`); ``on_update(provider, task)`` sees every change of status or progress.
+    Pauses between rounds of polls grow from ``interval`` to ``max_interval`` with jitter.
     """
     started = time.monotonic()
     s3 = s3 if s3 is not None else local_s3_client(env)
@@ -134,26 +138,27 @@ def run_demo(
             on_update(provider, created)
 
     deadline = started + timeout
+    delays = poll_delays(first=interval, cap=max_interval)
     while pending:
         for provider, previous in list(pending.items()):
-            task = client.get_task(previous["id"])
-            if on_update and (task["status"], task["progress"]) != (previous["status"], previous["progress"]):
+            task = client.get_task(previous.id)
+            if on_update and (task.status, task.progress) != (previous.status, previous.progress):
                 on_update(provider, task)
             pending[provider] = task
-            if task["status"] in TERMINAL_STATUSES:
+            if task.status in TERMINAL_STATUSES:
                 runs[provider] = _finished(env, s3, protocols.get(provider, provider), pending.pop(provider))
         if pending and time.monotonic() >= deadline:
             for provider, task in pending.items():
                 runs[provider] = ProviderRun(
                     provider,
-                    task["id"],
+                    task.id,
                     TIMED_OUT,
-                    error=f"still {task['status']} after {timeout:g} s",
-                    provider_task_id=task.get("provider_task_id"),
+                    error=f"still {task.status} after {timeout:g} s",
+                    provider_task_id=task.provider_task_id,
                 )
             break
         if pending:
-            sleep(interval)
+            sleep(next(delays))
 
     return DemoResult(
         api_url=env.stack.api_url,
@@ -168,31 +173,31 @@ def run_demo(
 def _protocols(client: ReelayClient) -> dict[str, str]:
     """Provider name → protocol, from the API; an unanswered call leaves the default (name = protocol)."""
     try:
-        return {p["name"]: p["protocol"] for p in client.providers()}
+        return {p.name: p.protocol for p in client.providers()}
     except CliError:
         return {}
 
 
 def _finished(env: DevEnvironmentLike, s3: Any, protocol: str, task: TaskView) -> ProviderRun:
-    error = task.get("error")
-    outputs = [_check_output(env, s3, protocol, task, output) for output in task.get("outputs") or []]
-    message = f"{error['code']}: {error['message']}" if error else None
-    if task["status"] == "succeeded" and not outputs:
+    error = task.error
+    outputs = [_check_output(env, s3, protocol, task, output) for output in task.outputs]
+    message = f"{error.code}: {error.message}" if error else None
+    if task.status == "succeeded" and not outputs:
         message = "succeeded without any output"
     return ProviderRun(
-        provider=task["provider"],
-        task_id=task["id"],
-        status=task["status"],
+        provider=task.provider,
+        task_id=task.id,
+        status=str(task.status),
         error=message,
-        provider_task_id=task.get("provider_task_id"),
+        provider_task_id=task.provider_task_id,
         outputs=outputs,
     )
 
 
 def _check_output(env: DevEnvironmentLike, s3: Any, protocol: str, task: TaskView, output: OutputView) -> OutputCheck:
-    recorded = output["sha256"]
+    recorded = output.sha256
     problems: list[str] = []
-    location = urlsplit(output["s3_uri"])
+    location = urlsplit(output.s3_uri)
     if location.scheme != "s3" or location.netloc != env.stack.bucket:
         problems.append(f"not in the results bucket {env.stack.bucket}")
     stored = _stored_sha256(s3, env.stack.bucket, location.path.lstrip("/"), problems)
@@ -204,8 +209,8 @@ def _check_output(env: DevEnvironmentLike, s3: Any, protocol: str, task: TaskVie
         if simulated is not None and simulated != recorded:
             problems.append(f"simulator served sha256 {simulated[:12]}…, reelay recorded {recorded[:12]}…")
     return OutputCheck(
-        s3_uri=output["s3_uri"],
-        bytes=output["bytes"],
+        s3_uri=output.s3_uri,
+        bytes=output.bytes,
         recorded_sha256=recorded,
         stored_sha256=stored,
         simulator_sha256=simulated,
@@ -229,7 +234,7 @@ def _stored_sha256(s3: Any, bucket: str, key: str, problems: list[str]) -> str |
 
 
 def _simulator_sha256(env: DevEnvironmentLike, protocol: str, task: TaskView, problems: list[str]) -> str | None:
-    provider_task_id = task.get("provider_task_id")
+    provider_task_id = task.provider_task_id
     if env.sim is None or not provider_task_id:
         problems.append("task has no provider task id to ask the simulator about")
         return None

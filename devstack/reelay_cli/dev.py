@@ -56,8 +56,13 @@ class DevEnvironmentLike(Protocol):
 
     def stop(self) -> None: ...
 
+    def issue_token(self, subject: str) -> str:
+        """A JWT for ``subject`` from the stack's local issuer (``--client-auth jwt`` only)."""
+        ...
 
-EnvironmentFactory = Callable[[Path, int | None], DevEnvironmentLike]
+
+EnvironmentFactory = Callable[[Path, int | None, str], DevEnvironmentLike]
+"""``(repo root, API port or None, client auth "none" | "jwt")`` → a not yet started environment."""
 
 
 def find_repo_root(explicit: Path | None = None) -> Path:
@@ -72,13 +77,12 @@ def find_repo_root(explicit: Path | None = None) -> Path:
     return root
 
 
-def open_environment(repo_root: Path, api_port: int | None) -> DevEnvironmentLike:
-    """A new, not yet started ``reelay_local.DevEnvironment`` (its default port when ``api_port`` is None)."""
+def open_environment(repo_root: Path, api_port: int | None, client_auth: str = "none") -> DevEnvironmentLike:
+    """A new, not yet started ``reelay_local.DevEnvironment`` (its default port when ``api_port`` is None);
+    ``client_auth="jwt"`` gives it a local JWT issuer and the template's ``ClientAuth=JWT``."""
     from reelay_local import DevEnvironment
 
-    if api_port is None:
-        return DevEnvironment(repo_root)
-    return DevEnvironment(repo_root, api_port=api_port)
+    return DevEnvironment(repo_root, api_port=api_port or 0, client_auth=client_auth)
 
 
 @contextmanager

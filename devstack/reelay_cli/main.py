@@ -2,11 +2,12 @@
 
 Commands are thin: they turn options into one call of :class:`~reelay_cli.api_client.ReelayClient`
 (or of the local stack) and hand the answer to :mod:`reelay_cli.output`. Their dependencies
-(HTTP transport, sleep, the local stack, S3) come from one :class:`Wiring`, given to
-:func:`create_app`; tests give fakes.
+(HTTP transport, sleep, the local stack, S3, the browser, the web page's server) come from one
+:class:`Wiring`, given to :func:`create_app`; tests give fakes.
 
-Exit codes: 0 success; 1 an API error, a failed task (``watch``, ``submit --watch``) or a failed
-demo; 2 usage errors and an unreachable API or stack; 3 ``watch --timeout`` ran out; 130 Ctrl-C.
+Output: rich tables on a terminal; plain tab-separated lines, untruncated, when stdout is not a
+terminal; ``--json`` (before or after the command) prints the API's contract models — one object,
+or JSON Lines for ``list``, ``providers`` and ``download``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import functools
 import os
 import re
 import time
+import webbrowser
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
@@ -27,8 +29,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
+from reelay.contract import TaskView
 from reelay_cli import output
-from reelay_cli.api_client import DEFAULT_API_URL, DEFAULT_PORT, CliError, ReelayClient, TaskView
+from reelay_cli.api_client import CLI_VERSION, DEFAULT_API_URL, DEFAULT_PORT, CliError, ReelayClient, TokenSource
 from reelay_cli.demo import DEFAULT_PROVIDERS, local_s3_client, run_demo
 from reelay_cli.dev import (
     DevEnvironmentLike,
@@ -38,9 +41,13 @@ from reelay_cli.dev import (
     open_environment,
     running,
 )
+from reelay_cli.ui_server import DEFAULT_UI_PORT, UiServer, serve_ui
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+EXIT_CODES = """Exit codes: 0 success; 1 an API error, a failed task (`watch`, `--watch`), a failed demo;
+2 usage errors, an unreachable API or stack; 3 `watch --timeout` ran out; 130 Ctrl-C."""
 
 
 class Orientation(StrEnum):
@@ -62,15 +69,30 @@ class Status(StrEnum):
     failed = "failed"
 
 
+class ClientAuth(StrEnum):
+    none = "none"
+    jwt = "jwt"
+
+
+UiFactory = Callable[[Callable[[], ReelayClient], int], UiServer]
+
+
 @dataclass(frozen=True)
 class Wiring:
-    """Everything the commands depend on outside themselves; tests replace what they need."""
+    """Everything the commands depend on outside themselves; tests replace what they need.
+
+    ``tty`` forces the terminal/plain choice (None: ask stdout); ``open_browser`` is
+    ``webbrowser.open`` (False when no browser could be started).
+    """
 
     transport: httpx.BaseTransport | None = None
     sleep: Callable[[float], None] = time.sleep
     environment: EnvironmentFactory = open_environment
     s3: Callable[[DevEnvironmentLike], Any] = local_s3_client
     wait_for_interrupt: Callable[[], None] = block_until_interrupted
+    open_browser: Callable[[str], bool] = webbrowser.open
+    tty: bool | None = None
+    ui: UiFactory = serve_ui
 
 
 @dataclass
@@ -82,12 +104,25 @@ class Session:
     sign: bool
     as_json: bool
     wiring: Wiring
-    out: Console = field(default_factory=Console)
 
-    def client(self) -> ReelayClient:
+    def __post_init__(self) -> None:
+        # force_terminal=None asks the stream; rich then also honours NO_COLOR / TERM=dumb.
+        self.out = Console(force_terminal=self.wiring.tty, soft_wrap=False)
+        self.err = Console(stderr=True, force_terminal=self.wiring.tty)
+
+    @property
+    def on_terminal(self) -> bool:
+        return self.out.is_terminal
+
+    def json_wanted(self, local: bool) -> bool:
+        """``--json`` given before the command or after it."""
+        self.as_json = self.as_json or local
+        return self.as_json
+
+    def client(self, *, api_url: str | None = None, token: TokenSource | None = None) -> ReelayClient:
         return ReelayClient(
-            self.api_url,
-            token=self.token,
+            api_url or self.api_url,
+            token=token if token is not None else self.token,
             sign=self.sign,
             transport=self.wiring.transport,
             sleep=self.wiring.sleep,
@@ -121,10 +156,15 @@ def _session(ctx: typer.Context) -> Session:
 # --- shared option types ----------------------------------------------------------------------
 
 TaskIdArg = Annotated[str, typer.Argument(help="Task id (tsk_...).", show_default=False)]
-Interval = Annotated[float, typer.Option(min=0, help="Seconds between polls.")]
+Interval = Annotated[
+    float,
+    typer.Option(min=0, help="First pause between polls (s); each next one 1.5 times longer, up to --max-interval."),
+]
+MaxInterval = Annotated[float, typer.Option(min=0, help="Longest pause between polls (s).")]
 WatchTimeout = Annotated[
     float | None, typer.Option("--timeout", min=0, help="Give up after this many seconds (exit 3).", show_default=False)
 ]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON (see `reelay --help`).")]
 RepoOption = Annotated[
     Path | None,
     typer.Option(
@@ -158,10 +198,13 @@ def submit(
         str | None, typer.Option(help="Makes a retry safe: the same key and body give the same task.")
     ] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Follow the task until it ends.")] = False,
-    interval: Interval = 2.0,
+    interval: Interval = 1.0,
+    max_interval: MaxInterval = 10.0,
+    as_json: JsonOption = False,
 ) -> None:
     """Request a video."""
     session = _session(ctx)
+    session.json_wanted(as_json)
     request = {
         "provider": provider,
         "prompt": prompt,
@@ -178,13 +221,14 @@ def submit(
     with session.client() as client:
         created = client.create_task(request, idempotency_key=idempotency_key)
         if watch:
-            _follow(session, client, created.task["id"], interval, None)
+            _follow(session, client, created.task.id, interval, max_interval, None)
     _show_task(session, created.task, replayed=created.replayed)
 
 
-def status(ctx: typer.Context, task_id: TaskIdArg) -> None:
-    """Show a task: its status, error and outputs."""
+def status(ctx: typer.Context, task_id: TaskIdArg, as_json: JsonOption = False) -> None:
+    """Show a task: its prompt, status, age, error and outputs (with their full download URLs)."""
     session = _session(ctx)
+    session.json_wanted(as_json)
     with session.client() as client:
         _show_task(session, client.get_task(task_id))
 
@@ -196,9 +240,16 @@ def list_tasks(
     limit: Annotated[int, typer.Option(min=1, max=100, help="Tasks per page.")] = 20,
     cursor: Annotated[str | None, typer.Option(help="Start from this page (next_cursor of the last one).")] = None,
     all_pages: Annotated[bool, typer.Option("--all", help="Follow cursors through every page.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """List tasks, newest first."""
+    """List tasks, newest first.
+
+    Not on a terminal: one line per task, tab-separated: id, status, progress, provider, kind,
+    created_at, age, prompt. With --json: JSON Lines, one task per line. Either way the next
+    page's cursor, if any, goes to stderr.
+    """
     session = _session(ctx)
+    session.json_wanted(as_json)
     status_value = status.value if status else None
     with session.client() as client:
         if all_pages:
@@ -206,42 +257,100 @@ def list_tasks(
             next_cursor = None
         else:
             page = client.list_tasks(status=status_value, provider=provider, limit=limit, cursor=cursor)
-            tasks, next_cursor = page["tasks"], page.get("next_cursor")
+            tasks, next_cursor = page.tasks, page.next_cursor
     if session.as_json:
-        output.print_json({"tasks": tasks, "next_cursor": next_cursor})
+        output.print_json_lines(tasks)
+        if next_cursor:
+            session.err.print(f"more: --all, or --cursor {escape(next_cursor)}", soft_wrap=True)
     else:
         output.render_task_list(session.out, tasks, next_cursor)
 
 
-def watch(ctx: typer.Context, task_id: TaskIdArg, interval: Interval = 2.0, timeout: WatchTimeout = None) -> None:
+def watch(
+    ctx: typer.Context,
+    task_id: TaskIdArg,
+    interval: Interval = 1.0,
+    max_interval: MaxInterval = 10.0,
+    timeout: WatchTimeout = None,
+    as_json: JsonOption = False,
+) -> None:
     """Follow a task with a progress bar until it ends; exit 0 if it succeeded, 1 if it failed."""
     session = _session(ctx)
+    session.json_wanted(as_json)
     with session.client() as client:
-        _follow(session, client, task_id, interval, timeout)
+        _follow(session, client, task_id, interval, max_interval, timeout)
 
 
 def download(
     ctx: typer.Context,
     task_id: TaskIdArg,
     out: Annotated[Path, typer.Option("--out", help="Directory to write to.", file_okay=False)] = Path("."),
+    as_json: JsonOption = False,
 ) -> None:
-    """Download a task's outputs, each verified against its recorded SHA-256."""
+    """Download a task's outputs, each verified against its recorded SHA-256.
+
+    A progress bar (size, speed) is drawn on stderr when it is a terminal. Not on a terminal:
+    one line per file: path, bytes, sha256, s3_uri. With --json: JSON Lines.
+    """
     session = _session(ctx)
+    session.json_wanted(as_json)
     with session.client() as client:
-        files = client.download(client.get_task(task_id), out)
+        task = client.get_task(task_id)
+        if session.err.is_terminal:
+            with output.DownloadBars(session.err) as bars:
+                files = client.download(task, out, progress=bars)
+        else:
+            files = client.download(task, out)
     if session.as_json:
-        output.print_json([{**vars(f), "path": str(f.path)} for f in files])
+        output.print_json_lines({**vars(f), "path": str(f.path)} for f in files)
     else:
         output.render_downloads(session.out, files)
 
 
-def providers(ctx: typer.Context) -> None:
-    """The configured providers: capabilities and account balance."""
+def open_output(
+    ctx: typer.Context,
+    task_id: TaskIdArg,
+    index: Annotated[int, typer.Option("--output", min=0, help="Which output, for a task with several.")] = 0,
+    print_only: Annotated[bool, typer.Option("--print", help="Print the URL instead of opening a browser.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Open a finished task's output in the browser (its presigned URL), or print the full URL.
+
+    The URL is printed instead when stdout is not a terminal, with --print or --json, or when no
+    browser can be started. It is short-lived (the API's PRESIGN_TTL_SECONDS).
+    """
     session = _session(ctx)
+    session.json_wanted(as_json)
+    with session.client() as client:
+        task = client.get_task(task_id)
+    if not task.outputs:
+        raise CliError(f"task {task.id} is {task.status} and has no outputs to open")
+    if index >= len(task.outputs):
+        raise CliError(f"task {task.id} has {len(task.outputs)} output(s); --output {index} is not one", exit_code=2)
+    url = task.outputs[index].url
+    if not url:
+        raise CliError(f"the API gave no download URL for {task.outputs[index].s3_uri}")
+    if session.as_json:
+        output.print_json({"task_id": task.id, "s3_uri": task.outputs[index].s3_uri, "url": url})
+        return
+    if not print_only and session.on_terminal and session.wiring.open_browser(url):
+        session.err.print(f"[dim]opened {escape(task.outputs[index].s3_uri)} in the browser[/]")
+        return
+    print(url)
+
+
+def providers(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """The configured providers: capabilities and live balance (with --json, also pricing).
+
+    Not on a terminal: one line per provider, tab-separated: name, protocol, modes, durations,
+    orientations, resolutions or sizes, pro, callbacks, balance. With --json: JSON Lines.
+    """
+    session = _session(ctx)
+    session.json_wanted(as_json)
     with session.client() as client:
         found = client.providers()
     if session.as_json:
-        output.print_json({"providers": found})
+        output.print_json_lines(found)
     else:
         output.render_providers(session.out, found)
 
@@ -251,14 +360,17 @@ def remix(
     task_id: TaskIdArg,
     prompt: Annotated[str, typer.Option(help="What to change.", show_default=False)],
     watch: Annotated[bool, typer.Option("--watch", help="Follow the new task until it ends.")] = False,
-    interval: Interval = 2.0,
+    interval: Interval = 1.0,
+    max_interval: MaxInterval = 10.0,
+    as_json: JsonOption = False,
 ) -> None:
     """Make a new video from a finished one."""
     session = _session(ctx)
+    session.json_wanted(as_json)
     with session.client() as client:
         task = client.remix(task_id, prompt)
         if watch:
-            _follow(session, client, task["id"], interval, None)
+            _follow(session, client, task.id, interval, max_interval, None)
     _show_task(session, task)
 
 
@@ -278,7 +390,9 @@ def images(
         ),
     ] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Follow the task until it ends.")] = False,
-    interval: Interval = 2.0,
+    interval: Interval = 1.0,
+    max_interval: MaxInterval = 10.0,
+    as_json: JsonOption = False,
 ) -> None:
     """Generate (or edit) images."""
     if image_url and image_key:
@@ -286,6 +400,7 @@ def images(
     if size is not None and not re.fullmatch(r"[1-9]\d{1,4}x[1-9]\d{1,4}", size):
         raise typer.BadParameter(f"{size!r} is not WxH (e.g. 1024x1536)", param_hint="--size")
     session = _session(ctx)
+    session.json_wanted(as_json)
     request = {
         "provider": provider,
         "prompt": prompt,
@@ -297,39 +412,116 @@ def images(
     with session.client() as client:
         task = client.create_images(request)
         if watch:
-            _follow(session, client, task["id"], interval, None)
+            _follow(session, client, task.id, interval, max_interval, None)
     _show_task(session, task)
+
+
+def token(
+    ctx: typer.Context,
+    subject: Annotated[str, typer.Argument(help="The JWT's `sub`: who the token speaks for.", show_default=False)],
+    ttl: Annotated[int | None, typer.Option("--ttl", min=1, max=86400, help="Lifetime in seconds (default 1 h).")] = (
+        None
+    ),
+    as_json: JsonOption = False,
+) -> None:
+    """Print a bare JWT for SUBJECT from a running `reelay dev --client-auth jwt` (at --api-url).
+
+    Use it as `--token` / `REELAY_TOKEN`, or as `Authorization: Bearer <jwt>` with curl.
+    """
+    session = _session(ctx)
+    session.json_wanted(as_json)
+    with session.client(token="") as client:  # the issuer needs no credential: it is loopback-only
+        jwt = client.local_token(subject, ttl_seconds=ttl)
+    if session.as_json:
+        output.print_json({"token": jwt, "subject": subject})
+    else:
+        print(jwt)
+
+
+def ui(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Serve the page on 127.0.0.1:PORT (0: any).")] = (
+        DEFAULT_UI_PORT
+    ),
+    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open the page in the browser.")] = True,
+) -> None:
+    """Serve the web page on localhost against --api-url (local or deployed) until Ctrl-C.
+
+    The page never sees AWS credentials: it talks to this process, which forwards each /v1/
+    request to the API signed with SigV4 (IAM), with --token as Bearer, or as is (loopback).
+    """
+    session = _session(ctx)
+    server = session.wiring.ui(session.client, port)
+    try:
+        session.out.print(f"[bold green]reelay web page[/] {server.url}  [dim]→ {escape(session.api_url)}[/]")
+        if open_browser and session.on_terminal:
+            session.wiring.open_browser(server.url)
+        session.out.print("[dim]Ctrl-C to stop[/]")
+        try:
+            session.wiring.wait_for_interrupt()
+        except KeyboardInterrupt:
+            session.out.print("[dim]stopping…[/]")
+    finally:
+        server.stop()
 
 
 def dev(
     ctx: typer.Context,
     port: Annotated[int, typer.Option(min=1, max=65535, help="Serve the API on 127.0.0.1:PORT.")] = DEFAULT_PORT,
+    client_auth: Annotated[
+        ClientAuth,
+        typer.Option(
+            "--client-auth",
+            help="jwt: the /v1/ routes want a Bearer JWT from the local issuer (`reelay token SUBJECT`), "
+            "as the HTTP API's JWT authorizer does; none: no client auth, one local owner.",
+        ),
+    ] = ClientAuth.none,
+    ui_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Serve the web page on 127.0.0.1:PORT (0: any free port).")
+    ] = DEFAULT_UI_PORT,
     repo: RepoOption = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Run the embedded local stack (moto, simulator, API) until Ctrl-C."""
+    """Run the embedded local stack (moto, simulator, API) and the web page until Ctrl-C."""
     session = _session(ctx)
-    env = session.wiring.environment(find_repo_root(repo), port)
+    session.json_wanted(as_json)
+    env = session.wiring.environment(find_repo_root(repo), port, client_auth.value)
     with running(env):
-        simulator_url = env.sim.url if env.sim is not None else None
-        if session.as_json:
-            output.print_json(
-                {
-                    "api_url": env.stack.api_url,
-                    "aws_endpoint": env.stack.aws_endpoint,
-                    "bucket": env.stack.bucket,
-                    "simulator_url": simulator_url,
-                }
-            )
-        else:
-            session.out.print("[bold green]reelay local stack is running[/]")
-            output.render_stack(session.out, env.stack, simulator_url)
-            if env.stack.api_url.rstrip("/") != DEFAULT_API_URL:
-                session.out.print(f"[dim]export REELAY_API_URL={escape(env.stack.api_url)}[/]")
-            session.out.print("[dim]Ctrl-C to stop[/]")
+        api_url = env.stack.api_url
+        # The page of `reelay dev` speaks for one local user; with JWT auth it gets a fresh token
+        # from the local issuer for each request, so it never expires under it.
+        page_token: TokenSource | None = None
+        if client_auth is ClientAuth.jwt and not session.token:
+            page_token = functools.partial(env.issue_token, "local-ui")
+        server = session.wiring.ui(lambda: session.client(api_url=api_url, token=page_token), ui_port)
         try:
-            session.wiring.wait_for_interrupt()
-        except KeyboardInterrupt:
-            session.out.print("[dim]stopping…[/]")
+            simulator_url = env.sim.url if env.sim is not None else None
+            if session.as_json:
+                output.print_json(
+                    {
+                        "api_url": api_url,
+                        "aws_endpoint": env.stack.aws_endpoint,
+                        "bucket": env.stack.bucket,
+                        "simulator_url": simulator_url,
+                        "ui_url": server.url,
+                        "client_auth": client_auth.value,
+                    }
+                )
+            else:
+                session.out.print("[bold green]reelay local stack is running[/]")
+                output.render_stack(session.out, env.stack, simulator_url, server.url)
+                if client_auth is ClientAuth.jwt:
+                    session.out.print("[dim]client auth: JWT — `reelay token SUBJECT` prints one[/]")
+                if api_url.rstrip("/") != DEFAULT_API_URL:
+                    session.out.print(f"[dim]export REELAY_API_URL={escape(api_url)}[/]")
+                session.out.print("[dim]Ctrl-C to stop[/]")
+            try:
+                session.wiring.wait_for_interrupt()
+            except KeyboardInterrupt:
+                if not session.as_json:
+                    session.out.print("[dim]stopping…[/]")
+        finally:
+            server.stop()
 
 
 def demo(
@@ -342,24 +534,27 @@ def demo(
     ] = None,
     repo: RepoOption = None,
     interval: Interval = 1.0,
+    max_interval: MaxInterval = 10.0,
     timeout: Annotated[float, typer.Option(min=1, help="Give up on tasks after this many seconds.")] = 600.0,
+    as_json: JsonOption = False,
 ) -> None:
     """Start a local stack, make one video per provider, verify every result in S3, stop."""
     session = _session(ctx)
+    session.json_wanted(as_json)
     chosen = [p.strip() for p in providers.split(",") if p.strip()]
     if not chosen:
         raise typer.BadParameter("name at least one provider", param_hint="--providers")
     # The functions' own INFO logs would bury the demo's report; REELAY_LOG_LEVEL=INFO shows them.
     os.environ.setdefault("REELAY_LOG_LEVEL", "WARNING")
-    env = session.wiring.environment(find_repo_root(repo), port)
+    env = session.wiring.environment(find_repo_root(repo), port, ClientAuth.none.value)
     with running(env):
         if not session.as_json:
             output.render_stack(session.out, env.stack, env.sim.url if env.sim is not None else None)
 
         def progress(provider: str, task: TaskView) -> None:
             if not session.as_json:
-                line = Text.assemble(f"{provider:<14} {task['id']}  ", output.status_text(task["status"]))
-                session.out.print(line + Text(f" {task['progress']}%", "dim"))
+                line = Text.assemble(f"{provider:<14} {task.id}  ", output.status_text(task.status))
+                session.out.print(line + Text(f" {task.progress}%", "dim"))
 
         with ReelayClient(
             env.stack.api_url, sign=False, transport=session.wiring.transport, sleep=session.wiring.sleep
@@ -370,6 +565,7 @@ def demo(
                 providers=chosen,
                 s3=session.wiring.s3(env),
                 interval=interval,
+                max_interval=max_interval,
                 timeout=timeout,
                 sleep=session.wiring.sleep,
                 on_update=progress,
@@ -391,15 +587,17 @@ def _show_task(session: Session, task: TaskView, *, replayed: bool = False) -> N
         output.render_task(session.out, task, replayed=replayed)
 
 
-def _follow(session: Session, client: ReelayClient, task_id: str, interval: float, timeout: float | None) -> NoReturn:
+def _follow(
+    session: Session, client: ReelayClient, task_id: str, interval: float, max_interval: float, timeout: float | None
+) -> NoReturn:
     """Watch a task to its end, show it, and exit 0 (succeeded) or 1 (failed)."""
     if session.as_json:
-        task = client.wait(task_id, interval=interval, timeout=timeout)
+        task = client.wait(task_id, interval=interval, max_interval=max_interval, timeout=timeout)
     else:
         with output.task_progress(session.out, task_id) as update:
-            task = client.wait(task_id, interval=interval, timeout=timeout, on_update=update)
+            task = client.wait(task_id, interval=interval, max_interval=max_interval, timeout=timeout, on_update=update)
     _show_task(session, task)
-    raise typer.Exit(0 if task["status"] == "succeeded" else 1)
+    raise typer.Exit(0 if task.status == "succeeded" else 1)
 
 
 def _parse_meta(pairs: list[str]) -> dict[str, str]:
@@ -412,16 +610,25 @@ def _parse_meta(pairs: list[str]) -> dict[str, str]:
     return metadata
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"reelay {CLI_VERSION}")
+        raise typer.Exit(0)
+
+
 # --- the app ----------------------------------------------------------------------------------
 
 COMMANDS: dict[str, Callable[..., None]] = {
     "dev": dev,
     "demo": demo,
+    "ui": ui,
+    "token": token,
     "submit": submit,
     "status": status,
     "list": list_tasks,
     "watch": watch,
     "download": download,
+    "open": open_output,
     "providers": providers,
     "remix": remix,
     "images": images,
@@ -433,7 +640,9 @@ def create_app(wiring: Wiring | None = None) -> typer.Typer:
     wired = wiring or Wiring()
     app = typer.Typer(
         name="reelay",
-        help="reelay: AI video generation whose results land in your S3 bucket.",
+        help="reelay: AI video generation whose results land in your S3 bucket.\n\n"
+        "Output: tables on a terminal; tab-separated lines, never truncated, in a pipe; --json: the API's "
+        "models, one object or JSON Lines (list, providers, download).\n\n" + EXIT_CODES,
         no_args_is_help=True,
         add_completion=False,
         # Locals could hold a token; an unexpected bug still shows where it happened.
@@ -447,24 +656,28 @@ def create_app(wiring: Wiring | None = None) -> typer.Typer:
             str,
             typer.Option("--api-url", envvar="REELAY_API_URL", help="The reelay API (default: a local `reelay dev`)."),
         ] = DEFAULT_API_URL,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the API's raw JSON.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON models.")] = False,
         token: Annotated[
             str | None,
             typer.Option(
                 "--token",
-                envvar="REELAY_API_TOKEN",
-                help="JWT for a JWT authorizer (sent as Bearer).",
+                envvar=["REELAY_TOKEN", "REELAY_API_TOKEN"],
+                help="Bearer token (a JWT) sent with every request, instead of SigV4.",
                 show_default=False,
             ),
         ] = None,
         no_sign: Annotated[
             bool, typer.Option("--no-sign", help="Do not SigV4-sign requests to a non-loopback API.")
         ] = False,
+        version: Annotated[
+            bool,
+            typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+        ] = False,
     ) -> None:
-        ctx.obj = Session(api_url=api_url, token=token, sign=not no_sign, as_json=as_json, wiring=wired)
+        ctx.obj = Session(api_url=api_url, token=token or None, sign=not no_sign, as_json=as_json, wiring=wired)
 
     for name, command in COMMANDS.items():
-        app.command(name)(_reports_errors(command))
+        app.command(name, epilog=EXIT_CODES)(_reports_errors(command))
     return app
 
 

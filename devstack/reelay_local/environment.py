@@ -6,6 +6,9 @@ a provider whose base URL is set (a real one, or a simulator elsewhere) is used 
 The functions get the providers' URLs and keys, a callback base URL pointing at the local
 gateway, a fresh callback secret per run, and the simulator's host in the SSRF allow-list.
 
+With ``client_auth="jwt"`` (``reelay dev --client-auth jwt``) the template gets ``ClientAuth=JWT``
+and ``JwtIssuer`` = a local issuer made for this run, which the gateway enforces and serves.
+
 ``REELAY_RECONCILE_EVERY_SECONDS`` sets the local timer's period for the reconcile schedule
 (the template's ``ReconcileRate``, 2 minutes by default, is what a deployed stack uses).
 """
@@ -21,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from reelay_local.local_jwt import ISSUER_PATH, LocalJwtIssuer
 from reelay_local.stack import LocalStack
 from reelay_local.template import load_yaml
 
@@ -54,6 +58,7 @@ class DevEnvironment:
         parameter_overrides: dict[str, str] | None = None,
         timeout_overrides: Mapping[str, float] | None = None,
         sim_options: Mapping[str, Any] | None = None,
+        client_auth: str = "none",
     ) -> None:
         self.repo_root = Path(repo_root).resolve()
         self._api_port = api_port
@@ -62,6 +67,10 @@ class DevEnvironment:
         self._parameter_overrides = dict(parameter_overrides or {})
         self._timeout_overrides = dict(timeout_overrides or {})
         self._sim_options = dict(sim_options or {})
+        if client_auth not in ("none", "jwt"):
+            raise ValueError(f"client_auth must be 'none' or 'jwt', not {client_auth!r}")
+        self._client_auth = client_auth
+        self.jwt_issuer: LocalJwtIssuer | None = None
         self.sim: Any = None
         self._stack: LocalStack | None = None
 
@@ -92,6 +101,11 @@ class DevEnvironment:
             )
             overrides.update(self._extra_env)
             parameters = self._parameters()
+            if self._client_auth == "jwt":
+                # As a deployed JWT stack: the template's ClientAuth=JWT, its issuer the local one.
+                audience = parameters.get("JwtAudience", "reelay").split(",")[0].strip()
+                self.jwt_issuer = LocalJwtIssuer(f"http://127.0.0.1:{port}{ISSUER_PATH}", audience=audience)
+                parameters.update({"ClientAuth": "JWT", "JwtIssuer": self.jwt_issuer.url})
             self._stack = LocalStack(
                 self.repo_root,
                 api_port=port,
@@ -99,6 +113,7 @@ class DevEnvironment:
                 schedule_speedup=self._reconcile_speedup(parameters),
                 parameter_overrides=parameters,
                 timeout_overrides=self._timeout_overrides,
+                jwt_issuer=self.jwt_issuer,
             ).start()
         except BaseException:
             self.stop()
@@ -127,6 +142,12 @@ class DevEnvironment:
             ).get("Default", "rate(2 minutes)")
         )
         return rate_seconds(rate) / seconds
+
+    def issue_token(self, subject: str) -> str:
+        """A JWT for ``subject`` from the local issuer (``client_auth="jwt"`` only)."""
+        if self.jwt_issuer is None:
+            raise RuntimeError("this environment has no local JWT issuer (client_auth='jwt')")
+        return self.jwt_issuer.issue(subject)
 
     def stop(self) -> None:
         """Stop the stack, then the simulator."""

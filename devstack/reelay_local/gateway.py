@@ -4,12 +4,20 @@ Routes come from the translated template's ``AWS::ApiGatewayV2::Api`` bodies, wh
 every ``HttpApi`` event into OpenAPI paths with an ``x-amazon-apigateway-integration`` naming the
 function. Matching follows API Gateway: exact paths before paths with variables, a greedy
 ``{proxy+}`` last, a method route before ``ANY``, then ``$default``; no match is a 404
-``{"message":"Not Found"}``. Authorizers are not enforced locally (the event carries none).
+``{"message":"Not Found"}``.
+
+Authorizers: a route whose ``security`` names a JWT authorizer is enforced when the gateway has
+a local issuer (``reelay dev --client-auth jwt``, :mod:`reelay_local.local_jwt`): no valid token,
+401 ``{"message":"Unauthorized"}``; a valid one puts its claims in
+``requestContext.authorizer.jwt``, as API Gateway does. The gateway then also serves the issuer
+(``/_reelay/...``, see ``local_jwt``). Without a local issuer, and for IAM, nothing is enforced
+(the event carries no authorizer).
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import logging
 import re
@@ -24,6 +32,7 @@ from urllib.parse import parse_qsl, unquote
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from reelay_local.local_jwt import ISSUER_PATH, TOKEN_PATH, JwtAuthorizerConfig, LocalJwtIssuer, authorize
 from reelay_local.template import ACCOUNT_ID
 
 LOG = logging.getLogger(__name__)
@@ -44,6 +53,8 @@ class Route:
     path: str
     function: str
     stage: str = "$default"
+    authorizer: JwtAuthorizerConfig | None = None
+    """The JWT authorizer the route's ``security`` names, if any."""
 
     @property
     def route_key(self) -> str:
@@ -103,6 +114,12 @@ def routes_from_body(
     api: str, body: dict[str, Any], function_of_uri: Callable[[str], str | None], *, stage: str = "$default"
 ) -> list[Route]:
     """The Lambda proxy routes of one OpenAPI body (``x-amazon-apigateway-integration``)."""
+    schemes = ((body.get("components") or {}).get("securitySchemes")) or {}
+    authorizers = {
+        name: config
+        for name, scheme in schemes.items()
+        if isinstance(scheme, dict) and (config := JwtAuthorizerConfig.from_scheme(name, scheme)) is not None
+    }
     routes = []
     for path, operations in (body.get("paths") or {}).items():
         for method, operation in (operations or {}).items():
@@ -114,15 +131,23 @@ def routes_from_body(
             if function is None:
                 continue
             verb = "ANY" if method == "x-amazon-apigateway-any-method" else method.upper()
-            routes.append(Route(api=api, method=verb, path=path, function=function, stage=stage))
+            named = [
+                n
+                for requirement in operation.get("security") or []
+                if isinstance(requirement, dict)
+                for n in requirement
+            ]
+            authorizer = next((authorizers[n] for n in named if n in authorizers), None)
+            routes.append(Route(api=api, method=verb, path=path, function=function, stage=stage, authorizer=authorizer))
     return routes
 
 
 class Gateway:
     """A threaded werkzeug server on 127.0.0.1 that invokes the routes' functions in-process."""
 
-    def __init__(self, invoke: Invoke, *, port: int = 0) -> None:
+    def __init__(self, invoke: Invoke, *, port: int = 0, jwt_issuer: LocalJwtIssuer | None = None) -> None:
         self._invoke = invoke
+        self._issuer = jwt_issuer
         self._routes: list[Route] = []
         self._server: BaseWSGIServer = make_server(
             "127.0.0.1", port, self._wsgi, threaded=True, request_handler=_QuietHandler
@@ -162,6 +187,8 @@ class Gateway:
 
     def _handle(self, request: Request) -> Response:
         path = request.path
+        if self._issuer is not None and path.startswith("/_reelay/"):
+            return self._issuer_answer(request, self._issuer)
         for route in self._routes:
             parameters = route.match(request.method, path)
             if parameters is not None:
@@ -169,6 +196,13 @@ class Gateway:
         else:
             return _json_response(404, {"message": "Not Found"})
         event = self._event(request, route, parameters)
+        if route.authorizer is not None and self._issuer is not None:
+            context = authorize(
+                request.headers.get("Authorization"), route.authorizer, {self._issuer.url: self._issuer.public_keys()}
+            )
+            if context is None:
+                return _json_response(401, {"message": "Unauthorized"})
+            event["requestContext"]["authorizer"] = context
         try:
             result = self._invoke(route.function, event)
         except Exception as exc:  # API Gateway answers 500 for any function error
@@ -177,6 +211,24 @@ class Gateway:
         response = _response_from_result(result)
         response.headers["apigw-requestid"] = event["requestContext"]["requestId"]
         return response
+
+    def _issuer_answer(self, request: Request, issuer: LocalJwtIssuer) -> Response:
+        """The local issuer's endpoints: discovery, keys, and token issuance (loopback callers only)."""
+        path = request.path
+        if request.method == "GET" and path == f"{ISSUER_PATH}/.well-known/openid-configuration":
+            return _json_response(200, issuer.discovery())
+        if request.method == "GET" and path == f"{ISSUER_PATH}/jwks.json":
+            return _json_response(200, issuer.jwks())
+        if request.method == "POST" and path == TOKEN_PATH:
+            if not _is_loopback(request.remote_addr):
+                return _json_response(403, {"message": "Forbidden"})
+            try:
+                asked = json.loads(request.get_data(cache=False) or b"{}")
+                token = issuer.issue(str(asked["sub"]), ttl_seconds=int(asked.get("ttl_seconds") or 3600))
+            except (ValueError, KeyError, TypeError) as exc:
+                return _json_response(400, {"message": f"Bad Request: {exc}"})
+            return _json_response(200, {"token": token, "issuer": issuer.url, "audience": issuer.audience})
+        return _json_response(404, {"message": "Not Found"})
 
     def _event(self, request: Request, route: Route, parameters: dict[str, str]) -> dict[str, Any]:
         headers: dict[str, str] = {}
@@ -259,6 +311,13 @@ def _is_text(content_type: str) -> bool:
     if not media:
         return True
     return media in _TEXT_TYPES_EXACT or any(media.startswith(t) or media.endswith(t) for t in _TEXT_TYPES)
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        return ipaddress.ip_address(address or "").is_loopback
+    except ValueError:
+        return False
 
 
 def _is_utf8(body: bytes) -> bool:

@@ -33,6 +33,7 @@ import boto3
 from reelay_local.event_sources import QueueMapping, ScheduleSpec, ScheduleTimer, SqsPoller
 from reelay_local.gateway import Gateway, Route
 from reelay_local.lambda_runtime import FunctionRuntime, FunctionSpec, TimedOutInvocation
+from reelay_local.local_jwt import LocalJwtIssuer
 from reelay_local.moto_server import MotoServer
 from reelay_local.provisioner import Provisioner, Wiring
 from reelay_local.template import REGION, CloudTemplate, TemplateError, translate
@@ -50,7 +51,8 @@ class LocalStack:
     ``parameter_overrides`` set template parameters; ``timeout_overrides`` (function logical id
     -> seconds) shorten or lengthen a function's template ``Timeout``; ``schedule_speedup`` makes
     schedules fire that many times sooner; a failed SQS message is redelivered after
-    ``redelivery_seconds`` instead of the queue's (long) visibility timeout.
+    ``redelivery_seconds`` instead of the queue's (long) visibility timeout. With ``jwt_issuer``
+    the gateway enforces the routes' JWT authorizers against that local issuer.
     """
 
     _active: ClassVar[LocalStack | None] = None  # os.environ is per process: one stack at a time
@@ -68,6 +70,7 @@ class LocalStack:
         template: str = "template.yaml",
         stack_name: str = "reelay-local",
         redelivery_seconds: int = 2,
+        jwt_issuer: LocalJwtIssuer | None = None,
     ) -> None:
         if schedule_speedup <= 0:
             raise ValueError("schedule_speedup must be positive")
@@ -80,6 +83,7 @@ class LocalStack:
         self._schedule_speedup = schedule_speedup
         self._stack_name = stack_name
         self._redelivery_seconds = redelivery_seconds
+        self._jwt_issuer = jwt_issuer
         self._moto = MotoServer()
         self._runtime: FunctionRuntime | None = None
         self._gateway: Gateway | None = None
@@ -132,7 +136,7 @@ class LocalStack:
             # default session is not thread-safe, and the handlers will do just that.
             boto3.client(service)
         self._runtime = FunctionRuntime()
-        self._gateway = Gateway(self._runtime.invoke, port=self._api_port)
+        self._gateway = Gateway(self._runtime.invoke, port=self._api_port, jwt_issuer=self._jwt_issuer)
         provisioner = Provisioner(
             self._template,
             boto3.client,

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
+from reelay.contract import TaskView
 from reelay_cli.api_client import ReelayClient
 from reelay_cli.demo import run_demo
 from reelay_cli.main import COMMANDS, Wiring, create_app
@@ -35,6 +36,7 @@ def task(status: str = "queued", progress: int = 0, **fields: Any) -> dict[str, 
         "kind": "video",
         "status": status,
         "progress": progress,
+        "prompt": "a cat surfing a wave at sunset",
         "provider_task_id": "gt-1",
         "parent_task_id": None,
         "created_at": "2025-01-01T00:00:00+00:00",
@@ -109,12 +111,35 @@ class Run:
     def err(self) -> str:
         return self.result.stderr
 
+    @property
+    def text(self) -> str:
+        """stdout without the terminal's colour codes (for ``tty=True`` runs)."""
+        return re.sub(r"\x1b\[[0-9;]*m", "", self.result.stdout)
 
-def reelay(api: FakeApi | Handler, *args: str, **wiring: Any) -> Run:
-    """Run `reelay ARGS` against ``api`` with instant sleeps."""
+
+@dataclass
+class FakeUiServer:
+    """Stands in for the web page's server (unit tests open no sockets); records its client."""
+
+    client: ReelayClient
+    port: int
+    stopped: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port or 8790}/"
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def reelay(api: FakeApi | Handler, *args: str, env: dict[str, str | None] | None = None, **wiring: Any) -> Run:
+    """Run `reelay ARGS` against ``api`` with instant sleeps (stdout is not a TTY unless ``tty=True``)."""
     sleeps: list[float] = []
+    wiring.setdefault("ui", lambda factory, port: FakeUiServer(factory(), port))
     app = create_app(Wiring(transport=httpx.MockTransport(api), sleep=sleeps.append, **wiring))
-    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200", "REELAY_API_URL": None})
+    environment = {"COLUMNS": "200", "REELAY_API_URL": None, "REELAY_TOKEN": None, "REELAY_API_TOKEN": None}
+    result = CliRunner().invoke(app, list(args), env={**environment, **(env or {})})
     # Every outcome is a deliberate exit: an escaped exception would also exit 1, and hide a bug.
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     return Run(result, sleeps)
@@ -232,7 +257,7 @@ def test_submit_watch_follows_the_new_task_to_its_end() -> None:
 # --- status -------------------------------------------------------------------------------------
 
 
-def test_status_shows_outputs_without_the_presigned_signature() -> None:
+def test_status_in_a_pipe_shows_the_prompt_the_age_and_the_full_download_url() -> None:
     api = FakeApi().on(
         "GET", f"/v1/tasks/{TASK_ID}", httpx.Response(200, json=task("succeeded", 100, outputs=[output()]))
     )
@@ -240,20 +265,26 @@ def test_status_shows_outputs_without_the_presigned_signature() -> None:
     run = reelay(api, "status", TASK_ID)
 
     assert run.code == 0
-    assert "succeeded" in run.out
-    assert "s3://results/tasks/x/0.mp4" in run.out
-    assert "http://127.0.0.1:4566/results/tasks/x/0.mp4?…" in run.out
-    assert "deadbeef" not in run.out and "X-Amz-Signature" not in run.out
+    lines = [line.split("\t") for line in run.out.splitlines()]
+    fields = {line[0]: line[1:] for line in lines}
+    assert fields["status"] == ["succeeded"]
+    assert fields["prompt"] == ["a cat surfing a wave at sunset"]
+    assert re.fullmatch(r"2025-01-01T00:00:00\+00:00 \(\d+ d ago\)", fields["created"][0])
+    assert fields["output"] == ["s3://results/tasks/x/0.mp4", str(len(VIDEO)), VIDEO_SHA, "video/mp4", PRESIGNED]
+    assert "…" not in run.out
 
 
-def test_status_json_prints_the_api_answer_unchanged() -> None:
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_status_json_prints_the_contract_model(where: str) -> None:
     body = task("succeeded", 100, outputs=[output()])
     api = FakeApi().on("GET", f"/v1/tasks/{TASK_ID}", httpx.Response(200, json=body))
 
-    run = reelay(api, "--json", "status", TASK_ID)
+    args = ("--json", "status", TASK_ID) if where == "before" else ("status", TASK_ID, "--json")
+    run = reelay(api, *args)
 
     assert run.code == 0
-    assert json.loads(run.out) == body
+    assert TaskView.model_validate_json(run.out) == TaskView.model_validate(body)
+    assert json.loads(run.out)["outputs"][0]["url"] == PRESIGNED
 
 
 def test_status_of_an_unknown_task_is_a_clear_404() -> None:
@@ -325,7 +356,7 @@ def test_list_all_follows_every_cursor() -> None:
     assert run.code == 0, run.err
     assert [r.url.params.get("cursor") for r in api.requests] == [None, "c1", "c2"]
     assert all(r.url.params["status"] == "running" and r.url.params["limit"] == "2" for r in api.requests)
-    assert [t["id"] for t in json.loads(run.out)["tasks"]] == ids
+    assert [json.loads(line)["id"] for line in run.out.splitlines()] == ids  # JSON Lines
 
 
 def test_list_one_page_says_how_to_get_more() -> None:
@@ -335,7 +366,7 @@ def test_list_one_page_says_how_to_get_more() -> None:
 
     assert run.code == 0
     assert api.requests[0].url.params["provider"] == "sorahk"
-    assert TASK_ID in run.out and "--cursor c1" in run.out
+    assert TASK_ID in run.out and "--cursor c1" in run.err  # stdout keeps rows only
 
 
 def test_list_rejects_an_unknown_status() -> None:
@@ -359,7 +390,9 @@ def test_watch_exits_0_when_the_task_succeeds() -> None:
     run = reelay(api, "watch", TASK_ID)
 
     assert run.code == 0
-    assert run.sleeps == [2.0, 2.0]  # polled three times, waiting the (injected) interval between
+    # Polled three times; the pauses start near 1 s and grow (±20 % jitter), never every second.
+    first, second = run.sleeps
+    assert 0.8 <= first <= 1.2 and 1.2 <= second <= 1.8
     assert "succeeded" in run.out and "s3://results/tasks/x/0.mp4" in run.out
 
 
@@ -372,7 +405,7 @@ def test_watch_exits_1_when_the_task_fails() -> None:
     run = reelay(api, "watch", TASK_ID, "--interval", "0.5")
 
     assert run.code == 1
-    assert run.sleeps == [0.5]
+    assert len(run.sleeps) == 1 and 0.4 <= run.sleeps[0] <= 0.6
     assert "CONTENT_POLICY: refused by the provider" in run.out
 
 
@@ -438,6 +471,7 @@ PROVIDERS = {
             "name": "sorahk",
             "protocol": "sorahk",
             "capabilities": {
+                "protocol": "sorahk",
                 "callbacks": False,
                 "modes": ["text", "image"],
                 "durations": [10, 15, 25],
@@ -446,28 +480,46 @@ PROVIDERS = {
                 "resolutions": [],
                 "sizes": [],
                 "pro": True,
-                "notes": "25 s needs pro",
+                "notes": ["25 s needs pro"],
             },
             "account": {"balance_cents": 12345, "pricing": {"normal_price": 30}, "currency": "CNY"},
         },
         {
             "name": "generate_task",
             "protocol": "generate_task",
-            "capabilities": {"callbacks": True, "modes": ["text"], "durations": [10, 15], "pro": False},
+            "capabilities": {
+                "protocol": "generate_task",
+                "callbacks": True,
+                "modes": ["text"],
+                "durations": [4, 8],
+                "default_duration": 4,
+            },
             "account": None,
         },
     ]
 }
 
 
-def test_providers_shows_a_table() -> None:
+def test_providers_shows_a_table_on_a_terminal() -> None:
+    api = FakeApi().on("GET", "/v1/providers", httpx.Response(200, json=PROVIDERS))
+
+    run = reelay(api, "providers", tty=True)
+
+    assert run.code == 0
+    assert "┃ provider" in run.text and "sorahk" in run.text and "generate_task" in run.text
+    assert "10*, 15, 25" in run.text and "123.45 CNY" in run.text and "25 s needs pro" in run.text
+
+
+def test_providers_in_a_pipe_is_one_tab_separated_line_each() -> None:
     api = FakeApi().on("GET", "/v1/providers", httpx.Response(200, json=PROVIDERS))
 
     run = reelay(api, "providers")
 
     assert run.code == 0
-    assert "sorahk" in run.out and "generate_task" in run.out
-    assert "10*, 15, 25" in run.out and "123.45 CNY" in run.out and "25 s needs pro" in run.out
+    assert run.out.splitlines() == [
+        "sorahk\tsorahk\ttext, image\t10*, 15, 25\tportrait, landscape\t-\tyes\tno\t123.45 CNY",
+        "generate_task\tgenerate_task\ttext\t4*, 8\tportrait, landscape\t-\tno\tyes\t-",
+    ]
 
 
 def test_providers_error_is_reported() -> None:
@@ -638,6 +690,9 @@ class FakeEnvironment:
     def stop(self) -> None:
         self.events.append("stop")
 
+    def issue_token(self, subject: str) -> str:
+        return f"jwt-for-{subject}"
+
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
@@ -652,7 +707,7 @@ def _interrupt() -> None:
 def test_dev_prints_where_the_stack_serves_and_stops_it_on_ctrl_c(repo: Path) -> None:
     made: list[FakeEnvironment] = []
 
-    def environment(root: Path, port: int | None) -> FakeEnvironment:
+    def environment(root: Path, port: int | None, client_auth: str) -> FakeEnvironment:
         made.append(FakeEnvironment(root, port, stack=FakeStack(api_url=f"http://127.0.0.1:{port}")))
         return made[-1]
 
@@ -671,7 +726,7 @@ def test_dev_prints_where_the_stack_serves_and_stops_it_on_ctrl_c(repo: Path) ->
 def test_dev_reports_a_stack_that_cannot_start(repo: Path) -> None:
     env = FakeEnvironment(repo, 8787, fail_start=OSError(98, "Address already in use"))
 
-    run = reelay(FakeApi(), "dev", "--repo", str(repo), environment=lambda root, port: env)
+    run = reelay(FakeApi(), "dev", "--repo", str(repo), environment=lambda root, port, auth: env)
 
     assert run.code == 2
     assert "could not start" in run.err and "Address already in use" in run.err and "--port" in run.err
@@ -699,7 +754,8 @@ class DemoApi:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path == "/v1/providers":
-            listed = [{"name": p, "protocol": p, "capabilities": {}} for p in DEFAULT_PROVIDERS]
+            caps = {"protocol": "x", "callbacks": False, "modes": [], "durations": [10], "default_duration": 10}
+            listed = [{"name": p, "protocol": p, "capabilities": {**caps, "protocol": p}} for p in DEFAULT_PROVIDERS]
             return httpx.Response(200, json={"providers": listed})
         if request.method == "POST" and path == "/v1/tasks":
             return self._create(json.loads(request.content)["provider"])
@@ -746,7 +802,7 @@ def test_demo_runs_every_provider_and_verifies_each_hash(repo: Path, demo_bucket
         "demo",
         "--repo",
         str(repo),
-        environment=lambda root, port: env,
+        environment=lambda root, port, auth: env,
         s3=lambda _env: demo_bucket,
     )
 
@@ -767,7 +823,7 @@ def test_demo_fails_when_the_simulator_served_other_bytes(repo: Path, demo_bucke
     env = FakeEnvironment(repo, None, sim=_served("0" * 64))
 
     run = reelay(
-        DemoApi(), "demo", "--repo", str(repo), environment=lambda root, port: env, s3=lambda _env: demo_bucket
+        DemoApi(), "demo", "--repo", str(repo), environment=lambda root, port, auth: env, s3=lambda _env: demo_bucket
     )
 
     assert run.code == 1
@@ -861,5 +917,188 @@ def test_the_cli_speaks_the_real_api(real_api: Handler) -> None:
     missing = reelay(real_api, "status", "tsk_" + "0" * 28)
 
     assert json.loads(status.out)["id"] == created["id"]
-    assert [t["id"] for t in json.loads(listed.out)["tasks"]] == [created["id"]]
+    assert [json.loads(line)["id"] for line in listed.out.splitlines()] == [created["id"]]
+    assert TaskView.model_validate_json(status.out).prompt == "a lighthouse"
     assert missing.code == 1 and "HTTP 404" in missing.err
+
+
+# --- a citizen of the shell: pipes, --json, --version, open, token, ui -----------------------------
+
+LONG_PROMPT = "a very long prompt " * 20 + "that must reach the end of the line"
+
+
+def test_list_in_a_pipe_prints_full_tab_separated_rows_that_grep_can_find() -> None:
+    rows = [task("succeeded", 100, prompt=LONG_PROMPT), task("running", 40, id="tsk_" + "b" * 28)]
+    api = FakeApi().on("GET", "/v1/tasks", httpx.Response(200, json={"tasks": rows, "next_cursor": None}))
+
+    run = reelay(api, "list")
+
+    assert run.code == 0
+    lines = run.out.splitlines()
+    assert len(lines) == 2
+    fields = lines[0].split("\t")
+    assert fields[:6] == [TASK_ID, "succeeded", "100%", "generate_task", "video", "2025-01-01T00:00:00+00:00"]
+    assert re.fullmatch(r"\d+ d ago", fields[6])
+    assert fields[7] == LONG_PROMPT.strip()  # whole, not cut at 80 columns
+    assert [line for line in lines if "succeeded" in line] == [lines[0]]
+
+
+def test_list_on_a_terminal_is_a_table_with_prompt_and_age() -> None:
+    api = FakeApi().on("GET", "/v1/tasks", httpx.Response(200, json={"tasks": [task()], "next_cursor": None}))
+
+    run = reelay(api, "list", tty=True)
+
+    assert run.code == 0
+    assert "┃ prompt" in run.text and "a cat surfing" in run.text and " d ago" in run.text
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    from importlib.metadata import version
+
+    run = reelay(FakeApi(), "--version")
+
+    assert run.code == 0
+    assert run.out.strip() == f"reelay {version('reelay')}"
+
+
+def test_help_documents_the_exit_codes() -> None:
+    run = reelay(FakeApi(), "watch", "--help")
+
+    assert "3 `watch --timeout` ran out" in " ".join(run.out.split())
+
+
+def _succeeded_api() -> FakeApi:
+    return FakeApi().on(
+        "GET", f"/v1/tasks/{TASK_ID}", httpx.Response(200, json=task("succeeded", 100, outputs=[output()]))
+    )
+
+
+def test_open_in_a_pipe_prints_the_full_presigned_url_and_opens_nothing() -> None:
+    opened: list[str] = []
+
+    run = reelay(_succeeded_api(), "open", TASK_ID, open_browser=lambda url: opened.append(url) or True)
+
+    assert run.code == 0
+    assert run.out == PRESIGNED + "\n"
+    assert opened == []
+
+
+def test_open_on_a_terminal_opens_the_browser_and_falls_back_to_printing() -> None:
+    opened: list[str] = []
+
+    shown = reelay(_succeeded_api(), "open", TASK_ID, tty=True, open_browser=lambda url: opened.append(url) or True)
+    no_browser = reelay(_succeeded_api(), "open", TASK_ID, tty=True, open_browser=lambda url: False)
+    printed = reelay(_succeeded_api(), "open", TASK_ID, "--print", tty=True, open_browser=lambda url: True)
+
+    assert shown.code == 0 and opened == [PRESIGNED] and PRESIGNED not in shown.out
+    assert no_browser.out.strip() == PRESIGNED
+    assert printed.out.strip() == PRESIGNED
+
+
+def test_open_of_an_unfinished_task_says_so() -> None:
+    api = FakeApi().on("GET", f"/v1/tasks/{TASK_ID}", httpx.Response(200, json=task("running", 50)))
+
+    run = reelay(api, "open", TASK_ID)
+
+    assert run.code == 1 and "is running and has no outputs to open" in run.err
+
+
+def test_download_on_a_terminal_draws_a_progress_bar_with_size_and_speed(tmp_path: Path) -> None:
+    run = reelay(_download_api(), "download", TASK_ID, "--out", str(tmp_path), tty=True)
+
+    assert run.code == 0, run.err
+    assert f"{TASK_ID}.mp4" in run.err and "16.0/16.0 KiB" in run.err  # (speed: "?" for an instant one)
+    assert (tmp_path / f"{TASK_ID}.mp4").read_bytes() == VIDEO
+
+
+def test_download_json_is_one_line_per_file(tmp_path: Path) -> None:
+    run = reelay(_download_api(), "download", TASK_ID, "--out", str(tmp_path), "--json")
+
+    (line,) = run.out.splitlines()
+    assert json.loads(line) == {
+        "path": str(tmp_path / f"{TASK_ID}.mp4"), "bytes": len(VIDEO), "sha256": VIDEO_SHA,
+        "s3_uri": "s3://results/tasks/x/0.mp4",
+    }  # fmt: skip
+
+
+def test_reelay_token_env_is_sent_as_bearer_even_to_a_loopback_api() -> None:
+    api = FakeApi().on("GET", f"/v1/tasks/{TASK_ID}", httpx.Response(200, json=task()))
+
+    run = reelay(api, "status", TASK_ID, env={"REELAY_TOKEN": "jwt-from-env"})
+
+    assert run.code == 0
+    assert api.requests[0].headers["authorization"] == "Bearer jwt-from-env"
+
+
+def test_token_prints_a_bare_jwt_from_the_local_issuer() -> None:
+    api = FakeApi().on("POST", "/_reelay/token", httpx.Response(200, json={"token": "aaa.bbb.ccc"}))
+
+    run = reelay(api, "--api-url", "http://127.0.0.1:9001", "token", "alice", "--ttl", "60")
+
+    assert run.code == 0
+    assert run.out == "aaa.bbb.ccc\n"
+    (sent,) = api.requests
+    assert str(sent.url) == "http://127.0.0.1:9001/_reelay/token"
+    assert json.loads(sent.content) == {"sub": "alice", "ttl_seconds": 60}
+    assert "authorization" not in sent.headers
+
+
+def test_token_against_a_stack_without_jwt_auth_says_how_to_start_one() -> None:
+    run = reelay(FakeApi(), "token", "alice")
+
+    assert run.code == 1
+    assert "has no local JWT issuer" in run.err and "reelay dev --client-auth jwt" in run.err
+
+
+def test_ui_serves_against_the_api_url_with_the_same_credentials_and_stops() -> None:
+    made: list[FakeUiServer] = []
+
+    def ui(factory: Callable[[], ReelayClient], port: int) -> FakeUiServer:
+        made.append(FakeUiServer(factory(), port))
+        return made[-1]
+
+    run = reelay(
+        FakeApi(), "--api-url", DEPLOYED, "--token", "t", "ui", "--port", "0", ui=ui, wait_for_interrupt=_interrupt
+    )
+
+    assert run.code == 0, run.err
+    (server,) = made
+    assert server.client.api_url == DEPLOYED and server.port == 0 and server.stopped
+    assert "http://127.0.0.1:8790/" in run.out
+
+
+def test_dev_with_jwt_asks_for_a_jwt_stack_and_gives_the_page_local_tokens(repo: Path) -> None:
+    made: list[tuple[str, FakeEnvironment]] = []
+    pages: list[FakeUiServer] = []
+
+    def environment(root: Path, port: int | None, client_auth: str) -> FakeEnvironment:
+        made.append((client_auth, FakeEnvironment(root, port)))
+        return made[-1][1]
+
+    def ui(factory: Callable[[], ReelayClient], port: int) -> FakeUiServer:
+        pages.append(FakeUiServer(factory(), port))
+        return pages[-1]
+
+    api = FakeApi().on("GET", "/v1/providers", httpx.Response(200, json=PROVIDERS))
+    run = reelay(
+        api,
+        "dev", "--client-auth", "jwt", "--repo", str(repo),
+        environment=environment, ui=ui, wait_for_interrupt=_interrupt,
+    )  # fmt: skip
+
+    assert run.code == 0, run.err
+    assert [auth for auth, _ in made] == ["jwt"]
+    (page,) = pages
+    page.client.providers()
+    assert api.requests[-1].headers["authorization"] == "Bearer jwt-for-local-ui"
+    assert "reelay token SUBJECT" in run.out and page.stopped
+
+
+def test_poll_delays_start_fast_grow_to_the_cap_and_jitter() -> None:
+    from reelay_cli.backoff import poll_delays
+
+    steady = poll_delays(first=1.0, cap=10.0, uniform=lambda a, b: 0.0)
+    low = poll_delays(first=1.0, cap=10.0, uniform=lambda a, b: a)
+
+    assert [round(next(steady), 3) for _ in range(8)] == [1.0, 1.5, 2.25, 3.375, 5.062, 7.594, 10.0, 10.0]
+    assert next(low) == pytest.approx(0.8)
