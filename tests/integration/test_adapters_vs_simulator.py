@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 
 from reelay.errors import (
     CreateOutcomeUnknown,
+    CreateServerError,
     InsufficientBalance,
     ProviderAuthError,
     ProviderRateLimited,
@@ -185,8 +187,9 @@ def test_generate_task_failure_codes(sim: Simulator, directive: str, code: Error
         (400, ProviderRejectedRequest),
         (401, ProviderAuthError),
         (429, ProviderRateLimited),
-        (500, ProviderTransientError),
-        (503, ProviderTransientError),
+        # A 5xx on the paid create may still have made the task: held or re-sent once, never blindly.
+        (500, CreateServerError),
+        (503, CreateServerError),
     ],
 )
 def test_generate_task_documented_http_errors_on_create(sim: Simulator, forced: int, error: type[Exception]) -> None:
@@ -364,14 +367,16 @@ def test_sorahk_a_lost_create_is_found_in_the_task_list(sim: Simulator) -> None:
     sim.configure("sorahk", create_hang_seconds=1.5)
     provider = adapter(sim, "sorahk", timeout_seconds=0.3)
     request = video("sorahk", "a very particular prompt", duration=15)
+    sent = datetime.now(UTC)
     with pytest.raises(CreateOutcomeUnknown):
         provider.create(request, task_id="tsk_lost", callback_url=None)
     # When reelay looks for it
-    found = provider.find_created("tsk_lost", request)
-    # Then it is the task the provider made
+    found = provider.find_created("tsk_lost", request, since=sent)
+    # Then it is the task the provider made, and only tasks made since our send count
     (made,) = sim.tasks("sorahk")
-    assert found == made["status"]["task_id"]
-    assert provider.find_created("tsk_other", video("sorahk", "another prompt")) is None
+    assert found == [made["status"]["task_id"]]
+    assert provider.find_created("tsk_other", video("sorahk", "another prompt"), since=sent) == []
+    assert provider.find_created("tsk_later", request, since=sent + timedelta(minutes=1)) == []
 
 
 # ================================================================ openai_videos
@@ -469,20 +474,23 @@ def test_openai_videos_failures(sim: Simulator, directive: str, code: ErrorCode)
 
 
 @pytest.mark.parametrize(
-    ("forced", "error"),
+    ("forced", "on_create", "on_status"),
     [
-        (400, ProviderRejectedRequest),
-        (401, ProviderAuthError),
-        (429, ProviderRateLimited),
-        (500, ProviderTransientError),
+        (400, ProviderRejectedRequest, ProviderRejectedRequest),
+        (401, ProviderAuthError, ProviderAuthError),
+        (429, ProviderRateLimited, ProviderRateLimited),
+        # A 5xx on the paid create may still have made the task; on a status call it is transient.
+        (500, CreateServerError, ProviderTransientError),
     ],
 )
-def test_openai_videos_documented_http_errors(sim: Simulator, forced: int, error: type[Exception]) -> None:
+def test_openai_videos_documented_http_errors(
+    sim: Simulator, forced: int, on_create: type[Exception], on_status: type[Exception]
+) -> None:
     sim.configure("openai_videos", force={"create": [forced], "status": [forced]})
     provider = adapter(sim, "openai_videos")
-    with pytest.raises(error):
+    with pytest.raises(on_create):
         provider.create(video("openai_videos"), task_id="t", callback_url=None)
-    with pytest.raises(error):
+    with pytest.raises(on_status):
         provider.status("video_x")
 
 
