@@ -17,15 +17,16 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from reelay.bodies import MAX_JSON_DEPTH, json_depth
 from reelay.contract import ErrorBody, ErrorInfo, ProviderList, TaskPage, TaskView, UploadTicket
 from reelay.errors import (
     ConfigurationError,
@@ -42,6 +43,7 @@ from reelay.models import (
     Metadata,
     Prompt,
     RemixRequest,
+    StrictBody,
     Task,
     TaskStatus,
     UploadRequest,
@@ -53,10 +55,10 @@ from reelay.tasks import TaskService
 from reelay.variants import image_body, remix_models, video_body
 
 logger = Logger(child=True)
+M = TypeVar("M", bound=BaseModel)
 
 # Request limits (README, "Limits"): larger inputs go through uploads.
 MAX_BODY_BYTES = 256 * 1024
-MAX_JSON_DEPTH = 32
 
 TaskId = Annotated[str, Path(pattern=r"^tsk_[0-9a-f]{28}$", description="A task id (tsk_...)")]
 # Visible ASCII without spaces at either end: exactly what survives HTTP header handling.
@@ -179,30 +181,35 @@ def refuse_body(event: Mapping[str, Any]) -> tuple[int, str, str] | None:
         return 413, "PAYLOAD_TOO_LARGE", _too_large()
     if json_depth(raw) > MAX_JSON_DEPTH:
         return 422, "VALIDATION_FAILED", f"request body is nested deeper than {MAX_JSON_DEPTH} levels"
+    # Shallow now, so parsing cannot recurse far. Python's parser takes what JSON does not
+    # (NaN, Infinity) and strings no store can write (an escaped lone surrogate): refuse both.
+    try:
+        parsed = json.loads(raw, parse_constant=_no_constant)
+        _encodable(parsed)
+    except (ValueError, UnicodeError):
+        return 400, "MALFORMED_JSON", "request body is not valid JSON (or holds an unpaired surrogate escape)"
     return None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _encodable(value: Any) -> None:
+    """Raise ``UnicodeError`` for a string that is not valid Unicode (UTF-8 cannot hold it)."""
+    stack = [value]
+    while stack:  # a loop, not recursion, though the depth is bounded already
+        item = stack.pop()
+        if isinstance(item, str):
+            item.encode("utf-8")
+        elif isinstance(item, dict):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            stack += item
 
 
 def _too_large() -> str:
     return f"request body is larger than {MAX_BODY_BYTES // 1024} KB; send large inputs through POST /v1/uploads"
-
-
-_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"?', re.DOTALL)
-_BRACKETS = re.compile(rb"[\[\]{}]")
-
-
-def json_depth(raw: bytes) -> int:
-    """The deepest nesting of ``[`` and ``{`` outside strings, without parsing (no recursion).
-
-    Malformed input gives some number; the parser that runs next refuses it properly.
-    """
-    depth = deepest = 0
-    for bracket in _BRACKETS.findall(_STRINGS.sub(b'""', raw)):
-        if bracket in (b"[", b"{"):
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth = max(0, depth - 1)
-    return deepest
 
 
 def _field(loc: Sequence[Any]) -> str:
@@ -313,7 +320,7 @@ def build_app(
         idempotency_key: IdempotencyKey = None,
     ) -> Response[TaskView]:
         service = tasks()
-        video = VideoRequest.model_validate(request.model_dump(exclude_none=True))
+        video = _neutral(VideoRequest, request)
         task, created = service.create(video, owner=owner(), idempotency_key=idempotency_key)
         return accepted(service, task, created)
 
@@ -363,7 +370,7 @@ def build_app(
         idempotency_key: IdempotencyKey = None,
     ) -> Response[TaskView]:
         service = tasks()
-        request = RemixRequest.model_validate(remix.model_dump(exclude_none=True))
+        request = _neutral(RemixRequest, remix)
         task, created = service.remix(task_id, request, owner=owner(), idempotency_key=idempotency_key)
         return accepted(service, task, created)
 
@@ -379,7 +386,7 @@ def build_app(
         idempotency_key: IdempotencyKey = None,
     ) -> Response[TaskView]:
         service = tasks()
-        images = ImageRequest.model_validate(request.model_dump(exclude_none=True))
+        images = _neutral(ImageRequest, request)
         task, created = service.images(images, owner=owner(), idempotency_key=idempotency_key)
         return accepted(service, task, created)
 
@@ -420,12 +427,20 @@ _DOC: dict[str, Any] = {
 _IDEMPOTENCY_NOTE = "An Idempotency-Key makes a retry safe: same key and body give the same task; other body is 409."
 
 
+def _neutral(model: type[M], body: BaseModel) -> M:
+    """The provider-neutral request of a shape-validated body (what the rest of reelay takes)."""
+    try:
+        return model.model_validate(body.model_dump(exclude_none=True))
+    except ValidationError as exc:  # a shape admits only neutral requests: a 422, never a 500, if not
+        raise RequestInvalid(f"request is invalid: {exc.errors()[0].get('msg', '')}") from exc
+
+
 def _remix_body(models: tuple[str, ...] | None) -> type[BaseModel]:
     """``RemixRequest`` as the API takes it: the model, when remix providers are known, from their list."""
     model_type: Any = Literal[models] | None if models else str | None  # type: ignore[valid-type]
     return create_model(
         "RemixBody",
-        __config__=ConfigDict(extra="forbid", strict=True),
+        __base__=StrictBody,
         __doc__=RemixRequest.__doc__,
         prompt=(Prompt, ...),
         model=(model_type, Field(default=None, description="A video model of the parent's provider.")),

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
+from reelay.bodies import MAX_JSON_DEPTH, json_depth
 from reelay.callbacks import CallbackReceiver
 from reelay.contract import ErrorBody, ErrorInfo
 from reelay.errors import CallbackRejected, ProviderError, TaskNotFound
@@ -79,6 +80,8 @@ def build_callback_app(receiver: Callable[[], CallbackReceiver]) -> APIGatewayHt
         body = callback_body(event)
         if len(body) > MAX_CALLBACK_BYTES:
             return _error(413, "PAYLOAD_TOO_LARGE", "callback body too large")
+        if json_depth(body) > MAX_JSON_DEPTH:
+            return _error(422, "VALIDATION_FAILED", f"callback body is nested deeper than {MAX_JSON_DEPTH} levels")
         try:
             task = service.receive(provider, task_id, token, body)
         except CallbackRejected:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
 
 
 class TaskStatus(StrEnum):
@@ -148,6 +148,23 @@ Orientation = Literal["portrait", "landscape"]
 Resolution = Literal["720p", "1080p"]
 
 
+class StrictBody(BaseModel):
+    """Base of the API's request bodies: strict, so what the schema says is exactly what passes.
+
+    A JSON string is not an integer and 1 is not ``true``; but ``3.0`` *is* the integer 3 in
+    JSON Schema, so integral numbers are taken as integers before the strict checks.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_numbers_are_integers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in data.items()}
+        return data
+
+
 class VideoRequest(BaseModel):
     """What a client asks for: the body of ``POST /v1/tasks`` (and a manifest line).
 
@@ -155,7 +172,7 @@ class VideoRequest(BaseModel):
     (``Provider.validate``) before any paid call and translates it to its wire format.
     """
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
     provider: Annotated[
         str, Field(min_length=1, max_length=64, description="Configured provider name, e.g. `generate_task`.")
@@ -190,7 +207,7 @@ S3Key = Annotated[
 class ImageRequest(BaseModel):
     """The body of ``POST /v1/images``: text-to-image, or an edit of the given images."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
     provider: Annotated[str, Field(min_length=1, max_length=64)]
     prompt: Prompt
@@ -207,11 +224,8 @@ class ImageRequest(BaseModel):
     metadata: Metadata = None
 
 
-class RemixRequest(BaseModel):
+class RemixRequest(StrictBody):
     """The body of ``POST /v1/tasks/{id}/remix``: a new video derived from a finished one."""
-
-    # Strict, as the API's bodies are: what the schema says is exactly what passes.
-    model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt: Prompt
     model: Annotated[str | None, Field(max_length=128)] = None
@@ -265,10 +279,8 @@ class IngestState(BaseModel):
     slow_count: int = 0
 
 
-class UploadRequest(BaseModel):
+class UploadRequest(StrictBody):
     """The body of ``POST /v1/uploads``: what the client is about to upload."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
 
     content_type: Annotated[
         Literal["image/png", "image/jpeg", "image/webp"], Field(description="The image's media type.")

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model
+from pydantic import BaseModel, Discriminator, Field, Tag, create_model
 
 from reelay.models import (
     ImageSize,
@@ -29,13 +29,11 @@ from reelay.models import (
     Prompt,
     Resolution,
     S3Key,
+    StrictBody,
     WebUrl,
 )
 from reelay.providers import generate_task, openai_videos, sorahk
 from reelay.providers.base import ProviderConfig
-
-# Strict: a JSON string is not an integer, 1 is not ``true``; what the schema says is what passes.
-_STRICT = ConfigDict(extra="forbid", strict=True)
 
 # Every shape has the common fields; each names its own options. ``None``-typed fields are
 # the ones a shape does not offer: explicit ``null`` (what ``VideoRequest`` accepts) or absent.
@@ -64,7 +62,7 @@ def _shape(cls_name: str, provider: str, description: str, options: dict[str, An
         "watermark": _NOT_OFFERED,
         **options,
     }
-    model = create_model(cls_name, __config__=_STRICT, __doc__=description, **fields)
+    model = create_model(cls_name, __base__=StrictBody, __doc__=description, **fields)
     return cls_name, model
 
 
@@ -342,7 +340,7 @@ def image_body(providers: Sequence[ProviderConfig]) -> Any:
             "metadata": (Metadata, None),
         }
         cls = f"{_camel(config.name)}Images"
-        shapes.append(create_model(cls, __config__=_STRICT, __doc__=f"Images from {config.name}.", **fields))
+        shapes.append(create_model(cls, __base__=StrictBody, __doc__=f"Images from {config.name}.", **fields))
     if not shapes:
         return _shape("NoImageProvider", "none", "No provider makes images.", {})[1]
     if len(shapes) == 1:
