@@ -14,9 +14,10 @@ REGION := us-east-1
 
 setup: $(VENV)/.installed .venv-sam/.installed node_modules/.installed
 
-$(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt pyproject.toml
+$(VENV)/.installed: requirements-dev.txt requirements-codegen.txt layers/core/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements-codegen.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 

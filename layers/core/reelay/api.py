@@ -302,6 +302,7 @@ def build_app(
     # -- routes -------------------------------------------------------------------------------
     @app.get(
         "/v1/openapi.json",
+        operation_id="openapi_document",
         summary="This API's OpenAPI document",
         responses=_responses(200, OpenApiDocument, "The OpenAPI document", 422),
     )
@@ -310,6 +311,7 @@ def build_app(
 
     @app.post(
         "/v1/tasks",
+        operation_id="create_task",
         summary="Request a video",
         description="Validated against the provider's capabilities before anything is stored or paid for: "
         "the body is one of the shapes below, one per provider and option set. " + _IDEMPOTENCY_NOTE,
@@ -326,6 +328,7 @@ def build_app(
 
     @app.get(
         "/v1/tasks/<task_id>",
+        operation_id="get_task",
         summary="One of your tasks, with presigned URLs of its outputs",
         responses=_responses(200, TaskView, "The task", 404, 422),
     )
@@ -335,6 +338,7 @@ def build_app(
 
     @app.get(
         "/v1/tasks",
+        operation_id="list_tasks",
         summary="Your tasks, newest first, with cursor paging",
         responses=_responses(200, TaskPage, "A page of tasks", 422),
     )
@@ -359,6 +363,7 @@ def build_app(
 
     @app.post(
         "/v1/tasks/<task_id>/remix",
+        operation_id="remix_task",
         summary="Remix one of your succeeded videos into a new task linked to its parent",
         description="Only a succeeded video of a provider that can remix (openai_videos); otherwise 409. "
         + _IDEMPOTENCY_NOTE,
@@ -376,6 +381,7 @@ def build_app(
 
     @app.post(
         "/v1/images",
+        operation_id="create_images",
         summary="Generate or edit images (synchronous at the provider; outputs still land in S3)",
         description="`image_keys` must be your own uploads (POST /v1/uploads); another key is 404. "
         + _IDEMPOTENCY_NOTE,
@@ -392,6 +398,7 @@ def build_app(
 
     @app.post(
         "/v1/uploads",
+        operation_id="create_upload",
         summary="A presigned PUT for an input image, under your own uploads prefix (use its key in image_keys)",
         responses=_responses(201, UploadTicket, "The upload: key, url, method, headers, expires_at", *_BODY_ERRORS),
     )
@@ -401,6 +408,7 @@ def build_app(
 
     @app.get(
         "/v1/providers",
+        operation_id="list_providers",
         summary="Configured providers: protocol, capabilities, live balance and pricing",
         responses=_responses(200, ProviderList, "The providers", 422),
     )

@@ -103,6 +103,18 @@ class ResultBucket:
                 s3={"payload_signing_enabled": False, "us_east_1_regional_endpoint": "regional"},
             ),
         )
+        self._presigner = self._s3
+        if client is None and str(self._s3.meta.endpoint_url).endswith(".amazonaws.com"):
+            # On AWS, sign for the bucket's virtual host in its region: botocore's "auto" style
+            # would presign for the global s3.amazonaws.com host outside us-east-1. (A custom
+            # endpoint, the local stack's, keeps path style: 127.0.0.1 has no bucket subdomains.)
+            self._presigner = boto3.client(
+                "s3",
+                config=Config(
+                    signature_version="s3v4",
+                    s3={"addressing_style": "virtual", "us_east_1_regional_endpoint": "regional"},
+                ),
+            )
         self._credentials_expiry = credentials_expiry or self._signer_credentials_expiry
 
     def put(
@@ -227,7 +239,7 @@ class ResultBucket:
     def presigned_get(self, key: str, ttl_seconds: int) -> str:
         """A SigV4 presigned GET of an output, valid for ``presign_ttl(ttl_seconds)``."""
         return str(
-            self._s3.generate_presigned_url(
+            self._presigner.generate_presigned_url(
                 "get_object", Params={"Bucket": self.name, "Key": key}, ExpiresIn=self.presign_ttl(ttl_seconds)
             )
         )
@@ -235,7 +247,7 @@ class ResultBucket:
     def presigned_put(self, key: str, *, content_type: str, content_length: int, ttl_seconds: int) -> str:
         """A SigV4 presigned PUT with Content-Type and Content-Length signed in: another size or type is refused."""
         return str(
-            self._s3.generate_presigned_url(
+            self._presigner.generate_presigned_url(
                 "put_object",
                 Params={"Bucket": self.name, "Key": key, "ContentType": content_type, "ContentLength": content_length},
                 ExpiresIn=self.presign_ttl(ttl_seconds),
@@ -245,7 +257,7 @@ class ResultBucket:
     def _signer_credentials_expiry(self) -> datetime | None:
         # Refreshable credentials (assumed roles, SSO, container/instance roles) know when they
         # expire; botocore keeps it on a private attribute only. Static keys have no expiry.
-        credentials = getattr(getattr(self._s3, "_request_signer", None), "_credentials", None)
+        credentials = getattr(getattr(self._presigner, "_request_signer", None), "_credentials", None)
         expiry = getattr(credentials, "_expiry_time", None)
         return expiry if isinstance(expiry, datetime) else None
 
