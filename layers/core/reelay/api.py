@@ -105,7 +105,8 @@ def error_body(code: str, message: str, details: Any = None) -> str:
     )
 
 
-def _error(status: int, code: str, message: str, details: Any = None) -> Response[ErrorBody]:
+def _error(status: int, code: str, message: str, details: Any = None) -> Response[str]:
+    """An error answer: the body is serialised already, so no route's answer model applies to it."""
     return Response(status_code=int(status), content_type="application/json", body=error_body(code, message, details))
 
 
@@ -256,7 +257,7 @@ def build_app(
 
     # -- errors: each domain exception to its status, once ----------------------------------
     @app.exception_handler(RequestValidationError)
-    def _invalid(exc: RequestValidationError) -> Response[ErrorBody]:
+    def _invalid(exc: RequestValidationError) -> Response[str]:
         errors = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
             return _error(400, "MALFORMED_JSON", "request body is not valid JSON")
@@ -265,37 +266,37 @@ def build_app(
         return _error(422, "VALIDATION_FAILED", message[:2000], details[:20])
 
     @app.exception_handler(RequestInvalid)
-    def _request_invalid(exc: RequestInvalid) -> Response[ErrorBody]:
+    def _request_invalid(exc: RequestInvalid) -> Response[str]:
         details = [{"field": exc.field, "message": exc.message}] if exc.field else None
         return _error(422, exc.code, exc.message, details)
 
     @app.exception_handler(TaskNotFound)
-    def _not_found(exc: TaskNotFound) -> Response[ErrorBody]:
+    def _not_found(exc: TaskNotFound) -> Response[str]:
         return _error(404, exc.code, exc.message)
 
     @app.exception_handler(UploadNotFound)
-    def _upload_not_found(exc: UploadNotFound) -> Response[ErrorBody]:
+    def _upload_not_found(exc: UploadNotFound) -> Response[str]:
         return _error(404, exc.code, exc.message, [{"field": "image_keys", "message": exc.message}])
 
     @app.exception_handler(NotFoundError)
-    def _no_route(exc: NotFoundError) -> Response[ErrorBody]:
+    def _no_route(exc: NotFoundError) -> Response[str]:
         return _error(404, "NOT_FOUND", "no such route")
 
     @app.exception_handler(IdempotencyConflict)
-    def _conflict(exc: IdempotencyConflict) -> Response[ErrorBody]:
+    def _conflict(exc: IdempotencyConflict) -> Response[str]:
         return _error(409, exc.code, exc.message)
 
     @app.exception_handler(TaskNotRemixable)
-    def _not_remixable(exc: TaskNotRemixable) -> Response[ErrorBody]:
+    def _not_remixable(exc: TaskNotRemixable) -> Response[str]:
         return _error(409, exc.code, exc.message)
 
     @app.exception_handler(ConfigurationError)
-    def _misconfigured(exc: ConfigurationError) -> Response[ErrorBody]:
+    def _misconfigured(exc: ConfigurationError) -> Response[str]:
         logger.error("configuration error", extra={"error": exc.message})
         return _error(503, exc.code, exc.message)
 
     @app.exception_handler(ReelayError)
-    def _reelay(exc: ReelayError) -> Response[ErrorBody]:
+    def _reelay(exc: ReelayError) -> Response[str]:
         logger.exception("unhandled reelay error")
         return _error(502, exc.code, exc.message)
 

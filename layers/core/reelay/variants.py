@@ -306,7 +306,8 @@ def video_body(providers: Sequence[ProviderConfig]) -> Any:
             body = body.model_dump()
         if not isinstance(body, dict):
             return None
-        tag = tags.get(body.get("provider")) if isinstance(body.get("provider"), str) else None
+        name = body.get("provider")
+        tag = tags.get(name) if isinstance(name, str) else None
         return tag(body) if tag else None
 
     if not shapes:
