@@ -123,12 +123,15 @@ Prompt = Annotated[
     ),
 ]
 URL_MAX_CHARS = 2048
-# An http(s) URL with a DNS host name (a letter-led last label), an optional port, path and query.
-# Narrower than RFC 3986 on purpose: every URL this pattern admits also parses as a pydantic
-# ``HttpUrl``, so the schema says exactly what is accepted (no fragments, userinfo or IP literals;
+# An http(s) URL with a DNS host name (a letter-led last label) or a dotted IPv4 address, an
+# optional port, path and query. Narrower than RFC 3986 on purpose: every URL this pattern admits
+# also parses as a pydantic ``HttpUrl``, so the schema says exactly what is accepted (no
+# fragments, userinfo or IPv6 literals;
 # a client image or webhook host is checked again by the fetcher's address policy anyway).
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 URL_PATTERN = (
-    r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"^https?://(?:(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    rf"|{_OCTET}(?:\.{_OCTET}){{3}})"
     r"(?::[0-9]{1,4})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?(?:\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$"
 )
 

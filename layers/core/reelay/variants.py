@@ -248,7 +248,10 @@ def _openai_videos(name: str) -> tuple[Shapes, TagFn]:
     def tag(body: dict[str, Any]) -> str | None:
         model = body.get("model")
         if model is None:
-            return f"{base}ComposedHd" if body.get("resolution") == "1080p" else f"{base}Composed"
+            hd = body.get("resolution") == "1080p" and body.get("duration") in (None, *hd_durations)
+            # 1080p with a longer video: the 720p shape names `resolution` as the field at fault,
+            # as the adapter does.
+            return f"{base}ComposedHd" if hd else f"{base}Composed"
         return by_model.get(model) if isinstance(model, str) else None
 
     return shapes, tag
