@@ -22,9 +22,10 @@ chromium:
 	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "chromium missing and no root: the browser test will be skipped"; fi; }
 
-$(VENV)/.installed: requirements-dev.txt layers/core/requirements.txt pyproject.toml
+$(VENV)/.installed: requirements-dev.txt requirements-codegen.txt layers/core/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements-codegen.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 

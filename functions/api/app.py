@@ -2,20 +2,16 @@
 
 import os
 
-from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from reelay.api import build_app
 from reelay.bootstrap import Container
+from reelay.observability import observed
 
-logger = Logger()
-tracer = Tracer()
 container = Container.from_environ(os.environ)
-app = build_app(lambda: container.tasks)
+app = build_app(lambda: container.tasks, container.settings.providers)
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@tracer.capture_lambda_handler
+@observed(http=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)

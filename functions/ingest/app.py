@@ -2,18 +2,16 @@
 
 import os
 
-from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from reelay.bootstrap import Container
+from reelay.observability import for_each_task, observed
 from reelay.workers import run_batch
 
-logger = Logger()
-tracer = Tracer()
 container = Container.from_environ(os.environ)
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@observed()
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    return run_batch(event, context, queue=container.ingest_queue, handle=container.ingest.ingest_with_retry)
+    handle = for_each_task(container.ingest.ingest_with_retry)
+    return run_batch(event, context, queue=container.ingest_queue, handle=handle)

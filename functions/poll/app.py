@@ -2,18 +2,15 @@
 
 import os
 
-from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from reelay.bootstrap import Container
+from reelay.observability import observed
 
-logger = Logger()
-tracer = Tracer()
 container = Container.from_environ(os.environ)
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@observed()
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     if event.get("action") == "fail":
         return container.poller.fail(event)

@@ -2,25 +2,22 @@
 
 import os
 
-from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from reelay.bootstrap import Container
+from reelay.observability import for_each_task, observed
 from reelay.workers import run_batch
 
-logger = Logger()
-tracer = Tracer()
 container = Container.from_environ(os.environ)
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@observed()
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     submitter = container.submitter
     return run_batch(
         event,
         context,
         queue=container.submit_queue,
-        handle=lambda task_id, attempt: submitter.submit(task_id, attempt=attempt),
+        handle=for_each_task(lambda task_id, attempt: submitter.submit(task_id, attempt=attempt)),
         reserve_seconds=container.settings.submit_record_seconds,
     )

@@ -100,10 +100,15 @@ def test_image_keys_must_be_the_callers_own_uploads(api: Api) -> None:
     edit = {"provider": "openai_videos", "prompt": "blue", "image_keys": [upload["key"]]}
     ok = api.http.post("/v1/images", json=edit)
     assert ok.status_code == 202, ok.text
-    # And another task's output (or any key outside the caller's prefix) is a 422, never read
+    # And another task's output (or any key outside the caller's prefix) is a 404 like a missing
+    # upload, never read; a key with a ".." segment is not a key at all (422)
     done = api.submit_and_wait(VIDEO, timeout=60)
     other = done["outputs"][0]["s3_uri"].split("/", 3)[3]
-    for key in (other, "uploads/someone-else/x.png", upload["key"].replace("uploads/", "uploads/../tasks/")):
+    for key, status in (
+        (other, 404),
+        ("uploads/someone-else/x.png", 404),
+        (upload["key"].replace("uploads/", "uploads/../tasks/"), 422),
+    ):
         refused = api.http.post("/v1/images", json={"provider": "openai_videos", "prompt": "x", "image_keys": [key]})
-        assert refused.status_code == 422, (key, refused.text)
+        assert refused.status_code == status, (key, refused.text)
     assert api.wait(ok.json()["id"])["status"] == "succeeded"

@@ -1,36 +1,49 @@
-"""Schemathesis against the served OpenAPI document: no input makes the API answer 5xx."""
+"""Schemathesis against the served OpenAPI document, with every check.
+
+Not only "no server error": responses must match their declared schemas and statuses, every
+schema-valid request must be accepted and every schema-invalid one refused. The committed
+``schemathesis.toml`` says which check is off, and why (API Gateway's own behaviour).
+"""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.e2e.conftest import Api
+from tests.template_support import REPO
 
 
-def test_no_generated_request_gets_a_server_error(api: Api) -> None:
+def test_every_check_passes_on_every_generated_request(api: Api) -> None:
     cli = Path(sys.executable).with_name("schemathesis")
+    started = time.monotonic()
     run = subprocess.run(
         [
             str(cli),
+            "--config-file",
+            str(REPO / "schemathesis.toml"),
             "run",
             f"{api.env.stack.api_url}/v1/openapi.json",
-            "--checks",
-            "not_a_server_error",
             "--max-examples",
-            "40",
+            "25",
             "--phases",
-            "examples,coverage,fuzzing",
+            "examples,coverage,fuzzing,stateful",
             "--seed",
-            "20261121",
+            "20261201",
             "--no-color",
         ],
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
+        cwd=REPO,
     )
-    summary = run.stdout[-3000:]
+    elapsed = time.monotonic() - started
+    Path("/tmp/schemathesis-out.txt").write_text(run.stdout + run.stderr)
+    summary = run.stdout[-6000:]
+    print(summary, f"\n(schemathesis took {elapsed:.0f} s)")
     assert run.returncode == 0, summary
-    assert " passed" in summary and "Server error" not in summary
+    assert re.search(r"\b0 failures\b|No issues found", summary) or "failed" not in summary.lower(), summary

@@ -144,7 +144,7 @@ def test_remix_makes_a_linked_task(api: Api) -> None:
     assert remix["path"].endswith(f"/v1/videos/{parent['provider_task_id']}/remix")
     assert remix["body"]["model"] == "sora_video2-landscape"
     refused = api.http.post(f"/v1/tasks/{api.submit_and_wait(SORAHK)['id']}/remix", json={"prompt": "x"})
-    assert refused.status_code == 422
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "NOT_REMIXABLE"
 
 
 def test_images_generate_and_edit_into_s3(api: Api) -> None:
@@ -172,7 +172,7 @@ def test_images_generate_and_edit_into_s3(api: Api) -> None:
     missing = api.http.post(
         "/v1/images", json={"provider": "openai_videos", "prompt": "x", "image_keys": ["uploads/none.png"]}
     )
-    assert missing.status_code == 422
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "UPLOAD_NOT_FOUND"
     not_images = api.http.post("/v1/images", json={"provider": "sorahk", "prompt": "x"})
     assert not_images.status_code == 422
 

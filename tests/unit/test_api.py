@@ -13,6 +13,7 @@ from reelay.aws import ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
 from reelay.store import DynamoTaskStore
 from reelay.tasks import TaskService
+from reelay.tokens import CursorSigner
 from tests.unit.conftest import drain, load_event
 from tests.unit.fakes import FakeProvider, config
 
@@ -29,9 +30,13 @@ def api(aws: dict[str, str]) -> Any:
     provider = FakeProvider(config("generate_task"))
     catalog = ProviderCatalog((provider.config,), factory=lambda c: provider)
     service = TaskService(
-        DynamoTaskStore("tasks"), catalog, TaskQueue(aws["SUBMIT_QUEUE_URL"]), ResultBucket("results")
+        DynamoTaskStore("tasks"),
+        catalog,
+        TaskQueue(aws["SUBMIT_QUEUE_URL"]),
+        ResultBucket("results"),
+        cursors=CursorSigner(b"k" * 32),
     )
-    app = build_app(lambda: service)
+    app = build_app(lambda: service, [provider.config])
 
     def call(
         method: str,
@@ -54,6 +59,7 @@ def api(aws: dict[str, str]) -> Any:
         return out["statusCode"], json.loads(out["body"]), out.get("headers", {})
 
     call.submit_queue = aws["SUBMIT_QUEUE_URL"]  # type: ignore[attr-defined]
+    call.app = app  # type: ignore[attr-defined]
     return call
 
 
@@ -202,11 +208,38 @@ def test_list_filters_by_status_and_rejects_bad_values(api: Any) -> None:
     assert api("GET", "/v1/tasks", qs="cursor=%%%")[0] == 422
 
 
-def test_openapi_document_lists_the_routes(api: Any) -> None:
+def test_openapi_document_declares_every_answer_and_error_of_every_route(api: Any) -> None:
+    # Given the API, When its document is fetched
     status, doc, _ = api("GET", "/v1/openapi.json")
     assert status == 200
-    assert {"/v1/tasks", "/v1/tasks/{task_id}"} <= set(doc["paths"])
-    assert "VideoRequest" in json.dumps(doc)
+    # Then every route names its answer's model and an ErrorBody for each error it can give
+    schemas = doc["components"]["schemas"]
+    assert {"TaskView", "TaskPage", "ProviderList", "UploadTicket", "ErrorBody"} <= set(schemas)
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            answers = op["responses"]
+            ok = next(code for code in answers if code.startswith("2"))
+            assert "$ref" in answers[ok]["content"]["application/json"]["schema"], (method, path)
+            for code, answer in answers.items():
+                if code[0] in "45":
+                    ref = answer["content"]["application/json"]["schema"]["$ref"]
+                    assert ref.endswith("/ErrorBody"), (method, path, code)
+    create = doc["paths"]["/v1/tasks"]["post"]
+    assert {"202", "400", "409", "413", "415", "422"} <= set(create["responses"])
+    # And the request body names the configured provider as a constant of its shape
+    shapes = create["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    assert shapes and all(
+        schemas[s["$ref"].rsplit("/", 1)[1]]["properties"]["provider"]["const"] == "generate_task" for s in shapes
+    )
+    assert schemas["UploadRequest"]["properties"]["bytes"]["maximum"] == 10 * 1024 * 1024
+
+
+def test_swagger_ui_is_served_at_v1_docs(api: Any) -> None:
+    event = load_event("api_create_task.json")
+    event.update(rawPath="/v1/docs", body=None, rawQueryString="", queryStringParameters=None)
+    event["requestContext"]["http"].update(method="GET", path="/v1/docs")
+    out = api.app.resolve(event, _Ctx())
+    assert out["statusCode"] == 200 and "swagger-ui" in out["body"].lower()
 
 
 @pytest.mark.parametrize(

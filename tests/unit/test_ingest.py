@@ -16,7 +16,7 @@ import pytest
 from reelay.aws import ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
 from reelay.copier import ResultCopier
-from reelay.errors import RequestInvalid, ResultFetchError, UnsafeResultUrl
+from reelay.errors import RequestInvalid, ResultFetchError, UnsafeResultUrl, UploadNotFound
 from reelay.fetch import Fetcher, Limits, ResultNotMedia, ResultTooLarge, UrlPolicy
 from reelay.ingest import MAX_RECEIVES, IngestService
 from reelay.inputs import ImageInputs
@@ -545,7 +545,7 @@ def _image_service(aws: dict[str, str], bucket: ResultBucket) -> TaskService:
 
 def test_an_upload_ticket_is_a_sigv4_put_bound_to_size_type_and_the_callers_prefix(aws: dict[str, str]) -> None:
     service = _image_service(aws, ResultBucket("results"))
-    ticket = service.upload(UploadRequest(content_type="image/webp", bytes=1234), caller="arn:aws:iam::1:user/ann")
+    ticket = service.upload(UploadRequest(content_type="image/webp", bytes=1234), owner="arn:aws:iam::1:user/ann")
     assert ticket.key.startswith(uploads_prefix("arn:aws:iam::1:user/ann")) and ticket.key.endswith(".webp")
     assert uploads_prefix("arn:aws:iam::1:user/ann") != uploads_prefix("arn:aws:iam::1:user/bob")
     query = parse_qs(urlsplit(ticket.url).query)
@@ -568,17 +568,17 @@ def test_image_keys_outside_the_callers_uploads_are_refused_before_any_read(aws:
     boto3.client("s3").put_object(Bucket="results", Key=key, Body=b"\x89PNG\r\n\x1a\n")
     service = _image_service(aws, bucket)
     request = ImageRequest(provider="openai_videos", prompt="x", image_keys=[key])
-    with pytest.raises(RequestInvalid) as refused:
-        service.images(request, caller="arn:aws:iam::1:user/ann")
+    with pytest.raises(UploadNotFound) as refused:
+        service.images(request, owner="arn:aws:iam::1:user/ann")
     assert refused.value.field == "image_keys" and bucket.read == []
 
 
 def test_the_callers_own_upload_is_accepted(aws: dict[str, str]) -> None:
     bucket = ReadRecordingBucket("results")
     service = _image_service(aws, bucket)
-    ticket = service.upload(UploadRequest(content_type="image/png", bytes=9), caller="ann")
+    ticket = service.upload(UploadRequest(content_type="image/png", bytes=9), owner="ann")
     boto3.client("s3").put_object(Bucket="results", Key=ticket.key, Body=b"\x89PNG\r\n\x1a\n\x00")
-    task, _ = service.images(ImageRequest(provider="openai_videos", prompt="x", image_keys=[ticket.key]), caller="ann")
+    task, _ = service.images(ImageRequest(provider="openai_videos", prompt="x", image_keys=[ticket.key]), owner="ann")
     assert task.request["image_keys"] == [ticket.key]
 
 

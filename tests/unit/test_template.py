@@ -158,3 +158,21 @@ def test_reconcile_runs_on_a_schedule_whose_rate_is_a_parameter_of_two_minutes_b
     assert template()["Parameters"]["ReconcileRate"]["Default"] == "rate(2 minutes)"
     schedule = FUNCTIONS["ReconcileFunction"]["Properties"]["Events"]["Schedule"]
     assert schedule["Type"] == "Schedule" and schedule["Properties"]["Schedule"] == {"Ref": "ReconcileRate"}
+
+
+def test_tasks_are_listed_by_owner_indexes_and_the_global_listing_indexes_are_gone() -> None:
+    props = resource("TaskTable")["Properties"]
+    indexes = {i["IndexName"]: [k["AttributeName"] for k in i["KeySchema"]] for i in props["GlobalSecondaryIndexes"]}
+    assert indexes == {
+        "ByOwner": ["owner", "created_key"],
+        "ByOwnerStatus": ["owner_status", "created_key"],
+        "ByOwnerProvider": ["owner_provider", "created_key"],
+        "ByOwnerStatusProvider": ["owner_status_provider", "created_key"],
+        "Due": ["due_pk", "due_at"],
+    }
+
+
+def test_swagger_ui_is_a_client_route_and_the_api_may_read_the_cursor_key() -> None:
+    assert ("get", "/v1/docs") in _routes("ApiFunction")
+    assert "/v1/docs" in resource("HttpApi")["Properties"]["DefinitionBody"]["paths"]
+    assert "CallbackSecret" in json.dumps(FUNCTIONS["ApiFunction"]["Properties"]["Policies"])  # signs cursors

@@ -7,6 +7,8 @@ tests can run them against moto or pass a fake.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -83,16 +85,37 @@ class ResultBucket:
     (``If-None-Match: *``), so a second copy of the same output is a no-op, not a second object.
     """
 
-    def __init__(self, bucket: str, *, client: Any = None) -> None:
+    def __init__(
+        self, bucket: str, *, client: Any = None, credentials_expiry: Callable[[], datetime | None] | None = None
+    ) -> None:
         self.name = bucket
         # Enough pooled connections for every part in flight (the copier's threads share this client).
         # Every body carries a SHA-256 that S3 verifies (ChecksumSHA256), so SigV4 need not hash the
         # payload a second time: botocore already skips it on https when a checksum header is present,
         # this makes plain-http endpoints (the local stack) behave the same.
+        # Presigned URLs are SigV4 (buckets made since 2020 refuse SigV2) on the regional endpoint:
+        # in us-east-1 botocore would otherwise sign for the global s3.amazonaws.com host.
         self._s3 = client or boto3.client(
             "s3",
-            config=Config(signature_version="s3v4", max_pool_connections=32, s3={"payload_signing_enabled": False}),
+            config=Config(
+                signature_version="s3v4",
+                max_pool_connections=32,
+                s3={"payload_signing_enabled": False, "us_east_1_regional_endpoint": "regional"},
+            ),
         )
+        self._presigner = self._s3
+        if client is None and str(self._s3.meta.endpoint_url).endswith(".amazonaws.com"):
+            # On AWS, sign for the bucket's virtual host in its region: botocore's "auto" style
+            # would presign for the global s3.amazonaws.com host outside us-east-1. (A custom
+            # endpoint, the local stack's, keeps path style: 127.0.0.1 has no bucket subdomains.)
+            self._presigner = boto3.client(
+                "s3",
+                config=Config(
+                    signature_version="s3v4",
+                    s3={"addressing_style": "virtual", "us_east_1_regional_endpoint": "regional"},
+                ),
+            )
+        self._credentials_expiry = credentials_expiry or self._signer_credentials_expiry
 
     def put(
         self,
@@ -203,22 +226,45 @@ class ResultBucket:
         resp = self._s3.get_object(Bucket=self.name, Key=key, Range=f"bytes=0-{size - 1}")
         return bytes(resp["Body"].read())
 
+    def presign_ttl(self, wanted_seconds: int) -> int:
+        """The lifetime a presigned URL really gets: ``wanted_seconds``, capped by SigV4's 7 days and,
+        where known, by the expiry of the credentials that sign it (a URL dies with its session)."""
+        ttl = min(wanted_seconds, MAX_PRESIGN_SECONDS)
+        expiry = self._credentials_expiry()
+        if expiry is not None:
+            left = int((expiry - datetime.now(UTC)).total_seconds()) - PRESIGN_EXPIRY_MARGIN_SECONDS
+            ttl = min(ttl, left)
+        return max(1, ttl)
+
     def presigned_get(self, key: str, ttl_seconds: int) -> str:
+        """A SigV4 presigned GET of an output, valid for ``presign_ttl(ttl_seconds)``."""
         return str(
-            self._s3.generate_presigned_url(
-                "get_object", Params={"Bucket": self.name, "Key": key}, ExpiresIn=ttl_seconds
+            self._presigner.generate_presigned_url(
+                "get_object", Params={"Bucket": self.name, "Key": key}, ExpiresIn=self.presign_ttl(ttl_seconds)
             )
         )
 
     def presigned_put(self, key: str, *, content_type: str, content_length: int, ttl_seconds: int) -> str:
         """A SigV4 presigned PUT with Content-Type and Content-Length signed in: another size or type is refused."""
         return str(
-            self._s3.generate_presigned_url(
+            self._presigner.generate_presigned_url(
                 "put_object",
                 Params={"Bucket": self.name, "Key": key, "ContentType": content_type, "ContentLength": content_length},
-                ExpiresIn=ttl_seconds,
+                ExpiresIn=self.presign_ttl(ttl_seconds),
             )
         )
+
+    def _signer_credentials_expiry(self) -> datetime | None:
+        # Refreshable credentials (assumed roles, SSO, container/instance roles) know when they
+        # expire; botocore keeps it on a private attribute only. Static keys have no expiry.
+        credentials = getattr(getattr(self._presigner, "_request_signer", None), "_credentials", None)
+        expiry = getattr(credentials, "_expiry_time", None)
+        return expiry if isinstance(expiry, datetime) else None
+
+
+# SigV4 presigned URLs live at most 7 days; leave a minute between a URL's end and its credentials'.
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+PRESIGN_EXPIRY_MARGIN_SECONDS = 60
 
 
 def _code(exc: ClientError) -> str:

@@ -99,12 +99,15 @@ class Container:
     @cached_property
     def tasks(self) -> TaskService:
         from reelay.tasks import TaskService
+        from reelay.tokens import CursorSigner
 
         return TaskService(
             self.store,
             self.providers,
             self.submit_queue,
             self.bucket,
+            # List cursors are signed under a key derived from the callback secret (no new secret).
+            cursors=CursorSigner(self.tokens.cursor_key()),
             presign_ttl_seconds=self.settings.presign_ttl_seconds,
             upload_ttl_seconds=self.settings.uploads_ttl_seconds,
         )

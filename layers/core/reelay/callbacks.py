@@ -32,9 +32,13 @@ class CallbackReceiver:
         self._tokens = tokens
         self._tracker = tracker
 
-    def receive(self, provider_name: str, task_id: str, token: str | None, body: bytes) -> Task:
+    def authentic(self, provider_name: str, task_id: str, token: str | bytes | None) -> bool:
+        """Whether the token is this task's: checked first, as bytes, before anything is parsed."""
+        return self._tokens.verify(provider_name, task_id, token)
+
+    def receive(self, provider_name: str, task_id: str, token: str | bytes | None, body: bytes) -> Task:
         """Verify, then move the task by what the provider's status endpoint says."""
-        if not self._tokens.verify(provider_name, task_id, token):
+        if not self.authentic(provider_name, task_id, token):
             raise CallbackRejected("callback token missing or invalid")
         try:
             provider = self._providers.get(provider_name)

@@ -7,7 +7,9 @@ renaming a transient error class is a template change too.
 
     ReelayError
     ├── RequestInvalid            the client's request cannot succeed (HTTP 422)
-    ├── TaskNotFound              no such task (HTTP 404)
+    ├── TaskNotFound              no such task, or another owner's (HTTP 404)
+    ├── UploadNotFound            an image key that is not one of the caller's uploads (HTTP 404)
+    ├── TaskNotRemixable          the parent task cannot be remixed (not a succeeded video of a remix provider; 409)
     ├── IdempotencyConflict       same Idempotency-Key, other body (HTTP 409)
     ├── TransitionConflict        a conditional state write lost (another writer won)
     ├── ConfigurationError        the stack is mis-configured (bad env, provider credential refused)
@@ -48,7 +50,7 @@ class ReelayError(Exception):
 class RequestInvalid(ReelayError):
     """The client asked for something that cannot succeed; raised before any paid call."""
 
-    code = "INVALID_REQUEST"
+    code = "VALIDATION_FAILED"
 
     def __init__(self, message: str, *, field: str | None = None, details: Any = None) -> None:
         super().__init__(message, details=details)
@@ -56,7 +58,22 @@ class RequestInvalid(ReelayError):
 
 
 class TaskNotFound(ReelayError):
+    """No such task for this owner: another owner's task is the very same answer."""
+
     code = "NOT_FOUND"
+
+
+class UploadNotFound(ReelayError):
+    """An ``image_keys`` entry that is not one of the caller's own, existing uploads."""
+
+    code = "UPLOAD_NOT_FOUND"
+    field = "image_keys"
+
+
+class TaskNotRemixable(ReelayError):
+    """The parent exists but cannot be remixed in its state or by its provider (a conflict, 409)."""
+
+    code = "NOT_REMIXABLE"
 
 
 class IdempotencyConflict(ReelayError):

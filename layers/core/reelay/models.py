@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
 
 
 class TaskStatus(StrEnum):
@@ -41,7 +41,7 @@ class ErrorCode(StrEnum):
     """Stable error codes a failed task carries; provider failure codes map onto these."""
 
     CONTENT_POLICY = "CONTENT_POLICY"
-    INVALID_INPUT = "INVALID_INPUT"
+    VALIDATION_FAILED = "VALIDATION_FAILED"
     INVALID_IMAGE = "INVALID_IMAGE"
     INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
     PROVIDER_AUTH = "PROVIDER_AUTH"
@@ -76,8 +76,96 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# The owner of tasks when the API has no client auth (one local owner). With IAM auth an owner
+# is the caller's principal ARN; with JWT auth ``jwt:<issuer>#<subject>`` (see ``reelay.api``).
+# A plain string, so any entry point (the API, a batch manifest's owner) can set it.
+LOCAL_OWNER = "local"
+
+# Request limits (README, "Limits"): every field is bounded, so a task item stays far under
+# DynamoDB's 400 KB (tests/unit/test_limits.py builds the largest valid request).
+PROMPT_MAX_CHARS = 4000  # no protocol documents a limit; reelay's own ceiling for all three
+METADATA_MAX_KEYS = 32
+METADATA_KEY_MAX_CHARS = 64
+METADATA_VALUE_MAX_CHARS = 512
+METADATA_MAX_BYTES = 8 * 1024  # keys and values together, UTF-8
+
+
+def _metadata_fits(value: dict[str, str] | None) -> dict[str, str] | None:
+    if value is not None:
+        total = sum(len(k.encode()) + len(v.encode()) for k, v in value.items())
+        if total > METADATA_MAX_BYTES:
+            raise ValueError(f"metadata is {total} bytes in all; at most {METADATA_MAX_BYTES} (keys and values, UTF-8)")
+    return value
+
+
+Metadata = Annotated[
+    dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=METADATA_KEY_MAX_CHARS)],
+        Annotated[str, StringConstraints(max_length=METADATA_VALUE_MAX_CHARS)],
+    ]
+    | None,
+    Field(
+        max_length=METADATA_MAX_KEYS,
+        description=f"Free key/value pairs echoed back: at most {METADATA_MAX_KEYS} keys of at most "
+        f"{METADATA_KEY_MAX_CHARS} characters, values of at most {METADATA_VALUE_MAX_CHARS}, "
+        f"{METADATA_MAX_BYTES} bytes in all.",
+    ),
+    AfterValidator(_metadata_fits),
+]
+Prompt = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=PROMPT_MAX_CHARS,
+        # At least one non-space character, said in the schema (a whitespace-only prompt is refused).
+        pattern=r"\S",
+        description=f"What the video shows (at most {PROMPT_MAX_CHARS} characters).",
+    ),
+]
+URL_MAX_CHARS = 2048
+# An http(s) URL with a DNS host name (a letter-led last label) or a dotted IPv4 address, an
+# optional port, path and query. Narrower than RFC 3986 on purpose: every URL this pattern admits
+# also parses as a pydantic ``HttpUrl``, so the schema says exactly what is accepted (no
+# fragments, userinfo or IPv6 literals;
+# a client image or webhook host is checked again by the fetcher's address policy anyway).
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+URL_PATTERN = (
+    r"^https?://(?:(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    rf"|{_OCTET}(?:\.{_OCTET}){{3}})"
+    r"(?::[0-9]{1,4})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?(?:\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$"
+)
+
+
+def _parses_as_http_url(value: str) -> str:
+    HttpUrl(value)  # a second opinion; the pattern already admits only what this accepts
+    return value
+
+
+WebUrl = Annotated[
+    str,
+    Field(max_length=URL_MAX_CHARS, pattern=URL_PATTERN, description="An http(s) URL."),
+    AfterValidator(_parses_as_http_url),
+]
+
 Orientation = Literal["portrait", "landscape"]
 Resolution = Literal["720p", "1080p"]
+
+
+class StrictBody(BaseModel):
+    """Base of the API's request bodies: strict, so what the schema says is exactly what passes.
+
+    A JSON string is not an integer and 1 is not ``true``; but ``3.0`` *is* the integer 3 in
+    JSON Schema, so integral numbers are taken as integers before the strict checks.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_numbers_are_integers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in data.items()}
+        return data
 
 
 class VideoRequest(BaseModel):
@@ -87,13 +175,13 @@ class VideoRequest(BaseModel):
     (``Provider.validate``) before any paid call and translates it to its wire format.
     """
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
     provider: Annotated[
         str, Field(min_length=1, max_length=64, description="Configured provider name, e.g. `generate_task`.")
     ]
-    prompt: Annotated[str, Field(min_length=1, max_length=4000, description="What the video shows.")]
-    image_url: Annotated[HttpUrl | None, Field(description="Reference image (image-to-video).")] = None
+    prompt: Prompt
+    image_url: Annotated[WebUrl | None, Field(description="Reference image (image-to-video).")] = None
     duration: Annotated[
         int | None, Field(ge=1, le=60, description="Seconds; allowed values depend on the provider.")
     ] = None
@@ -106,19 +194,10 @@ class VideoRequest(BaseModel):
     watermark: Annotated[
         bool | None, Field(description="Keep the provider's watermark (default: removed where the provider allows).")
     ] = None
-    webhook_url: Annotated[HttpUrl | None, Field(description="Notified with a signed webhook when the task ends.")] = (
+    webhook_url: Annotated[WebUrl | None, Field(description="Notified with a signed webhook when the task ends.")] = (
         None
     )
-    metadata: Annotated[
-        dict[str, str] | None, Field(max_length=32, description="Free key/value pairs echoed back.")
-    ] = None
-
-    @field_validator("image_url", "webhook_url")
-    @classmethod
-    def _https_or_http_only(cls, value: HttpUrl | None) -> HttpUrl | None:
-        if value is not None and value.scheme not in ("http", "https"):
-            raise ValueError("must be an http(s) URL")
-        return value
+    metadata: Metadata = None
 
 
 ImageSize = Annotated[str, Field(pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$", description="WxH, e.g. 1024x1024")]
@@ -131,32 +210,30 @@ S3Key = Annotated[
 class ImageRequest(BaseModel):
     """The body of ``POST /v1/images``: text-to-image, or an edit of the given images."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
     provider: Annotated[str, Field(min_length=1, max_length=64)]
-    prompt: Annotated[str, Field(min_length=1, max_length=4000)]
+    prompt: Prompt
     n: Annotated[int, Field(ge=1, le=4, description="How many images (1-4).")] = 1
     size: ImageSize | None = None
     model: Annotated[str | None, Field(max_length=128)] = None
-    image_urls: Annotated[list[HttpUrl], Field(max_length=4, description="Images to edit, by URL.")] = Field(
+    image_urls: Annotated[list[WebUrl], Field(max_length=4, description="Images to edit, by URL.")] = Field(
         default_factory=list
     )
     image_keys: Annotated[
         list[S3Key], Field(max_length=4, description="Images to edit, as keys of the results bucket.")
     ] = Field(default_factory=list)
-    webhook_url: HttpUrl | None = None
-    metadata: Annotated[dict[str, str] | None, Field(max_length=32)] = None
+    webhook_url: WebUrl | None = None
+    metadata: Metadata = None
 
 
-class RemixRequest(BaseModel):
+class RemixRequest(StrictBody):
     """The body of ``POST /v1/tasks/{id}/remix``: a new video derived from a finished one."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    prompt: Annotated[str, Field(min_length=1, max_length=4000)]
+    prompt: Prompt
     model: Annotated[str | None, Field(max_length=128)] = None
-    webhook_url: HttpUrl | None = None
-    metadata: Annotated[dict[str, str] | None, Field(max_length=32)] = None
+    webhook_url: WebUrl | None = None
+    metadata: Metadata = None
 
 
 class TaskError(BaseModel):
@@ -205,10 +282,8 @@ class IngestState(BaseModel):
     slow_count: int = 0
 
 
-class UploadRequest(BaseModel):
+class UploadRequest(StrictBody):
     """The body of ``POST /v1/uploads``: what the client is about to upload."""
-
-    model_config = ConfigDict(extra="forbid")
 
     content_type: Annotated[
         Literal["image/png", "image/jpeg", "image/webp"], Field(description="The image's media type.")
@@ -239,6 +314,8 @@ class Task(BaseModel):
     """A task as stored. ``version`` increases with every write; writes are conditional on it."""
 
     id: str
+    # Who the task belongs to: reads, lists, remixes and idempotency keys are scoped to it.
+    owner: str = LOCAL_OWNER
     provider: str
     protocol: str
     kind: TaskKind = TaskKind.VIDEO

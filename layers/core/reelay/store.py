@@ -1,9 +1,12 @@
 """The task store: DynamoDB, conditional writes, a short transition history.
 
 Item layout (one table, see template.yaml ``TaskTable``):
-- a task:        pk=``TASK#<id>``   sk=``TASK``  + index attributes ``list_pk``/``created_key``
-  (newest-first listing) and, while not terminal, ``due_pk``/``due_at`` (sparse ``Due`` index
-  that reconcile reads instead of scanning).
+- a task:        pk=``TASK#<id>``   sk=``TASK``  + index attributes for its owner's newest-first
+  listing: ``owner`` (index ``ByOwner``), ``owner_status`` (``ByOwnerStatus``), ``owner_provider``
+  (``ByOwnerProvider``) and ``owner_status_provider`` (``ByOwnerStatusProvider``), each with the
+  range key ``created_key``, so every filter is a key condition (no filter-then-limit short pages);
+  and, while not terminal, ``due_pk``/``due_at`` (sparse ``Due`` index that reconcile reads
+  instead of scanning).
 - an idempotency record: pk=``IDEM#<scope>#<key>`` sk=``IDEM`` with the task id and a hash of
   the request; it expires (TTL) after ``IDEMPOTENCY_TTL``.
 - a provider-task claim: pk=``PTASK#<provider>#<provider task id>`` sk=``PTASK`` with the reelay
@@ -45,6 +48,8 @@ DUE_AFTER: dict[TaskStatus, timedelta] = {
 }
 
 DuePolicy = Callable[[Task], datetime | None]
+# Where a page ended: DynamoDB's LastEvaluatedKey (all string attributes).
+PageKey = dict[str, str]
 
 
 def default_due(task: Task) -> datetime | None:
@@ -64,9 +69,18 @@ class TaskStore(ABC):
 
     @abstractmethod
     def list(
-        self, *, status: TaskStatus | None, provider: str | None, limit: int, cursor: str | None
-    ) -> tuple[builtins.list[Task], str | None]:
-        """Newest first, ``limit`` at most, and the cursor of the next page."""
+        self,
+        *,
+        owner: str,
+        status: TaskStatus | None,
+        provider: str | None,
+        limit: int,
+        after: PageKey | None = None,
+    ) -> tuple[builtins.list[Task], PageKey | None]:
+        """``owner``'s tasks, newest first, ``limit`` at most, and the key the next page starts after.
+
+        The key is the store's own (plain); the API signs it into a cursor (``reelay.tokens``).
+        """
 
     @abstractmethod
     def save(self, task: Task, *, expected: Task) -> Task:
@@ -114,8 +128,10 @@ class DynamoTaskStore(TaskStore):
             **_to_dynamo(data),
             "pk": f"TASK#{task.id}",
             "sk": "TASK",
-            "list_pk": "TASK",
             "created_key": f"{task.created_at.isoformat()}#{task.id}",
+            "owner_status": f"{task.owner}#{task.status}",
+            "owner_provider": f"{task.owner}#{task.provider}",
+            "owner_status_provider": f"{task.owner}#{task.status}#{task.provider}",
         }
         due = self._due(task)
         if due is not None:
@@ -192,26 +208,37 @@ class DynamoTaskStore(TaskStore):
         return new
 
     def list(
-        self, *, status: TaskStatus | None, provider: str | None, limit: int, cursor: str | None
-    ) -> tuple[builtins.list[Task], str | None]:
-        query: dict[str, Any] = {"ScanIndexForward": False, "Limit": limit}
-        if status is not None:
-            query |= {"IndexName": "ByStatus", "KeyConditionExpression": "#s = :s"}
-            query |= {"ExpressionAttributeNames": {"#s": "status"}, "ExpressionAttributeValues": {":s": str(status)}}
-            if provider is not None:
-                query["FilterExpression"] = Attr("provider").eq(provider)
+        self,
+        *,
+        owner: str,
+        status: TaskStatus | None,
+        provider: str | None,
+        limit: int,
+        after: PageKey | None = None,
+    ) -> tuple[builtins.list[Task], PageKey | None]:
+        if status is not None and provider is not None:
+            index, value = "ByOwnerStatusProvider", f"{owner}#{status}#{provider}"
+        elif status is not None:
+            index, value = "ByOwnerStatus", f"{owner}#{status}"
         elif provider is not None:
-            query |= {"IndexName": "ByProvider", "KeyConditionExpression": "provider = :p"}
-            query |= {"ExpressionAttributeValues": {":p": provider}}
+            index, value = "ByOwnerProvider", f"{owner}#{provider}"
         else:
-            query |= {"IndexName": "ByCreated", "KeyConditionExpression": "list_pk = :l"}
-            query |= {"ExpressionAttributeValues": {":l": "TASK"}}
-        if cursor:
-            query["ExclusiveStartKey"] = _decode_cursor(cursor)
+            index, value = "ByOwner", owner
+        query: dict[str, Any] = {
+            "IndexName": index,
+            "KeyConditionExpression": "#k = :k",
+            # ``owner`` is a DynamoDB reserved word: always go through a name placeholder.
+            "ExpressionAttributeNames": {"#k": LIST_INDEXES[index]},
+            "ExpressionAttributeValues": {":k": value},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if after:
+            query["ExclusiveStartKey"] = after
         page = self._table.query(**query)
         tasks = [self._task(item) for item in page.get("Items", [])]
         last = page.get("LastEvaluatedKey")
-        return tasks, (_encode_cursor(last) if last else None)
+        return tasks, ({str(k): str(v) for k, v in last.items()} if last else None)
 
     def due(self, *, before: datetime, limit: int, after: str | None = None) -> tuple[builtins.list[str], str | None]:
         query: dict[str, Any] = {
@@ -243,7 +270,17 @@ class DynamoTaskStore(TaskStore):
         return task_id
 
 
-_INDEX_ATTRS = frozenset({"pk", "sk", "list_pk", "created_key", "due_pk", "due_at", "expires_at"})
+# Each listing index and its hash-key attribute (range key: ``created_key``).
+LIST_INDEXES = {
+    "ByOwner": "owner",
+    "ByOwnerStatus": "owner_status",
+    "ByOwnerProvider": "owner_provider",
+    "ByOwnerStatusProvider": "owner_status_provider",
+}
+# Attributes that exist only for keys and indexes (``owner`` is a task field too: kept).
+_INDEX_ATTRS = frozenset(
+    {"pk", "sk", "list_pk", "created_key", "due_pk", "due_at", "expires_at"} | (set(LIST_INDEXES.values()) - {"owner"})
+)
 
 
 def _to_dynamo(value: Any) -> Any:

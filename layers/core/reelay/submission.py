@@ -64,7 +64,7 @@ logger = Logger(child=True)
 # Errors that end a task before or at its create (no retry can fix them), and the code the
 # client sees. First match wins: ContentRefused is a kind of ProviderRejectedRequest.
 _PERMANENT_ERRORS: tuple[tuple[type[ReelayError], ErrorCode], ...] = (
-    (RequestInvalid, ErrorCode.INVALID_INPUT),
+    (RequestInvalid, ErrorCode.VALIDATION_FAILED),
     (ContentRefused, ErrorCode.CONTENT_POLICY),
     (ProviderRejectedRequest, ErrorCode.PROVIDER_REJECTED),
     (InsufficientBalance, ErrorCode.INSUFFICIENT_BALANCE),

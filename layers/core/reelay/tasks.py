@@ -14,8 +14,9 @@ from aws_lambda_powertools import Logger
 from reelay.aws import ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
 from reelay.contract import ErrorInfo, OutputView, ProviderView, TaskErrorView, TaskView
-from reelay.errors import QueueSendFailed, ReelayError, RequestInvalid
+from reelay.errors import QueueSendFailed, ReelayError, TaskNotFound, TaskNotRemixable, UploadNotFound
 from reelay.models import (
+    LOCAL_OWNER,
     ImageRequest,
     RemixRequest,
     Task,
@@ -27,6 +28,7 @@ from reelay.models import (
     utcnow,
 )
 from reelay.store import TaskStore
+from reelay.tokens import CursorSigner
 
 logger = Logger(child=True)
 
@@ -40,9 +42,9 @@ UPLOADS_ROOT = "uploads/"
 _UPLOAD_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 
 
-def uploads_prefix(caller: str) -> str:
-    """The caller's own uploads area: a hash of the caller identity (no ARN or subject in keys)."""
-    return f"{UPLOADS_ROOT}{hashlib.sha256(caller.encode()).hexdigest()[:32]}/"
+def uploads_prefix(owner: str) -> str:
+    """The owner's own uploads area: a hash of the owner (no ARN or subject in keys)."""
+    return f"{UPLOADS_ROOT}{hashlib.sha256(owner.encode()).hexdigest()[:32]}/"
 
 
 def request_hash(payload: dict[str, Any]) -> str:
@@ -50,7 +52,11 @@ def request_hash(payload: dict[str, Any]) -> str:
 
 
 class TaskService:
-    """Create, read and list tasks; every check that can fail happens before anything is stored."""
+    """Create, read and list an owner's tasks; every check that can fail happens before anything is stored.
+
+    Every operation takes the ``owner`` (``reelay.api`` derives it from the authorizer): another
+    owner's task is ``TaskNotFound``, the same answer as a task that does not exist.
+    """
 
     def __init__(
         self,
@@ -59,6 +65,7 @@ class TaskService:
         submit_queue: TaskQueue,
         bucket: ResultBucket,
         *,
+        cursors: CursorSigner | None = None,
         presign_ttl_seconds: int = 900,
         upload_ttl_seconds: int = 900,
     ) -> None:
@@ -66,6 +73,8 @@ class TaskService:
         self._providers = providers
         self._submit = submit_queue
         self._bucket = bucket
+        # Without a signer (tests), cursors are signed under a key of this process only.
+        self._cursors = cursors or CursorSigner(secrets.token_bytes(32))
         self._ttl = presign_ttl_seconds
         self._upload_ttl = upload_ttl_seconds
 
@@ -73,7 +82,7 @@ class TaskService:
         self,
         request: VideoRequest | ImageRequest,
         *,
-        caller: str = "anonymous",
+        owner: str = LOCAL_OWNER,
         idempotency_key: str | None = None,
         kind: TaskKind = TaskKind.VIDEO,
         parent_task_id: str | None = None,
@@ -89,6 +98,7 @@ class TaskService:
         now = utcnow()
         task = Task(
             id=new_task_id(),
+            owner=owner,
             provider=provider.name,
             protocol=provider.protocol,
             kind=kind,
@@ -100,7 +110,7 @@ class TaskService:
             metadata=request.metadata or {},
             idempotency_key=idempotency_key,
         )
-        scope = f"{caller}#{idempotency_key}" if idempotency_key else None
+        scope = f"{owner}#{idempotency_key}" if idempotency_key else None
         fingerprint = request_hash({"kind": kind.value, "parent": parent_task_id, **payload})
         task, created = self._store.create(task, idempotency_scope=scope, request_hash=fingerprint)
         if created:
@@ -112,19 +122,17 @@ class TaskService:
         return task, created
 
     def remix(
-        self, parent_id: str, remix: RemixRequest, *, caller: str = "anonymous", idempotency_key: str | None = None
+        self, parent_id: str, remix: RemixRequest, *, owner: str = LOCAL_OWNER, idempotency_key: str | None = None
     ) -> tuple[Task, bool]:
-        """A new task derived from a succeeded video, linked to its parent."""
-        parent = self._store.get(parent_id)
+        """A new task derived from one of the owner's succeeded videos, linked to its parent."""
+        parent = self.get(parent_id, owner=owner)
         provider = self._providers.get(parent.provider)
         if "remix" not in provider.capabilities().modes:
-            raise RequestInvalid(f"provider {provider.name} ({provider.protocol}) cannot remix videos", field="task_id")
+            raise TaskNotRemixable(f"provider {provider.name} ({provider.protocol}) cannot remix videos")
         if parent.kind is TaskKind.IMAGE:
-            raise RequestInvalid("only a video can be remixed", field="task_id")
+            raise TaskNotRemixable("only a video can be remixed")
         if parent.status is not TaskStatus.SUCCEEDED or not parent.provider_task_id:
-            raise RequestInvalid(
-                f"task {parent.id} is {parent.status.value}; only a succeeded video can be remixed", field="task_id"
-            )
+            raise TaskNotRemixable(f"task {parent.id} is {parent.status.value}; only a succeeded video can be remixed")
         base = {k: v for k, v in parent.request.items() if k not in ("webhook_url", "metadata")}
         changes = remix.model_dump(mode="json", exclude_none=True)
         if remix.model is not None:
@@ -133,45 +141,42 @@ class TaskService:
                 base.pop(field, None)
         request = VideoRequest.model_validate(base | changes)
         return self.create(
-            request, caller=caller, idempotency_key=idempotency_key, kind=TaskKind.REMIX, parent_task_id=parent.id
+            request, owner=owner, idempotency_key=idempotency_key, kind=TaskKind.REMIX, parent_task_id=parent.id
         )
 
     def images(
-        self, request: ImageRequest, *, caller: str = "anonymous", idempotency_key: str | None = None
+        self, request: ImageRequest, *, owner: str = LOCAL_OWNER, idempotency_key: str | None = None
     ) -> tuple[Task, bool]:
         """A task whose outputs are images (synchronous at the provider, copied to S3 all the same).
 
-        ``image_keys`` must lie in the caller's own uploads area (``POST /v1/uploads``); any
-        other key is refused before anything is read, so no one can send another task's or
-        owner's object to a provider.
+        ``image_keys`` must lie in the owner's own uploads area (``POST /v1/uploads``); any
+        other key is ``UploadNotFound`` (404, as for a missing one) before anything is read, so
+        no one can send another task's or owner's object to a provider.
         """
-        own = uploads_prefix(caller)
+        own = uploads_prefix(owner)
         for key in request.image_keys:
-            if not key.startswith(own) or ".." in key.split("/"):
-                raise RequestInvalid(
-                    f"image_keys: {key!r} is not one of your uploads (POST /v1/uploads gives keys under {own})",
-                    field="image_keys",
+            if not key.startswith(own) or ".." in key.split("/") or self._bucket.head(key) is None:
+                raise UploadNotFound(
+                    f"image_keys: {key!r} is not one of your uploads (POST /v1/uploads gives keys under {own})"
                 )
-        for key in request.image_keys:
-            if self._bucket.head(key) is None:
-                raise RequestInvalid(f"image_keys: no object {key!r} in the results bucket", field="image_keys")
-        return self.create(request, caller=caller, idempotency_key=idempotency_key, kind=TaskKind.IMAGE)
+        return self.create(request, owner=owner, idempotency_key=idempotency_key, kind=TaskKind.IMAGE)
 
-    def upload(self, request: UploadRequest, *, caller: str = "anonymous") -> UploadTicket:
-        """A presigned PUT for one input image under the caller's own uploads prefix.
+    def upload(self, request: UploadRequest, *, owner: str = LOCAL_OWNER) -> UploadTicket:
+        """A presigned PUT for one input image under the owner's own uploads prefix.
 
         Content-Type and Content-Length are signed into the URL, so S3 refuses a body of
-        another size or type; the key is usable in ``image_keys`` by this caller only.
+        another size or type; the key is usable in ``image_keys`` by this owner only.
         """
-        key = f"{uploads_prefix(caller)}{secrets.token_hex(12)}{_UPLOAD_EXTENSIONS[request.content_type]}"
+        key = f"{uploads_prefix(owner)}{secrets.token_hex(12)}{_UPLOAD_EXTENSIONS[request.content_type]}"
+        ttl = self._bucket.presign_ttl(self._upload_ttl)
         url = self._bucket.presigned_put(
-            key, content_type=request.content_type, content_length=request.bytes, ttl_seconds=self._upload_ttl
+            key, content_type=request.content_type, content_length=request.bytes, ttl_seconds=ttl
         )
         return UploadTicket(
             key=key,
             url=url,
             headers={"Content-Type": request.content_type, "Content-Length": str(request.bytes)},
-            expires_at=utcnow() + timedelta(seconds=self._upload_ttl),
+            expires_at=utcnow() + timedelta(seconds=ttl),
         )
 
     def providers(self) -> list[ProviderView]:
@@ -186,13 +191,27 @@ class TaskService:
             views.append(view)
         return views
 
-    def get(self, task_id: str) -> Task:
-        return self._store.get(task_id)
+    def get(self, task_id: str, *, owner: str) -> Task:
+        """The owner's task; another owner's is ``TaskNotFound`` with the very same message."""
+        task = self._store.get(task_id)
+        if task.owner != owner:
+            raise TaskNotFound(f"task {task_id} not found")
+        return task
 
     def list(
-        self, *, status: TaskStatus | None, provider: str | None, limit: int, cursor: str | None
+        self,
+        *,
+        owner: str,
+        status: TaskStatus | None = None,
+        provider: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
     ) -> tuple[list[Task], str | None]:
-        return self._store.list(status=status, provider=provider, limit=limit, cursor=cursor)
+        """The owner's tasks, newest first; the cursor is signed and bound to owner and query."""
+        query = {"status": str(status) if status else None, "provider": provider}
+        after = self._cursors.open(owner, query, cursor) if cursor else None
+        tasks, last = self._store.list(owner=owner, status=status, provider=provider, limit=limit, after=after)
+        return tasks, (self._cursors.seal(owner, query, last) if last else None)
 
     def view(self, task: Task) -> TaskView:
         """The client's view of a task: no internal bookkeeping, outputs with presigned URLs."""

@@ -1,0 +1,359 @@
+"""Request bodies per configured provider, so the OpenAPI document says exactly what is accepted.
+
+``POST /v1/tasks`` takes one of several *shapes*: for each configured provider, the option
+combinations its protocol can do (sorahk: normal, pro by flag, pro by model; generate_task:
+text-to-video, image-to-video; openai_videos: composed from fields, 1080p, or one shape per
+group of equivalent model strings). Each shape is a strict pydantic model whose fields allow
+exactly what the adapter's ``validate`` accepts, so a schema-valid body is never refused and a
+refused body is never schema-valid (``tests/unit/test_variants.py`` checks this against the
+adapters, combination by combination). The shapes are a union picked by a callable
+discriminator (``provider`` and the fields that tell shapes apart), shown as ``oneOf``.
+
+The body is then turned into the provider-neutral ``VideoRequest`` (``ImageRequest``) that the
+rest of reelay uses, so nothing below the API knows about shapes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Sequence
+from functools import cache
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, Discriminator, Field, Tag, create_model
+
+from reelay.models import (
+    ImageSize,
+    Metadata,
+    Orientation,
+    Prompt,
+    Resolution,
+    S3Key,
+    StrictBody,
+    WebUrl,
+)
+from reelay.providers import generate_task, openai_videos, sorahk
+from reelay.providers.base import ProviderConfig
+
+# Every shape has the common fields; each names its own options. ``None``-typed fields are
+# the ones a shape does not offer: explicit ``null`` (what ``VideoRequest`` accepts) or absent.
+_COMMON: dict[str, Any] = {
+    "prompt": (Prompt, ...),
+    "webhook_url": (WebUrl | None, Field(default=None, description="Notified when the task ends.")),
+    "metadata": (Metadata, None),
+}
+_NOT_OFFERED = (None, None)
+
+
+def _literal(values: Iterable[Any]) -> Any:
+    return Literal[tuple(values)]
+
+
+def _shape(cls_name: str, provider: str, description: str, options: dict[str, Any]) -> tuple[str, type[BaseModel]]:
+    fields: dict[str, Any] = {
+        "provider": (Literal[provider], Field(description="A configured provider.")),
+        **_COMMON,
+        "image_url": _NOT_OFFERED,
+        "duration": _NOT_OFFERED,
+        "orientation": _NOT_OFFERED,
+        "resolution": _NOT_OFFERED,
+        "model": _NOT_OFFERED,
+        "pro": (Literal[False], False),
+        "watermark": _NOT_OFFERED,
+        **options,
+    }
+    model = create_model(cls_name, __base__=StrictBody, __doc__=description, **fields)
+    return cls_name, model
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("-", "_").split("_") if part)
+
+
+# ----------------------------------------------------------------- per protocol
+# Each returns (tag, model) pairs and a tag function over the raw body (a dict).
+
+Shapes = list[tuple[str, type[BaseModel]]]
+TagFn = Callable[[dict[str, Any]], str | None]
+
+
+def _sorahk(name: str) -> tuple[Shapes, TagFn]:
+    base = _camel(name)
+    durations_normal = _literal(sorahk.NORMAL_DURATIONS)
+    durations_pro = _literal(sorahk.PRO_DURATIONS)
+    normal_model = next(m for m, pro in sorahk.MODELS.items() if not pro)
+    pro_model = next(m for m, pro in sorahk.MODELS.items() if pro)
+    common = {
+        "image_url": (WebUrl | None, None),
+        "orientation": (Orientation | None, None),
+        "watermark": (bool | None, None),
+    }
+    shapes = [
+        _shape(
+            f"{base}Normal",
+            name,
+            f"{name} (sorahk), normal model: {', '.join(map(str, sorahk.NORMAL_DURATIONS))} s.",
+            common
+            | {
+                "duration": (durations_normal | None, None),
+                "resolution": (Resolution | None, None),
+                "model": (Literal[normal_model] | None, None),
+                "pro": (Literal[False], False),
+            },
+        ),
+        _shape(
+            f"{base}Pro",
+            name,
+            f"{name} (sorahk), pro by `pro: true`: {', '.join(map(str, sorahk.PRO_DURATIONS))} s, always 1080p.",
+            common
+            | {
+                "duration": (durations_pro | None, None),
+                "resolution": (Literal["1080p"] | None, None),
+                "pro": (Literal[True], ...),
+            },
+        ),
+        _shape(
+            f"{base}ProModel",
+            name,
+            f"{name} (sorahk), pro by `model: {pro_model}`.",
+            common
+            | {
+                "duration": (durations_pro | None, None),
+                "resolution": (Literal["1080p"] | None, None),
+                "model": (Literal[pro_model], ...),
+                "pro": (bool, False),
+            },
+        ),
+    ]
+
+    def tag(body: dict[str, Any]) -> str | None:
+        if body.get("model") == pro_model:
+            return f"{base}ProModel"
+        if body.get("pro") is True and body.get("model") is None:
+            return f"{base}Pro"
+        return f"{base}Normal"
+
+    return shapes, tag
+
+
+def _generate_task(name: str) -> tuple[Shapes, TagFn]:
+    base = _camel(name)
+    common = {
+        "duration": (_literal(generate_task.DURATIONS) | None, None),
+        "resolution": (_literal(generate_task.RESOLUTIONS) | None, None),
+        "model": (Literal[generate_task.MODEL] | None, None),
+        "pro": (bool, False),
+    }
+    shapes = [
+        _shape(
+            f"{base}TextToVideo",
+            name,
+            f"{name} (generate_task), text-to-video: orientation and resolution choose the size.",
+            common | {"orientation": (Orientation | None, None)},
+        ),
+        _shape(
+            f"{base}ImageToVideo",
+            name,
+            f"{name} (generate_task), image-to-video: the image sets the orientation.",
+            common | {"image_url": (WebUrl, Field(description="Reference image."))},
+        ),
+    ]
+
+    def tag(body: dict[str, Any]) -> str | None:
+        return f"{base}ImageToVideo" if body.get("image_url") is not None else f"{base}TextToVideo"
+
+    return shapes, tag
+
+
+@cache
+def openai_video_models() -> dict[tuple[str, bool, int, bool], tuple[str, ...]]:
+    """Every model string openai_videos accepts, grouped by what it means.
+
+    Derived from the adapter's own parser (every ordering of every suffix set is tried), so
+    the schema cannot drift from it. Key: (orientation, hd, duration, pro).
+    """
+    suffixes = [
+        *openai_videos.ORIENTATION_SUFFIXES.values(),
+        openai_videos.HD_SUFFIX,
+        *openai_videos.DURATION_SUFFIXES.values(),
+        openai_videos.PRO_SUFFIX,
+    ]
+    candidates = [openai_videos.LEGACY_VIDEO_MODEL]
+    for size in range(len(suffixes) + 1):
+        for combo in itertools.permutations(suffixes, size):
+            candidates.append(openai_videos.SEPARATOR.join([openai_videos.VIDEO_MODEL, *combo]))
+    groups: dict[tuple[str, bool, int, bool], list[str]] = {}
+    for candidate in candidates:
+        try:
+            parsed = openai_videos.parse_video_model(candidate)
+        except Exception:
+            continue
+        key = (parsed.orientation or openai_videos.DEFAULT_ORIENTATION, parsed.hd, parsed.duration, parsed.pro)
+        groups.setdefault(key, []).append(candidate)
+    return {key: tuple(models) for key, models in sorted(groups.items())}
+
+
+def _openai_videos(name: str) -> tuple[Shapes, TagFn]:
+    base = _camel(name)
+    durations = openai_videos.DURATIONS
+    hd_durations = [d for d in durations if d <= openai_videos.HD_MAX_DURATION]
+    common = {"watermark": (bool | None, None), "image_url": _NOT_OFFERED}
+    shapes = [
+        _shape(
+            f"{base}Composed",
+            name,
+            f"{name} (openai_videos): the model is composed from the fields (720p).",
+            common
+            | {
+                "duration": (_literal(durations) | None, None),
+                "orientation": (Orientation | None, None),
+                "resolution": (Literal["720p"] | None, None),
+                "pro": (bool, False),
+            },
+        ),
+        _shape(
+            f"{base}ComposedHd",
+            name,
+            f"{name} (openai_videos): 1080p (the hd suffix), {', '.join(map(str, hd_durations))} s.",
+            common
+            | {
+                "duration": (_literal(hd_durations) | None, None),
+                "orientation": (Orientation | None, None),
+                "resolution": (Literal["1080p"], ...),
+                "pro": (bool, False),
+            },
+        ),
+    ]
+    by_model: dict[str, str] = {}
+    for (orientation, hd, duration, pro), models in openai_video_models().items():
+        cls = f"{base}Model{_camel(orientation)}{'Hd' if hd else ''}{duration}s{'Pro' if pro else ''}"
+        shapes.append(
+            _shape(
+                cls,
+                name,
+                f"{name} (openai_videos) with an explicit model: {orientation}, {'1080p' if hd else '720p'}, "
+                f"{duration} s{', pro' if pro else ''}. Other fields, when given, must agree with the model.",
+                common
+                | {
+                    "model": (_literal(models), ...),
+                    "duration": (Literal[duration] | None, None),
+                    "orientation": (Literal[orientation] | None, None),
+                    "resolution": (Literal["1080p" if hd else "720p"] | None, None),
+                    "pro": ((bool, False) if pro else (Literal[False], False)),
+                },
+            )
+        )
+        by_model.update(dict.fromkeys(models, cls))
+
+    def tag(body: dict[str, Any]) -> str | None:
+        model = body.get("model")
+        if model is None:
+            hd = body.get("resolution") == "1080p" and body.get("duration") in (None, *hd_durations)
+            # 1080p with a longer video: the 720p shape names `resolution` as the field at fault,
+            # as the adapter does.
+            return f"{base}ComposedHd" if hd else f"{base}Composed"
+        return by_model.get(model) if isinstance(model, str) else None
+
+    return shapes, tag
+
+
+def _generic(name: str) -> tuple[Shapes, TagFn]:
+    """A protocol without a shape table: the provider-neutral fields (its adapter validates)."""
+    base = _camel(name)
+    shapes = [
+        _shape(
+            f"{base}Request",
+            name,
+            f"{name}: a video request.",
+            {
+                "image_url": (WebUrl | None, None),
+                "duration": (int | None, Field(default=None, ge=1, le=60)),
+                "orientation": (Orientation | None, None),
+                "resolution": (Resolution | None, None),
+                "model": (str | None, Field(default=None, max_length=128)),
+                "pro": (bool, False),
+                "watermark": (bool | None, None),
+            },
+        )
+    ]
+    return shapes, lambda body: f"{base}Request"
+
+
+_PROTOCOL_SHAPES: dict[str, Callable[[str], tuple[Shapes, TagFn]]] = {
+    sorahk.PROTOCOL: _sorahk,
+    generate_task.PROTOCOL: _generate_task,
+    openai_videos.PROTOCOL: _openai_videos,
+}
+
+
+def _unknown_shape_message(names: Sequence[str]) -> str:
+    return (
+        f"the body fits no request shape: `provider` must be one of {', '.join(names) or 'none'}, "
+        "and for openai_videos a `model` must be one of its video models (see /v1/openapi.json)"
+    )
+
+
+def video_body(providers: Sequence[ProviderConfig]) -> Any:
+    """The type of ``POST /v1/tasks``'s body: a union of every configured provider's shapes."""
+    shapes: Shapes = []
+    tags: dict[str, TagFn] = {}
+    for config in providers:
+        build = _PROTOCOL_SHAPES.get(config.protocol, _generic)
+        provider_shapes, tag = build(config.name)
+        shapes += provider_shapes
+        tags[config.name] = tag
+    names = [c.name for c in providers]
+
+    def pick(body: Any) -> str | None:
+        if isinstance(body, BaseModel):
+            body = body.model_dump()
+        if not isinstance(body, dict):
+            return None
+        name = body.get("provider")
+        tag = tags.get(name) if isinstance(name, str) else None
+        return tag(body) if tag else None
+
+    if not shapes:
+        return _shape("NoProvider", "none", "No provider is configured.", {})[1]
+    members = tuple(Annotated[model, Tag(tag)] for tag, model in shapes)
+    return Annotated[
+        Union[members],  # noqa: UP007 - a runtime-built union
+        Discriminator(pick, custom_error_type="provider_shape", custom_error_message=_unknown_shape_message(names)),
+        Field(description="A video request: one shape per provider and option set."),
+    ]
+
+
+def image_body(providers: Sequence[ProviderConfig]) -> Any:
+    """The type of ``POST /v1/images``'s body: one shape per provider whose protocol makes images."""
+    shapes = []
+    for config in providers:
+        if config.protocol != openai_videos.PROTOCOL:
+            continue
+        fields: dict[str, Any] = {
+            "provider": (Literal[config.name], Field(description="A provider that makes images.")),
+            "prompt": (Prompt, ...),
+            "n": (int, Field(default=1, ge=openai_videos.IMAGE_COUNT_RANGE[0], le=openai_videos.IMAGE_COUNT_RANGE[1])),
+            "size": (ImageSize | None, None),
+            "model": (Literal[openai_videos.IMAGE_MODEL] | None, None),
+            "image_urls": (list[WebUrl], Field(default_factory=list, max_length=4, description="Images to edit.")),
+            "image_keys": (
+                list[S3Key],
+                Field(default_factory=list, max_length=4, description="Your uploads to edit (POST /v1/uploads)."),
+            ),
+            "webhook_url": (WebUrl | None, None),
+            "metadata": (Metadata, None),
+        }
+        cls = f"{_camel(config.name)}Images"
+        shapes.append(create_model(cls, __base__=StrictBody, __doc__=f"Images from {config.name}.", **fields))
+    if not shapes:
+        return _shape("NoImageProvider", "none", "No provider makes images.", {})[1]
+    if len(shapes) == 1:
+        return shapes[0]
+    return Annotated[Union[tuple(shapes)], Field(discriminator="provider")]  # noqa: UP007
+
+
+def remix_models(providers: Sequence[ProviderConfig]) -> tuple[str, ...] | None:
+    """The model strings a remix may name (openai_videos' video models), or None for free text."""
+    if any(c.protocol == openai_videos.PROTOCOL for c in providers):
+        return tuple(m for models in openai_video_models().values() for m in models)
+    return None
