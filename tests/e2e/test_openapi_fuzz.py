@@ -42,8 +42,12 @@ def test_every_check_passes_on_every_generated_request(api: Api) -> None:
         cwd=REPO,
     )
     elapsed = time.monotonic() - started
-    Path("/tmp/schemathesis-out.txt").write_text(run.stdout + run.stderr)
     summary = run.stdout[-6000:]
     print(summary, f"\n(schemathesis took {elapsed:.0f} s)")
+    # Then every generated case passed every check, in every phase, and there were plenty
     assert run.returncode == 0, summary
-    assert re.search(r"\b0 failures\b|No issues found", summary) or "failed" not in summary.lower(), summary
+    assert "No issues found" in summary, summary
+    counts = re.search(r"(\d+) generated, (\d+) passed", summary)
+    assert counts and counts.group(1) == counts.group(2) and int(counts.group(1)) > 1000, summary
+    for phase in ("Coverage", "Fuzzing", "Stateful"):
+        assert f"✅ {phase}" in summary, summary
