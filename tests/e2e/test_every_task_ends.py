@@ -1,6 +1,6 @@
 """Every paid task ends: the stuck cases of issue 6, each driven to its terminal state by reconcile.
 
-This module runs its own stack with short provider deadlines (25 s), a 2 s create timeout and
+This module runs its own stack with short provider deadlines (40 s), a 2 s create timeout and
 reconcile firing every second (``REELAY_RECONCILE_EVERY_SECONDS``), so each case ends in
 seconds. Faults are injected where they happen in AWS: in the simulator (the provider), or in
 moto's SQS backend (a failed ``SendMessage``), never by patching reelay.
@@ -19,7 +19,7 @@ from moto.sqs.exceptions import QueueDoesNotExist
 
 from tests.e2e.conftest import Api, running_api
 
-DEADLINE = 25
+DEADLINE = 40
 ENV = {
     "REELAY_PROVIDERS": "generate_task,sorahk,openai_videos",
     "REELAY_GENERATE_TASK_TIMEOUT_SECONDS": "2",
@@ -126,7 +126,7 @@ def test_a_submit_message_that_failed_to_send_is_sent_again_by_reconcile(api: Ap
     # Then the client still got its task (it is stored), and reconcile sent the message again
     assert response.status_code == 202, response.text
     assert len(failed) == 1
-    task = api.wait(response.json()["id"], timeout=40)
+    task = api.wait(response.json()["id"], timeout=DEADLINE + 20)
     assert_one_object_per_output(api, task)
 
 
