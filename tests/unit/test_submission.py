@@ -381,3 +381,23 @@ def test_a_held_5xx_create_whose_callback_hint_cannot_be_checked_now_is_not_rese
     world.provider.status_error = ProviderRateLimited("slow down", provider="generate_task")
     assert world.submitter.submit(task_id) is SubmitOutcome.HELD  # a callback said it exists
     assert len(world.provider.creates) == 1
+
+
+def test_a_429_create_releases_its_claim_even_when_reconcile_wrote_the_task_meanwhile(world: Any) -> None:
+    # Given reconcile recording a look at the task while its create is being answered 429
+    task_id = world.queued()
+
+    def reconcile_looks(_: str) -> None:
+        task = world.store.get(task_id)
+        world.store.update(task, reconciled_at=utcnow(), reconcile_count=task.reconcile_count + 1)
+
+    world.provider.on_create = reconcile_looks
+    world.provider.create_error = ProviderRateLimited("slow down", provider="generate_task", retry_after=3)
+    with pytest.raises(RetryLater):
+        world.submitter.submit(task_id)
+    # Then the claim is released (nothing was made), so the next delivery sends the create
+    task = world.store.get(task_id)
+    assert task.create_sent_at is None and task.create_attempts == 0 and not task.create_outcome_unknown
+    world.provider.on_create = None
+    world.provider.create_error = None
+    assert world.submitter.submit(task_id, attempt=1) is SubmitOutcome.SUBMITTED

@@ -191,7 +191,7 @@ class Submitter:
             # The provider answered 429 or the request never left: no task was made, so
             # release the claim (this send does not count) and retry from the queue.
             first = task.first_create_sent_at if task.create_attempts > 1 else None
-            self._store.update(
+            self._update_own_create(
                 task, create_sent_at=None, create_attempts=task.create_attempts - 1, first_create_sent_at=first
             )
             raise RetryLater(_retry_seconds(exc, attempt), exc.message) from exc
@@ -263,7 +263,7 @@ class Submitter:
                 f"{(task.first_create_sent_at or task.created_at).isoformat()}",
             )
         logger.warning("create answered 5xx; re-sending once (a second charge is possible)", extra={"task_id": task.id})
-        self._store.update(task, create_sent_at=None, possible_duplicate_charge=True)
+        self._update_own_create(task, create_sent_at=None, possible_duplicate_charge=True)
         raise RetryLater(_retry_seconds(exc, attempt), exc.message) from exc
 
     def _can_tell_later(self, provider: Provider) -> bool:
@@ -271,6 +271,20 @@ class Submitter:
         return provider.finds_lost_creates or (
             provider.supports_callbacks and self._tokens is not None and bool(self._callback_base_url)
         )
+
+    def _update_own_create(self, task: Task, **changes: object) -> None:
+        """Record what became of this worker's create, although another writer (reconcile's
+        look, a callback) may have written the task since it was read: re-read and retry while
+        the task is still queued with this very create claimed."""
+        sent = task.create_sent_at
+        for _ in range(5):
+            try:
+                self._store.update(task, **changes)
+                return
+            except TransitionConflict:
+                task = self._store.get(task.id)
+                if task.status is not TaskStatus.QUEUED or task.create_sent_at != sent:
+                    return  # adopted meanwhile, or no longer this create's claim
 
     def _hold(self, task: Task, hold: CreateHold) -> Task:
         """Mark the create's outcome unknown. A callback may have adopted the task meanwhile:
