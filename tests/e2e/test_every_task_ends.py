@@ -71,6 +71,29 @@ def assert_one_object_per_output(api: Api, task: dict[str, Any]) -> None:
     assert len(api.objects(task["id"])) == len(task["outputs"]) == 1
 
 
+def test_a_submit_message_that_failed_to_send_is_sent_again_by_reconcile(api: Api) -> None:
+    # Given SQS refusing the API's submit message once, after the task was stored
+    with failing_sends("SubmitQueue", api) as failed:
+        response = api.create({"provider": "generate_task", "prompt": "lost submit", "duration": 4})
+    # Then the client still got its task (it is stored), and reconcile sent the message again
+    assert response.status_code == 202, response.text
+    assert len(failed) == 1
+    task = api.wait(response.json()["id"], timeout=DEADLINE + 20)
+    assert_one_object_per_output(api, task)
+
+
+def test_an_ingest_message_that_failed_to_send_is_sent_again_by_reconcile(api: Api) -> None:
+    # Given SQS refusing the ingest message once, after the task moved to ingesting
+    with failing_sends("IngestQueue", api) as failed:
+        response = api.create({"provider": "generate_task", "prompt": "lost ingest", "duration": 4})
+        assert response.status_code == 202, response.text
+        api.wait(response.json()["id"], until=("ingesting", "succeeded", "failed"), timeout=30)
+    # Then reconcile found the stalled ingest and sent it again
+    assert len(failed) == 1
+    task = api.wait(response.json()["id"], timeout=30)
+    assert_one_object_per_output(api, task)
+
+
 def test_a_callback_that_never_arrives_ends_by_reconciles_status_check(api: Api) -> None:
     # Given a provider that never calls back
     api.env.sim.configure("generate_task", callback_mode="never")
@@ -117,29 +140,6 @@ def test_a_create_that_hangs_and_is_never_confirmed_fails_create_unconfirmed_at_
     assert task["error"]["code"] == "CREATE_UNCONFIRMED"
     assert "a charge may exist" in task["error"]["message"] and protocol in task["error"]["message"]
     assert len(creates(api, protocol)) == 1  # held, never re-sent
-
-
-def test_a_submit_message_that_failed_to_send_is_sent_again_by_reconcile(api: Api) -> None:
-    # Given SQS refusing the API's submit message once, after the task was stored
-    with failing_sends("SubmitQueue", api) as failed:
-        response = api.create({"provider": "generate_task", "prompt": "lost submit", "duration": 4})
-    # Then the client still got its task (it is stored), and reconcile sent the message again
-    assert response.status_code == 202, response.text
-    assert len(failed) == 1
-    task = api.wait(response.json()["id"], timeout=DEADLINE + 20)
-    assert_one_object_per_output(api, task)
-
-
-def test_an_ingest_message_that_failed_to_send_is_sent_again_by_reconcile(api: Api) -> None:
-    # Given SQS refusing the ingest message once, after the task moved to ingesting
-    with failing_sends("IngestQueue", api) as failed:
-        response = api.create({"provider": "generate_task", "prompt": "lost ingest", "duration": 4})
-        assert response.status_code == 202, response.text
-        api.wait(response.json()["id"], until=("ingesting", "succeeded", "failed"), timeout=30)
-    # Then reconcile found the stalled ingest and sent it again
-    assert len(failed) == 1
-    task = api.wait(response.json()["id"], timeout=30)
-    assert_one_object_per_output(api, task)
 
 
 def test_two_same_prompt_sorahk_requests_each_get_their_own_video_when_the_second_create_is_a_5xx(
