@@ -401,3 +401,20 @@ def test_a_429_create_releases_its_claim_even_when_reconcile_wrote_the_task_mean
     world.provider.on_create = None
     world.provider.create_error = None
     assert world.submitter.submit(task_id, attempt=1) is SubmitOutcome.SUBMITTED
+
+
+def test_a_write_that_claims_nothing_does_not_stop_the_create(world: Any) -> None:
+    # Given reconcile recording a look between the worker's read and its claim
+    task_id = world.queued()
+    real_update = world.store.update
+    looked = []
+
+    def update(task: Any, **changes: Any) -> Any:
+        if "create_sent_at" in changes and not looked:
+            looked.append(real_update(world.store.get(task_id), reconciled_at=utcnow()))
+        return real_update(task, **changes)
+
+    world.store.update = update
+    # Then the claim is retried on the fresh task, and the create is sent once
+    assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
+    assert len(world.provider.creates) == 1 and looked

@@ -124,8 +124,10 @@ class Reconciler:
         if now >= self._deadlines.deadline(task):
             return self._past_deadline(task)
         if task.status is TaskStatus.QUEUED:
-            self._submit.send(task.id)
+            # The look is recorded before the message goes: a submit worker that takes the
+            # message at once must not find its claim beaten by this write.
             self._looked(task.id)
+            self._submit.send(task.id)
             return "submit_resent" if task.create_sent_at is None else "held_create_rechecked"
         if provider.supports_callbacks:
             return self._check_status(task)
@@ -190,8 +192,8 @@ class Reconciler:
                 "the provider's result may still be downloadable from it",
             )
             return "ingest_deadline"
-        self._ingest.send(task.id)
         self._looked(task.id)
+        self._ingest.send(task.id)
         return "ingest_resent"
 
     def _looked(self, task_id: str) -> Task:

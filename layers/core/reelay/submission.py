@@ -142,17 +142,31 @@ class Submitter:
             raise RetryLater(_retry_seconds(exc, attempt), exc.message) from exc
         except ReelayError as exc:
             return self._fail_permanently(task, exc)
-        now = utcnow()
-        try:
-            task = self._store.update(
-                task,
-                create_sent_at=now,
-                first_create_sent_at=task.first_create_sent_at or now,
-                create_attempts=task.create_attempts + 1,
-            )
-        except TransitionConflict:
-            return SubmitOutcome.SKIPPED  # another worker claimed the create
-        return self._create(task, provider, request, images, attempt)
+        claimed = self._claim_create(task)
+        if claimed is None:
+            return SubmitOutcome.SKIPPED  # another worker claimed the create, or it moved on
+        return self._create(claimed, provider, request, images, attempt)
+
+    def _claim_create(self, task: Task) -> Task | None:
+        """Mark the create sent, conditionally; None when another worker claimed it first.
+
+        A conflicting write that claimed nothing (reconcile recording a look) is not a claim:
+        re-read and try again.
+        """
+        for _ in range(5):
+            now = utcnow()
+            try:
+                return self._store.update(
+                    task,
+                    create_sent_at=now,
+                    first_create_sent_at=task.first_create_sent_at or now,
+                    create_attempts=task.create_attempts + 1,
+                )
+            except TransitionConflict:
+                task = self._store.get(task.id)
+                if task.status is not TaskStatus.QUEUED or task.create_sent_at is not None:
+                    return None
+        return None
 
     def _send(
         self, task: Task, provider: Provider, request: VideoRequest | ImageRequest, images: list[ImageInput]
