@@ -335,6 +335,10 @@ class Task(BaseModel):
     webhook_url: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     idempotency_key: str | None = None
+    # Set for a task made from a line of an S3 batch manifest: the batch and the 1-based line.
+    # A task without a batch is interactive (the governor serves it ahead of batch tasks).
+    batch_id: str | None = None
+    batch_line: int | None = None
     version: int = 0
     history: list[Transition] = Field(default_factory=list)
     # Money rule bookkeeping: when a create was (first) sent, how many were sent, and whether
