@@ -730,20 +730,23 @@ def main(argv: list[str] | None = None) -> int:
     out = sys.stdout
     log_dir = Path(tempfile.mkdtemp(prefix="reelay-chaos-"))
     reports = []
-    for run in range(1, args.runs + 1):
-        log_path = log_dir / f"run{run}.log"
-        out.write(f"chaos run {run}/{args.runs}: {args.tasks} tasks, fault share {args.fault_share}, ")
-        out.write(f"seed {args.seed}; handler logs in {log_path}\n")
-        out.flush()
-        with log_path.open("w") as log:
-            handler = logging.StreamHandler(log)
-            logging.getLogger().addHandler(handler)
-            try:
+    # One log file for every run: the handlers' Powertools loggers bind the stream they were
+    # imported under (run 1's), so a file per run would be closed under run 2's handlers.
+    log_path = log_dir / "handlers.log"
+    with log_path.open("w") as log:
+        handler = logging.StreamHandler(log)
+        logging.getLogger().addHandler(handler)
+        try:
+            for run in range(1, args.runs + 1):
+                out.write(f"chaos run {run}/{args.runs}: {args.tasks} tasks, fault share {args.fault_share}, ")
+                out.write(f"seed {args.seed}; handler logs in {log_path}\n")
+                out.flush()
+                log.write(f"==== chaos run {run}/{args.runs} ====\n")
                 report = run_once(args, run, log, out)
-            finally:
-                logging.getLogger().removeHandler(handler)
-        render(report, out)
-        reports.append(report)
+                render(report, out)
+                reports.append(report)
+        finally:
+            logging.getLogger().removeHandler(handler)
     if args.runs > 1:
         out.write("\nall runs:\n")
         for report in reports:
