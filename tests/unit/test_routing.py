@@ -359,3 +359,35 @@ def test_priorities_come_from_the_environment_and_an_empty_one_is_unset() -> Non
         Settings.from_environ(environ | {"REELAY_SORAHK_PRIORITY": "first"})
     with pytest.raises(ConfigurationError):
         Settings.from_environ(environ | {"REELAY_PROVIDERS": "auto"})
+
+
+# ----------------------------------------------------------------- the CLI
+
+
+def test_the_cli_sends_provider_auto_and_shows_why_the_task_went_where_it_did() -> None:
+    import json
+
+    import httpx
+
+    from tests.unit.test_cli import FakeApi, reelay, task
+
+    routing = {
+        "requested": "auto",
+        "candidates": [{"provider": "sorahk", "priority": 1}, {"provider": "generate_task", "priority": 2}],
+        "reason": "sorahk refused before anything was made (INSUFFICIENT_BALANCE); failed over to generate_task",
+        "failovers": [
+            {
+                "provider": "sorahk",
+                "code": "INSUFFICIENT_BALANCE",
+                "message": "needs 30 cents, balance 0",
+                "at": "2025-01-01T00:00:30+00:00",
+            }
+        ],
+    }
+    api = FakeApi().on("POST", "/v1/tasks", httpx.Response(202, json=task(routing=routing)))
+    run = reelay(api, "submit", "--provider", "auto", "--prompt", "a cat", "--duration", "10")
+    assert run.code == 0, run.err
+    (sent,) = api.sent("POST", "/v1/tasks")
+    assert json.loads(sent.content) == {"provider": "auto", "prompt": "a cat", "duration": 10}
+    assert "routing\tsorahk refused before anything was made" in run.out
+    assert "refused by\tsorahk: INSUFFICIENT_BALANCE: needs 30 cents, balance 0" in run.out

@@ -206,7 +206,10 @@ def auto_cells(configs: Sequence[ProviderConfig]) -> list[AutoCell]:
     Derived from the adapters' own ``validate`` (no network), over the durations their
     capabilities list, so the `auto` request shapes cannot drift from what routing accepts.
     """
-    providers = [_offline(c) for c in configs]
+    from reelay.providers.registry import PROTOCOLS
+
+    # A protocol without an adapter here (a test's fake) offers no `auto` shape.
+    providers = [_offline(c) for c in configs if c.protocol in PROTOCOLS]
     durations = sorted({d for p in providers for d in p.capabilities().durations})
     accepted: dict[tuple[bool, bool, Resolution | None, tuple[int | None, ...]], list[Orientation | None]] = {}
     for image, pro, resolution in itertools.product((False, True), (False, True), _RESOLUTIONS):
