@@ -333,6 +333,12 @@ def test_an_auto_body_fits_a_shape_exactly_when_routing_finds_a_capable_provider
         assert fits is routable, body
 
 
+@pytest.mark.parametrize("bad", [{"resolution": {}}, {"orientation": ["portrait"]}, {"resolution": "4k"}])
+def test_an_auto_body_with_needs_of_the_wrong_type_is_a_validation_error_not_a_crash(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        TypeAdapter(video_body(list(REAL))).validate_python({"provider": AUTO, "prompt": "x"} | bad)
+
+
 def test_the_auto_cells_are_disjoint() -> None:
     seen: set[tuple[Any, ...]] = set()
     for cell in auto_cells(REAL):

@@ -330,13 +330,10 @@ def _auto(configs: Sequence[ProviderConfig]) -> tuple[Shapes, TagFn]:
             tags[(cell.image, cell.pro, cell.resolution, orientation)] = name
 
     def tag(body: dict[str, Any]) -> str | None:
-        key = (
-            body.get("image_url") is not None,
-            body.get("pro") is True,
-            body.get("resolution"),
-            body.get("orientation"),
-        )
-        return tags.get(key)
+        resolution, orientation = body.get("resolution"), body.get("orientation")
+        if not all(v is None or isinstance(v, str) for v in (resolution, orientation)):
+            return None  # no shape offers such a need (and it may not even be hashable)
+        return tags.get((body.get("image_url") is not None, body.get("pro") is True, resolution, orientation))
 
     return shapes, tag
 
