@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -188,41 +188,56 @@ _RESOLUTIONS: tuple[Resolution | None, ...] = (None, "720p", "1080p")
 
 @dataclass(frozen=True)
 class AutoCell:
-    """Needs of one kind that at least one provider can serve: every duration listed goes.
-
-    ``None`` in ``orientations``/``durations`` means the field left out; ``resolution`` None too.
-    """
+    """A set of needs that at least one provider can serve: every combination of the listed
+    values goes (``None``: the field left out). Cells are disjoint; together they are exactly
+    the needs some configured provider accepts."""
 
     image: bool
-    pro: bool
-    resolution: Resolution | None
+    pros: tuple[bool, ...]
+    resolutions: tuple[Resolution | None, ...]
     orientations: tuple[Orientation | None, ...]
     durations: tuple[int | None, ...]
 
 
+# The dimensions merged, in order: a cell merges with another that agrees on all else.
+_MERGED = ("orientations", "resolutions", "pros")
+
+
 def auto_cells(configs: Sequence[ProviderConfig]) -> list[AutoCell]:
-    """Every combination of needs some configured provider accepts, grouped into disjoint cells.
+    """Every combination of needs some configured provider accepts, as few disjoint cells.
 
     Derived from the adapters' own ``validate`` (no network), over the durations their
     capabilities list, so the `auto` request shapes cannot drift from what routing accepts.
+    Cells start one per (image, pro, resolution, orientation) with the durations that fit;
+    then cells that differ in one dimension only are merged (a union of disjoint products
+    that agree elsewhere is a product, disjoint from the rest).
     """
     from reelay.providers.registry import PROTOCOLS
 
     # A protocol without an adapter here (a test's fake) offers no `auto` shape.
     providers = [_offline(c) for c in configs if c.protocol in PROTOCOLS]
     durations = sorted({d for p in providers for d in p.capabilities().durations})
-    accepted: dict[tuple[bool, bool, Resolution | None, tuple[int | None, ...]], list[Orientation | None]] = {}
-    for image, pro, resolution in itertools.product((False, True), (False, True), _RESOLUTIONS):
-        for orientation in _ORIENTATIONS:
-            fits = tuple(
-                d for d in (None, *durations) if _any_accepts(providers, _needs(image, pro, resolution, orientation, d))
-            )
-            if fits:
-                accepted.setdefault((image, pro, resolution, fits), []).append(orientation)
-    return [
-        AutoCell(image=image, pro=pro, resolution=resolution, orientations=tuple(orientations), durations=fits)
-        for (image, pro, resolution, fits), orientations in accepted.items()
-    ]
+    cells = []
+    for image, pro, resolution, orientation in itertools.product(
+        (False, True), (False, True), _RESOLUTIONS, _ORIENTATIONS
+    ):
+        needs = (image, pro, resolution, orientation)
+        fits = tuple(d for d in (None, *durations) if _any_accepts(providers, _needs(*needs, d)))
+        if fits:
+            cells.append(AutoCell(image, (pro,), (resolution,), (orientation,), fits))
+    for dimension in _MERGED:
+        merged: dict[tuple[Any, ...], AutoCell] = {}
+        for cell in cells:
+            rest = tuple(getattr(cell, f) for f in ("image", *_MERGED, "durations") if f != dimension)
+            if rest in merged:
+                other = merged[rest]
+                values = (*getattr(other, dimension), *getattr(cell, dimension))
+                changes: dict[str, Any] = {dimension: values}
+                merged[rest] = replace(other, **changes)
+            else:
+                merged[rest] = cell
+        cells = list(merged.values())
+    return cells
 
 
 def _needs(

@@ -306,28 +306,31 @@ def _auto(configs: Sequence[ProviderConfig]) -> tuple[Shapes, TagFn]:
     tags: dict[tuple[bool, bool, Any, Any], str] = {}
     for cell in auto_cells(configs):
         kind = "ImageToVideo" if cell.image else "TextToVideo"
+        pro_only: bool | None = cell.pros[0] if len(cell.pros) == 1 else None
+        pro = {False: "", True: "Pro", None: "AnyPro"}[pro_only]
         name = (
-            f"Auto{kind}{'Pro' if cell.pro else ''}{cell.resolution or 'DefaultResolution'}"
+            f"Auto{kind}{pro}{''.join(_camel(r or 'unset') for r in cell.resolutions)}"
             f"{''.join(_camel(o or 'unset') for o in cell.orientations)}"
         )
         durations = ", ".join("default" if d is None else f"{d}" for d in cell.durations)
+        resolutions = ", ".join(r or "unset" for r in cell.resolutions)
         shapes.append(
             _shape(
                 name,
                 AUTO,
-                f"auto, {kind.lower()}{', pro' if cell.pro else ''}, resolution {cell.resolution or 'unset'}: "
+                f"auto, {kind.lower()}{', pro' if pro_only else ''}, resolution {resolutions}: "
                 f"durations {durations} s; routed to a capable provider by priority, free capacity and price.",
                 {
                     "image_url": (WebUrl, Field(description="Reference image.")) if cell.image else _NOT_OFFERED,
-                    "pro": (Literal[True], ...) if cell.pro else (Literal[False], False),
-                    "resolution": options([cell.resolution], required_description="720p or 1080p."),
+                    "pro": {False: (Literal[False], False), True: (Literal[True], ...), None: (bool, False)}[pro_only],
+                    "resolution": options(cell.resolutions, required_description="720p or 1080p."),
                     "orientation": options(cell.orientations, required_description="portrait or landscape."),
                     "duration": options(cell.durations, required_description="Seconds."),
                 },
             )
         )
-        for orientation in cell.orientations:
-            tags[(cell.image, cell.pro, cell.resolution, orientation)] = name
+        for pro_value, resolution, orientation in itertools.product(cell.pros, cell.resolutions, cell.orientations):
+            tags[(cell.image, pro_value, resolution, orientation)] = name
 
     def tag(body: dict[str, Any]) -> str | None:
         resolution, orientation = body.get("resolution"), body.get("orientation")
