@@ -178,7 +178,14 @@ RepoOption = Annotated[
 
 def submit(
     ctx: typer.Context,
-    provider: Annotated[str, typer.Option(help="Configured provider, e.g. generate_task.", show_default=False)],
+    provider: Annotated[
+        str,
+        typer.Option(
+            help="Configured provider, e.g. generate_task; or auto: the first capable provider by priority, "
+            "free capacity and price, failing over before any paid call.",
+            show_default=False,
+        ),
+    ],
     prompt: Annotated[str, typer.Option(help="What the video shows.", show_default=False)],
     image_url: Annotated[str | None, typer.Option(help="Reference image (image-to-video).")] = None,
     duration: Annotated[int | None, typer.Option(min=1, help="Seconds; see `reelay providers`.")] = None,

@@ -180,6 +180,9 @@ def render_task(console: Console, task: TaskView, *, replayed: bool = False) -> 
         rows.append(("metadata", ", ".join(f"{k}={v}" for k, v in task.metadata.items())))
     if task.error:
         rows.append(("error", f"{task.error.code}: {task.error.message}"))
+    if task.routing is not None:
+        rows.append(("routing", task.routing.reason))
+        rows.extend(("refused by", f"{f.provider}: {f.code}: {f.message}") for f in task.routing.failovers)
     if not console.is_terminal:
         for name, value in rows:
             plain_line(console, name, value)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from reelay.ingest import IngestService
     from reelay.polling import PollService
     from reelay.reconcile import Reconciler
+    from reelay.routing import Router
     from reelay.store import TaskStore
     from reelay.submission import Submitter
     from reelay.tasks import TaskService
@@ -63,6 +64,13 @@ class Container:
         from reelay.catalog import ProviderCatalog
 
         return ProviderCatalog(self.settings.providers)
+
+    @cached_property
+    def router(self) -> Router:
+        """Routing for ``provider: auto``; ``free_capacity`` is the governor's view, once it is wired."""
+        from reelay.routing import Router
+
+        return Router(self.providers)
 
     @cached_property
     def bucket(self) -> ResultBucket:
@@ -110,6 +118,7 @@ class Container:
             cursors=CursorSigner(self.tokens.cursor_key()),
             presign_ttl_seconds=self.settings.presign_ttl_seconds,
             upload_ttl_seconds=self.settings.uploads_ttl_seconds,
+            router=self.router,
         )
 
     @cached_property
@@ -133,6 +142,7 @@ class Container:
             tokens=tokens,
             callback_base_url=self.settings.callback_base_url if tokens else None,
             inputs=ImageInputs(self.bucket, self.guard),
+            router=self.router,
         )
 
     @cached_property

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reelay.models import TaskKind, TaskStatus, UploadTicket
+from reelay.models import Routing, TaskKind, TaskStatus, UploadTicket
 from reelay.providers.base import AccountInfo, Capabilities
 
 
@@ -68,6 +68,9 @@ class TaskView(BaseModel):
     cost_cents: int | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     request: dict[str, Any] = Field(default_factory=dict)
+    routing: Routing | None = Field(
+        default=None, description="For `provider: auto`: why `provider` serves the task, and any failovers."
+    )
 
 
 class TaskPage(BaseModel):
@@ -97,6 +100,7 @@ __all__ = [
     "OutputView",
     "ProviderList",
     "ProviderView",
+    "Routing",
     "TaskErrorView",
     "TaskPage",
     "TaskView",

@@ -17,7 +17,8 @@ renaming a transient error class is a template change too.
     ├── QueueSendFailed           a message could not be put on a queue (reconcile sends it again)
     ├── ProviderError             anything a provider answered or failed to answer
     │   ├── ProviderTransientError        5xx, connection refused, read timeout on a safe call: retry
-    │   │   └── ProviderRateLimited       429: back off and retry, never fail the task
+    │   │   ├── ProviderRateLimited       429: back off and retry, never fail the task
+    │   │   └── NoCapacity                no slot or request token after waiting (governor): an auto task fails over
     │   ├── ProviderAuthError             401: reelay's credential refused (a ConfigurationError too)
     │   ├── ProviderRejectedRequest       400 / body code 1001: the request's fault, with the provider's message
     │   │   └── ContentRefused            the provider refused the prompt on content-policy grounds
@@ -119,6 +120,24 @@ class ProviderRateLimited(ProviderTransientError):
 
     def __init__(self, message: str, *, provider: str, retry_after: float | None = None) -> None:
         super().__init__(message, provider=provider)
+        self.retry_after = retry_after
+
+
+class NoCapacity(ProviderTransientError):
+    """The provider has no free capacity for reelay (slots or request tokens) after ``waited_seconds``.
+
+    Raised before any paid call by whatever guards a provider's limits (the governor). A task
+    that named its provider is retried later, as for any transient error; an ``auto`` task fails
+    over to the next ranked provider (``reelay.routing``).
+    """
+
+    code = "PROVIDER_AT_CAPACITY"
+
+    def __init__(
+        self, message: str, *, provider: str, waited_seconds: float = 0.0, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, provider=provider)
+        self.waited_seconds = waited_seconds
         self.retry_after = retry_after
 
 

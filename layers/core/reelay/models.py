@@ -180,7 +180,7 @@ class VideoRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     provider: Annotated[
-        str, Field(min_length=1, max_length=64, description="Configured provider name, e.g. `generate_task`.")
+        str, Field(min_length=1, max_length=64, description="A configured provider, e.g. `generate_task`, or `auto`.")
     ]
     prompt: Prompt
     image_url: Annotated[WebUrl | None, Field(description="Reference image (image-to-video).")] = None
@@ -312,6 +312,33 @@ class Transition(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
+class RouteCandidate(BaseModel):
+    """A provider that can serve an ``auto`` request, with what ranked it (``reelay.routing``)."""
+
+    provider: str
+    priority: int | None = Field(default=None, description="REELAY_<NAME>_PRIORITY (lower first); null: unset.")
+    free_capacity: int | None = Field(default=None, description="Free slots when ranked; null: unknown.")
+    price_cents: int | None = Field(default=None, description="The provider's quote, where asked (ties only).")
+
+
+class Failover(BaseModel):
+    """A provider that refused an ``auto`` task before anything was made, and why."""
+
+    provider: str
+    code: str
+    message: str
+    at: datetime
+
+
+class Routing(BaseModel):
+    """Why an ``auto`` task is served by its ``provider``: the ranked candidates and any failovers."""
+
+    requested: str = Field(description="What the request named: `auto`.")
+    candidates: list[RouteCandidate] = Field(description="The capable providers, in the order they are tried.")
+    reason: str = Field(description="Why the task's provider serves it, in words.")
+    failovers: list[Failover] = Field(default_factory=list)
+
+
 class Task(BaseModel):
     """A task as stored. ``version`` increases with every write; writes are conditional on it."""
 
@@ -339,6 +366,9 @@ class Task(BaseModel):
     # A task without a batch is interactive (the governor serves it ahead of batch tasks).
     batch_id: str | None = None
     batch_line: int | None = None
+    # Set for a task that asked for ``provider: auto`` (``reelay.routing``): ``provider`` is the
+    # one serving it; this says why, and which refused it before anything was made.
+    routing: Routing | None = None
     version: int = 0
     history: list[Transition] = Field(default_factory=list)
     # Money rule bookkeeping: when a create was (first) sent, how many were sent, and whether

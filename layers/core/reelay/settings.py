@@ -123,6 +123,8 @@ def _provider_configs(
     secret_keys: dict[str, str] | None = None
     configs = []
     for name in names:
+        if name == "auto":
+            raise ConfigurationError("`auto` is not a provider name: requests use it to ask for routing")
         prefix = f"REELAY_{name.upper()}_"
         url = environ.get(prefix + "BASE_URL", "").strip()
         if not url:
@@ -145,6 +147,9 @@ def _provider_configs(
         ):
             if prefix + env_name in environ:
                 fields[field] = environ[prefix + env_name]
+        priority = environ.get(prefix + "PRIORITY", "").strip()
+        if priority:  # routing order for `auto`; the template passes "" for an unset one
+            fields["priority"] = priority
         try:
             configs.append(
                 ProviderConfig(name=name, protocol=protocol, base_url=url.rstrip("/"), api_key=SecretStr(key), **fields)

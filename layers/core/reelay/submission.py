@@ -15,6 +15,12 @@ can never both send it. When the create's outcome is unknown the task is *held* 
 
 A lost create is adopted only if the provider made it at or after our first send and no
 other reelay task owns it (``TaskStore.claim_provider_task``).
+
+An ``auto`` task fails over to its next ranked provider (``reelay.routing``) only where the
+refusing provider made nothing: a refusal before the create (balance, credential, a failed safe
+call, ``NoCapacity``), a create answered with a refusal or that never left, or a 5xx'd create
+whose hold ended with the provider's task list showing nothing. The task then goes back on the
+queue with its new provider; a held create of unknown outcome never fails over.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from reelay.models import (
     utcnow,
 )
 from reelay.providers.base import CreateResult, ImageInput, Provider, ProviderState, ProviderStatus
+from reelay.routing import Router
 from reelay.store import TaskStore
 from reelay.tokens import CallbackTokens
 from reelay.tracking import TaskTracker
@@ -97,6 +104,7 @@ class Submitter:
         tokens: CallbackTokens | None,
         callback_base_url: str | None,
         inputs: ImageInputs | None = None,
+        router: Router | None = None,
     ) -> None:
         self._store = store
         self._providers = providers
@@ -105,6 +113,7 @@ class Submitter:
         self._tokens = tokens
         self._callback_base_url = callback_base_url
         self._inputs = inputs
+        self._router = router or Router(providers)
 
     def submit(self, task_id: str, *, attempt: int = 0) -> SubmitOutcome:
         """Submit one task; ``HELD`` when its create's outcome is unknown (reconcile looks again).
@@ -139,8 +148,10 @@ class Submitter:
                 provider.validate(request)
                 provider.preflight(request)
         except (ProviderTransientError, ResultFetchError) as exc:
+            self._fail_over(task, exc)
             raise RetryLater(_retry_seconds(exc, attempt), exc.message) from exc
         except ReelayError as exc:
+            self._fail_over(task, exc)
             return self._fail_permanently(task, exc)
         claimed = self._claim_create(task)
         if claimed is None:
@@ -208,8 +219,10 @@ class Submitter:
             self._update_own_create(
                 task, create_sent_at=None, create_attempts=task.create_attempts - 1, first_create_sent_at=first
             )
+            self._fail_over(self._store.get(task.id), exc)
             raise RetryLater(_retry_seconds(exc, attempt), exc.message) from exc
         except ReelayError as exc:
+            self._fail_over(task, exc, refused_create=True)
             return self._fail_permanently(task, exc)
         return self._accept(task, provider, result)
 
@@ -312,6 +325,48 @@ class Submitter:
                     return task
         return task
 
+    def _fail_over(self, task: Task, exc: Exception, *, refused_create: bool = False, unmade: bool = False) -> None:
+        """Move an ``auto`` task to its next provider where ``exc`` proves nothing was made, and
+        send it back to the queue (``RetryLater``); return where it does not fail over.
+
+        ``refused_create``: this worker's create was answered with a refusal, so it does not
+        count as a create sent (as a 429 does not). ``unmade``: the caller knows nothing was
+        made although ``exc`` alone does not say so (a 5xx'd create the task list does not show).
+        """
+        if not isinstance(exc, ReelayError):
+            return
+        sent = task.create_sent_at
+        for _ in range(5):
+            if task.status is not TaskStatus.QUEUED or task.create_sent_at != sent:
+                return  # adopted or claimed meanwhile: not this worker's to move
+            decision = self._router.fail_over(task, exc, unmade=unmade)
+            if decision is None:
+                return
+            following, routing = decision
+            attempts = task.create_attempts - 1 if refused_create else task.create_attempts
+            provider = self._providers.get(following)
+            try:
+                self._store.update(
+                    task,
+                    provider=provider.name,
+                    protocol=provider.protocol,
+                    routing=routing,
+                    create_sent_at=None,
+                    create_attempts=attempts,
+                    first_create_sent_at=task.first_create_sent_at if attempts else None,
+                    create_outcome_unknown=False,
+                    create_hold=None,
+                    callback_provider_task_id=None,
+                )
+            except TransitionConflict:
+                task = self._store.get(task.id)  # a look by reconcile, say: read again and retry
+                continue
+            logger.warning(
+                "provider refused before anything was made; failing over",
+                extra={"task_id": task.id, "from": task.provider, "to": provider.name, "error": exc.code},
+            )
+            raise RetryLater(0, f"failed over from {task.provider} to {provider.name}") from exc
+
     def _fail_permanently(self, task: Task, exc: ReelayError) -> SubmitOutcome:
         """End the task for an error retrying cannot fix; anything unexpected propagates."""
         code = next((code for kind, code in _PERMANENT_ERRORS if isinstance(exc, kind)), None)
@@ -351,6 +406,13 @@ class Submitter:
             # Come back when the hold ends, to look once more and then send it again.
             wait = (_hold_time(provider) - held_for).total_seconds()
             raise RetryLater(max(1, int(wait) + 1), "a 5xx'd create is held")
+        if may_resend and provider.finds_lost_creates and isinstance(request, VideoRequest):
+            # The provider's own list shows nothing was made: an `auto` task tries its next provider.
+            unmade = CreateServerError(
+                f"{provider.name} answered the create with a server error and its task list shows no task for it",
+                provider=provider.name,
+            )
+            self._fail_over(task, unmade, unmade=True)
         if may_resend:
             logger.info("nothing turned up for a 5xx'd create; sending it once more", extra={"task_id": task.id})
             try:

@@ -27,6 +27,7 @@ from reelay.models import (
     VideoRequest,
     utcnow,
 )
+from reelay.routing import AUTO, Router
 from reelay.store import TaskStore
 from reelay.tokens import CursorSigner
 
@@ -68,9 +69,11 @@ class TaskService:
         cursors: CursorSigner | None = None,
         presign_ttl_seconds: int = 900,
         upload_ttl_seconds: int = 900,
+        router: Router | None = None,
     ) -> None:
         self._store = store
         self._providers = providers
+        self._router = router or Router(providers)
         self._submit = submit_queue
         self._bucket = bucket
         # Without a signer (tests), cursors are signed under a key of this process only.
@@ -88,8 +91,16 @@ class TaskService:
         parent_task_id: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> tuple[Task, bool]:
-        """Validate against the provider, store as ``queued``, enqueue. ``(task, created)``."""
-        provider = self._providers.get(request.provider)
+        """Validate against the provider, store as ``queued``, enqueue. ``(task, created)``.
+
+        ``provider: auto`` (a video): the router picks the provider and the task records why.
+        """
+        routing = None
+        if isinstance(request, VideoRequest) and request.provider == AUTO:
+            routing = self._router.plan(request)
+            provider = self._providers.get(routing.candidates[0].provider)
+        else:
+            provider = self._providers.get(request.provider)
         if isinstance(request, ImageRequest):
             provider.validate_images(request)
         else:
@@ -109,6 +120,7 @@ class TaskService:
             webhook_url=str(request.webhook_url) if request.webhook_url else None,
             metadata=request.metadata or {},
             idempotency_key=idempotency_key,
+            routing=routing,
         )
         scope = f"{owner}#{idempotency_key}" if idempotency_key else None
         fingerprint = request_hash({"kind": kind.value, "parent": parent_task_id, **payload})
@@ -139,7 +151,8 @@ class TaskService:
             # An explicit model says orientation, duration, definition and pro itself.
             for field in ("model", "orientation", "duration", "resolution", "pro"):
                 base.pop(field, None)
-        request = VideoRequest.model_validate(base | changes)
+        # A remix goes to the parent's provider (an `auto` parent: the one that served it).
+        request = VideoRequest.model_validate(base | changes | {"provider": parent.provider})
         return self.create(
             request, owner=owner, idempotency_key=idempotency_key, kind=TaskKind.REMIX, parent_task_id=parent.id
         )
@@ -240,4 +253,5 @@ class TaskService:
             cost_cents=task.cost_cents,
             metadata=task.metadata,
             request=task.request,
+            routing=task.routing,
         )

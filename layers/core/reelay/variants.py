@@ -286,10 +286,66 @@ _PROTOCOL_SHAPES: dict[str, Callable[[str], tuple[Shapes, TagFn]]] = {
 }
 
 
+def _auto(configs: Sequence[ProviderConfig]) -> tuple[Shapes, TagFn]:
+    """``provider: auto``: one shape per cell of needs some configured provider can serve.
+
+    The cells (``reelay.routing.auto_cells``) are disjoint, so a body fits at most one shape,
+    and a body fits one exactly when routing finds a capable provider for it.
+    """
+    from reelay.routing import AUTO, auto_cells
+
+    def options(values: Sequence[Any], *, required_description: str) -> tuple[Any, Any]:
+        given = [v for v in values if v is not None]
+        if not given:
+            return _NOT_OFFERED
+        if None in values:
+            return (_literal(given) | None, None)
+        return (_literal(given), Field(description=required_description))
+
+    shapes: Shapes = []
+    tags: dict[tuple[bool, bool, Any, Any], str] = {}
+    for cell in auto_cells(configs):
+        kind = "ImageToVideo" if cell.image else "TextToVideo"
+        pro_only: bool | None = cell.pros[0] if len(cell.pros) == 1 else None
+        pro = {False: "", True: "Pro", None: "AnyPro"}[pro_only]
+        name = (
+            f"Auto{kind}{pro}{''.join(_camel(r or 'unset') for r in cell.resolutions)}"
+            f"{''.join(_camel(o or 'unset') for o in cell.orientations)}"
+        )
+        durations = ", ".join("default" if d is None else f"{d}" for d in cell.durations)
+        resolutions = ", ".join(r or "unset" for r in cell.resolutions)
+        shapes.append(
+            _shape(
+                name,
+                AUTO,
+                f"auto, {kind.lower()}{', pro' if pro_only else ''}, resolution {resolutions}: "
+                f"durations {durations} s; routed to a capable provider by priority, free capacity and price.",
+                {
+                    "image_url": (WebUrl, Field(description="Reference image.")) if cell.image else _NOT_OFFERED,
+                    "pro": {False: (Literal[False], False), True: (Literal[True], ...), None: (bool, False)}[pro_only],
+                    "resolution": options(cell.resolutions, required_description="720p or 1080p."),
+                    "orientation": options(cell.orientations, required_description="portrait or landscape."),
+                    "duration": options(cell.durations, required_description="Seconds."),
+                },
+            )
+        )
+        for pro_value, resolution, orientation in itertools.product(cell.pros, cell.resolutions, cell.orientations):
+            tags[(cell.image, pro_value, resolution, orientation)] = name
+
+    def tag(body: dict[str, Any]) -> str | None:
+        resolution, orientation = body.get("resolution"), body.get("orientation")
+        if not all(v is None or isinstance(v, str) for v in (resolution, orientation)):
+            return None  # no shape offers such a need (and it may not even be hashable)
+        return tags.get((body.get("image_url") is not None, body.get("pro") is True, resolution, orientation))
+
+    return shapes, tag
+
+
 def _unknown_shape_message(names: Sequence[str]) -> str:
     return (
         f"the body fits no request shape: `provider` must be one of {', '.join(names) or 'none'}, "
-        "and for openai_videos a `model` must be one of its video models (see /v1/openapi.json)"
+        "and for openai_videos a `model` must be one of its video models; with `auto`, no configured provider "
+        "offers this image input, pro, resolution and orientation together (see /v1/openapi.json)"
     )
 
 
@@ -303,6 +359,10 @@ def video_body(providers: Sequence[ProviderConfig]) -> Any:
         shapes += provider_shapes
         tags[config.name] = tag
     names = [c.name for c in providers]
+    if providers:
+        auto_shapes, tags["auto"] = _auto(providers)
+        shapes += auto_shapes
+        names.append("auto")
 
     def pick(body: Any) -> str | None:
         if isinstance(body, BaseModel):

@@ -48,6 +48,8 @@ class ProviderConfig(BaseModel):
     typical_seconds: float = 180.0
     # How long a task may take before reelay gives up (poll deadline).
     deadline_seconds: float = 3 * 3600.0
+    # Routing order for ``provider: auto`` (REELAY_<NAME>_PRIORITY, lower first; None: unset, last).
+    priority: int | None = None
 
     @property
     def connect_seconds(self) -> float:
@@ -165,6 +167,10 @@ class Provider(ABC):
 
     def preflight(self, request: VideoRequest) -> None:
         """Checks before a paid create that need the provider (e.g. balance vs price)."""
+
+    def quote_cents(self, request: VideoRequest) -> int | None:
+        """What ``request`` would cost in cents, where the protocol prices it (routing's tie-break)."""
+        return None
 
     def parse_callback(self, body: bytes) -> CallbackHint:
         """Read what a callback claims, leniently; an unreadable body is an empty hint."""

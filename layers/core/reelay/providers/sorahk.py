@@ -315,6 +315,10 @@ class SorahkProvider(HttpProvider):
                 f"provider {self.name}: this video needs {needed} cents, balance {balance}", provider=self.name
             )
 
+    def quote_cents(self, request: VideoRequest) -> int | None:
+        """The price of ``request`` from the (briefly cached) pricing."""
+        return estimate_cost_cents(self.pricing(), request)
+
     def balance_cents(self, *, fresh: bool = False) -> int:
         """The account balance in cents, cached for a short while unless ``fresh``."""
         now = self._clock()
