@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reelay.costs import TaskCost
 from reelay.models import TaskKind, TaskStatus, UploadTicket
 from reelay.providers.base import AccountInfo, Capabilities
 
@@ -68,6 +69,11 @@ class TaskView(BaseModel):
     cost_cents: int | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     request: dict[str, Any] = Field(default_factory=dict)
+    cost: TaskCost | None = Field(
+        default=None,
+        description="What the task cost so far: the provider's charge and reelay's own AWS operations "
+        "(on `GET /v1/tasks/{id}`; not in lists).",
+    )
 
 
 class TaskPage(BaseModel):
@@ -97,6 +103,7 @@ __all__ = [
     "OutputView",
     "ProviderList",
     "ProviderView",
+    "TaskCost",
     "TaskErrorView",
     "TaskPage",
     "TaskView",
