@@ -169,7 +169,8 @@ def test_observed_accounts_a_posted_request_but_not_a_client_read(aws: dict[str,
         return {"statusCode": 200}
 
     def event(method: str) -> dict[str, Any]:
-        return {"pathParameters": {"task_id": "tsk_1"}, "requestContext": {"requestId": "r", "http": {"method": method}}}
+        context = {"requestId": "r", "http": {"method": method}}
+        return {"pathParameters": {"task_id": "tsk_1"}, "requestContext": context}
 
     handler(event("GET"), _Ctx())
     assert store.costs(["tsk_1"])["tsk_1"] == {}
