@@ -186,6 +186,7 @@ class IngestService:
             self._copier.discard(record)
         cleared = state.model_copy(update={"uploads": []})
         logger.warning("ingest gave up", extra={"task_id": task.id, "code": code.value})
+        metrics.ingest_failed(task.provider, code.value)
         return self._tracker.fail(task, code, message, ingest=cleared)
 
 

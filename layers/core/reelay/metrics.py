@@ -33,6 +33,7 @@ logger = Logger(child=True)
 TASKS_SUBMITTED = "TasksSubmitted"
 TASKS_SUCCEEDED = "TasksSucceeded"
 TASKS_FAILED = "TasksFailed"
+INGEST_ERRORS = "IngestErrors"
 BYTES_COPIED = "BytesCopied"
 SECONDS_COPYING = "SecondsCopying"
 CALLBACK_TO_SUCCEEDED = "CallbackToSucceededSeconds"
@@ -50,7 +51,7 @@ KIND = "kind"
 OUTCOME = "outcome"
 
 # Emitted with ``service`` alone too: the alarms' inputs.
-_TOTALS = frozenset({TASKS_SUCCEEDED, TASKS_FAILED, RECONCILE_FIXES, WEBHOOK_EXHAUSTED})
+_TOTALS = frozenset({TASKS_SUCCEEDED, TASKS_FAILED, INGEST_ERRORS, RECONCILE_FIXES, WEBHOOK_EXHAUSTED})
 # Reconcile actions that are not a fix (nothing was wrong, or nothing was done).
 RECONCILE_NOT_FIXES = frozenset(
     {"left_for_next_run", "skipped", "already_terminal", "poll_alive", "provider_unavailable", "held_create_rechecked"}
@@ -96,6 +97,11 @@ def output_copied(provider: str, size: int, seconds: float) -> None:
     """One output copied into the results bucket."""
     _emit(BYTES_COPIED, size, MetricUnit.Bytes, provider=provider)
     _emit(SECONDS_COPYING, seconds, MetricUnit.Seconds, provider=provider)
+
+
+def ingest_failed(provider: str, code: str) -> None:
+    """Ingest gave a task up (``RESULT_*``, ``INGEST_FAILED``): the ``IngestErrors`` alarm's input."""
+    _emit(INGEST_ERRORS, 1, provider=provider, code=code)
 
 
 def polls_done(provider: str, polls: int) -> None:
