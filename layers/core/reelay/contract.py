@@ -69,6 +69,7 @@ class TaskView(BaseModel):
     cost_cents: int | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     request: dict[str, Any] = Field(default_factory=dict)
+    batch_id: str | None = Field(default=None, description="The batch (S3 manifest) the task came from, if any.")
     cost: TaskCost | None = Field(
         default=None,
         description="What the task cost so far: the provider's charge and reelay's own AWS operations "

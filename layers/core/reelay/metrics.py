@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from aws_lambda_powertools import Logger, Metrics, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from reelay.models import Task, TaskStatus
 
@@ -61,7 +62,9 @@ RECONCILE_NOT_FIXES = frozenset(
 def _emit(name: str, value: float, unit: MetricUnit = MetricUnit.Count, **dimensions: str) -> None:
     """One EMF record (and the service-wide total for an alarm's input); never fails the caller."""
     namespace = metrics.namespace
-    if not namespace:  # no POWERTOOLS_METRICS_NAMESPACE (a script, a unit test): nothing to emit into
+    # No POWERTOOLS_METRICS_NAMESPACE (a script, a unit test): nothing to emit into. Single-metric
+    # records do not ask POWERTOOLS_METRICS_DISABLED themselves (the local stack sets it).
+    if not namespace or is_metrics_disabled():
         return
     try:
         for dims in (dimensions, {}) if name in _TOTALS and dimensions else (dimensions,):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -30,6 +31,9 @@ from reelay.metrics import metrics
 
 logger = Logger()
 tracer = Tracer()
+# reelay's metrics are single-metric records (reelay.metrics), so the handler's own metric set is
+# often empty by design: Powertools' warning about it on every flush says nothing.
+warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
 T = TypeVar("T")
 Handler = Callable[[dict[str, Any], Any], T]

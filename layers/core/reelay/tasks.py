@@ -244,5 +244,6 @@ class TaskService:
             cost_cents=task.cost_cents,
             metadata=task.metadata,
             request=task.request,
+            batch_id=task.batch_id,
             cost=costs.costs_of([task], self._store)[0] if with_cost else None,
         )
