@@ -227,3 +227,42 @@ def test_sum_costs_adds_tasks_for_a_batch_report() -> None:
     assert totals.tasks == 2 and totals.provider_cents == 12
     assert totals.units["sfn_transitions"] == 40
     assert totals.aws_usd == pytest.approx(one.aws_usd + two.aws_usd)
+
+
+def test_the_cli_report_groups_by_task_batch_and_period_and_totals_them() -> None:
+    from datetime import UTC, datetime
+
+    from reelay.contract import TaskView
+    from reelay_cli.cost_report import cost_rows
+
+    def view(task_id: str, batch: str | None, day: int, cents: int) -> TaskView:
+        when = datetime(2026, 12, day, 10, tzinfo=UTC)
+        cost = costs.task_cost(_task(cost_cents=cents), {"sfn_transitions": 100})
+        return TaskView(
+            id=task_id,
+            provider="sorahk",
+            kind="video",
+            status="succeeded",
+            progress=100,
+            created_at=when,
+            updated_at=when,
+            batch_id=batch,
+            cost=cost,
+        )
+
+    tasks = [view("tsk_a", "b1", 1, 3), view("tsk_b", "b1", 2, 3), view("tsk_c", None, 2, 5)]
+    rows = {(r.scope, r.key): r for r in cost_rows(tasks, period="day", per_task=True)}
+    assert set(rows) == {
+        ("task", "tsk_a"),
+        ("task", "tsk_b"),
+        ("task", "tsk_c"),
+        ("batch", "b1"),
+        ("period", "2026-12-01"),
+        ("period", "2026-12-02"),
+        ("total", "all"),
+    }
+    assert rows[("batch", "b1")].totals.tasks == 2 and rows[("batch", "b1")].totals.provider_cents == 6
+    assert rows[("period", "2026-12-02")].totals.provider_cents == 8
+    total = rows[("total", "all")]
+    assert total.totals.units["sfn_transitions"] == 300
+    assert total.aws_usd_per_1000 == pytest.approx(100 * 0.000025 * 1000)
