@@ -11,6 +11,9 @@ Item layout (one table, see template.yaml ``TaskTable``):
   the request; it expires (TTL) after ``IDEMPOTENCY_TTL``.
 - a provider-task claim: pk=``PTASK#<provider>#<provider task id>`` sk=``PTASK`` with the reelay
   task id that owns it, so a lost create is never adopted by a second reelay task.
+- a task's cost record: pk=``COST#<id>`` sk=``COST``, the AWS units counted for it
+  (``reelay.costs``), added to with one ``UpdateItem ADD`` per invocation; in no index, under
+  1 KB, so each ADD is one write unit. Every operation here counts its own units for its task.
 
 The due time comes from a ``DuePolicy`` (``reelay.deadlines.Deadlines.due`` in the functions).
 
