@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 SAM := .venv-sam/bin/sam
 REGION := us-east-1
 
-.PHONY: setup chromium ui demo test dev checks lint template-checks unit integration bench build clean chaos
+.PHONY: setup chromium ui demo test dev checks lint template-checks unit integration bench build clean chaos cost
 
 setup: $(VENV)/.installed .venv-sam/.installed node_modules/.installed chromium
 
@@ -82,6 +82,11 @@ bench: $(VENV)/.installed
 ## (not part of `make test`; e.g. `make chaos CHAOS_ARGS="--runs 3"`)
 chaos: $(VENV)/.installed
 	$(BIN)/python benchmarks/chaos.py $(CHAOS_ARGS)
+
+## cost: $ per 1,000 tasks per path (callback, poll 3-min, poll 10-min), 100 tasks each on the local stack,
+## reelay's own counts checked against an independent count; exits 1 on a mismatch (e.g. COST_ARGS="--tasks 20")
+cost: $(VENV)/.installed
+	$(BIN)/python benchmarks/cost.py $(COST_ARGS)
 
 ## build: sam build (needs python3.13 on PATH and the package registry)
 build: setup

@@ -82,7 +82,10 @@ def open_environment(repo_root: Path, api_port: int | None, client_auth: str = "
     ``client_auth="jwt"`` gives it a local JWT issuer and the template's ``ClientAuth=JWT``."""
     from reelay_local import DevEnvironment
 
-    return DevEnvironment(repo_root, api_port=api_port or 0, client_auth=client_auth)
+    # Readable logs (Powertools' development mode): one record per task state change, and the rest.
+    return DevEnvironment(
+        repo_root, api_port=api_port or 0, client_auth=client_auth, env_overrides={"POWERTOOLS_DEV": "true"}
+    )
 
 
 @contextmanager

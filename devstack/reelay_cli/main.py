@@ -19,6 +19,7 @@ import time
 import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
@@ -625,6 +626,53 @@ def _print_version(value: bool) -> None:
 
 # --- the app ----------------------------------------------------------------------------------
 
+class CostPeriod(StrEnum):
+    hour = "hour"
+    day = "day"
+    month = "month"
+
+
+def cost(
+    ctx: typer.Context,
+    task_ids: Annotated[
+        list[str] | None, typer.Argument(help="Tasks to price (default: every task).", show_default=False)
+    ] = None,
+    batch: Annotated[str | None, typer.Option(help="Only the tasks of this batch (batch_id).")] = None,
+    provider: Annotated[str | None, typer.Option(help="Only this provider's tasks.")] = None,
+    status: Annotated[Status | None, typer.Option(help="Only tasks in this status.")] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Only tasks created at or after this time (ISO 8601, UTC).")
+    ] = None,
+    period: Annotated[CostPeriod, typer.Option(help="The periods totals are grouped by.")] = CostPeriod.day,
+    per_task: Annotated[bool, typer.Option("--tasks", help="A line per task too.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """What tasks cost: provider cents and reelay's own AWS USD, per task, per batch, per period, in total.
+
+    Not on a terminal: one line per row, tab-separated: scope (task, batch, period, total), key,
+    tasks, provider cents, AWS USD, AWS USD per 1,000 tasks, generation seconds, price lines.
+    """
+    from reelay_cli.cost_report import cost_rows, render_cost_rows
+
+    session = _session(ctx)
+    session.json_wanted(as_json)
+    with session.client() as client:
+        if task_ids:
+            ids = list(task_ids)
+        else:
+            status_value = status.value if status else None
+            ids = [
+                t.id
+                for t in client.iter_tasks(status=status_value, provider=provider, limit=100)
+                if since is None or t.created_at >= (since if since.tzinfo else since.replace(tzinfo=UTC))
+            ]
+        tasks = [client.get_task(task_id) for task_id in ids]
+    if batch:
+        tasks = [t for t in tasks if t.batch_id == batch]
+    rows = cost_rows(tasks, period=period.value, per_task=per_task or bool(task_ids))
+    render_cost_rows(session.out, rows, as_json=session.as_json)
+
+
 COMMANDS: dict[str, Callable[..., None]] = {
     "dev": dev,
     "demo": demo,
@@ -639,6 +687,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "providers": providers,
     "remix": remix,
     "images": images,
+    "cost": cost,
 }
 
 

@@ -41,7 +41,19 @@ from reelay_local.template import (
 LOG = logging.getLogger(__name__)
 
 # Resource types of the template that need nothing locally (beyond a Ref value).
-_PASSIVE_TYPES = frozenset({"AWS::Lambda::Permission", "AWS::Logs::LogGroup", "AWS::ApiGatewayV2::Stage"})
+# Alarms, their SNS topic and the dashboard watch CloudWatch metrics; nothing in the application
+# reads them, so locally they are placeholders (tests/unit/test_alarms.py checks them).
+_PASSIVE_TYPES = frozenset(
+    {
+        "AWS::Lambda::Permission",
+        "AWS::Logs::LogGroup",
+        "AWS::ApiGatewayV2::Stage",
+        "AWS::CloudWatch::Alarm",
+        "AWS::CloudWatch::Dashboard",
+        "AWS::SNS::Topic",
+        "AWS::SNS::Subscription",
+    }
+)
 
 # Bucket and table properties that would need emulation the template does not use.
 _UNSERVED_BUCKET_PROPERTIES = ("NotificationConfiguration", "CorsConfiguration", "WebsiteConfiguration")

@@ -127,6 +127,8 @@ class LocalStack:
             "AWS_REGION": REGION,
             "MOTO_PORT": str(self._moto.port),
             "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon locally
+            # No CloudWatch locally: EMF records (reelay.metrics) would only be noise on stdout.
+            "POWERTOOLS_METRICS_DISABLED": "true",
         }
         self._set_environ({**runtime_environment, "AWS_PROFILE": None})
         self._saved_session = boto3.DEFAULT_SESSION

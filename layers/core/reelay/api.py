@@ -335,7 +335,9 @@ def build_app(
     )
     def get_task(task_id: TaskId) -> Response[TaskView]:
         service = tasks()
-        return Response(200, content_type="application/json", body=service.view(service.get(task_id, owner=owner())))
+        return Response(
+            200, content_type="application/json", body=service.view(service.get(task_id, owner=owner()), with_cost=True)
+        )
 
     @app.get(
         "/v1/tasks",

@@ -1,7 +1,8 @@
 """Adapters to AWS messaging and storage (the only module besides ``store`` that uses boto3).
 
 Each adapter is a small class taking its client in the constructor, with a default, so
-tests can run them against moto or pass a fake.
+tests can run them against moto or pass a fake. Each call is counted for its task as it is
+made (``reelay.costs.record``; a bucket key names its task, ``tasks/<id>/...``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from reelay import costs
 from reelay.errors import QueueSendFailed, ReelayError
 
 
@@ -35,12 +37,15 @@ class TaskQueue:
             )
         except (ClientError, BotoCoreError) as exc:
             raise QueueSendFailed(f"could not queue task {task_id}: {type(exc).__name__}") from exc
+        finally:
+            costs.record(task_id, "sqs.SendMessage", sqs_requests=1)
 
     def retry_later(self, receipt_handle: str, seconds: int) -> None:
         """Make a received message visible again after ``seconds`` (backoff without a DLQ hit)."""
         self._sqs.change_message_visibility(
             QueueUrl=self.url, ReceiptHandle=receipt_handle, VisibilityTimeout=max(0, min(43200, seconds))
         )
+        costs.record(None, "sqs.ChangeMessageVisibility", sqs_requests=1)
 
 
 class PollStarter:
@@ -55,6 +60,8 @@ class PollStarter:
         arn = state_machine_arn or self.arn
         if not arn:
             raise ReelayError("no poll state machine configured (POLL_STATE_MACHINE_ARN)")
+        # Step Functions bills state transitions (counted by the poll function), not API calls.
+        costs.record(str(payload.get("task_id") or "") or None, "sfn.StartExecution")
         try:
             self._sfn.start_execution(stateMachineArn=arn, name=name[:80], input=json.dumps(payload))
         except ClientError as exc:
@@ -69,6 +76,7 @@ class PollStarter:
         if not arn:
             raise ReelayError("no poll state machine configured (POLL_STATE_MACHINE_ARN)")
         execution_arn = arn.replace(":stateMachine:", ":execution:", 1) + ":" + name[:80]
+        costs.record(None, "sfn.DescribeExecution")
         try:
             status = self._sfn.describe_execution(executionArn=execution_arn)["status"]
         except ClientError as exc:
@@ -128,6 +136,7 @@ class ResultBucket:
     ) -> bool:
         """Create ``key``; False when it already exists (nothing written)."""
         extra = {"ChecksumSHA256": checksum_sha256} if checksum_sha256 else {}
+        _count(key, "s3.PutObject", s3_put_requests=1)
         try:
             self._s3.put_object(
                 Bucket=self.name,
@@ -145,12 +154,14 @@ class ResultBucket:
         return True
 
     def start_multipart(self, key: str, *, content_type: str, metadata: dict[str, str]) -> str:
+        _count(key, "s3.CreateMultipartUpload", s3_put_requests=1)
         resp = self._s3.create_multipart_upload(
             Bucket=self.name, Key=key, ContentType=content_type, Metadata=metadata, ChecksumAlgorithm="SHA256"
         )
         return str(resp["UploadId"])
 
     def upload_part(self, key: str, upload_id: str, number: int, body: Any, *, checksum_sha256: str) -> dict[str, Any]:
+        _count(key, "s3.UploadPart", s3_put_requests=1)
         resp = self._s3.upload_part(
             Bucket=self.name,
             Key=key,
@@ -168,6 +179,7 @@ class ResultBucket:
         marker = 0
         try:
             while True:
+                _count(key, "s3.ListParts", s3_put_requests=1)
                 resp = self._s3.list_parts(Bucket=self.name, Key=key, UploadId=upload_id, PartNumberMarker=marker)
                 parts += [
                     {
@@ -189,6 +201,7 @@ class ResultBucket:
     def complete_multipart(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> bool:
         """Complete the upload; False when ``key`` already existed (the upload is then aborted)."""
         listed = [{k: p[k] for k in ("PartNumber", "ETag", "ChecksumSHA256") if p.get(k) is not None} for p in parts]
+        _count(key, "s3.CompleteMultipartUpload", s3_put_requests=1)
         try:
             self._s3.complete_multipart_upload(
                 Bucket=self.name, Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed}, IfNoneMatch="*"
@@ -204,6 +217,7 @@ class ResultBucket:
         return True
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
+        _count(key, "s3.AbortMultipartUpload")  # a DELETE: free
         try:
             self._s3.abort_multipart_upload(Bucket=self.name, Key=key, UploadId=upload_id)
         except ClientError as exc:
@@ -211,9 +225,11 @@ class ResultBucket:
                 raise
 
     def delete(self, key: str) -> None:
+        _count(key, "s3.DeleteObject")  # free
         self._s3.delete_object(Bucket=self.name, Key=key)
 
     def head(self, key: str) -> dict[str, Any] | None:
+        _count(key, "s3.HeadObject", s3_get_requests=1)
         try:
             return dict(self._s3.head_object(Bucket=self.name, Key=key))
         except ClientError as exc:
@@ -223,6 +239,7 @@ class ResultBucket:
 
     def read_range(self, key: str, size: int) -> bytes:
         """The first ``size`` bytes of an object (image edits send small inputs to providers)."""
+        _count(key, "s3.GetObject", s3_get_requests=1)
         resp = self._s3.get_object(Bucket=self.name, Key=key, Range=f"bytes=0-{size - 1}")
         return bytes(resp["Body"].read())
 
@@ -265,6 +282,11 @@ class ResultBucket:
 # SigV4 presigned URLs live at most 7 days; leave a minute between a URL's end and its credentials'.
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 PRESIGN_EXPIRY_MARGIN_SECONDS = 60
+
+
+def _count(key: str, call: str, *, s3_put_requests: int = 0, s3_get_requests: int = 0) -> None:
+    task_id = costs.task_of_key(key)
+    costs.record(task_id, call, s3_put_requests=s3_put_requests, s3_get_requests=s3_get_requests)
 
 
 def _code(exc: ClientError) -> str:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from reelay.deadlines import Deadlines
     from reelay.fetch import Fetcher
     from reelay.ingest import IngestService
+    from reelay.models import Task
     from reelay.polling import PollService
     from reelay.reconcile import Reconciler
     from reelay.routing import Router
@@ -102,7 +103,18 @@ class Container:
     def tracker(self) -> TaskTracker:
         from reelay.tracking import TaskTracker
 
-        return TaskTracker(self.store, self.ingest_queue)
+        return TaskTracker(self.store, self.ingest_queue, on_terminal=[self._terminal_metrics])
+
+    def _terminal_metrics(self, task: Task) -> None:
+        """Terminal hook: succeeded/failed per provider and code, callback-to-succeeded latency."""
+        from reelay import metrics
+        from reelay.errors import ReelayError
+
+        try:
+            by_callback = self.providers.get(task.provider).supports_callbacks
+        except ReelayError:  # a provider no longer configured
+            by_callback = False
+        metrics.task_ended(task, by_callback=by_callback)
 
     @cached_property
     def tasks(self) -> TaskService:

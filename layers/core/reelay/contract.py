@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reelay.costs import TaskCost
 from reelay.models import Routing, TaskKind, TaskStatus, UploadTicket
 from reelay.providers.base import AccountInfo, Capabilities
 
@@ -71,6 +72,12 @@ class TaskView(BaseModel):
     routing: Routing | None = Field(
         default=None, description="For `provider: auto`: why `provider` serves the task, and any failovers."
     )
+    batch_id: str | None = Field(default=None, description="The batch (S3 manifest) the task came from, if any.")
+    cost: TaskCost | None = Field(
+        default=None,
+        description="What the task cost so far: the provider's charge and reelay's own AWS operations "
+        "(on `GET /v1/tasks/{id}`; not in lists).",
+    )
 
 
 class TaskPage(BaseModel):
@@ -101,6 +108,7 @@ __all__ = [
     "ProviderList",
     "ProviderView",
     "Routing",
+    "TaskCost",
     "TaskErrorView",
     "TaskPage",
     "TaskView",

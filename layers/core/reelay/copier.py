@@ -24,6 +24,7 @@ A retryable failure leaves the upload open for the next attempt; only the caller
 from __future__ import annotations
 
 import base64
+import contextvars
 import hashlib
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -248,7 +249,10 @@ class ResultCopier:
                         free.append(buffer)
                         break
                     number = len(parts) + len(pending) + 1
-                    future = pool.submit(self._send_part, record.key, upload_id, number, buffer, filled)
+                    # The part's S3 request is counted in the invocation's ledger: the thread runs in its context.
+                    future = pool.submit(
+                        contextvars.copy_context().run, self._send_part, record.key, upload_id, number, buffer, filled
+                    )
                     pending.append((future, buffer))
                     size += filled
                 while pending:

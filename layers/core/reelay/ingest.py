@@ -27,11 +27,13 @@ letting the message park in the DLQ.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from aws_lambda_powertools import Logger
 
+from reelay import metrics
 from reelay.catalog import ProviderCatalog
 from reelay.copier import ResultCopier
 from reelay.errors import ResultFetchError, TransitionConflict, UnsafeResultUrl
@@ -124,6 +126,7 @@ class IngestService:
             def started(record: OutputUpload) -> None:
                 run.put_upload(record)
 
+            copy_started = time.monotonic()
             record = self._copier.copy(
                 url,
                 f"tasks/{task.id}/output-{index}",
@@ -133,6 +136,7 @@ class IngestService:
                 on_started=started,
                 complete=not together,
             )
+            metrics.output_copied(task.provider, record.bytes or 0, time.monotonic() - copy_started)
             logger.info(
                 "output copied",
                 extra={
@@ -182,6 +186,7 @@ class IngestService:
             self._copier.discard(record)
         cleared = state.model_copy(update={"uploads": []})
         logger.warning("ingest gave up", extra={"task_id": task.id, "code": code.value})
+        metrics.ingest_failed(task.provider, code.value)
         return self._tracker.fail(task, code, message, ingest=cleared)
 
 

@@ -6,20 +6,34 @@ correlation id of an HTTP request too, and ``task_id`` whenever the handler know
 parameter, a state machine input, a queue record). ``capture_response=False`` everywhere: an
 answer can hold a presigned URL (API), a provider's result URL (poll) or a token, none of
 which may be written into X-Ray.
+
+It also flushes the invocation's metrics (``reelay.metrics``, Powertools ``log_metrics``, with
+the cold-start metric) and keeps its cost ledger (``reelay.costs``): the AWS operations the
+adapters count per task, plus the invocation's own request and GB-seconds, shared among the
+tasks it worked on and added to each task's cost record at its end. A client's read (an HTTP
+``GET``) is the client's and is not counted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.logging import correlation_paths
 
+from reelay import costs
+from reelay.metrics import metrics
+
 logger = Logger()
 tracer = Tracer()
+# reelay's metrics are single-metric records (reelay.metrics), so the handler's own metric set is
+# often empty by design: Powertools' warning about it on every flush says nothing.
+warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
 T = TypeVar("T")
 Handler = Callable[[dict[str, Any], Any], T]
@@ -43,7 +57,8 @@ def task_keys(task_id: str | None) -> Iterator[None]:
         return
     logger.append_keys(task_id=task_id)
     try:
-        yield
+        with costs.working_on(task_id):
+            yield
     finally:
         logger.remove_keys(["task_id"])
 
@@ -68,11 +83,34 @@ def observed(*, http: bool = False) -> Callable[[Handler[T]], Handler[T]]:
     def decorate(handler: Handler[T]) -> Handler[T]:
         @functools.wraps(handler)
         def with_task(event: dict[str, Any], context: Any) -> T:
-            with task_keys(task_id_of(event)):
-                return handler(event, context)
+            with costs.invocation() as ledger, task_keys(task_id_of(event)):
+                started = time.perf_counter()
+                try:
+                    return handler(event, context)
+                finally:
+                    _account(ledger, event, context, http=http, seconds=time.perf_counter() - started)
 
         traced = tracer.capture_lambda_handler(with_task, capture_response=False)
+        # Metrics need a namespace (POWERTOOLS_METRICS_NAMESPACE, set by the template for every function).
+        measured = metrics.log_metrics(traced, capture_cold_start_metric=True) if metrics.namespace else traced
         path = correlation_paths.API_GATEWAY_HTTP if http else None
-        return logger.inject_lambda_context(traced, correlation_id_path=path, clear_state=True)
+        return logger.inject_lambda_context(measured, correlation_id_path=path, clear_state=True)
 
     return decorate
+
+
+def _account(ledger: costs.Invocation, event: Any, context: Any, *, http: bool, seconds: float) -> None:
+    """Close the invocation's cost ledger; a failure to record a cost never fails the invocation."""
+    if http and isinstance(event, dict) and _method(event) == "GET":
+        return  # a client's read: the client's cost, not the task's
+    try:
+        ledger.close(
+            duration_ms=seconds * 1000, memory_mb=int(getattr(context, "memory_limit_in_mb", 0) or 0), http=http
+        )
+    except Exception:
+        logger.warning("could not record the invocation's AWS cost", exc_info=True)
+
+
+def _method(event: dict[str, Any]) -> str:
+    http = (event.get("requestContext") or {}).get("http") or {}
+    return str(http.get("method", "")).upper() if isinstance(http, dict) else ""

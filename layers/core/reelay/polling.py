@@ -5,6 +5,10 @@
 from the adaptive schedule), ``done``, or ``continued`` (after ``max_polls`` polls it starts a
 fresh execution, so no execution nears the 25,000-event history limit). Transient provider
 errors propagate as typed exceptions so the state machine's ``Retry`` can route them by name.
+
+Cost: each poll counts the state transitions it makes (Wait, Poll, Decide, and the final
+Succeed state when the execution ends); a poll that raises counts one (the Retry, or the Catch
+whose RecordFailure and Failed states ``fail`` counts with the cycle's Wait).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from reelay import costs, metrics
 from reelay.aws import PollStarter
 from reelay.catalog import ProviderCatalog
 from reelay.errors import ProviderTaskUnknown, TransitionConflict
@@ -58,13 +63,24 @@ class PollService:
         self._clock = clock
 
     def poll(self, event: dict[str, Any]) -> dict[str, Any]:
+        """One poll: ``wait`` (with ``wait_seconds``), ``done`` or ``continued``."""
+        try:
+            state = self._poll(event)
+        except Exception:
+            costs.record(str(event.get("task_id") or "") or None, None, sfn_transitions=1)
+            raise
+        ends = state["outcome"] in ("done", "continued")
+        costs.record(state["task_id"], None, sfn_transitions=4 if ends else 3)
+        return state
+
+    def _poll(self, event: dict[str, Any]) -> dict[str, Any]:
         task = self._store.get(str(event["task_id"]))
         polls = int(event.get("polls", 0)) + 1
         total = int(event.get("total_polls", 0)) + 1
         segment = int(event.get("segment", 0))
         state = {"task_id": task.id, "polls": polls, "total_polls": total, "segment": segment}
         if _settled(task):
-            return state | {"outcome": "done", "status": str(task.status)}
+            return _done(task, state)
         provider = self._providers.get(task.provider)
         now = self._clock()
         if now - task.clock_start > timedelta(seconds=provider.config.deadline_seconds):
@@ -73,13 +89,13 @@ class PollService:
                 ErrorCode.DEADLINE_EXCEEDED,
                 f"no result from {provider.name} within {int(provider.config.deadline_seconds)} s",
             )
-            return state | {"outcome": "done", "status": str(task.status)}
+            return _done(task, state)
         if task.provider_task_id is None:
             raise ProviderTaskUnknown("the task has no provider task id to poll", provider=provider.name)
         status = provider.status(task.provider_task_id)
         task = self._tracker.apply(task, status)
         if _settled(task):
-            return state | {"outcome": "done", "status": str(task.status)}
+            return _done(task, state)
         elapsed = (now - _submitted_at(task)).total_seconds()
         wait = PollSchedule.for_provider(provider.config).wait(
             total, task_id=task.id, elapsed=elapsed, progress=status.progress
@@ -104,7 +120,15 @@ class PollService:
         message = _cause_message(error.get("Cause"))
         code = _CAUGHT_CODES.get(name, ErrorCode.PROVIDER_FAILED)
         task = self._tracker.fail(task, code, message or f"polling failed: {name}")
+        # RecordFailure and Failed, and the Wait of the failed cycle (or the UnexpectedOutcome Pass).
+        costs.record(task.id, None, sfn_transitions=3)
+        metrics.polls_done(task.provider, int(event.get("total_polls") or 0))
         return {"task_id": task.id, "status": str(task.status), "outcome": "done"}
+
+
+def _done(task: Task, state: dict[str, Any]) -> dict[str, Any]:
+    metrics.polls_done(task.provider, int(state["total_polls"]))
+    return state | {"outcome": "done", "status": str(task.status)}
 
 
 def _settled(task: Task) -> bool:

@@ -33,6 +33,7 @@ from datetime import datetime
 
 from aws_lambda_powertools import Logger
 
+from reelay import metrics
 from reelay.aws import TaskQueue
 from reelay.catalog import ProviderCatalog
 from reelay.deadlines import Deadlines
@@ -93,6 +94,7 @@ class Reconciler:
                 break
         fixed = {k: v for k, v in sorted(counts.items())}
         logger.info("reconcile run", extra={"due": len(seen), "actions": fixed})
+        metrics.reconcile_fixed(fixed)
         return fixed
 
     def _reconcile_safely(self, task_id: str) -> str:

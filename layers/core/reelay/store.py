@@ -11,6 +11,9 @@ Item layout (one table, see template.yaml ``TaskTable``):
   the request; it expires (TTL) after ``IDEMPOTENCY_TTL``.
 - a provider-task claim: pk=``PTASK#<provider>#<provider task id>`` sk=``PTASK`` with the reelay
   task id that owns it, so a lost create is never adopted by a second reelay task.
+- a task's cost record: pk=``COST#<id>`` sk=``COST``, the AWS units counted for it
+  (``reelay.costs``), added to with one ``UpdateItem ADD`` per invocation; in no index, under
+  1 KB, so each ADD is one write unit. Every operation here counts its own units for its task.
 
 The due time comes from a ``DuePolicy`` (``reelay.deadlines.Deadlines.due`` in the functions).
 
@@ -25,17 +28,21 @@ import binascii
 import builtins
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import boto3
+from aws_lambda_powertools import Logger
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
 
+from reelay import costs, metrics
 from reelay.errors import IdempotencyConflict, RequestInvalid, TaskNotFound, TransitionConflict
 from reelay.models import ALLOWED_TRANSITIONS, Task, TaskStatus, Transition, utcnow
+
+logger = Logger(child=True)
 
 HISTORY_LIMIT = 20
 IDEMPOTENCY_TTL = timedelta(hours=24)
@@ -94,7 +101,14 @@ class TaskStore(ABC):
         entry = Transition.model_validate({"from": task.status, "to": to, "at": now, "reason": reason[:200]})
         history = [*task.history, entry][-HISTORY_LIMIT:]
         new = task.model_copy(update={**changes, "status": to, "updated_at": now, "history": history})
-        return self.save(new, expected=task)
+        saved = self.save(new, expected=task)
+        # One line per state change (readable locally with POWERTOOLS_DEV), and its metric.
+        logger.info(
+            f"task {task.id}: {task.status} -> {to} ({reason[:200]})",
+            extra={"task_id": task.id, "from": str(task.status), "to": str(to), "provider": task.provider},
+        )
+        metrics.task_moved(saved, task.status)
+        return saved
 
     def update(self, task: Task, **changes: Any) -> Task:
         """Change fields without a status change (progress, provider ids), still conditionally."""
@@ -110,6 +124,14 @@ class TaskStore(ABC):
     @abstractmethod
     def claim_provider_task(self, provider: str, provider_task_id: str, task_id: str) -> str:
         """Record that ``task_id`` owns the provider's task; the owner's id (``task_id`` if it won)."""
+
+    @abstractmethod
+    def add_costs(self, task_id: str, counts: Mapping[str, Decimal]) -> None:
+        """Add counted AWS units to the task's cost record (``reelay.costs``), atomically."""
+
+    @abstractmethod
+    def costs(self, task_ids: builtins.list[str]) -> dict[str, dict[str, Decimal]]:
+        """The counted AWS units of each task (an empty record for a task with none)."""
 
 
 class DynamoTaskStore(TaskStore):
@@ -149,9 +171,19 @@ class DynamoTaskStore(TaskStore):
         item = self._item(task)
         if idempotency_scope is None:
             self._table.put_item(Item=item, ConditionExpression=Attr("pk").not_exists())
+            self._count(task.id, "ddb.PutItem", ddb_wu=_put_units(None, item))
             return task, True
         idem_pk = f"IDEM#{idempotency_scope}"
         expires = int((utcnow() + IDEMPOTENCY_TTL).timestamp())
+        idem_item = {
+            "pk": idem_pk,
+            "sk": "IDEM",
+            "task_id": task.id,
+            "request_hash": request_hash,
+            "expires_at": expires,
+        }
+        # A transaction takes two write units per KB of each item; the index writes follow as usual.
+        units = 2 * (costs.write_units(costs.item_size(item)) + costs.write_units(costs.item_size(idem_item)))
         try:
             self._client.transact_write_items(
                 TransactItems=[
@@ -165,22 +197,18 @@ class DynamoTaskStore(TaskStore):
                     {
                         "Put": {
                             "TableName": self._table.name,
-                            "Item": {
-                                "pk": idem_pk,
-                                "sk": "IDEM",
-                                "task_id": task.id,
-                                "request_hash": request_hash,
-                                "expires_at": expires,
-                            },
+                            "Item": idem_item,
                             "ConditionExpression": "attribute_not_exists(pk)",
                         }
                     },
                 ]
             )
+            self._count(task.id, "ddb.TransactWriteItems", ddb_wu=units + costs.index_write_units(None, item, INDEXES))
             return task, True
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "TransactionCanceledException":
                 raise
+        # A replay: the new task was never stored, so its counts go to nobody (the stack's).
         record = self._table.get_item(Key={"pk": idem_pk, "sk": "IDEM"}, ConsistentRead=True).get("Item")
         if record is None:  # the competing writer's record expired in between: a plain conflict
             raise IdempotencyConflict("Idempotency-Key is being used by another request; retry")
@@ -190,21 +218,27 @@ class DynamoTaskStore(TaskStore):
 
     def get(self, task_id: str) -> Task:
         item = self._table.get_item(Key={"pk": f"TASK#{task_id}", "sk": "TASK"}, ConsistentRead=True).get("Item")
+        self._count(task_id, "ddb.GetItem", ddb_ru=costs.read_units(costs.item_size(item or {}), consistent=True))
         if item is None:
             raise TaskNotFound(f"task {task_id} not found")
         return self._task(item)
 
     def save(self, task: Task, *, expected: Task) -> Task:
         new = task.model_copy(update={"version": expected.version + 1})
+        item = self._item(new)
+        before = self._item(expected)
         try:
             self._table.put_item(
-                Item=self._item(new),
+                Item=item,
                 ConditionExpression=Attr("version").eq(expected.version) & Attr("status").eq(str(expected.status)),
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                # A failed condition still takes the write units of the item it was checked against.
+                self._count(task.id, "ddb.PutItem", ddb_wu=costs.write_units(costs.item_size(before)))
                 raise TransitionConflict(f"task {task.id} changed concurrently") from None
             raise
+        self._count(task.id, "ddb.PutItem", ddb_wu=_put_units(before, item))
         return new
 
     def list(
@@ -257,17 +291,51 @@ class DynamoTaskStore(TaskStore):
 
     def claim_provider_task(self, provider: str, provider_task_id: str, task_id: str) -> str:
         key = {"pk": f"PTASK#{provider}#{provider_task_id}", "sk": "PTASK"}
+        claim = {**key, "task_id": task_id}
         try:
             self._table.put_item(
-                Item={**key, "task_id": task_id},
+                Item=claim,
                 ConditionExpression=Attr("pk").not_exists() | Attr("task_id").eq(task_id),
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
+            self._count(task_id, "ddb.PutItem", ddb_wu=costs.write_units(costs.item_size(claim)))
             owner = self._table.get_item(Key=key, ConsistentRead=True).get("Item") or {}
+            self._count(task_id, "ddb.GetItem", ddb_ru=costs.read_units(costs.item_size(owner), consistent=True))
             return str(owner.get("task_id", ""))
+        self._count(task_id, "ddb.PutItem", ddb_wu=costs.write_units(costs.item_size(claim)))
         return task_id
+
+    # -- cost accounting (reelay.costs) ------------------------------------------------------
+    def _count(self, task_id: str, call: str, **units: Any) -> None:
+        costs.record(task_id, call, sink=self.add_costs, **units)
+
+    def add_costs(self, task_id: str, counts: Mapping[str, Decimal]) -> None:
+        # One small item outside every index: the ADD is one write unit (counted by the caller).
+        names = {f"#a{i}": name for i, name in enumerate(counts)}
+        values = {f":a{i}": value for i, value in enumerate(counts.values())}
+        self._table.update_item(
+            Key={"pk": f"COST#{task_id}", "sk": "COST"},
+            UpdateExpression="ADD " + ", ".join(f"{n} {v}" for n, v in zip(names, values, strict=True)),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+    def costs(self, task_ids: builtins.list[str]) -> dict[str, dict[str, Decimal]]:
+        found: dict[str, dict[str, Decimal]] = {task_id: {} for task_id in task_ids}
+        unique = list(found)
+        for start in range(0, len(unique), 100):
+            keys: builtins.list[dict[str, Any]] = [
+                {"pk": f"COST#{t}", "sk": "COST"} for t in unique[start : start + 100]
+            ]
+            while keys:
+                resp = self._client.batch_get_item(RequestItems={self._table.name: {"Keys": keys}})
+                for item in resp.get("Responses", {}).get(self._table.name, []):
+                    task_id = str(item["pk"]).removeprefix("COST#")
+                    found[task_id] = {k: Decimal(v) for k, v in item.items() if k not in ("pk", "sk")}
+                keys = resp.get("UnprocessedKeys", {}).get(self._table.name, {}).get("Keys", [])
+        return found
 
 
 # Each listing index and its hash-key attribute (range key: ``created_key``).
@@ -277,6 +345,19 @@ LIST_INDEXES = {
     "ByOwnerProvider": "owner_provider",
     "ByOwnerStatusProvider": "owner_status_provider",
 }
+# Every index of the table, for the write units of a task write (template.yaml ``TaskTable``).
+INDEXES = (
+    *(costs.IndexSpec(name=name, keys=(attr, "created_key")) for name, attr in LIST_INDEXES.items()),
+    costs.IndexSpec(name="Due", keys=("due_pk", "due_at"), projection="KEYS_ONLY"),
+)
+
+
+def _put_units(old: dict[str, Any] | None, new: dict[str, Any]) -> int:
+    """A PutItem's write units: the larger of the old and new item, plus every index write."""
+    size = max(costs.item_size(new), costs.item_size(old) if old else 0)
+    return costs.write_units(size) + costs.index_write_units(old, new, INDEXES)
+
+
 # Attributes that exist only for keys and indexes (``owner`` is a task field too: kept).
 _INDEX_ATTRS = frozenset(
     {"pk", "sk", "list_pk", "created_key", "due_pk", "due_at", "expires_at"} | (set(LIST_INDEXES.values()) - {"owner"})

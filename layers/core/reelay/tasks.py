@@ -11,6 +11,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from reelay import costs
 from reelay.aws import ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
 from reelay.contract import ErrorInfo, OutputView, ProviderView, TaskErrorView, TaskView
@@ -226,8 +227,11 @@ class TaskService:
         tasks, last = self._store.list(owner=owner, status=status, provider=provider, limit=limit, after=after)
         return tasks, (self._cursors.seal(owner, query, last) if last else None)
 
-    def view(self, task: Task) -> TaskView:
-        """The client's view of a task: no internal bookkeeping, outputs with presigned URLs."""
+    def view(self, task: Task, *, with_cost: bool = False) -> TaskView:
+        """The client's view of a task: no internal bookkeeping, outputs with presigned URLs.
+
+        ``with_cost`` adds what it cost (one more read, of its cost record): ``GET /v1/tasks/{id}``.
+        """
         return TaskView(
             id=task.id,
             provider=task.provider,
@@ -254,4 +258,6 @@ class TaskService:
             metadata=task.metadata,
             request=task.request,
             routing=task.routing,
+            batch_id=task.batch_id,
+            cost=costs.costs_of([task], self._store)[0] if with_cost else None,
         )

@@ -18,6 +18,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from reelay import costs
 from reelay.aws import TaskQueue
 
 logger = Logger(child=True)
@@ -60,6 +61,8 @@ def run_batch(
             logger.error("dropping a message without a task id", extra={"message_id": record.message_id})
             return
         attempt = int(record.attributes.approximate_receive_count or 1) - 1
+        # Lambda's queue poller received this message and deletes it: at most two SQS requests per record.
+        costs.record(task_id, None, sqs_requests=2)
         if reserve_seconds and context is not None and context.get_remaining_time_in_millis() < reserve_seconds * 1000:
             queue.retry_later(record.receipt_handle, 0)
             raise RetryLater(0, "not enough time left in this invocation")

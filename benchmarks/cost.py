@@ -1,0 +1,192 @@
+"""$ per 1,000 tasks per path, from reelay's own counts, checked against an independent count.
+
+Runs N tasks per path on the embedded local stack and the simulator, all at once:
+
+- ``callback``: generate_task (callbacks), a 3-minute task;
+- ``poll-3min``: sorahk (the Step Functions poll path), a 3-minute task;
+- ``poll-10min``: sorahk, a 10-minute task.
+
+Time runs ``--speedup`` times faster than real (generation and typical times divided by it; the
+adaptive schedule scales with the typical time), reconcile stays out of the way (every hour), the
+simulator's generate_task limits are lifted (no governor yet: 429 backoffs would be noise).
+
+While they run, ``reelay_local.aws_calls.AwsCallCounter`` counts every AWS request the moto
+server answers and every Lambda invocation, per task, from outside reelay's code, and afterwards
+the state transitions of every execution's history. Then ``reelay cost --json --tasks`` (the CLI,
+in a subprocess, over the API) reports each task's cost as reelay counted it; every task's calls,
+Lambda and HTTP API requests and transitions must equal the independent count (exit 1 if not).
+The table is priced from those counts (``reelay.costs.AWS_PRICES_USD``).
+
+    .venv/bin/python benchmarks/cost.py [--tasks 100] [--speedup 10]        # make cost
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+TYPICAL_SECONDS = 180.0
+PATHS: dict[str, dict[str, Any]] = {
+    "callback": {"provider": "generate_task", "duration": 4, "seconds": 180.0},
+    "poll-3min": {"provider": "sorahk", "duration": 10, "seconds": 180.0},
+    "poll-10min": {"provider": "sorahk", "duration": 10, "seconds": 600.0},
+}
+
+
+def _environment(speedup: float) -> dict[str, str]:
+    typical = f"{TYPICAL_SECONDS / speedup:g}"
+    return {
+        "REELAY_PROVIDERS": "generate_task,sorahk",
+        "REELAY_GENERATE_TASK_TYPICAL_SECONDS": typical,
+        "REELAY_SORAHK_TYPICAL_SECONDS": typical,
+        "REELAY_LOG_LEVEL": "WARNING",
+        "REELAY_RECONCILE_EVERY_SECONDS": "3600",
+    }
+
+
+def _wait_terminal(env: Any, task_ids: list[str], timeout: float) -> dict[str, str]:
+    """Every task's status, read from the table with the observer's key (not counted)."""
+    from reelay_local.aws_calls import OBSERVER_KEY
+
+    ddb = boto3.client(
+        "dynamodb",
+        endpoint_url=env.stack.aws_endpoint,
+        aws_access_key_id=OBSERVER_KEY,
+        aws_secret_access_key=OBSERVER_KEY,
+        region_name="us-east-1",
+    )
+    table = env.stack.resources["TaskTable"]
+    deadline = time.monotonic() + timeout
+    statuses: dict[str, str] = {}
+    while True:
+        pending = [t for t in task_ids if statuses.get(t) not in ("succeeded", "failed")]
+        for start in range(0, len(pending), 100):
+            keys = [{"pk": {"S": f"TASK#{t}"}, "sk": {"S": "TASK"}} for t in pending[start : start + 100]]
+            found = ddb.batch_get_item(RequestItems={table: {"Keys": keys}})["Responses"][table]
+            statuses.update({i["pk"]["S"].removeprefix("TASK#"): i["status"]["S"] for i in found})
+        if all(statuses.get(t) in ("succeeded", "failed") for t in task_ids):
+            return statuses
+        if time.monotonic() > deadline:
+            left = [t for t in task_ids if statuses.get(t) not in ("succeeded", "failed")]
+            raise TimeoutError(f"{len(left)} tasks not terminal after {timeout:.0f} s, e.g. {left[:3]}")
+        time.sleep(2)
+
+
+def reelay_cost(api_url: str, task_ids: list[str]) -> dict[str, Any]:
+    """``reelay cost --json --tasks`` over the API: rows by scope."""
+    done = subprocess.run(
+        [str(REPO / ".venv/bin/reelay"), "--api-url", api_url, "--json", "cost", "--tasks", *task_ids],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    return {"tasks": {r["key"]: r for r in rows if r["scope"] == "task"}, "total": rows[-1]}
+
+
+def run(tasks: int, speedup: float, timeout: float) -> int:
+    from reelay.costs import price
+    from reelay_local import DevEnvironment
+    from reelay_local.aws_calls import AwsCallCounter, compare_task
+
+    for key, value in _environment(speedup).items():
+        os.environ[key] = value
+    started = time.monotonic()
+    with AwsCallCounter() as counter, DevEnvironment(REPO) as env:
+        env.sim.configure("generate_task", rate_limit_per_minute=1_000_000, max_concurrent=1_000_000)
+        http = httpx.Client(base_url=env.stack.api_url, timeout=60)
+        ids: dict[str, list[str]] = defaultdict(list)
+        for n in range(tasks):
+            for path, spec in PATHS.items():
+                seconds = spec["seconds"] / speedup
+                body = {
+                    "provider": spec["provider"],
+                    "prompt": f"cost run {path} {n} [sim:seconds={seconds:g}]",
+                    "duration": spec["duration"],
+                }
+                answer = http.post("/v1/tasks", json=body)
+                answer.raise_for_status()
+                ids[path].append(answer.json()["id"])
+        every = [t for group in ids.values() for t in group]
+        statuses = _wait_terminal(env, every, timeout)
+        env.stack.drain(timeout=120, executions=True)
+        wall = time.monotonic() - started
+        counter.stop_counting()  # what follows reads the counts; it is not part of the run
+        transitions = counter.transitions(env.stack, every)
+        problems: list[str] = []
+        results = {}
+        for path, group in ids.items():
+            report = reelay_cost(env.stack.api_url, group)
+            for task_id in group:
+                task = http.get(f"/v1/tasks/{task_id}").json()
+                problems += compare_task(task_id, task["cost"], counter, transitions[task_id])
+                if report["tasks"][task_id]["units"] != task["cost"]["aws"]["units"]:
+                    problems.append(f"{task_id}: reelay cost and GET /v1/tasks/{{id}} disagree")
+            results[path] = (report["total"], [statuses[t] for t in group])
+        http.close()
+        totals = counter.totals()
+    _print(results, tasks, speedup, wall, totals, price)
+    for problem in problems[:20]:
+        print("MISMATCH", problem, file=sys.stderr)
+    print(
+        f"\nindependent count vs reelay's: {'equal for every task' if not problems else f'{len(problems)} mismatches'}"
+    )
+    return 1 if problems else 0
+
+
+def _print(results: dict[str, Any], tasks: int, speedup: float, wall: float, totals: Any, price: Any) -> None:
+    print(f"{tasks} tasks per path, time x{speedup:g}, {wall:.0f} s wall; us-east-1 list prices (reelay.costs)\n")
+    header = ("path", "ok", "$ / 1,000 tasks", "lambda", "step fn", "dynamodb", "s3", "sqs", "api gw", "accounting")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for path, (total, statuses) in results.items():
+        lines = total["aws_lines"]
+        per_k = {k: v / total["tasks"] * 1000 for k, v in lines.items()}
+        ok = sum(1 for s in statuses if s == "succeeded")
+        row = [
+            path,
+            f"{ok}/{len(statuses)}",
+            f"{total['aws_usd_per_1000']:.4f}",
+            *(f"{per_k.get(k, 0.0):.4f}" for k in ("lambda", "step_functions", "dynamodb", "s3", "sqs", "api_gateway")),
+            f"{per_k.get('accounting', 0.0):.4f}",
+        ]
+        print("| " + " | ".join(row) + " |")
+    print("\nper task (mean):")
+    print(
+        "| path | write units | of them accounting | read units | transitions | Lambda requests | GB-s | S3 PUT-class |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for path, (total, _) in results.items():
+        units = {k: v / total["tasks"] for k, v in total["units"].items()}
+        print(
+            f"| {path} | {units.get('ddb_wu', 0) + units.get('ddb_accounting_wu', 0):.1f} | "
+            f"{units.get('ddb_accounting_wu', 0):.1f} | {units.get('ddb_ru', 0):.1f} | "
+            f"{units.get('sfn_transitions', 0):.1f} | {units.get('lambda_requests', 0):.2f} | "
+            f"{units.get('lambda_gb_s', 0):.4f} | {units.get('s3_put_requests', 0):.1f} |"
+        )
+    print("\nAWS requests the moto server answered, all tasks (independent count):")
+    print(", ".join(f"{op} {n}" for op, n in sorted(totals.items())))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=100, help="tasks per path")
+    parser.add_argument("--speedup", type=float, default=10.0, help="time runs this many times faster")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds for every task to end")
+    args = parser.parse_args()
+    sys.exit(run(args.tasks, args.speedup, args.timeout))
+
+
+if __name__ == "__main__":
+    main()
