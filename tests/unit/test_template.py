@@ -130,6 +130,7 @@ def test_each_function_has_a_sample_event(name: str) -> None:
         "IngestFunction": "sqs_ingest",
         "PollFunction": "poll",
         "ReconcileFunction": "schedule_reconcile",
+        "NotifyFunction": "sqs_notify",
     }[name]
     assert list((REPO / "events").glob(f"{prefix}*.json")), name
 

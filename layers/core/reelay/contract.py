@@ -48,6 +48,29 @@ class OutputView(BaseModel):
     url: str | None = Field(default=None, description="Presigned GET (SigV4), valid for a short while.")
 
 
+class WebhookAttemptView(BaseModel):
+    """One delivery attempt of the task's webhook."""
+
+    at: datetime
+    status: int | None = Field(default=None, description="The receiver's HTTP status; null when it did not answer.")
+    error: str | None = Field(default=None, description="Why there was no answer (or why the URL was refused).")
+    next_at: datetime | None = Field(default=None, description="When the next attempt is due, while retrying.")
+
+
+class WebhookView(BaseModel):
+    """The task's webhook: its ``webhook-id`` (the same on every attempt), outcome and attempts."""
+
+    id: str
+    outcome: str = Field(description="pending, retrying, delivered, gone (410), refused (unsafe URL) or exhausted.")
+    attempts: list[WebhookAttemptView] = Field(default_factory=list)
+
+
+class WebhookSecretList(BaseModel):
+    """Your webhook signing secrets, newest first: two during a rotation's overlap, else one."""
+
+    secrets: list[str] = Field(description="Standard Webhooks secrets (whsec_...); verify with any of them.")
+
+
 class TaskView(BaseModel):
     """A task as the API shows it: no internal bookkeeping."""
 
@@ -68,6 +91,7 @@ class TaskView(BaseModel):
     cost_cents: int | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     request: dict[str, Any] = Field(default_factory=dict)
+    webhook: WebhookView | None = Field(default=None, description="Deliveries of webhook_url, when the task has one.")
 
 
 class TaskPage(BaseModel):
@@ -101,4 +125,7 @@ __all__ = [
     "TaskPage",
     "TaskView",
     "UploadTicket",
+    "WebhookAttemptView",
+    "WebhookSecretList",
+    "WebhookView",
 ]

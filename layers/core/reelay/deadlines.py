@@ -14,6 +14,8 @@ callback protocol         a status check), then every typical time after each lo
 submitted / running,      2 x typical after the last write or look (10 s to 30 min): a
 poll protocol             dead poll execution is restarted
 ingesting                 ``updated_at`` + ``ingest_stall``: the ingest is enqueued again
+succeeded / failed,       ``notify_grace`` after the terminal write (or the webhook's next
+notification pending      attempt): the notify message is sent again (``reelay.notify``)
 ========================  ===============================================================
 
 and never later than the provider's deadline (``clock_start`` + ``deadline_seconds``), where
@@ -54,10 +56,13 @@ class Deadlines:
         *,
         ingest_stall: timedelta = timedelta(minutes=20),
         ingest_give_up: timedelta = timedelta(hours=2),
+        notify_grace: timedelta | None = None,
     ) -> None:
         self._configs = {config.name: config for config in providers}
         self.ingest_stall = ingest_stall
         self.ingest_give_up = ingest_give_up
+        # With a notify queue: a terminal task stays due until its event and webhook are out.
+        self.notify_grace = notify_grace
 
     def _config(self, task: Task) -> ProviderConfig:
         config = self._configs.get(task.provider)
@@ -85,9 +90,13 @@ class Deadlines:
         return (task.entered(TaskStatus.INGESTING) or task.updated_at) + self.ingest_give_up
 
     def due(self, task: Task) -> datetime | None:
-        """When reconcile should next look at ``task``; None for a terminal task."""
+        """When reconcile should next look at ``task``; None for a terminal task with nothing left to tell."""
         if task.status.terminal:
-            return None
+            if self.notify_grace is None:
+                return None
+            from reelay.notify import notify_due  # only functions with a notify queue get here
+
+            return notify_due(task, self.notify_grace)
         if task.status is TaskStatus.INGESTING:
             return min(task.updated_at + self.ingest_stall, self.ingest_deadline(task))
         typical = self.typical(task)
