@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 SAM := .venv-sam/bin/sam
 REGION := us-east-1
 
-.PHONY: setup chromium ui demo test dev checks lint template-checks unit integration bench build clean chaos
+.PHONY: setup chromium ui demo test dev checks lint template-checks unit integration bench build clean chaos webhooks
 
 setup: $(VENV)/.installed .venv-sam/.installed node_modules/.installed chromium
 
@@ -82,6 +82,11 @@ bench: $(VENV)/.installed
 ## (not part of `make test`; e.g. `make chaos CHAOS_ARGS="--runs 3"`)
 chaos: $(VENV)/.installed
 	$(BIN)/python benchmarks/chaos.py $(CHAOS_ARGS)
+
+## webhooks: 100 tasks on the local stack, their webhooks verified by the standardwebhooks library
+## across receiver failures and a secret rotation, and their events counted; exits 1 when a target is missed
+webhooks: $(VENV)/.installed
+	$(BIN)/python benchmarks/webhooks.py $(WEBHOOKS_ARGS)
 
 ## build: sam build (needs python3.13 on PATH and the package registry)
 build: setup
