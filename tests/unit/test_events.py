@@ -74,7 +74,7 @@ def world(aws: dict[str, str]) -> Any:
             return self.store.create(task)[0]
 
         def events(self) -> list[dict[str, Any]]:
-            return [json.loads(m["Body"]) for m in _receive(seen)]
+            return drain(seen)
 
         def reconciler(self) -> Reconciler:
             catalog = ProviderCatalog((self.provider.config,), factory=lambda c: self.provider)
@@ -94,18 +94,6 @@ def world(aws: dict[str, str]) -> Any:
             )
 
     return World()
-
-
-def _receive(url: str) -> list[dict[str, Any]]:
-    sqs = boto3.client("sqs")
-    found = []
-    while True:
-        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-        if not batch:
-            return found
-        found += batch
-        for m in batch:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 
 
 def test_an_ended_task_is_queued_once_for_notify_by_the_writer_that_ended_it(world: Any) -> None:
