@@ -61,7 +61,7 @@ class Container:
         """With a notify queue, a terminal task stays due until it is told (``reelay.notify``)."""
         if not self.settings.notify_queue_url:
             return None
-        from reelay.notify import NOTIFY_GRACE
+        from reelay.deadlines import NOTIFY_GRACE
 
         return NOTIFY_GRACE
 

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 
 from pydantic import SecretStr
 
-from reelay.models import Task, TaskStatus
+from reelay.models import NotifyState, Task, TaskStatus
 from reelay.providers.base import ProviderConfig
 
 MIN_LOOK = timedelta(seconds=10)
@@ -94,8 +94,6 @@ class Deadlines:
         if task.status.terminal:
             if self.notify_grace is None:
                 return None
-            from reelay.notify import notify_due  # only functions with a notify queue get here
-
             return notify_due(task, self.notify_grace)
         if task.status is TaskStatus.INGESTING:
             return min(task.updated_at + self.ingest_stall, self.ingest_deadline(task))
@@ -109,6 +107,29 @@ class Deadlines:
         else:
             look = last_look + _clamp(2 * typical, MIN_LOOK, MAX_POLL_LOOK)
         return min(look, self.deadline(task))
+
+
+# How long after the terminal write (or a webhook's next attempt) reconcile waits for the
+# notify worker before it sends the task's notify message again (``reelay.notify``).
+NOTIFY_GRACE = timedelta(minutes=5)
+
+
+def notification_pending(task: Task) -> bool:
+    """Whether a terminal task still has its event or its webhook to send."""
+    if not task.status.terminal:
+        return False
+    return not (task.notify or NotifyState()).settled(has_webhook=bool(task.webhook_url))
+
+
+def notify_due(task: Task, grace: timedelta = NOTIFY_GRACE) -> datetime | None:
+    """When reconcile should resend a terminal task's notify message (None: nothing left to tell)."""
+    if not notification_pending(task):
+        return None
+    moments = [task.updated_at, task.reconciled_at]
+    webhook = task.notify.webhook if task.notify else None
+    if webhook is not None:
+        moments += [webhook.next_at, webhook.lease_until]
+    return max(m for m in moments if m is not None) + grace
 
 
 def _clamp(value: timedelta, low: timedelta, high: timedelta) -> timedelta:

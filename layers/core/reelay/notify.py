@@ -5,7 +5,7 @@ The path, and why nothing is lost:
 1. **The one terminal path.** ``TaskTracker``'s ``on_terminal`` hook ``NotifyHook`` (registered in
    ``bootstrap``) puts ``{"task_id"}`` on the notify queue, once, for the writer that won the
    terminal write. The terminal write itself keeps the task in the sparse ``Due`` index while its
-   notification is not settled (``Deadlines.due``: ``NOTIFY_GRACE`` after the terminal write), so a
+   notification is not settled (``reelay.deadlines.notify_due``: ``NOTIFY_GRACE`` after it), so a
    crash between the write and the send, or a send that fails, is covered: reconcile finds the
    task due and sends the message again (``Reconciler``: ``notify_resent``).
 2. **The notify worker** (``Notifier``, ``functions/notify``) puts the event — source ``reelay``,
@@ -40,8 +40,11 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from reelay.aws import EventBus, EventPublishFailed, TaskQueue
+from reelay.deadlines import NOTIFY_GRACE, notification_pending, notify_due
 from reelay.errors import QueueSendFailed, TransitionConflict
 from reelay.models import NotifyState, Task, TaskStatus, WebhookDelivery, WebhookOutcome, utcnow
+
+__all__ = ["NOTIFY_GRACE", "Notifier", "NotifyHook", "emit_batch_completed", "notification_pending", "notify_due"]
 from reelay.store import TaskStore
 from reelay.webhooks import RetrySchedule, WebhookSender, task_data, webhook_id
 from reelay.workers import RetryLater, backoff_seconds
@@ -50,9 +53,6 @@ logger = Logger(child=True)
 
 DETAIL_TYPES = {TaskStatus.SUCCEEDED: "Task Succeeded", TaskStatus.FAILED: "Task Failed"}
 BATCH_COMPLETED = "Batch Completed"
-# How long after the terminal write (or a webhook's next attempt) reconcile waits for the
-# notify worker before it sends the task's notify message again.
-NOTIFY_GRACE = timedelta(minutes=5)
 # An attempt's claim: longer than the notify function's timeout, so a live attempt keeps it.
 LEASE = timedelta(seconds=150)
 _WRITE_ATTEMPTS = 8
@@ -70,24 +70,6 @@ class NotifyHook:
         except QueueSendFailed:
             # The terminal write left the task due: reconcile sends the message again.
             logger.warning("notify message not sent; reconcile will send it", extra={"task_id": task.id})
-
-
-def notification_pending(task: Task) -> bool:
-    """Whether a terminal task still has its event or its webhook to send."""
-    if not task.status.terminal:
-        return False
-    return not (task.notify or NotifyState()).settled(has_webhook=bool(task.webhook_url))
-
-
-def notify_due(task: Task, grace: timedelta = NOTIFY_GRACE) -> datetime | None:
-    """When reconcile should resend a terminal task's notify message (None: nothing left to tell)."""
-    if not notification_pending(task):
-        return None
-    moments = [task.updated_at, task.reconciled_at]
-    webhook = task.notify.webhook if task.notify else None
-    if webhook is not None:
-        moments += [webhook.next_at, webhook.lease_until]
-    return max(m for m in moments if m is not None) + grace
 
 
 class Notifier:

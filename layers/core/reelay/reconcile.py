@@ -37,7 +37,7 @@ from aws_lambda_powertools import Logger
 
 from reelay.aws import TaskQueue
 from reelay.catalog import ProviderCatalog
-from reelay.deadlines import Deadlines
+from reelay.deadlines import Deadlines, notification_pending
 from reelay.errors import ProviderError, ProviderTaskUnknown, ReelayError, RequestInvalid, TransitionConflict
 from reelay.models import ErrorCode, Task, TaskStatus, utcnow
 from reelay.store import TaskStore
@@ -143,8 +143,6 @@ class Reconciler:
 
     def _renotify(self, task: Task) -> str:
         """A terminal task still due: its notify message was lost (or never sent); send it again."""
-        from reelay.notify import notification_pending
-
         if self._notify is None or not notification_pending(task):
             return "already_terminal"
         # The look moves the task's due time on (``reelay.notify.notify_due``); ``save`` keeps
