@@ -118,7 +118,9 @@ Prompt = Annotated[
         min_length=1,
         max_length=PROMPT_MAX_CHARS,
         # At least one non-space character, said in the schema (a whitespace-only prompt is refused).
-        pattern=r"\S",
+        # Spelled out: Python's \s and JSON Schema's (ECMA-262) differ (U+001C-U+001F and U+0085 are
+        # space to Python only, U+FEFF to ECMA only); either's space is space here, in both.
+        pattern=r"[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]",
         description=f"What the video shows (at most {PROMPT_MAX_CHARS} characters).",
     ),
 ]
