@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 SAM := .venv-sam/bin/sam
 REGION := us-east-1
 
-.PHONY: setup chromium ui demo test dev checks lint template-checks unit integration bench build clean chaos cost
+.PHONY: setup chromium ui demo test dev checks lint template-checks unit integration bench build clean chaos cost webhooks
 
 setup: $(VENV)/.installed .venv-sam/.installed node_modules/.installed chromium
 
@@ -87,6 +87,11 @@ chaos: $(VENV)/.installed
 ## reelay's own counts checked against an independent count; exits 1 on a mismatch (e.g. COST_ARGS="--tasks 20")
 cost: $(VENV)/.installed
 	$(BIN)/python benchmarks/cost.py $(COST_ARGS)
+
+## webhooks: 100 tasks on the local stack, their webhooks verified by the standardwebhooks library
+## across receiver failures and a secret rotation, and their events counted; exits 1 when a target is missed
+webhooks: $(VENV)/.installed
+	$(BIN)/python benchmarks/webhooks.py $(WEBHOOKS_ARGS)
 
 ## build: sam build (needs python3.13 on PATH and the package registry)
 build: setup

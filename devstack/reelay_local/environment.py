@@ -11,6 +11,8 @@ and ``JwtIssuer`` = a local issuer made for this run, which the gateway enforces
 
 ``REELAY_RECONCILE_EVERY_SECONDS`` sets the local timer's period for the reconcile schedule
 (the template's ``ReconcileRate``, 2 minutes by default, is what a deployed stack uses).
+``REELAY_LOCAL_EVENTS_FILE`` names a file every event put on the stack's bus is appended to, as
+one JSON line; ``REELAY_ALLOWED_WEBHOOK_HOSTS`` and ``REELAY_WEBHOOK_*`` reach the functions as set.
 """
 
 from __future__ import annotations
@@ -115,6 +117,9 @@ class DevEnvironment:
                 parameter_overrides=parameters,
                 timeout_overrides=self._timeout_overrides,
                 jwt_issuer=self.jwt_issuer,
+                events_file=Path(os.environ["REELAY_LOCAL_EVENTS_FILE"])
+                if os.environ.get("REELAY_LOCAL_EVENTS_FILE")
+                else None,
             ).start()
         except BaseException:
             self.stop()
@@ -198,6 +203,14 @@ class DevEnvironment:
             environment["REELAY_ALLOWED_RESULT_HOSTS"] = ",".join(allowed)
         # Ingest settings (part size, parts in flight, caps, deadlines) reach the functions as set.
         environment.update({k: v for k, v in os.environ.items() if k.startswith("REELAY_INGEST_") and v})
+        # Webhooks: local receivers (host:port), the retry schedule, the secrets' overlap.
+        environment.update(
+            {
+                k: v
+                for k, v in os.environ.items()
+                if (k.startswith("REELAY_WEBHOOK_") or k == "REELAY_ALLOWED_WEBHOOK_HOSTS") and v
+            }
+        )
         return environment
 
 

@@ -71,6 +71,7 @@ class Wiring:
     queue_mappings: list[QueueMapping] = field(default_factory=list)
     schedules: list[ScheduleSpec] = field(default_factory=list)
     state_machines: dict[str, str] = field(default_factory=dict)  # logical id -> ARN
+    event_buses: dict[str, str] = field(default_factory=dict)  # logical id -> bus name
     unserved: list[str] = field(default_factory=list)
 
 
@@ -119,6 +120,7 @@ class Provisioner:
             (("AWS::DynamoDB::Table",), self._table),
             (("AWS::S3::Bucket",), self._bucket),
             (("AWS::SQS::Queue",), self._queue),
+            (("AWS::Events::EventBus",), self._event_bus),
             (("AWS::ApiGatewayV2::Api",), self._plan_api),
             (("AWS::Lambda::LayerVersion",), self._layer),
             (("AWS::StepFunctions::StateMachine",), self._plan_state_machine),
@@ -366,6 +368,16 @@ class Provisioner:
                 attributes[key] = json.dumps(self.resolver.resolve(props[key]))
         if attributes:
             self._client("sqs").set_queue_attributes(QueueUrl=self.physical[logical_id].ref, Attributes=attributes)
+
+    def _event_bus(self, logical_id: str, resource: dict[str, Any]) -> None:
+        # PutEvents is moto's; what is put is recorded by reelay_local.event_bus. Rules on the bus
+        # are reported by ``_rule`` (only schedules are served).
+        props = self._properties(resource)
+        name = props.get("Name") or self._name(logical_id, limit=256)
+        self._report_unserved(logical_id, props, ("EventSourceName", "KmsKeyIdentifier", "DeadLetterConfig"))
+        arn = self._client("events").create_event_bus(Name=name)["EventBusArn"]
+        self.physical[logical_id] = Physical(name, {"Arn": arn, "Name": name})
+        self.wiring.event_buses[logical_id] = name
 
     # -- compute ------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import boto3
 
+from reelay_local.event_bus import BusRecorder
 from reelay_local.event_sources import QueueMapping, ScheduleSpec, ScheduleTimer, SqsPoller
 from reelay_local.gateway import Gateway, Route
 from reelay_local.lambda_runtime import FunctionRuntime, FunctionSpec, TimedOutInvocation
@@ -41,7 +42,7 @@ from reelay_local.template import REGION, CloudTemplate, TemplateError, translat
 LOG = logging.getLogger(__name__)
 
 # The services the local stack and the handlers make clients of.
-_WARM_SERVICES = ("dynamodb", "s3", "sqs", "stepfunctions", "secretsmanager", "lambda", "iam")
+_WARM_SERVICES = ("dynamodb", "s3", "sqs", "stepfunctions", "secretsmanager", "lambda", "iam", "events")
 
 
 class LocalStack:
@@ -52,7 +53,9 @@ class LocalStack:
     -> seconds) shorten or lengthen a function's template ``Timeout``; ``schedule_speedup`` makes
     schedules fire that many times sooner; a failed SQS message is redelivered after
     ``redelivery_seconds`` instead of the queue's (long) visibility timeout. With ``jwt_issuer``
-    the gateway enforces the routes' JWT authorizers against that local issuer.
+    the gateway enforces the routes' JWT authorizers against that local issuer. Every event put on
+    the template's buses is kept (``bus_events``) and, with ``events_file``, appended to it as a
+    JSON line (``reelay_local.event_bus``).
     """
 
     _active: ClassVar[LocalStack | None] = None  # os.environ is per process: one stack at a time
@@ -71,6 +74,7 @@ class LocalStack:
         stack_name: str = "reelay-local",
         redelivery_seconds: int = 2,
         jwt_issuer: LocalJwtIssuer | None = None,
+        events_file: Path | None = None,
     ) -> None:
         if schedule_speedup <= 0:
             raise ValueError("schedule_speedup must be positive")
@@ -84,6 +88,7 @@ class LocalStack:
         self._stack_name = stack_name
         self._redelivery_seconds = redelivery_seconds
         self._jwt_issuer = jwt_issuer
+        self._bus = BusRecorder(set(), events_file=Path(events_file) if events_file else None)
         self._moto = MotoServer()
         self._runtime: FunctionRuntime | None = None
         self._gateway: Gateway | None = None
@@ -149,6 +154,8 @@ class LocalStack:
             timeout_overrides=self._timeout_overrides,
         )
         self._wiring = provisioner.provision()
+        self._bus.bus_names = set(self._wiring.event_buses.values())
+        self._bus.install()
         self._resources = {logical_id: physical.ref for logical_id, physical in provisioner.physical.items()}
         for problem in self._wiring.unserved:
             LOG.warning("not served locally: %s", problem)
@@ -190,6 +197,7 @@ class LocalStack:
         if self._runtime is not None:
             self._runtime.close()
         self._moto.stop()
+        self._bus.restore()
         for key, value in self._saved_environ.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -274,6 +282,16 @@ class LocalStack:
     def state_machines(self) -> Mapping[str, str]:
         """Logical id -> ARN of every state machine (created in moto, executing for real)."""
         return dict(self._wiring.state_machines)
+
+    @property
+    def bus_events(self) -> list[dict[str, Any]]:
+        """Every event put on the template's buses so far, as EventBridge delivers it to a target."""
+        return list(self._bus.events)
+
+    @property
+    def event_buses(self) -> Mapping[str, str]:
+        """Logical id -> name of every EventBridge bus of the template."""
+        return dict(self._wiring.event_buses)
 
     @property
     def timeouts(self) -> list[TimedOutInvocation]:

@@ -9,7 +9,12 @@ from reelay.bootstrap import Container
 from reelay.observability import observed
 
 container = Container.from_environ(os.environ)
-app = build_app(lambda: container.tasks, container.settings.providers)
+app = build_app(
+    lambda: container.tasks,
+    container.settings.providers,
+    webhook_secrets=lambda: container.webhook_secrets,
+    webhook_hosts=container.settings.allowed_webhook_hosts,
+)
 
 
 @observed(http=True)

@@ -266,7 +266,7 @@ def test_a_post_is_not_redirected() -> None:
         UrlPolicy(frozenset(), resolver),
         transport=httpx.MockTransport(lambda r: httpx.Response(307, headers={"location": "https://other/"})),
     )
-    assert fetcher.post("https://cdn.example/hook", b"{}") == 307
+    assert fetcher.post("https://cdn.example/hook", b"{}").status_code == 307
 
 
 # -- limits ----------------------------------------------------------------------------------
@@ -335,3 +335,12 @@ def test_media_types_from_the_declared_type_or_the_magic_bytes(
 def test_anything_else_is_not_media(declared: str | None, head: bytes) -> None:
     with pytest.raises(ResultNotMedia):
         media_type(declared, head)
+
+
+def test_a_post_answers_a_gone_status_with_its_headers_instead_of_raising() -> None:
+    fetcher = Fetcher(
+        UrlPolicy(frozenset(), resolver),
+        transport=httpx.MockTransport(lambda r: httpx.Response(410, headers={"retry-after": "7"})),
+    )
+    answer = fetcher.post("https://cdn.example/hook", b"{}")
+    assert (answer.status_code, answer.headers["retry-after"]) == (410, "7")

@@ -41,7 +41,7 @@ def test_every_queue_has_a_dlq_and_visibility_at_least_six_times_its_consumer_ti
         for ev in fn["Properties"].get("Events", {}).values()
         if ev["Type"] == "SQS"
     }
-    assert set(consumers) == {"SubmitQueue", "IngestQueue"}
+    assert set(consumers) == {"SubmitQueue", "IngestQueue", "NotifyQueue"}
     for queue, fn in consumers.items():
         props = RES[queue]["Properties"]
         assert props["VisibilityTimeout"] >= 6 * _timeout(fn), queue
@@ -130,6 +130,7 @@ def test_each_function_has_a_sample_event(name: str) -> None:
         "IngestFunction": "sqs_ingest",
         "PollFunction": "poll",
         "ReconcileFunction": "schedule_reconcile",
+        "NotifyFunction": "sqs_notify",
     }[name]
     assert list((REPO / "events").glob(f"{prefix}*.json")), name
 

@@ -27,7 +27,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from reelay.bodies import MAX_JSON_DEPTH, json_depth
-from reelay.contract import ErrorBody, ErrorInfo, ProviderList, TaskPage, TaskView, UploadTicket
+from reelay.contract import ErrorBody, ErrorInfo, ProviderList, TaskPage, TaskView, UploadTicket, WebhookSecretList
 from reelay.errors import (
     ConfigurationError,
     IdempotencyConflict,
@@ -53,6 +53,7 @@ from reelay.models import (
 from reelay.providers.base import ProviderConfig
 from reelay.tasks import TaskService
 from reelay.variants import image_body, remix_models, video_body
+from reelay.webhooks import WebhookSecrets, webhook_url_type
 
 logger = Logger(child=True)
 M = TypeVar("M", bound=BaseModel)
@@ -227,12 +228,17 @@ def _field(loc: Sequence[Any]) -> str:
 
 
 def build_app(
-    tasks: Callable[[], TaskService], providers: Sequence[ProviderConfig] | None = None
+    tasks: Callable[[], TaskService],
+    providers: Sequence[ProviderConfig] | None = None,
+    *,
+    webhook_secrets: Callable[[], WebhookSecrets] | None = None,
+    webhook_hosts: frozenset[str] = frozenset(),
 ) -> APIGatewayHttpResolver:
-    """The resolver; ``tasks`` gives the service (built lazily, once).
+    """The resolver; ``tasks`` gives the service (built lazily, once), ``webhook_secrets`` the owners' secrets.
 
     ``providers`` (the stack's configured providers) shape the request bodies and the document;
     without them the bodies are the provider-neutral models and the adapters alone validate.
+    ``webhook_hosts`` (``REELAY_ALLOWED_WEBHOOK_HOSTS``) widen ``webhook_url`` in those shapes.
     """
     app = JsonApiResolver(enable_validation=True)
     VideoBody: Any = VideoRequest
@@ -240,9 +246,10 @@ def build_app(
     RemixBody: Any = _remix_body(None)
     ProviderName: Any = Annotated[str, Field(min_length=1, max_length=64)]
     if providers is not None:
-        VideoBody = video_body(providers)
-        ImageBody = image_body(providers)
-        RemixBody = _remix_body(remix_models(providers))
+        webhook_url = webhook_url_type(webhook_hosts)
+        VideoBody = video_body(providers, webhook_url=webhook_url)
+        ImageBody = image_body(providers, webhook_url=webhook_url)
+        RemixBody = _remix_body(remix_models(providers), webhook_url=webhook_url)
         names = tuple(p.name for p in providers)
         if names:
             ProviderName = Literal[names]
@@ -418,6 +425,33 @@ def build_app(
     def list_providers() -> Response[ProviderList]:
         return Response(200, content_type="application/json", body=ProviderList(providers=tasks().providers()))
 
+    def secrets() -> WebhookSecrets:
+        if webhook_secrets is None:
+            raise ConfigurationError("webhook secrets are not configured in this function")
+        return webhook_secrets()
+
+    @app.get(
+        "/v1/webhook-secret",
+        operation_id="get_webhook_secret",
+        summary="Your webhook signing secrets, newest first (made on first use)",
+        description="Verify reelay's webhooks (Standard Webhooks) with any of them: during a rotation's "
+        "overlap two are valid and every webhook carries a signature for each.",
+        responses=_responses(200, WebhookSecretList, "Your valid secrets, newest first", 422),
+    )
+    def get_webhook_secret() -> Response[WebhookSecretList]:
+        body = WebhookSecretList(secrets=secrets().valid(owner()))
+        return Response(200, content_type="application/json", body=body)
+
+    @app.post(
+        "/v1/webhook-secret/rotate",
+        operation_id="rotate_webhook_secret",
+        summary="Add a new webhook secret; the previous one stays valid for the overlap window",
+        responses=_responses(200, WebhookSecretList, "Your valid secrets, newest first (the new one first)", 422),
+    )
+    def rotate_webhook_secret() -> Response[WebhookSecretList]:
+        body = WebhookSecretList(secrets=secrets().rotate(owner()))
+        return Response(200, content_type="application/json", body=body)
+
     app.enable_swagger(path="/v1/docs", **_DOC)
     return app
 
@@ -446,7 +480,7 @@ def _neutral(model: type[M], body: BaseModel) -> M:
         raise RequestInvalid(f"request is invalid: {exc.errors()[0].get('msg', '')}") from exc
 
 
-def _remix_body(models: tuple[str, ...] | None) -> type[BaseModel]:
+def _remix_body(models: tuple[str, ...] | None, *, webhook_url: Any = None) -> type[BaseModel]:
     """``RemixRequest`` as the API takes it: the model, when remix providers are known, from their list."""
     model_type: Any = Literal[models] | None if models else str | None  # type: ignore[valid-type]
     return create_model(
@@ -455,6 +489,6 @@ def _remix_body(models: tuple[str, ...] | None) -> type[BaseModel]:
         __doc__=RemixRequest.__doc__,
         prompt=(Prompt, ...),
         model=(model_type, Field(default=None, description="A video model of the parent's provider.")),
-        webhook_url=(WebUrl | None, None),
+        webhook_url=((webhook_url or WebUrl) | None, None),
         metadata=(Metadata, None),
     )

@@ -48,6 +48,38 @@ class TaskQueue:
         costs.record(None, "sqs.ChangeMessageVisibility", sqs_requests=1)
 
 
+class EventPublishFailed(ReelayError):
+    """EventBridge did not take an event (the notify worker retries it from its queue)."""
+
+
+class EventBus:
+    """The stack's EventBridge bus: ``PutEvents`` of reelay's events (source ``reelay``)."""
+
+    SOURCE = "reelay"
+
+    def __init__(self, bus_name: str, *, client: Any = None) -> None:
+        self.name = bus_name
+        self._events = client or boto3.client("events")
+
+    def put(self, detail_type: str, detail: dict[str, Any], *, resources: list[str] | None = None) -> str:
+        """Put one event; its EventBridge id. ``EventPublishFailed`` when it was not taken."""
+        entry = {
+            "EventBusName": self.name,
+            "Source": self.SOURCE,
+            "DetailType": detail_type,
+            "Detail": json.dumps(detail, separators=(",", ":")),
+            "Resources": resources or [],
+        }
+        try:
+            answer = self._events.put_events(Entries=[entry])
+        except (ClientError, BotoCoreError) as exc:
+            raise EventPublishFailed(f"could not put {detail_type}: {type(exc).__name__}") from exc
+        result = (answer.get("Entries") or [{}])[0]
+        if answer.get("FailedEntryCount") or not result.get("EventId"):
+            raise EventPublishFailed(f"could not put {detail_type}: {result.get('ErrorCode', 'no event id')}")
+        return str(result["EventId"])
+
+
 class PollStarter:
     """Starts the poll state machine for a task; the execution name makes it start once."""
 

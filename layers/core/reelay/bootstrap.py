@@ -15,13 +15,16 @@ from reelay.errors import ConfigurationError
 from reelay.settings import Settings
 
 if TYPE_CHECKING:
-    from reelay.aws import ResultBucket, TaskQueue
+    from datetime import timedelta
+
+    from reelay.aws import EventBus, ResultBucket, TaskQueue
     from reelay.callbacks import CallbackReceiver
     from reelay.catalog import ProviderCatalog
     from reelay.deadlines import Deadlines
     from reelay.fetch import Fetcher
     from reelay.ingest import IngestService
     from reelay.models import Task
+    from reelay.notify import Notifier
     from reelay.polling import PollService
     from reelay.reconcile import Reconciler
     from reelay.routing import Router
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from reelay.tasks import TaskService
     from reelay.tokens import CallbackTokens
     from reelay.tracking import TaskTracker
+    from reelay.webhooks import WebhookSecrets
 
 
 class Container:
@@ -52,7 +56,16 @@ class Container:
             self.settings.providers,
             ingest_stall=timedelta(seconds=self.settings.reelay_ingest_stall_seconds),
             ingest_give_up=timedelta(seconds=self.settings.ingest_task_deadline_seconds),
+            notify_grace=self._notify_grace(),
         )
+
+    def _notify_grace(self) -> timedelta | None:
+        """With a notify queue, a terminal task stays due until it is told (``reelay.notify``)."""
+        if not self.settings.notify_queue_url:
+            return None
+        from reelay.deadlines import NOTIFY_GRACE
+
+        return NOTIFY_GRACE
 
     @cached_property
     def store(self) -> TaskStore:
@@ -94,6 +107,15 @@ class Container:
         return TaskQueue(self.settings.submit_queue_url)
 
     @cached_property
+    def notify_queue(self) -> TaskQueue:
+        """Where terminal tasks are told (``NOTIFY_QUEUE_URL``; a stack without it tells no one)."""
+        from reelay.aws import TaskQueue
+
+        if not self.settings.notify_queue_url:
+            raise ConfigurationError("NOTIFY_QUEUE_URL is not set")
+        return TaskQueue(self.settings.notify_queue_url)
+
+    @cached_property
     def tokens(self) -> CallbackTokens:
         from reelay.tokens import CallbackTokens
 
@@ -101,9 +123,11 @@ class Container:
 
     @cached_property
     def tracker(self) -> TaskTracker:
+        from reelay.notify import NotifyHook
         from reelay.tracking import TaskTracker
 
-        return TaskTracker(self.store, self.ingest_queue, on_terminal=[self._terminal_metrics])
+        hooks = [NotifyHook(self.notify_queue)] if self.settings.notify_queue_url else []
+        return TaskTracker(self.store, self.ingest_queue, on_terminal=[self._terminal_metrics, *hooks])
 
     def _terminal_metrics(self, task: Task) -> None:
         """Terminal hook: succeeded/failed per provider and code, callback-to-succeeded latency."""
@@ -131,6 +155,7 @@ class Container:
             presign_ttl_seconds=self.settings.presign_ttl_seconds,
             upload_ttl_seconds=self.settings.uploads_ttl_seconds,
             router=self.router,
+            webhook_hosts=self.settings.allowed_webhook_hosts,
         )
 
     @cached_property
@@ -224,4 +249,45 @@ class Container:
             self.deadlines,
             submit_queue=self.submit_queue,
             ingest_queue=self.ingest_queue,
+            notify_queue=self.notify_queue if self.settings.notify_queue_url else None,
+        )
+
+    @cached_property
+    def event_bus(self) -> EventBus:
+        from reelay.aws import EventBus
+
+        if not self.settings.event_bus_name:
+            raise ConfigurationError("EVENT_BUS_NAME is not set")
+        return EventBus(self.settings.event_bus_name)
+
+    @cached_property
+    def webhook_secrets(self) -> WebhookSecrets:
+        from datetime import timedelta
+
+        from reelay.store import DynamoWebhookSecretStore
+        from reelay.webhooks import WebhookSecrets
+
+        return WebhookSecrets(
+            DynamoWebhookSecretStore(self.settings.task_table_name),
+            overlap=timedelta(seconds=self.settings.reelay_webhook_secret_overlap_seconds),
+        )
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        from reelay.fetch import Fetcher, UrlPolicy
+        from reelay.notify import Notifier
+        from reelay.webhooks import WEBHOOK_LIMITS, RetrySchedule, WebhookSender
+
+        # Webhook URLs get a fetcher of their own: the same checks, their own allow-list and limits.
+        fetcher = Fetcher(
+            UrlPolicy(self.settings.allowed_webhook_hosts),
+            limits=WEBHOOK_LIMITS,
+            connect_timeout=5.0,
+            read_timeout=10.0,
+        )
+        return Notifier(
+            self.store,
+            self.event_bus,
+            WebhookSender(fetcher, self.webhook_secrets),
+            RetrySchedule.parse(self.settings.reelay_webhook_retry_seconds),
         )

@@ -49,6 +49,29 @@ class OutputView(BaseModel):
     url: str | None = Field(default=None, description="Presigned GET (SigV4), valid for a short while.")
 
 
+class WebhookAttemptView(BaseModel):
+    """One delivery attempt of the task's webhook."""
+
+    at: datetime
+    status: int | None = Field(default=None, description="The receiver's HTTP status; null when it did not answer.")
+    error: str | None = Field(default=None, description="Why there was no answer (or why the URL was refused).")
+    next_at: datetime | None = Field(default=None, description="When the next attempt is due, while retrying.")
+
+
+class WebhookView(BaseModel):
+    """The task's webhook: its ``webhook-id`` (the same on every attempt), outcome and attempts."""
+
+    id: str
+    outcome: str = Field(description="pending, retrying, delivered, gone (410), refused (unsafe URL) or exhausted.")
+    attempts: list[WebhookAttemptView] = Field(default_factory=list)
+
+
+class WebhookSecretList(BaseModel):
+    """Your webhook signing secrets, newest first: two during a rotation's overlap, else one."""
+
+    secrets: list[str] = Field(description="Standard Webhooks secrets (whsec_...); verify with any of them.")
+
+
 class TaskView(BaseModel):
     """A task as the API shows it: no internal bookkeeping."""
 
@@ -78,6 +101,7 @@ class TaskView(BaseModel):
         description="What the task cost so far: the provider's charge and reelay's own AWS operations "
         "(on `GET /v1/tasks/{id}`; not in lists).",
     )
+    webhook: WebhookView | None = Field(default=None, description="Deliveries of webhook_url, when the task has one.")
 
 
 class TaskPage(BaseModel):
@@ -113,4 +137,7 @@ __all__ = [
     "TaskPage",
     "TaskView",
     "UploadTicket",
+    "WebhookAttemptView",
+    "WebhookSecretList",
+    "WebhookView",
 ]

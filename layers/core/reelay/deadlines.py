@@ -14,6 +14,8 @@ callback protocol         a status check), then every typical time after each lo
 submitted / running,      2 x typical after the last write or look (10 s to 30 min): a
 poll protocol             dead poll execution is restarted
 ingesting                 ``updated_at`` + ``ingest_stall``: the ingest is enqueued again
+succeeded / failed,       ``notify_grace`` after the terminal write (or the webhook's next
+notification pending      attempt): the notify message is sent again (``reelay.notify``)
 ========================  ===============================================================
 
 and never later than the provider's deadline (``clock_start`` + ``deadline_seconds``), where
@@ -29,7 +31,7 @@ from datetime import datetime, timedelta
 
 from pydantic import SecretStr
 
-from reelay.models import Task, TaskStatus
+from reelay.models import NotifyState, Task, TaskStatus
 from reelay.providers.base import ProviderConfig
 
 MIN_LOOK = timedelta(seconds=10)
@@ -54,10 +56,13 @@ class Deadlines:
         *,
         ingest_stall: timedelta = timedelta(minutes=20),
         ingest_give_up: timedelta = timedelta(hours=2),
+        notify_grace: timedelta | None = None,
     ) -> None:
         self._configs = {config.name: config for config in providers}
         self.ingest_stall = ingest_stall
         self.ingest_give_up = ingest_give_up
+        # With a notify queue: a terminal task stays due until its event and webhook are out.
+        self.notify_grace = notify_grace
 
     def _config(self, task: Task) -> ProviderConfig:
         config = self._configs.get(task.provider)
@@ -85,9 +90,11 @@ class Deadlines:
         return (task.entered(TaskStatus.INGESTING) or task.updated_at) + self.ingest_give_up
 
     def due(self, task: Task) -> datetime | None:
-        """When reconcile should next look at ``task``; None for a terminal task."""
+        """When reconcile should next look at ``task``; None for a terminal task with nothing left to tell."""
         if task.status.terminal:
-            return None
+            if self.notify_grace is None:
+                return None
+            return notify_due(task, self.notify_grace)
         if task.status is TaskStatus.INGESTING:
             return min(task.updated_at + self.ingest_stall, self.ingest_deadline(task))
         typical = self.typical(task)
@@ -100,6 +107,29 @@ class Deadlines:
         else:
             look = last_look + _clamp(2 * typical, MIN_LOOK, MAX_POLL_LOOK)
         return min(look, self.deadline(task))
+
+
+# How long after the terminal write (or a webhook's next attempt) reconcile waits for the
+# notify worker before it sends the task's notify message again (``reelay.notify``).
+NOTIFY_GRACE = timedelta(minutes=5)
+
+
+def notification_pending(task: Task) -> bool:
+    """Whether a terminal task still has its event or its webhook to send."""
+    if not task.status.terminal:
+        return False
+    return not (task.notify or NotifyState()).settled(has_webhook=bool(task.webhook_url))
+
+
+def notify_due(task: Task, grace: timedelta = NOTIFY_GRACE) -> datetime | None:
+    """When reconcile should resend a terminal task's notify message (None: nothing left to tell)."""
+    if not notification_pending(task):
+        return None
+    moments = [task.updated_at, task.reconciled_at]
+    webhook = task.notify.webhook if task.notify else None
+    if webhook is not None:
+        moments += [webhook.next_at, webhook.lease_until]
+    return max(m for m in moments if m is not None) + grace
 
 
 def _clamp(value: timedelta, low: timedelta, high: timedelta) -> timedelta:

@@ -408,17 +408,23 @@ class Fetcher:
                     raise ResultFetchError(f"{target.host} redirected without a Location")
                 url = urljoin(url, location)
                 continue
-            if response.status_code in GONE_STATUSES:
+            if response.status_code in GONE_STATUSES and method in ("GET", "HEAD"):
                 response.close()
                 raise ResultGone(f"{target.host} answered HTTP {response.status_code}", status=response.status_code)
             return Body(response, limits, started=started)
         raise UrlRefused(f"more than {MAX_REDIRECTS} redirects")
 
-    def post(self, url: str, content: bytes, *, headers: dict[str, str] | None = None) -> int:
-        """POST ``content`` (a webhook); the status code. The answer's body is not read."""
-        body = self.open(url, method="POST", headers=headers, content=content)
+    def post(
+        self, url: str, content: bytes, *, headers: dict[str, str] | None = None, limits: Limits | None = None
+    ) -> httpx.Response:
+        """POST ``content`` (a webhook) to a checked URL; the answer, closed, its body unread.
+
+        Every status is answered as is (a 410 too, and a redirect is not followed); only an
+        unsafe URL (``UrlRefused``) or no answer (``ResultFetchError``, ``ResultTooSlow``) raises.
+        """
+        body = self.open(url, method="POST", headers=headers, content=content, limits=limits)
         body.close()
-        return body.response.status_code
+        return body.response
 
     def close(self) -> None:
         self._client.close()

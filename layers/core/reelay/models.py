@@ -118,7 +118,9 @@ Prompt = Annotated[
         min_length=1,
         max_length=PROMPT_MAX_CHARS,
         # At least one non-space character, said in the schema (a whitespace-only prompt is refused).
-        pattern=r"\S",
+        # Spelled out: Python's \s and JSON Schema's (ECMA-262) differ (U+001C-U+001F and U+0085 are
+        # space to Python only, U+FEFF to ECMA only); either's space is space here, in both.
+        pattern=r"[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]",
         description=f"What the video shows (at most {PROMPT_MAX_CHARS} characters).",
     ),
 ]
@@ -339,6 +341,54 @@ class Routing(BaseModel):
     failovers: list[Failover] = Field(default_factory=list)
 
 
+class WebhookOutcome(StrEnum):
+    """Where a task's webhook stands (``Task.notify.webhook``)."""
+
+    PENDING = "pending"  # not attempted yet
+    RETRYING = "retrying"  # attempted, failed; another attempt is due at ``next_at``
+    DELIVERED = "delivered"  # a 2xx answer
+    GONE = "gone"  # the receiver answered 410: never again
+    REFUSED = "refused"  # the URL failed the fetcher's address checks: nothing was sent
+    EXHAUSTED = "exhausted"  # every attempt of the schedule failed
+
+    @property
+    def final(self) -> bool:
+        return self not in (WebhookOutcome.PENDING, WebhookOutcome.RETRYING)
+
+
+class WebhookAttempt(BaseModel):
+    """One delivery attempt: when, the HTTP status (None: no answer), and the next attempt while retrying."""
+
+    at: datetime
+    status: int | None = None
+    error: str | None = None
+    next_at: datetime | None = None
+
+
+class WebhookDelivery(BaseModel):
+    """A task's webhook: its stable ``webhook-id``, its outcome and every attempt (at most the schedule's)."""
+
+    id: str
+    outcome: WebhookOutcome = WebhookOutcome.PENDING
+    attempts: list[WebhookAttempt] = Field(default_factory=list)
+    # When the next attempt may start; while one runs, a lease (so two copies of the message never both send).
+    next_at: datetime | None = None
+    lease_until: datetime | None = None
+
+
+class NotifyState(BaseModel):
+    """What was told about a terminal task: its EventBridge event and its webhook (``reelay.notify``)."""
+
+    event_sent_at: datetime | None = None
+    webhook: WebhookDelivery | None = None
+
+    def settled(self, *, has_webhook: bool) -> bool:
+        """Whether nothing is left to tell: the event is out and the webhook (if any) is final."""
+        if self.event_sent_at is None:
+            return False
+        return not has_webhook or (self.webhook is not None and self.webhook.outcome.final)
+
+
 class Task(BaseModel):
     """A task as stored. ``version`` increases with every write; writes are conditional on it."""
 
@@ -390,6 +440,8 @@ class Task(BaseModel):
     reconcile_count: int = 0
     # Ingest progress: open uploads and failure counts (see ``IngestState``).
     ingest: IngestState | None = None
+    # Notifications of a terminal task (event, webhook): written by the notify worker only.
+    notify: NotifyState | None = None
 
     @property
     def clock_start(self) -> datetime:

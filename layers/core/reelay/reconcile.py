@@ -15,6 +15,8 @@ submitted / running,        the poll execution died: a fresh one is started
 poll protocol
 ingesting                   the ingest stalled: the ingest message is sent again; past the
                             ingest deadline the task fails ``INGEST_FAILED``
+succeeded / failed,         its notify message was lost: sent again (``reelay.notify``)
+event or webhook pending
 past the provider's         asked once more; then failed: ``DEADLINE_EXCEEDED`` (a provider
 deadline                    task exists: a charge is likely), or ``CREATE_UNCONFIRMED`` for a
                             held create nothing could settle (a charge may exist)
@@ -36,7 +38,7 @@ from aws_lambda_powertools import Logger
 from reelay import metrics
 from reelay.aws import TaskQueue
 from reelay.catalog import ProviderCatalog
-from reelay.deadlines import Deadlines
+from reelay.deadlines import Deadlines, notification_pending
 from reelay.errors import ProviderError, ProviderTaskUnknown, ReelayError, RequestInvalid, TransitionConflict
 from reelay.models import ErrorCode, Task, TaskStatus, utcnow
 from reelay.store import TaskStore
@@ -63,6 +65,7 @@ class Reconciler:
         *,
         submit_queue: TaskQueue,
         ingest_queue: TaskQueue,
+        notify_queue: TaskQueue | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
@@ -72,6 +75,7 @@ class Reconciler:
         self._deadlines = deadlines
         self._submit = submit_queue
         self._ingest = ingest_queue
+        self._notify = notify_queue
         self._clock = clock
 
     def run(self, *, seconds_left: Callable[[], float] = lambda: 3600.0) -> dict[str, int]:
@@ -112,7 +116,7 @@ class Reconciler:
     def reconcile(self, task: Task) -> str:
         """Drive one task forward; the name of what was done."""
         if task.status.terminal:
-            return "already_terminal"
+            return self._renotify(task)
         now = self._clock()
         try:
             provider = self._providers.get(task.provider)
@@ -138,6 +142,21 @@ class Reconciler:
             return "poll_restarted"
         self._looked(task.id)
         return "poll_alive"
+
+    def _renotify(self, task: Task) -> str:
+        """A terminal task still due: its notify message was lost (or never sent); send it again."""
+        if self._notify is None or not notification_pending(task):
+            return "already_terminal"
+        # The look moves the task's due time on (``reelay.notify.notify_due``); ``save`` keeps
+        # the terminal ``updated_at``. A lost race means the notify worker wrote: nothing to do.
+        with contextlib.suppress(TransitionConflict):
+            self._store.save(
+                task.model_copy(update={"reconciled_at": self._clock(), "reconcile_count": task.reconcile_count + 1}),
+                expected=task,
+            )
+            self._notify.send(task.id)
+            return "notify_resent"
+        return "already_terminal"
 
     def _check_status(self, task: Task) -> str:
         """A callback that never came: ask the status endpoint and apply what it says."""

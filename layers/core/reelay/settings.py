@@ -77,6 +77,15 @@ class Settings(BaseModel):
     # (longer than the ingest function's 900 s timeout, so a running copy is not doubled).
     reelay_ingest_stall_seconds: float = Field(default=1200, ge=1)
     uploads_ttl_seconds: int = Field(default=900, ge=60, le=3600, validation_alias="reelay_uploads_ttl_seconds")
+    # Notify (reelay.notify, reelay.webhooks): the queue terminal tasks are told through, the bus.
+    notify_queue_url: str | None = None
+    event_bus_name: str | None = None
+    # host:port webhook receivers allowed over plain http and on any address (local receivers).
+    reelay_allowed_webhook_hosts: str = ""
+    # Waits between webhook attempts, after the first, comma-separated; empty: the default schedule.
+    reelay_webhook_retry_seconds: str = Field(default="", pattern=r"^\s*([0-9]+(\.[0-9]+)?\s*(,\s*|$))*$")
+    # How long the previous webhook secret stays valid after a rotation.
+    reelay_webhook_secret_overlap_seconds: int = Field(default=86400, ge=0, le=30 * 86400)
     providers: tuple[ProviderConfig, ...] = ()
     environ: Mapping[str, str] = Field(default_factory=dict, exclude=True, repr=False)
 
@@ -91,6 +100,12 @@ class Settings(BaseModel):
             raise ConfigurationError(f"invalid function configuration: {problems}") from None
         configs = _provider_configs(base, environ, secret_loader or _powertools_secret)
         return base.model_copy(update={"providers": configs, "environ": dict(environ)})
+
+    @property
+    def allowed_webhook_hosts(self) -> frozenset[str]:
+        from reelay.webhooks import parse_hosts
+
+        return parse_hosts(self.reelay_allowed_webhook_hosts)
 
     @property
     def allowed_result_hosts(self) -> frozenset[str]:

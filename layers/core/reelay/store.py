@@ -5,8 +5,8 @@ Item layout (one table, see template.yaml ``TaskTable``):
   listing: ``owner`` (index ``ByOwner``), ``owner_status`` (``ByOwnerStatus``), ``owner_provider``
   (``ByOwnerProvider``) and ``owner_status_provider`` (``ByOwnerStatusProvider``), each with the
   range key ``created_key``, so every filter is a key condition (no filter-then-limit short pages);
-  and, while not terminal, ``due_pk``/``due_at`` (sparse ``Due`` index that reconcile reads
-  instead of scanning).
+  and, while not terminal (or terminal with a notification still to send), ``due_pk``/``due_at``
+  (sparse ``Due`` index that reconcile reads instead of scanning).
 - an idempotency record: pk=``IDEM#<scope>#<key>`` sk=``IDEM`` with the task id and a hash of
   the request; it expires (TTL) after ``IDEMPOTENCY_TTL``.
 - a provider-task claim: pk=``PTASK#<provider>#<provider task id>`` sk=``PTASK`` with the reelay
@@ -14,6 +14,8 @@ Item layout (one table, see template.yaml ``TaskTable``):
 - a task's cost record: pk=``COST#<id>`` sk=``COST``, the AWS units counted for it
   (``reelay.costs``), added to with one ``UpdateItem ADD`` per invocation; in no index, under
   1 KB, so each ADD is one write unit. Every operation here counts its own units for its task.
+- an owner's webhook secrets: pk=``WHSEC#<owner>`` sk=``WHSEC`` with ``entries`` (secret,
+  created_at, retire_at) and a ``version`` every write is conditional on (``reelay.webhooks``).
 
 The due time comes from a ``DuePolicy`` (``reelay.deadlines.Deadlines.due`` in the functions).
 
@@ -41,6 +43,7 @@ from botocore.exceptions import ClientError
 from reelay import costs, metrics
 from reelay.errors import IdempotencyConflict, RequestInvalid, TaskNotFound, TransitionConflict
 from reelay.models import ALLOWED_TRANSITIONS, Task, TaskStatus, Transition, utcnow
+from reelay.webhooks import WebhookSecretStore
 
 logger = Logger(child=True)
 
@@ -397,3 +400,33 @@ def _decode_cursor(cursor: str) -> dict[str, Any]:
     if not isinstance(key, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in key.items()):
         raise RequestInvalid("cursor is not valid; use next_cursor from a previous page", field="cursor")
     return key
+
+
+class DynamoWebhookSecretStore(WebhookSecretStore):
+    """Owners' webhook secrets, one item per owner in the task table (never logged, never listed)."""
+
+    def __init__(self, table_name: str, *, resource: Any = None) -> None:
+        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+
+    @staticmethod
+    def _key(owner: str) -> dict[str, str]:
+        return {"pk": f"WHSEC#{owner}", "sk": "WHSEC"}
+
+    def read(self, owner: str) -> tuple[builtins.list[dict[str, Any]], int] | None:
+        item = self._table.get_item(Key=self._key(owner), ConsistentRead=True).get("Item")
+        if item is None:
+            return None
+        return [dict(e) for e in item.get("entries", [])], int(item.get("version", 0))
+
+    def write(self, owner: str, entries: builtins.list[dict[str, Any]], *, expected_version: int | None) -> bool:
+        condition = Attr("pk").not_exists() if expected_version is None else Attr("version").eq(expected_version)
+        try:
+            self._table.put_item(
+                Item={**self._key(owner), "entries": entries, "version": (expected_version or 0) + 1},
+                ConditionExpression=condition,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True

@@ -6,6 +6,7 @@ import hashlib
 import json
 import secrets
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -14,8 +15,23 @@ from aws_lambda_powertools import Logger
 from reelay import costs
 from reelay.aws import ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
-from reelay.contract import ErrorInfo, OutputView, ProviderView, TaskErrorView, TaskView
-from reelay.errors import QueueSendFailed, ReelayError, TaskNotFound, TaskNotRemixable, UploadNotFound
+from reelay.contract import (
+    ErrorInfo,
+    OutputView,
+    ProviderView,
+    TaskErrorView,
+    TaskView,
+    WebhookAttemptView,
+    WebhookView,
+)
+from reelay.errors import (
+    QueueSendFailed,
+    ReelayError,
+    RequestInvalid,
+    TaskNotFound,
+    TaskNotRemixable,
+    UploadNotFound,
+)
 from reelay.models import (
     LOCAL_OWNER,
     ImageRequest,
@@ -31,6 +47,7 @@ from reelay.models import (
 from reelay.routing import AUTO, Router
 from reelay.store import TaskStore
 from reelay.tokens import CursorSigner
+from reelay.webhooks import webhook_id, webhook_url_refusal
 
 logger = Logger(child=True)
 
@@ -71,6 +88,7 @@ class TaskService:
         presign_ttl_seconds: int = 900,
         upload_ttl_seconds: int = 900,
         router: Router | None = None,
+        webhook_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self._store = store
         self._providers = providers
@@ -81,6 +99,8 @@ class TaskService:
         self._cursors = cursors or CursorSigner(secrets.token_bytes(32))
         self._ttl = presign_ttl_seconds
         self._upload_ttl = upload_ttl_seconds
+        # host:port receivers allowed over plain http on any address (REELAY_ALLOWED_WEBHOOK_HOSTS).
+        self._webhook_hosts = webhook_hosts
 
     def create(
         self,
@@ -102,6 +122,10 @@ class TaskService:
             provider = self._providers.get(routing.candidates[0].provider)
         else:
             provider = self._providers.get(request.provider)
+        if request.webhook_url:
+            refusal = webhook_url_refusal(str(request.webhook_url), self._webhook_hosts)
+            if refusal:
+                raise RequestInvalid(f"webhook_url: {refusal}", field="webhook_url")
         if isinstance(request, ImageRequest):
             provider.validate_images(request)
         else:
@@ -232,32 +256,50 @@ class TaskService:
 
         ``with_cost`` adds what it cost (one more read, of its cost record): ``GET /v1/tasks/{id}``.
         """
-        return TaskView(
-            id=task.id,
-            provider=task.provider,
-            kind=task.kind,
-            status=task.status,
-            progress=task.progress,
-            prompt=str(task.request.get("prompt") or "") or None,
-            provider_task_id=task.provider_task_id,
-            parent_task_id=task.parent_task_id,
-            created_at=task.created_at,
-            updated_at=task.updated_at,
-            error=TaskErrorView(code=task.error.code.value, message=task.error.message) if task.error else None,
-            outputs=[
-                OutputView(
-                    s3_uri=o.s3_uri,
-                    bytes=o.bytes,
-                    sha256=o.sha256,
-                    content_type=o.content_type,
-                    url=self._bucket.presigned_get(o.key, self._ttl),
-                )
-                for o in task.outputs
-            ],
-            cost_cents=task.cost_cents,
-            metadata=task.metadata,
-            request=task.request,
-            routing=task.routing,
-            batch_id=task.batch_id,
-            cost=costs.costs_of([task], self._store)[0] if with_cost else None,
-        )
+        view = task_view(task, presigned_get=lambda key: self._bucket.presigned_get(key, self._ttl))
+        if with_cost:
+            view.cost = costs.costs_of([task], self._store)[0]
+        return view
+
+
+def task_view(task: Task, *, presigned_get: Callable[[str], str] | None = None) -> TaskView:
+    """A task as the API shows it (the one definition); without ``presigned_get``, outputs carry no URL
+    (events and webhooks: a presigned URL must not travel further than the API's answer)."""
+    webhook = task.notify.webhook if task.notify else None
+    return TaskView(
+        id=task.id,
+        provider=task.provider,
+        kind=task.kind,
+        status=task.status,
+        progress=task.progress,
+        prompt=str(task.request.get("prompt") or "") or None,
+        provider_task_id=task.provider_task_id,
+        parent_task_id=task.parent_task_id,
+        created_at=task.created_at,
+        updated_at=task.updated_at,
+        error=TaskErrorView(code=task.error.code.value, message=task.error.message) if task.error else None,
+        outputs=[
+            OutputView(
+                s3_uri=o.s3_uri,
+                bytes=o.bytes,
+                sha256=o.sha256,
+                content_type=o.content_type,
+                url=presigned_get(o.key) if presigned_get else None,
+            )
+            for o in task.outputs
+        ],
+        cost_cents=task.cost_cents,
+        metadata=task.metadata,
+        request=task.request,
+        routing=task.routing,
+        batch_id=task.batch_id,
+        webhook=(
+            WebhookView(
+                id=webhook.id,
+                outcome=webhook.outcome.value,
+                attempts=[WebhookAttemptView.model_validate(a.model_dump()) for a in webhook.attempts],
+            )
+            if webhook
+            else (WebhookView(id=webhook_id(task.id), outcome="pending") if task.webhook_url else None)
+        ),
+    )

@@ -349,13 +349,29 @@ def _unknown_shape_message(names: Sequence[str]) -> str:
     )
 
 
-def video_body(providers: Sequence[ProviderConfig]) -> Any:
-    """The type of ``POST /v1/tasks``'s body: a union of every configured provider's shapes."""
+def with_webhook_url(model: type[BaseModel], webhook_url: Any) -> type[BaseModel]:
+    """``model`` with its ``webhook_url`` of the given type (``reelay.webhooks.webhook_url_type``)."""
+    field = model.model_fields["webhook_url"]
+    return create_model(
+        model.__name__,
+        __base__=model,
+        __doc__=model.__doc__,
+        webhook_url=(webhook_url | None, Field(default=None, description=field.description)),
+    )
+
+
+def video_body(providers: Sequence[ProviderConfig], *, webhook_url: Any = None) -> Any:
+    """The type of ``POST /v1/tasks``'s body: a union of every configured provider's shapes.
+
+    ``webhook_url``, when given, is the type of every shape's ``webhook_url`` (the stack's rule).
+    """
     shapes: Shapes = []
     tags: dict[str, TagFn] = {}
     for config in providers:
         build = _PROTOCOL_SHAPES.get(config.protocol, _generic)
         provider_shapes, tag = build(config.name)
+        if webhook_url is not None:
+            provider_shapes = [(t, with_webhook_url(m, webhook_url)) for t, m in provider_shapes]
         shapes += provider_shapes
         tags[config.name] = tag
     names = [c.name for c in providers]
@@ -383,7 +399,7 @@ def video_body(providers: Sequence[ProviderConfig]) -> Any:
     ]
 
 
-def image_body(providers: Sequence[ProviderConfig]) -> Any:
+def image_body(providers: Sequence[ProviderConfig], *, webhook_url: Any = None) -> Any:
     """The type of ``POST /v1/images``'s body: one shape per provider whose protocol makes images."""
     shapes = []
     for config in providers:
@@ -400,7 +416,7 @@ def image_body(providers: Sequence[ProviderConfig]) -> Any:
                 list[S3Key],
                 Field(default_factory=list, max_length=4, description="Your uploads to edit (POST /v1/uploads)."),
             ),
-            "webhook_url": (WebUrl | None, None),
+            "webhook_url": ((webhook_url or WebUrl) | None, None),
             "metadata": (Metadata, None),
         }
         cls = f"{_camel(config.name)}Images"

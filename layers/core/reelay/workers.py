@@ -46,12 +46,15 @@ def run_batch(
     queue: TaskQueue,
     handle: Callable[[str, int], object],
     reserve_seconds: float = 0.0,
+    retries_are_expected: bool = False,
 ) -> dict[str, Any]:
     """Handle each record's task id with ``handle(task_id, attempt)``; report failed items.
 
     A record is only started while at least ``reserve_seconds`` of the invocation are left
     (the most one record can take); the rest go back to the queue at once, so a batch never
-    runs past the function's timeout.
+    runs past the function's timeout. With ``retries_are_expected`` (the notify worker, whose
+    messages wait out webhook retries) a batch whose every record failed is still a partial
+    response, not a failed invocation (no Lambda error for an expected retry).
     """
 
     def record_handler(record: SQSRecord) -> None:
@@ -77,7 +80,7 @@ def run_batch(
             logger.exception("task step failed; the message will be retried", extra={"task_id": task_id})
             raise
 
-    processor = BatchProcessor(event_type=EventType.SQS)
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=not retries_are_expected)
     return dict(
         process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
     )

@@ -1,0 +1,225 @@
+"""Telling the world a task ended: one EventBridge event per terminal task, and its webhook.
+
+The path, and why nothing is lost:
+
+1. **The one terminal path.** ``TaskTracker``'s ``on_terminal`` hook ``NotifyHook`` (registered in
+   ``bootstrap``) puts ``{"task_id"}`` on the notify queue, once, for the writer that won the
+   terminal write. The terminal write itself keeps the task in the sparse ``Due`` index while its
+   notification is not settled (``reelay.deadlines.notify_due``: ``NOTIFY_GRACE`` after it), so a
+   crash between the write and the send, or a send that fails, is covered: reconcile finds the
+   task due and sends the message again (``Reconciler``: ``notify_resent``).
+2. **The notify worker** (``Notifier``, ``functions/notify``) puts the event — source ``reelay``,
+   detail-type ``Task Succeeded`` / ``Task Failed``, detail the task as the API shows it without
+   presigned URLs (``task_data``) — and records ``notify.event_sent_at`` on the task (a
+   conditional write; that write also takes the task out of the ``Due`` index when there is no
+   webhook). A message for a task whose event is recorded puts nothing: once per task. (Only a
+   crash between ``PutEvents`` and the record, or two copies of the message racing through an
+   EventBridge outage, can repeat an event; EventBridge's own delivery is at-least-once too.)
+3. **The webhook** (``reelay.webhooks``): each attempt is first claimed on the task (a lease, a
+   conditional write), so two copies of the message never both send; then signed and POSTed; then
+   recorded in ``notify.webhook.attempts`` (``at``, ``status``, ``next_at``). A failed attempt
+   returns the message to the queue until ``next_at`` (``ChangeMessageVisibility``, at most 12 h
+   at a time: a longer wait takes a second look, which sends nothing). The message is the timer
+   and the ``Due`` index (``next_at`` + ``NOTIFY_GRACE``) the safety net, so no scheduler, table
+   scan or extra state machine is needed for waits longer than SQS's 15-minute delay.
+
+Log points (for metrics and alarms): ``"event put"``; ``"webhook attempt"`` with ``outcome``
+(``delivered``, ``retrying``, ``gone``, ``refused``, ``exhausted``), ``attempt`` and ``status``;
+and ``"webhook exhausted"`` at WARNING when every attempt of the schedule failed.
+
+``emit_batch_completed`` puts the ``Batch Completed`` event for the batch flow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from reelay.aws import EventBus, EventPublishFailed, TaskQueue
+from reelay.deadlines import NOTIFY_GRACE, notification_pending, notify_due
+from reelay.errors import QueueSendFailed, TransitionConflict
+from reelay.models import NotifyState, Task, TaskStatus, WebhookDelivery, WebhookOutcome, utcnow
+
+__all__ = ["NOTIFY_GRACE", "Notifier", "NotifyHook", "emit_batch_completed", "notification_pending", "notify_due"]
+from reelay.store import TaskStore
+from reelay.webhooks import RetrySchedule, WebhookSender, task_data, webhook_id
+from reelay.workers import RetryLater, backoff_seconds
+
+logger = Logger(child=True)
+
+DETAIL_TYPES = {TaskStatus.SUCCEEDED: "Task Succeeded", TaskStatus.FAILED: "Task Failed"}
+BATCH_COMPLETED = "Batch Completed"
+# An attempt's claim: longer than the notify function's timeout, so a live attempt keeps it.
+LEASE = timedelta(seconds=150)
+_WRITE_ATTEMPTS = 8
+
+
+class NotifyHook:
+    """The ``on_terminal`` hook: the task's notify message, sent once by the terminal writer."""
+
+    def __init__(self, queue: TaskQueue) -> None:
+        self._queue = queue
+
+    def __call__(self, task: Task) -> None:
+        try:
+            self._queue.send(task.id)
+        except QueueSendFailed:
+            # The terminal write left the task due: reconcile sends the message again.
+            logger.warning("notify message not sent; reconcile will send it", extra={"task_id": task.id})
+
+
+class Notifier:
+    """The notify worker's logic: the task's event, then its webhook's next attempt."""
+
+    def __init__(
+        self,
+        store: TaskStore,
+        bus: EventBus,
+        sender: WebhookSender,
+        schedule: RetrySchedule,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._sender = sender
+        self._schedule = schedule
+        self._clock = clock
+
+    def notify(self, task_id: str, attempt: int = 0) -> Task:
+        """Tell about one terminal task; ``RetryLater`` while its webhook waits for its next attempt."""
+        task = self._store.get(task_id)
+        if not task.status.terminal:
+            logger.warning("notify message for a task that has not ended; dropped", extra={"task_id": task_id})
+            return task
+        try:
+            task = self._event(task)
+        except EventPublishFailed as exc:
+            raise RetryLater(backoff_seconds(attempt), exc.message) from exc
+        if task.webhook_url:
+            task = self._webhook(task)
+        return task
+
+    # -- the event -------------------------------------------------------------------------
+
+    def _event(self, task: Task) -> Task:
+        if task.notify is not None and task.notify.event_sent_at is not None:
+            return task
+        event_id = self._bus.put(DETAIL_TYPES[task.status], task_data(task), resources=[task.id])
+        logger.info("event put", extra={"task_id": task.id, "event_id": event_id, "status": str(task.status)})
+        sent_at = self._clock()
+        return self._write(
+            task, lambda state: state.model_copy(update={"event_sent_at": state.event_sent_at or sent_at})
+        )
+
+    # -- the webhook -----------------------------------------------------------------------
+
+    def _webhook(self, task: Task) -> Task:
+        for _ in range(_WRITE_ATTEMPTS):
+            delivery = _delivery(task)
+            if delivery.outcome.final:
+                return task
+            now = self._clock()
+            for moment in (delivery.next_at, delivery.lease_until):
+                if moment is not None and now < moment:
+                    raise RetryLater(math.ceil((moment - now).total_seconds()), "webhook not due yet")
+            claimed = delivery.model_copy(update={"lease_until": now + LEASE})
+            try:
+                task = self._save(task, claimed)
+            except TransitionConflict:
+                task = self._store.get(task.id)  # another copy of the message may have claimed it
+                continue
+            return self._attempt(task, claimed)
+        return task
+
+    def _attempt(self, task: Task, claimed: WebhookDelivery) -> Task:
+        now = self._clock()
+        result = self._sender.attempt(task, now=now)
+        number = len(claimed.attempts) + 1
+        outcome, wait = result.outcome, None
+        if outcome is WebhookOutcome.RETRYING:
+            scheduled = self._schedule.wait_after(number)
+            if scheduled is None:
+                outcome = WebhookOutcome.EXHAUSTED
+            else:
+                wait = result.retry_after if result.retry_after is not None else scheduled
+        next_at = now + timedelta(seconds=wait) if wait is not None else None
+        record = result.attempt.model_copy(update={"next_at": next_at})
+        log = {
+            "task_id": task.id,
+            "webhook_id": claimed.id,
+            "attempt": number,
+            "status": record.status,
+            "outcome": outcome.value,
+        }
+        logger.info("webhook attempt", extra=log)
+        if outcome is WebhookOutcome.EXHAUSTED:
+            logger.warning("webhook exhausted", extra=log)
+
+        def recorded(state: NotifyState) -> NotifyState:
+            current = state.webhook or claimed
+            done = current.model_copy(
+                update={
+                    "outcome": outcome,
+                    "attempts": [*current.attempts, record],
+                    "next_at": next_at,
+                    "lease_until": None,
+                }
+            )
+            return state.model_copy(update={"webhook": done})
+
+        task = self._write(task, recorded)
+        if wait is not None:
+            raise RetryLater(max(1, math.ceil(wait)), f"webhook attempt {number} failed")
+        return task
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def _save(self, task: Task, delivery: WebhookDelivery) -> Task:
+        state = (task.notify or NotifyState()).model_copy(update={"webhook": delivery})
+        # ``save``, not ``update``: the task's ``updated_at`` stays its terminal time.
+        return self._store.save(task.model_copy(update={"notify": state}), expected=task)
+
+    def _write(self, task: Task, change: Callable[[NotifyState], NotifyState]) -> Task:
+        """Apply ``change`` to the task's notify state, conditionally, reloading on a concurrent write."""
+        for _ in range(_WRITE_ATTEMPTS):
+            state = change(task.notify or NotifyState())
+            try:
+                return self._store.save(task.model_copy(update={"notify": state}), expected=task)
+            except TransitionConflict:
+                task = self._store.get(task.id)
+        raise TransitionConflict(f"task {task.id}: notify state kept changing concurrently")
+
+
+def _delivery(task: Task) -> WebhookDelivery:
+    existing = task.notify.webhook if task.notify else None
+    return existing or WebhookDelivery(id=webhook_id(task.id))
+
+
+def emit_batch_completed(
+    bus: EventBus,
+    *,
+    batch_id: str,
+    owner: str,
+    counts: Mapping[str, int],
+    report: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Put ``Batch Completed`` (source ``reelay``) on the stack's bus; the event id.
+
+    For the batch flow, at the one point a batch is known complete (its report written):
+    ``detail = {"batch_id", "owner", "counts": {"succeeded": n, "failed": m, ...}, "report": s3 uri,
+    ...extra}``. The calling function needs ``EVENT_BUS_NAME`` and the ``EventBridgePutEventsPolicy``
+    on ``EventBus`` in template.yaml (as ``NotifyFunction`` has); ``Container.event_bus`` builds the
+    bus. ``EventPublishFailed`` when EventBridge did not take it: let the caller's retry repeat it.
+    """
+    detail: dict[str, Any] = {"batch_id": batch_id, "owner": owner, "counts": dict(counts), **(extra or {})}
+    if report is not None:
+        detail["report"] = report
+    event_id = bus.put(BATCH_COMPLETED, detail, resources=[batch_id])
+    logger.info("event put", extra={"batch_id": batch_id, "event_id": event_id, "detail_type": BATCH_COMPLETED})
+    return event_id
