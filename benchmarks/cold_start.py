@@ -1,33 +1,82 @@
-"""Cold start: import time of each function's handler module, next to ``import boto3`` alone.
+"""Cold start of the built artifact: each handler's import plus its first call's wiring, against
+``import boto3``, paired run by run.
 
-Each measurement is a fresh, isolated interpreter (``python -I -S``: no site-packages, as a Lambda cold start
-is) whose import path is what Lambda gives the function: the handler's folder, the core
-layer (its pinned requirements installed with ``pip --target`` into .reelay/bench-layer,
-plus the ``reelay`` package) and boto3, which the runtime ships. Dev-only packages of the
-project venv (rich, click, moto...) are not visible, so optional imports behave as on
-Lambda. The median of ``--runs`` runs is printed.
+The layout is what ``sam build`` makes and Lambda loads: the function's code, then the core layer
+as ``make build`` makes it (``layers/core/build_layer.py``, into ``.reelay/bench-sam-layer``,
+with this machine's wheels instead of arm64's so that pydantic-core loads here), then the
+runtime's own packages (boto3, botocore and their dependencies, copied from this venv and
+precompiled, as the runtime's are). Each measurement is a fresh, isolated python3.13
+(``-I -S``) whose environment is a Lambda's: ``AWS_LAMBDA_FUNCTION_NAME``,
+``AWS_EXECUTION_ENV``, ``LAMBDA_TASK_ROOT``, ``_X_AMZN_TRACE_ID`` and the rest, so Powertools
+and the X-Ray SDK take their Lambda paths (tracing on, its botocore and httpx patches
+applied), plus the function's template environment.
 
-    .venv/bin/python benchmarks/cold_start.py [--runs 7]
+A run measures ``import app`` and then the wiring the handler's first request builds (its
+services, clients and providers: ``WIRING``), no network. Each run of a handler is paired with
+an ``import boto3`` run just before it, and the ratio is taken per pair, so a busy machine
+slows both sides alike. The medians are printed; the target is a ratio of at most 2.0.
+
+Not measured: the callback secret's read (``CALLBACK_SECRET_ARN``: one Secrets Manager call
+on the first request that signs or checks a token, cached by Powertools Parameters); locally
+the secret is a value.
+
+    .venv/bin/python benchmarks/cold_start.py [--runs 9]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
+import shutil
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FUNCTIONS = sorted(p.name for p in (REPO / "functions").iterdir() if (p / "app.py").exists())
-ENV = {
+SAM_BUILD = REPO / ".aws-sam" / "build"
+BENCH_LAYER = REPO / ".reelay" / "bench-sam-layer"
+RUNTIME = REPO / ".reelay" / "bench-runtime"
+RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
+TARGET_RATIO = 2.0
+
+# What each handler's first request builds (functions/<name>/app.py), without calling anything.
+WIRING = {
+    "api": "app.container.tasks",
+    "callback": "app.container.callbacks",
+    "submit": "app.container.submitter; app.container.submit_queue",
+    "poll": "app.container.poller",
+    "ingest": "app.container.ingest; app.container.ingest_queue",
+    "reconcile": "app.container.reconciler",
+}
+
+LAMBDA_ENV = {
+    "AWS_REGION": "us-east-1",
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_ACCESS_KEY_ID": "bench",
     "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_SESSION_TOKEN": "bench",
+    "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+    "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+    "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+    "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001",
+    "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
+    "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+    "_AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1",
+    "_AWS_XRAY_DAEMON_PORT": "2000",
+    "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+    "LAMBDA_RUNTIME_DIR": "/var/runtime",
+    "LANG": "en_US.UTF-8",
+    "TZ": ":UTC",
+}
+# The template's environment of the functions (Globals and each function's own), as deployed.
+TEMPLATE_ENV = {
     "POWERTOOLS_SERVICE_NAME": "reelay",
-    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_NAMESPACE": "reelay",
+    "POWERTOOLS_LOG_LEVEL": "INFO",
     "TASK_TABLE_NAME": "tasks",
     "RESULTS_BUCKET": "results",
     "SUBMIT_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/submit",
@@ -35,6 +84,7 @@ ENV = {
     "POLL_STATE_MACHINE_ARN": "arn:aws:states:us-east-1:123456789012:stateMachine:reelay-poll",
     "CALLBACK_BASE_URL": "https://api.example",
     "CALLBACK_SECRET": "bench-secret-bench-secret-bench!",
+    "REELAY_PROVIDERS": "generate_task,sorahk,openai_videos",
     "REELAY_GENERATE_TASK_BASE_URL": "https://gt.example",
     "REELAY_GENERATE_TASK_API_KEY": "k",
     "REELAY_SORAHK_BASE_URL": "https://api.sora.hk/v1",
@@ -42,68 +92,108 @@ ENV = {
     "REELAY_OPENAI_VIDEOS_BASE_URL": "https://ov.example/sora",
     "REELAY_OPENAI_VIDEOS_API_KEY": "k",
 }
-LAYER = REPO / ".reelay" / "bench-layer"
 PROBE = """
 import sys, time, json
-sys.path[:0] = sys.argv[3].split(":")
-sys.path.insert(0, sys.argv[1])
+sys.path[:0] = sys.argv[2].split(":")
 t0 = time.perf_counter()
-exec(sys.argv[2])
+exec(sys.argv[1])
 print(json.dumps((time.perf_counter() - t0) * 1000))
 """
 
 
-def build_layer() -> None:
-    """Install the layer's pinned requirements and boto3 (as the runtime has) once."""
-    if (LAYER / ".done").exists():
-        return
-    boto = next(line for line in (REPO / "requirements-dev.txt").read_text().splitlines() if line.startswith("boto3=="))
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "--target",
-            str(LAYER),
-            "-r",
-            str(REPO / "layers/core/requirements.txt"),
-            boto,
-        ],
-        check=True,
-        capture_output=True,
+def python313() -> str:
+    for candidate in [*map(str, sorted(Path.home().glob(".pyenv/versions/3.13*/bin/python3.13"))), "python3.13"]:
+        found = shutil.which(candidate)
+        if found and subprocess.run([found, "-c", "pass"], capture_output=True, check=False).returncode == 0:
+            return found
+    raise SystemExit("python3.13 (the Lambda runtime's interpreter) is needed")
+
+
+def layer(python: str) -> Path:
+    """The core layer as sam build makes it (this machine's wheels)."""
+    if not (BENCH_LAYER / ".done").exists():
+        shutil.rmtree(BENCH_LAYER, ignore_errors=True)
+        build = [python, str(REPO / "layers/core/build_layer.py"), "--host-platform", str(BENCH_LAYER)]
+        subprocess.run(build, check=True)
+        (BENCH_LAYER / ".done").write_text("ok")
+    return BENCH_LAYER / "python"
+
+
+def runtime(python: str) -> Path:
+    """The runtime's boto3 and botocore (and their dependencies), precompiled as the runtime's are."""
+    if (RUNTIME / ".done").exists():
+        return RUNTIME
+    shutil.rmtree(RUNTIME, ignore_errors=True)
+    RUNTIME.mkdir(parents=True)
+    site = Path(str(importlib.metadata.distribution("botocore").locate_file("")))
+    for name in RUNTIME_PROVIDED:
+        source = site / name
+        if source.is_dir():
+            shutil.copytree(source, RUNTIME / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(site / f"{name}.py", RUNTIME / f"{name}.py")
+    code = (
+        "import compileall, py_compile, sys; sys.exit(not compileall.compile_dir(sys.argv[1], quiet=1, workers=0, "
+        "invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH))"
     )
-    (LAYER / ".done").write_text("ok")
+    subprocess.run([python, "-c", code, str(RUNTIME)], check=True)
+    (RUNTIME / ".done").write_text("ok")
+    return RUNTIME
 
 
-def measure(code: str, path: str, runs: int) -> float:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("REELAY_", "AWS_"))}, **ENV}
-    samples = []
-    for _ in range(runs):
-        paths = f"{LAYER}:{REPO / 'layers/core'}"
-        out = subprocess.run(
-            [sys.executable, "-I", "-S", "-c", PROBE, path, code, paths],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    return statistics.median(samples)
+def function_dir(name: str) -> Path:
+    logical = f"{name.capitalize()}Function"
+    built = SAM_BUILD / logical
+    return built if (built / "app.py").exists() else REPO / "functions" / name
+
+
+def measure(python: str, code: str, paths: list[Path], env: dict[str, str]) -> float:
+    out = subprocess.run(
+        [python, "-I", "-S", "-c", PROBE, code, ":".join(map(str, paths))],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"probe failed: {code!r}\n{out.stderr[-3000:]}")
+    return float(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=9)
     args = parser.parse_args()
-    build_layer()
-    print(f"{'module':28} {'import ms (median of ' + str(args.runs) + ')':>28}")
-    print(f"{'boto3 alone':28} {measure('import boto3', str(REPO), args.runs):>28.1f}")
+    python = python313()
+    the_layer, the_runtime = layer(python), runtime(python)
+    print(f"layer: {the_layer.relative_to(REPO)}   runtime packages: {the_runtime.relative_to(REPO)}")
+    print(f"{'function':11} {'handler+wiring ms':>18} {'import boto3 ms':>16} {'ratio':>7}  (medians of {args.runs})")
+    worst = 0.0
     for name in FUNCTIONS:
-        ms = measure("import app", str(REPO / "functions" / name), args.runs)
-        print(f"{'functions/' + name + '/app.py':28} {ms:>28.1f}")
+        code_dir = function_dir(name)
+        env = {
+            **LAMBDA_ENV,
+            **TEMPLATE_ENV,
+            "AWS_LAMBDA_FUNCTION_NAME": f"reelay-{name}",
+            "LAMBDA_TASK_ROOT": str(code_dir),
+            "_HANDLER": "app.lambda_handler",
+            "PATH": os.environ.get("PATH", ""),
+        }
+        paths = [code_dir, the_layer, the_runtime]
+        handler_ms, boto_ms, ratios = [], [], []
+        for _ in range(args.runs):
+            boto = measure(python, "import boto3", [the_runtime], env)
+            handler = measure(python, f"import app\n{WIRING[name]}", paths, env)
+            boto_ms.append(boto)
+            handler_ms.append(handler)
+            ratios.append(handler / boto)
+        ratio = statistics.median(ratios)
+        worst = max(worst, ratio)
+        print(
+            f"{name:11} {statistics.median(handler_ms):>18.1f} {statistics.median(boto_ms):>16.1f} {ratio:>7.2f}"
+            f"{'' if ratio <= TARGET_RATIO else '  over target'}"
+        )
+    print(f"worst ratio {worst:.2f} (target <= {TARGET_RATIO})")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,10 @@ the request's own fault (a content refusal, a rejected request): so a task makes
 paid create across all its providers. A task that named its provider never fails over.
 
 ``NoCapacity`` (``reelay.errors``) is the one signal for "no capacity after waiting": whatever
-guards a provider's limits raises it before the create is claimed (or from a call that made
-nothing). A named task is then retried later; an ``auto`` task fails over.
+guards a provider's limits raises it before the create is claimed (within ``Submitter.submit``'s
+checks before the claim, beside ``preflight``) or from a provider call that made nothing. A
+named task is then retried later; an ``auto`` task fails over. A slot already taken at the
+refusing provider is that guard's to give back: failover is not a terminal state.
 """
 
 from __future__ import annotations
