@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from reelay.catalog import ProviderCatalog
     from reelay.deadlines import Deadlines
     from reelay.fetch import Fetcher
+    from reelay.governor import Governor
     from reelay.ingest import IngestService
     from reelay.polling import PollService
     from reelay.reconcile import Reconciler
@@ -61,8 +62,24 @@ class Container:
     @cached_property
     def providers(self) -> ProviderCatalog:
         from reelay.catalog import ProviderCatalog
+        from reelay.providers.registry import build_provider
 
-        return ProviderCatalog(self.settings.providers)
+        # Every provider call passes the governor's request log first (when the provider has a limit).
+        gate = self.governor if self.governor.governed_providers else None
+        return ProviderCatalog(self.settings.providers, factory=lambda config: build_provider(config, gate=gate))
+
+    @cached_property
+    def governor(self) -> Governor:
+        """Slots and request logs of the providers with limits, shared through the task table."""
+        from reelay.governor import Governor
+        from reelay.governor_store import GovernorStore
+
+        dispatch = None
+        if self.settings.submit_queue_url:
+            dispatch = self.submit_queue.send  # a freed slot sends the next waiting task's message
+        return Governor.for_providers(
+            GovernorStore(self.settings.task_table_name), self.settings.providers, dispatch=dispatch
+        )
 
     @cached_property
     def bucket(self) -> ResultBucket:
@@ -94,7 +111,8 @@ class Container:
     def tracker(self) -> TaskTracker:
         from reelay.tracking import TaskTracker
 
-        return TaskTracker(self.store, self.ingest_queue)
+        slot_release = [self.governor.release] if self.governor.governed_providers else []
+        return TaskTracker(self.store, self.ingest_queue, on_terminal=slot_release, on_provider_final=slot_release)
 
     @cached_property
     def tasks(self) -> TaskService:
@@ -133,6 +151,7 @@ class Container:
             tokens=tokens,
             callback_base_url=self.settings.callback_base_url if tokens else None,
             inputs=ImageInputs(self.bucket, self.guard),
+            governor=self.governor if self.governor.governed_providers else None,
         )
 
     @cached_property
@@ -202,4 +221,5 @@ class Container:
             self.deadlines,
             submit_queue=self.submit_queue,
             ingest_queue=self.ingest_queue,
+            governor=self.governor if self.governor.governed_providers else None,
         )

@@ -6,6 +6,8 @@ The reconcile function runs on an EventBridge schedule. It reads the sparse ``Du
 ==========================  =====================================================================
 task                        what reconcile does
 ==========================  =====================================================================
+queued, waiting for a slot  nothing (the governor's line lets it in); every run first frees the
+                            slots of tasks that ended without freeing them, then lets tasks in
 queued, never sent          its submit message was lost: the submit message is sent again
 queued, create held         the submit worker looks again (the provider's list; a 5xx'd create
                             is re-sent once after its hold): the submit message is sent again
@@ -36,7 +38,15 @@ from aws_lambda_powertools import Logger
 from reelay.aws import TaskQueue
 from reelay.catalog import ProviderCatalog
 from reelay.deadlines import Deadlines
-from reelay.errors import ProviderError, ProviderTaskUnknown, ReelayError, RequestInvalid, TransitionConflict
+from reelay.errors import (
+    ProviderError,
+    ProviderTaskUnknown,
+    ReelayError,
+    RequestInvalid,
+    TaskNotFound,
+    TransitionConflict,
+)
+from reelay.governor import Governor, in_flight_statuses
 from reelay.models import ErrorCode, Task, TaskStatus, utcnow
 from reelay.store import TaskStore
 from reelay.submission import Submitter
@@ -63,7 +73,9 @@ class Reconciler:
         submit_queue: TaskQueue,
         ingest_queue: TaskQueue,
         clock: Callable[[], datetime] = utcnow,
+        governor: Governor | None = None,
     ) -> None:
+        self._governor = governor
         self._store = store
         self._providers = providers
         self._tracker = tracker
@@ -77,6 +89,8 @@ class Reconciler:
         """One pass over the tasks due now; ``{action: count}`` of what it did."""
         now = self._clock()
         counts: Counter[str] = Counter()
+        if self._governor is not None:
+            counts.update(self._sweep_slots(self._governor))
         cursor: str | None = None
         seen: set[str] = set()
         while seconds_left() > RESERVE_SECONDS:
@@ -124,6 +138,10 @@ class Reconciler:
         if now >= self._deadlines.deadline(task):
             return self._past_deadline(task)
         if task.status is TaskStatus.QUEUED:
+            if self._governor is not None and task.create_sent_at is None and self._governor.is_waiting(task):
+                # In the governor's line: a freed slot (or this run's sweep) sends it; no resend.
+                self._looked(task.id)
+                return "waiting_for_slot"
             # The look is recorded before the message goes: a submit worker that takes the
             # message at once must not find its claim beaten by this write.
             self._looked(task.id)
@@ -136,6 +154,27 @@ class Reconciler:
             return "poll_restarted"
         self._looked(task.id)
         return "poll_alive"
+
+    def _sweep_slots(self, governor: Governor) -> Counter[str]:
+        """Free the slots of tasks that ended without freeing them (or vanished), then let the
+        next waiting tasks in: the fallback for a release or a dispatch that was lost."""
+        counts: Counter[str] = Counter()
+
+        def in_flight(task_id: str) -> bool:
+            try:
+                return self._store.get(task_id).status in in_flight_statuses()
+            except TaskNotFound:
+                return False
+
+        for provider in governor.governed_providers:
+            try:
+                freed = governor.sweep(provider, in_flight)
+            except ReelayError as exc:
+                logger.warning("slot sweep failed", extra={"provider": provider, "error": exc.code})
+                continue
+            if freed:
+                counts["slot_freed"] += freed
+        return counts
 
     def _check_status(self, task: Task) -> str:
         """A callback that never came: ask the status endpoint and apply what it says."""

@@ -42,6 +42,7 @@ from reelay.errors import (
     ResultFetchError,
     TransitionConflict,
 )
+from reelay.governor import Governor
 from reelay.inputs import ImageInputs
 from reelay.models import (
     CreateHold,
@@ -82,6 +83,7 @@ class SubmitOutcome(StrEnum):
     SKIPPED = "skipped"  # not queued any more (a duplicate message) or another worker has it
     HELD = "held"  # the create's outcome is unknown; reconcile looks again later
     FAILED = "failed"
+    WAITING = "waiting"  # no free slot at the provider: in the governor's line, still queued
 
 
 class Submitter:
@@ -97,7 +99,9 @@ class Submitter:
         tokens: CallbackTokens | None,
         callback_base_url: str | None,
         inputs: ImageInputs | None = None,
+        governor: Governor | None = None,
     ) -> None:
+        self._governor = governor
         self._store = store
         self._providers = providers
         self._tracker = tracker
@@ -130,6 +134,10 @@ class Submitter:
             return self.recover(task) if task.status is TaskStatus.QUEUED else SubmitOutcome.SKIPPED
         request = _request_of(task)
         images: list[ImageInput] = []
+        if self._governor is not None and not self._governor.admit(task):
+            # No slot free: the task waits in the governor's line (still queued, its message
+            # done with); the task that frees a slot sends its message again.
+            return SubmitOutcome.WAITING
         try:
             if isinstance(request, ImageRequest):
                 provider.validate_images(request)
