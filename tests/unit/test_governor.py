@@ -106,7 +106,7 @@ def test_a_create_waits_at_most_a_second_and_a_read_three_before_refusing_unsent
     clock.advance(WINDOW_SECONDS - 2.0)  # the next grant is 2 s away
     with pytest.raises(ProviderRateLimited) as refused:
         gov.before_request("gt", paid=True)
-    assert refused.value.retry_after == pytest.approx(2.0) and 2.0 > CREATE_WAIT_SECONDS
+    assert refused.value.retry_after == pytest.approx(2.0) and CREATE_WAIT_SECONDS < 2.0
     before = clock()
     gov.before_request("gt", paid=False)  # a read may wait 2 s (≤ 3): it sleeps, then goes
     assert clock() - before == pytest.approx(2.0)
@@ -281,7 +281,8 @@ def test_submit_without_a_free_slot_waits_queued_and_sends_no_create(aws: dict[s
     clock, sent = FakeClock(), []
     gov = governor({"gt": ProviderLimits(max_in_flight=1)}, clock, sent)
     tracker = TaskTracker(store, TaskQueue(aws["INGEST_QUEUE_URL"]), on_terminal=[gov.release])
-    submitter = Submitter(store, catalog, tracker, RecordingStarter(), tokens=None, callback_base_url=None, governor=gov)
+    starter = RecordingStarter()
+    submitter = Submitter(store, catalog, tracker, starter, tokens=None, callback_base_url=None, governor=gov)
     first, second = (store.create(task(n, provider="gt"))[0] for n in ("t-1", "t-2"))
     assert submitter.submit(first.id) is SubmitOutcome.SUBMITTED
     assert submitter.submit(second.id) is SubmitOutcome.WAITING
