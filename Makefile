@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 SAM := .venv-sam/bin/sam
 REGION := us-east-1
 
-.PHONY: setup chromium ui demo test dev checks lint template-checks unit integration bench build clean chaos
+.PHONY: setup chromium ui demo test dev checks lint template-checks unit integration bench build clean chaos governor-bench
 
 setup: $(VENV)/.installed .venv-sam/.installed node_modules/.installed chromium
 
@@ -82,6 +82,12 @@ bench: $(VENV)/.installed
 ## (not part of `make test`; e.g. `make chaos CHAOS_ARGS="--runs 3"`)
 chaos: $(VENV)/.installed
 	$(BIN)/python benchmarks/chaos.py $(CHAOS_ARGS)
+
+## governor-bench: 200 generate_task tasks at the seed's limits (10 s each, 10 at once, 60 a minute),
+## with 1 and with 10 submit workers; makespan vs the minimum, 429s, most in flight, duplicates (~15 min)
+## (e.g. `make governor-bench GOVERNOR_ARGS="--tasks 0 --fairness 1000 --workers 10"` for the fairness wait)
+governor-bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/governor.py $(GOVERNOR_ARGS)
 
 ## build: sam build (needs python3.13 on PATH and the package registry)
 build: setup

@@ -329,3 +329,12 @@ def test_limits_come_from_the_environment_with_the_seeds_defaults_for_generate_t
 def test_the_callback_budget_holds_one_governor_wait_and_one_status_call() -> None:
     cfg = provider_config("gt", "generate_task", "https://gt.example", "k")
     assert cfg.call_seconds + READ_WAIT_SECONDS <= 30  # the HTTP API's integration limit
+
+
+def test_offer_queues_bulk_tasks_and_sends_messages_only_to_those_let_in(aws: dict[str, str]) -> None:
+    clock, sent = FakeClock(), []
+    gov = governor({"gt": ProviderLimits(max_in_flight=2), "free": ProviderLimits()}, clock, sent)
+    for i in range(5):
+        gov.offer(task(f"line-{i}", batch="b"))
+    gov.offer(task("unlimited", provider="free"))
+    assert sent == ["line-0", "line-1", "unlimited"] and gov.waiting("gt") == 3

@@ -37,8 +37,11 @@ request log above 600 requests a minute is split over shards of at most 600 each
 reads all shards in one query and writes the one with the earliest free time), so one item
 never takes more than ~10 writes a second.
 
-``free_slots(provider)`` (for routing: a provider's free capacity) is one query; ``None``
-means the provider has no concurrency limit.
+**For other parts of reelay.** ``free_slots(provider)`` is a provider's free capacity for
+routing (one query; ``None``: no concurrency limit) and ``waiting(provider)`` its line's length.
+``offer(task)`` puts a task made in bulk (a batch line) in the line with no submit message of its
+own: only tasks let in get one, so a thousand waiting lines never stand in the submit queue ahead
+of an API task's message.
 """
 
 from __future__ import annotations
@@ -160,6 +163,19 @@ class Governor:
             return True
         self._enqueue(task)
         return task.id in self.pump(task.provider, own=task.id)
+
+    def offer(self, task: Task) -> None:
+        """Put a new queued task in its provider's line without a submit message of its own.
+
+        For bulk creation (a batch manifest's lines): only the tasks let in get a submit
+        message, so a thousand waiting tasks put no thousand messages ahead of an API task's.
+        A provider without a concurrency limit gets the message at once.
+        """
+        if self.limits(task.provider).max_in_flight is None:
+            self._send(task.id)
+            return
+        self._enqueue(task)
+        self.pump(task.provider)
 
     def is_waiting(self, task: Task) -> bool:
         """Whether ``task`` is in its provider's waiting line."""
