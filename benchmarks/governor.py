@@ -105,10 +105,7 @@ def run_once(args: argparse.Namespace, workers: int, log: IO[str], out: IO[str])
         mapping = next(m for m in env.stack.queue_mappings if m.function == "SubmitFunction")
         out.write(f"\n== {workers} submit worker(s) (local SQS poller: {mapping.max_concurrency} at once) ==\n")
         with httpx.Client(base_url=env.stack.api_url, timeout=60) as http, contextlib.redirect_stdout(log):
-            if args.tasks:
-                ok = throughput(args, env, http, out)
-            else:
-                ok = True
+            ok = throughput(args, env, http, out) if args.tasks else True
             if args.fairness:
                 ok = fairness(args, env, http, out) and ok
         return ok
@@ -161,7 +158,8 @@ def throughput(args: argparse.Namespace, env: Any, http: httpx.Client, out: IO[s
         f"  most in flight at the simulator: {max_in_flight} (limit {n}); most requests in a 60 s window: "
         f"{limits.get('max_requests_in_window', 0)} (limit {r})\n"
     )
-    out.write(f"  requests made: {limits.get('requests', 0)} (needed {needed}); duplicate provider tasks: {duplicates}\n")
+    made = limits.get("requests", 0)
+    out.write(f"  requests made: {made} (needed {needed}); duplicate provider tasks: {duplicates}\n")
     return (
         len(done) == len(ids)
         and ratio <= 1.05
@@ -182,7 +180,7 @@ def fairness(args: argparse.Namespace, env: Any, http: httpx.Client, out: IO[str
     container = Container.from_environ(function_env)
     store, governor = container.store, container.governor
     queue = TaskQueue(function_env["SUBMIT_QUEUE_URL"])
-    governor._dispatch = queue.send  # noqa: SLF001 - the benchmark process offers as a batch function would
+    governor._dispatch = queue.send  # the benchmark offers as a batch function would
     batch_id = f"bench-{uuid.uuid4().hex[:6]}"
     began = time.time()
     for line in range(1, args.fairness + 1):
@@ -203,7 +201,8 @@ def fairness(args: argparse.Namespace, env: Any, http: httpx.Client, out: IO[str
     # Let the batch fill the provider and start finishing (slots full, a line behind them).
     time.sleep(args.generation * 2 + 5)
     posted = time.time()
-    response = http.post("/v1/tasks", json={"provider": PROVIDER, "prompt": "interactive [tag:fair-api]", "duration": 4})
+    body = {"provider": PROVIDER, "prompt": "interactive [tag:fair-api]", "duration": 4}
+    response = http.post("/v1/tasks", json=body)
     response.raise_for_status()
     task_id = response.json()["id"]
     created_at = None

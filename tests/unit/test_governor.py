@@ -6,6 +6,7 @@ relied on), with a fake clock whose ``sleep`` moves time on.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -77,26 +78,33 @@ def windows_hold(grants: list[float], limit: int, window: float = 60.0) -> bool:
 # ------------------------------------------------------------------------------- request log
 
 
-def test_requests_never_exceed_the_limit_in_any_sixty_second_window(aws: dict[str, str]) -> None:
-    """Given 5 a minute and callers that keep asking, when 23 requests go out, then no 60 s window
-    (sliding, not per minute) holds more than 5 and the log is never idle."""
-    clock = FakeClock()
-    gov = governor({"gt": ProviderLimits(requests_per_minute=5)}, clock)
+def take(gov: Governor, clock: FakeClock, count: int, provider: str = "gt") -> list[float]:
+    """``count`` reads, each retried when refused (as a queue redelivery would); their send times."""
     grants = []
-    for _ in range(23):
+    for _ in range(count):
         while True:
             try:
-                gov.before_request("gt", paid=False)
+                gov.before_request(provider, paid=False)
                 break
             except ProviderRateLimited as wait:
                 assert wait.retry_after and wait.retry_after > READ_WAIT_SECONDS
                 clock.advance(wait.retry_after - READ_WAIT_SECONDS / 2)
         grants.append(clock())
+    return grants
+
+
+def test_requests_never_exceed_the_limit_in_any_sixty_second_window(aws: dict[str, str]) -> None:
+    """Given 5 a minute and callers that keep asking, when 23 requests go out, then no 60 s window
+    (sliding, not per minute) holds more than 5, and they are paced, never idle."""
+    clock = FakeClock()
+    gov = governor({"gt": ProviderLimits(requests_per_minute=5)}, clock)
+    grants = take(gov, clock, 23)
     assert windows_hold(grants, 5)
     # A burst bucket would allow 5 at the end of one minute and 5 at the start of the next: not here.
     assert not any(grants[i + 5] - grants[i] < 60 for i in range(len(grants) - 5))
-    # Full use: 23 requests at 5 per (window) take four windows and a bit, no more.
-    assert grants[-1] - grants[0] == pytest.approx(4 * WINDOW_SECONDS, abs=1.0)
+    gaps = [b - a for a, b in pairwise(grants)]
+    paced = pytest.approx(WINDOW_SECONDS / 5, abs=0.01)
+    assert min(gaps) == paced and max(gaps) == paced
 
 
 def test_a_create_waits_at_most_a_second_and_a_read_three_before_refusing_unsent(aws: dict[str, str]) -> None:
@@ -121,14 +129,13 @@ def test_a_429_that_still_arrives_honours_retry_after_and_slows_the_provider(aws
         gov.before_request("gt", paid=False)
     assert refused.value.retry_after == pytest.approx(30.0)
     clock.advance(30.0)
-    grants = []
-    for _ in range(5):
-        gov.before_request("gt", paid=False)
-        grants.append(clock())
-    # 3/4 of 8 = 6 per window while the penalty lasts (the grant before the 429 is one of them).
-    with pytest.raises(ProviderRateLimited):
-        gov.before_request("gt", paid=False)
-    assert clock() - grants[0] < PENALTY_SECONDS
+    slowed = take(gov, clock, 5)
+    assert slowed[0] == pytest.approx(clock.now - 4 * WINDOW_SECONDS / 6, abs=0.01)
+    # 3/4 of 8 = 6 per window while the penalty lasts, then 8 again.
+    assert all(b - a == pytest.approx(WINDOW_SECONDS / 6, abs=0.01) for a, b in pairwise(slowed))
+    clock.advance(PENALTY_SECONDS)
+    again = take(gov, clock, 3)
+    assert all(b - a == pytest.approx(WINDOW_SECONDS / 8, abs=0.01) for a, b in pairwise(again))
 
 
 def test_a_large_limit_is_sharded_and_the_shards_add_up_to_it(aws: dict[str, str]) -> None:

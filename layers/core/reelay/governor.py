@@ -17,13 +17,15 @@ DynamoDB (``reelay.governor_store``):
   log is a sliding-window log, not a bucket with a burst: a send time ``t`` is granted only if
   ``t`` ≥ the ``limit``-th latest grant + the window (60 s plus a second for clocks, transit and
   late wake-ups), and grants are handed out in time order, so any ``limit + 1`` consecutive
-  sends span more than 60 s. A caller may be granted a time slightly ahead (1 s for a paid
-  create, 3 s for a read) and sleeps until then; one that wakes late leaves its grant unused
-  and takes another. Further ahead than that, ``ProviderRateLimited`` is raised *before*
-  anything is sent, which every caller already treats as a 429 (back off, nothing made). A 429
-  that still arrives stops requests until its ``Retry-After`` and runs the provider at 3/4 of
-  its rate for five minutes. Creates wait at most 1 s and reads 3 s, so status checks (which
-  free slots) go ahead of new creates when the log is busy.
+  sends span more than 60 s. Grants are also paced (≥ window ÷ limit apart): a burst would
+  repeat itself every window and leave the provider idle in between. A caller may be granted a
+  time slightly ahead (1 s for a paid create, 3 s for a read) and sleeps until then; one that
+  wakes late leaves its grant unused and takes another. Further ahead than that,
+  ``ProviderRateLimited`` is raised *before* anything is sent, which every caller already
+  treats as a 429 (back off, nothing made). A 429 that still arrives stops requests until its
+  ``Retry-After`` and runs the provider at 3/4 of its rate for five minutes. Creates wait at
+  most 1 s and reads 3 s, so status checks (which free slots) go ahead of new creates when the
+  log is busy.
 
 **Fairness.** The waiting line is ordered by (class, virtual time): interactive tasks (no
 ``batch_id``) are class 0 and always go ahead of batch tasks (class 1). Within a class each
@@ -343,9 +345,16 @@ def _shard_limits(limit: int) -> list[int]:
 
 
 def _earliest(shard: RateShard, share: int, now: float) -> float:
-    """The first send time this shard can grant: in order, and ``share`` grants per window."""
+    """The first send time this shard can grant: in order, paced, and ``share`` grants per window.
+
+    Paced: grants are at least a window ÷ ``share`` apart. The window rule alone would let a
+    burst through, and a burst repeats itself one window later, leaving the provider idle in
+    between (and reads waiting longer than they may); paced grants never cluster.
+    """
     allowed = share if now >= shard.penalty_until else max(1, math.floor(share * PENALTY_SHARE))
-    at = max(now, shard.not_before, shard.log[-1] if shard.log else 0.0)
+    at = max(now, shard.not_before)
+    if shard.log:
+        at = max(at, shard.log[-1] + WINDOW_SECONDS / allowed)
     if len(shard.log) >= allowed:
         at = max(at, shard.log[-allowed] + WINDOW_SECONDS)
     return at
