@@ -69,6 +69,9 @@ def test_a_burst_stays_within_the_providers_slots_and_any_minute_window_with_no_
     """Given a provider of 2 in flight and 8 requests a minute, when 6 tasks (12 requests) are
     sent at once, then all succeed, the simulator saw at most 2 in flight (and 2: kept full), no
     window of 60 s held more than 8 requests, no 429 was answered and no task was made twice."""
+    # The local stack runs the submit function with the concurrency the template gives it.
+    [mapping] = [m for m in api.env.stack.queue_mappings if m.function == "SubmitFunction"]
+    assert mapping.max_concurrency == 4
     api.env.sim.configure("generate_task", generation_seconds=2, max_concurrent=2, rate_limit_per_minute=8)
     run = uuid.uuid4().hex[:6]
     ids = []

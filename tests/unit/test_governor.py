@@ -345,3 +345,12 @@ def test_offer_queues_bulk_tasks_and_sends_messages_only_to_those_let_in(aws: di
         gov.offer(task(f"line-{i}", batch="b"))
     gov.offer(task("unlimited", provider="free"))
     assert sent == ["line-0", "line-1", "unlimited"] and gov.waiting("gt") == 3
+
+
+def test_background_calls_take_only_a_send_time_that_is_free_now(aws: dict[str, str]) -> None:
+    clock = FakeClock()
+    gov = governor({"gt": ProviderLimits(requests_per_minute=60)}, clock)
+    gov.before_request("gt", paid=False)
+    with gov.background(), pytest.raises(ProviderRateLimited):
+        gov.before_request("gt", paid=False)  # the next time is ~1 s away: reconcile does not wait
+    gov.before_request("gt", paid=False)  # a callback's read does

@@ -25,7 +25,7 @@ DynamoDB (``reelay.governor_store``):
   treats as a 429 (back off, nothing made). A 429 that still arrives stops requests until its
   ``Retry-After`` and runs the provider at 3/4 of its rate for five minutes. Creates wait at
   most 1 s and reads 3 s, so status checks (which free slots) go ahead of new creates when the
-  log is busy.
+  log is busy; reconcile's calls (``Governor.background``) take only a time that is free now.
 
 **Fairness.** The waiting line is ordered by (class, virtual time): interactive tasks (no
 ``batch_id``) are class 0 and always go ahead of batch tasks (class 1). Within a class each
@@ -48,10 +48,12 @@ of an API task's message.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger
@@ -80,6 +82,10 @@ LEASE_GRACE_SECONDS = 600.0
 _ATTEMPTS = 10
 
 Dispatch = Callable[[str], None]
+
+# Set while background work (reconcile) calls providers: it takes only a send time free now, so
+# it never queues ahead of callbacks' status checks and creates (``Governor.background``).
+_BACKGROUND: ContextVar[bool] = ContextVar("reelay_governor_background", default=False)
 
 
 @dataclass(frozen=True)
@@ -292,12 +298,24 @@ class Governor:
 
     # ================================================================ requests
 
+    @staticmethod
+    @contextlib.contextmanager
+    def background(on: bool = True) -> Iterator[None]:
+        """Provider calls made inside take only send times free now (reconcile's looks): a
+        background sweep never fills the request log ahead of the calls that move tasks.
+        ``background(False)`` restores the normal waits inside it (a deadline's last look)."""
+        token = _BACKGROUND.set(on)
+        try:
+            yield
+        finally:
+            _BACKGROUND.reset(token)
+
     def before_request(self, provider: str, *, paid: bool) -> None:
         """Wait for a send time within the window; ``ProviderRateLimited`` when none is near."""
         limit = self.limits(provider).requests_per_minute
         if limit is None:
             return
-        horizon = CREATE_WAIT_SECONDS if paid else READ_WAIT_SECONDS
+        horizon = 0.0 if _BACKGROUND.get() else CREATE_WAIT_SECONDS if paid else READ_WAIT_SECONDS
         shards = _shard_limits(limit)
         for _ in range(_ATTEMPTS):
             now = self._clock()

@@ -86,7 +86,18 @@ class Reconciler:
         self._clock = clock
 
     def run(self, *, seconds_left: Callable[[], float] = lambda: 3600.0) -> dict[str, int]:
-        """One pass over the tasks due now; ``{action: count}`` of what it did."""
+        """One pass over the tasks due now; ``{action: count}`` of what it did.
+
+        Its provider calls are background work for the governor: they take only request times
+        free now, never queueing ahead of callbacks and creates (a refused look is retried at
+        the task's next due time).
+        """
+        if self._governor is None:
+            return self._run(seconds_left)
+        with self._governor.background():
+            return self._run(seconds_left)
+
+    def _run(self, seconds_left: Callable[[], float]) -> dict[str, int]:
         now = self._clock()
         counts: Counter[str] = Counter()
         if self._governor is not None:
@@ -195,6 +206,12 @@ class Reconciler:
         return "status_checked"
 
     def _past_deadline(self, task: Task) -> str:
+        if self._governor is None:
+            return self._end_at_deadline(task)
+        with self._governor.background(False):  # the last look waits its turn like any other
+            return self._end_at_deadline(task)
+
+    def _end_at_deadline(self, task: Task) -> str:
         provider = self._providers.get(task.provider)
         seconds = int(provider.config.deadline_seconds)
         if task.status is TaskStatus.QUEUED:
