@@ -25,7 +25,9 @@ DynamoDB (``reelay.governor_store``):
   treats as a 429 (back off, nothing made). A 429 that still arrives stops requests until its
   ``Retry-After`` and runs the provider at 3/4 of its rate for five minutes. Creates wait at
   most 1 s and reads 3 s, so status checks (which free slots) go ahead of new creates when the
-  log is busy; reconcile's calls (``Governor.background``) take only a time that is free now.
+  log is busy; reconcile's calls (``Governor.background``) wait at most 1 s too. A create
+  refused for now keeps looking, holding no grant, for up to 8 s before it goes back to the
+  queue, so it takes the first time the reads leave free.
 
 **Fairness.** The waiting line is ordered by (class, virtual time): interactive tasks (no
 ``batch_id``) are class 0 and always go ahead of batch tasks (class 1). Within a class each
@@ -69,9 +71,15 @@ logger = Logger(child=True)
 WINDOW_SECONDS = 61.0
 # A grant used later than this after its time is left unused (another is taken).
 LATE_SECONDS = 0.5
-# How far ahead a caller may be granted a send time (it sleeps until then).
+# How far ahead a caller may be granted a send time (it sleeps until then): reads (status
+# checks, which free slots) furthest; creates and background work (reconcile) only when the
+# log is nearly free, so they never queue ahead of reads.
 CREATE_WAIT_SECONDS = 1.0
 READ_WAIT_SECONDS = 3.0
+BACKGROUND_WAIT_SECONDS = 1.0
+# A create refused for now looks again (holding no grant meanwhile) for up to this long, so
+# it takes the first time reads leave free instead of going back to the queue.
+CREATE_PATIENCE_SECONDS = 8.0
 # After a 429 that still arrived: the rate is cut to this share for this long.
 PENALTY_SHARE = 0.75
 PENALTY_SECONDS = 300.0
@@ -315,9 +323,11 @@ class Governor:
         limit = self.limits(provider).requests_per_minute
         if limit is None:
             return
-        horizon = 0.0 if _BACKGROUND.get() else CREATE_WAIT_SECONDS if paid else READ_WAIT_SECONDS
+        background = _BACKGROUND.get()
+        horizon = BACKGROUND_WAIT_SECONDS if background else CREATE_WAIT_SECONDS if paid else READ_WAIT_SECONDS
+        patient_until = self._clock() + (CREATE_PATIENCE_SECONDS if paid and not background else 0.0)
         shards = _shard_limits(limit)
-        for _ in range(_ATTEMPTS):
+        for _ in range(4 * _ATTEMPTS):
             now = self._clock()
             written = self._store.rate_shards(provider)
             candidates = [
@@ -326,12 +336,16 @@ class Governor:
             ]
             at, shard, share = min(candidates, key=lambda c: (c[0], self._rng.random()))
             wait = at - now
+            if wait > horizon and at - horizon <= patient_until:
+                self._sleep(max(0.05, min(wait - horizon, 1.0)))  # look again; reads may go first
+                continue
             if wait > horizon:
                 raise ProviderRateLimited(
                     f"reelay holds requests to provider {provider} to its limit of {limit} a minute; "
                     f"next free in {wait:.1f} s",
                     provider=provider,
-                    retry_after=wait,
+                    # A create comes back when its grant is within its patience.
+                    retry_after=max(1.0, wait - (patient_until - now)),
                 )
             if not self._store.write_rate_shard(provider, shard, (*shard.log, at)[-share:]):
                 continue  # another caller took it first: read again

@@ -108,10 +108,10 @@ class Settings(BaseModel):
     def submit_record_seconds(self) -> float:
         """The most one submit record can take: three provider calls (balance, create, a lookup),
         each after at most one wait for the governor's request log."""
-        from reelay.governor import READ_WAIT_SECONDS
+        from reelay.governor import CREATE_PATIENCE_SECONDS, READ_WAIT_SECONDS
 
         longest = max((p.call_seconds for p in self.providers), default=0.0)
-        return 3 * (longest + READ_WAIT_SECONDS) + 10
+        return 2 * (longest + READ_WAIT_SECONDS) + (longest + CREATE_PATIENCE_SECONDS) + 10
 
     def provider(self, name: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.name == name), None)
