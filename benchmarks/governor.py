@@ -60,8 +60,10 @@ def environment(args: argparse.Namespace) -> dict[str, str]:
         "REELAY_PROVIDERS": PROVIDER,
         "REELAY_GENERATE_TASK_MAX_IN_FLIGHT": str(args.max_in_flight),
         "REELAY_GENERATE_TASK_REQUESTS_PER_MINUTE": str(args.rpm),
-        # The local stack would take the simulator's default generation time (3 s) as typical.
-        "REELAY_GENERATE_TASK_TYPICAL_SECONDS": str(args.generation),
+        # The local stack would take the simulator's default generation time (3 s) as typical;
+        # reconcile looks at a task due by it (a queued one every typical time, a callback that
+        # never came at twice it), so a short one only adds looks.
+        "REELAY_GENERATE_TASK_TYPICAL_SECONDS": str(args.typical),
         "REELAY_LOG_LEVEL": "WARNING",
         "REELAY_RECONCILE_EVERY_SECONDS": str(args.reconcile_every),
     }
@@ -175,6 +177,7 @@ def fairness(args: argparse.Namespace, env: Any, http: httpx.Client, out: IO[str
     from reelay.aws import TaskQueue
     from reelay.bootstrap import Container
     from reelay.models import Task, utcnow
+    from reelay.tasks import new_task_id
 
     function_env = env.stack.functions["SubmitFunction"].environment
     container = Container.from_environ(function_env)
@@ -186,7 +189,7 @@ def fairness(args: argparse.Namespace, env: Any, http: httpx.Client, out: IO[str
     for line in range(1, args.fairness + 1):
         now = utcnow()
         task = Task(
-            id=uuid.uuid4().hex,
+            id=new_task_id(),
             provider=PROVIDER,
             protocol=PROVIDER,
             request={"provider": PROVIDER, "prompt": f"batch line {line}", "duration": 4},
@@ -235,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 10], help="submit workers (runs)")
     parser.add_argument("--fairness", type=int, default=0, help="batch tasks for the fairness measurement")
     parser.add_argument("--reconcile-every", type=float, default=10.0)
+    parser.add_argument("--typical", type=float, default=30.0, help="REELAY_GENERATE_TASK_TYPICAL_SECONDS")
     parser.add_argument("--timeout", type=float, default=1200.0)
     args = parser.parse_args(argv)
     out = sys.stdout

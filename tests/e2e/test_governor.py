@@ -16,6 +16,7 @@ import pytest
 
 from reelay.bootstrap import Container
 from reelay.models import Task, utcnow
+from reelay.tasks import new_task_id
 from tests.e2e.conftest import Api, running_api
 
 ENV = {
@@ -50,7 +51,7 @@ def _offer_batch(api: Api, provider: str, lines: int, batch_id: str) -> list[str
     for line in range(1, lines + 1):
         now = utcnow()
         task = Task(
-            id=uuid.uuid4().hex,
+            id=new_task_id(),
             provider=provider,
             protocol="generate_task",
             request={"provider": provider, "prompt": f"{batch_id} line {line}", "duration": 4},
