@@ -81,7 +81,11 @@ def list_all(http: httpx.Client) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": 100}
         if cursor:
             params["cursor"] = cursor
-        page = http.get("/v1/tasks", params=params).json()
+        response = http.get("/v1/tasks", params=params)
+        if response.status_code != 200:  # a loaded machine may time the API out: ask again
+            time.sleep(1.0)
+            continue
+        page = response.json()
         tasks.extend(page["tasks"])
         cursor = page.get("next_cursor")
         if not cursor:
@@ -135,7 +139,7 @@ def throughput(args: argparse.Namespace, env: Any, http: httpx.Client, out: IO[s
         out.flush()
         if len(done) == len(ids) or time.monotonic() > deadline:
             break
-        time.sleep(2.0)
+        time.sleep(5.0)
     out.write("\n")
     last = max((_epoch(t["updated_at"]) for t in done), default=time.time())
     makespan = last - first
