@@ -357,3 +357,14 @@ def test_offer_queues_bulk_tasks_and_sends_messages_only_to_those_let_in(aws: di
         gov.offer(task(f"line-{i}", batch="b"))
     gov.offer(task("unlimited", provider="free"))
     assert sent == ["line-0", "line-1", "unlimited"] and gov.waiting("gt") == 3
+
+
+def test_the_simulator_counts_what_its_limits_refused_and_the_most_it_saw() -> None:
+    from reelay_sim.state import SimState
+
+    state = SimState()
+    assert [state.take_rate("generate_task", "k", 2) == 0 for _ in range(3)] == [True, True, False]
+    state.note_concurrency_refusal("generate_task", "k")
+    seen = state.limit_counts()["generate_task"]
+    assert seen["requests"] == 2 and seen["rate_429s"] == 1 and seen["concurrency_429s"] == 1
+    assert seen["max_requests_in_window"] == 2
