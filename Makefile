@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 SAM := .venv-sam/bin/sam
 REGION := us-east-1
 
-.PHONY: setup chromium ui demo test dev checks lint template-checks unit integration bench build clean chaos cost webhooks
+.PHONY: setup chromium ui demo test dev checks lint template-checks unit integration bench build clean chaos cost webhooks governor-bench
 
 setup: $(VENV)/.installed .venv-sam/.installed node_modules/.installed chromium
 
@@ -92,6 +92,12 @@ cost: $(VENV)/.installed
 ## across receiver failures and a secret rotation, and their events counted; exits 1 when a target is missed
 webhooks: $(VENV)/.installed
 	$(BIN)/python benchmarks/webhooks.py $(WEBHOOKS_ARGS)
+
+## governor-bench: 200 generate_task tasks at the seed's limits (10 s each, 10 at once, 60 a minute),
+## with 1 and with 10 submit workers; makespan vs the minimum, 429s, most in flight, duplicates (~15 min)
+## (e.g. `make governor-bench GOVERNOR_ARGS="--tasks 0 --fairness 1000 --workers 10"` for the fairness wait)
+governor-bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/governor.py $(GOVERNOR_ARGS)
 
 ## build: sam build (needs python3.13 on PATH and the package registry)
 build: setup

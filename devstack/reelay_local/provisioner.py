@@ -109,6 +109,7 @@ class Provisioner:
         self._layer_dirs: dict[str, Path] = {}
         self._api_urls: dict[str, str] = {}
         self._roles: set[str] = set()
+        self._reserved_concurrency: dict[str, int] = {}  # function logical id -> reserved concurrency
 
     # -- orchestration ------------------------------------------------------------------------
 
@@ -420,6 +421,8 @@ class Provisioner:
         variables = self._template_variables(props)
         timeout = float(self._timeout_overrides.get(logical_id, props.get("Timeout", 3)))
         memory_size = int(props.get("MemorySize", 128))
+        if "ReservedConcurrentExecutions" in props:
+            self._reserved_concurrency[logical_id] = int(props["ReservedConcurrentExecutions"])
         handler = props.get("Handler", "app.lambda_handler")
         role = props.get("Role") or self._arn("iam", "role/reelay-local-function", region="")
         self._ensure_role(role)
@@ -560,6 +563,12 @@ class Provisioner:
         queue_name = source.rsplit(":", 1)[1]
         queue_url = next(p.ref for p in self.physical.values() if p.attributes.get("QueueName") == queue_name)
         scaling = props.get("ScalingConfig") or {}
+        # Batches in flight at once: the mapping's MaximumConcurrency, never above the function's
+        # reserved concurrency (Lambda runs no more than that), 4 when neither is set, at most 16.
+        reserved = self._reserved_concurrency.get(function)
+        concurrency = int(scaling.get("MaximumConcurrency", reserved or 4))
+        if reserved is not None:
+            concurrency = min(concurrency, reserved)
         self.wiring.queue_mappings.append(
             QueueMapping(
                 logical_id=logical_id,
@@ -569,7 +578,7 @@ class Provisioner:
                 batch_size=int(props.get("BatchSize", 10)),
                 batching_window_seconds=float(props.get("MaximumBatchingWindowInSeconds", 0)),
                 report_batch_item_failures="ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or []),
-                max_concurrency=min(int(scaling.get("MaximumConcurrency", 4)), 16),
+                max_concurrency=max(1, min(concurrency, 16)),
                 enabled=bool(props.get("Enabled", True)),
             )
         )

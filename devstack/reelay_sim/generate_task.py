@@ -17,6 +17,8 @@ Wire format as agreed in wire.md. Choices the seed leaves open, decided here:
   ``rate_limit_per_minute`` sliding 60 s window; refused requests do not count. ``Retry-After``
   says when the oldest counted request leaves the window. A create while ``max_concurrent``
   tasks of the key are unfinished is a 429 whose ``Retry-After`` is when the first is due.
+  Both are counted per key (``SimState.limit_counts``: 429s of each kind, the most unfinished
+  tasks and the most accepted requests in one window), in ``GET /_sim/counters`` as ``limits``.
 - Callbacks: POSTed JSON, the status response's wrapped shape (see ``callbacks.py``).
 """
 
@@ -122,6 +124,7 @@ class GenerateTask(ProtocolHandler):
         state = self.ctx.state
         with state.lock:
             if state.active_count(self.name, key) >= knobs.max_concurrent:
+                state.note_concurrency_refusal(self.name, key)
                 wait = state.earliest_finish(self.name, key)
                 return self.error(429, f"Concurrent task limit exceeded ({knobs.max_concurrent})", retry_after=wait)
             fault = self.create_fault(prompt)
@@ -143,6 +146,7 @@ class GenerateTask(ProtocolHandler):
                     callback_url=params["callback_url"] if params["request_type"] == "callback" else None,
                 )
             )
+            state.note_in_flight(self.name, key)
         self.hang(fault)
         if fail or fault.accepted_error is not None:
             return self.error(fault.accepted_error or 500, "Internal server error")

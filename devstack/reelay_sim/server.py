@@ -329,7 +329,8 @@ class SimApp:
         - ``tasks_per_prompt``: protocol -> prompt -> provider tasks made for it;
         - ``tags``: ``[tag:<label>]`` label -> the provider tasks whose prompt carries it, each
           ``{protocol, id, state, callback_url}`` (two for one label: a duplicate paid task);
-        - ``status_calls`` and ``downloads``: protocol -> task id -> count.
+        - ``status_calls`` and ``downloads``: protocol -> task id -> count;
+        - ``limits``: protocol -> what its rate and concurrency limits saw (``SimState.limit_counts``).
         """
         with self.state.lock:
             self.state.advance()
@@ -349,7 +350,8 @@ class SimApp:
                 nested[name] = {p: {} for p in knob_rules.PROTOCOLS}
                 for (protocol, task_id), count in counter.items():
                     nested[name][protocol][task_id] = count
-            return {"creates": creates, "tasks_per_prompt": per_prompt, "tags": labelled, **nested}
+            limits = self.state.limit_counts()
+            return {"creates": creates, "tasks_per_prompt": per_prompt, "tags": labelled, **nested, "limits": limits}
 
     def base_urls(self) -> dict[str, str]:
         return {name: handler.base_url for name, handler in self.handlers.items()}

@@ -129,6 +129,9 @@ class SimState:
         self.requests: list[dict[str, Any]] = []
         self.callbacks: list[dict[str, Any]] = []
         self.windows: dict[tuple[str, str], deque[float]] = {}
+        # Per (protocol, key): what the limits saw (``limit_counts``): 429s for each limit, the
+        # most unfinished tasks and the most accepted requests in one 60 s window.
+        self.limits: dict[tuple[str, str], dict[str, int]] = {}
         # Per-task fault counters (see protocol.py): create attempts per (protocol, prompt), status
         # calls and result downloads per (protocol, task id).
         self.create_attempts: dict[tuple[str, str], int] = {}
@@ -243,9 +246,42 @@ class SimState:
             while window and window[0] <= now - 60.0:
                 window.popleft()
             if len(window) >= per_minute:
+                self._limit(protocol, key)["rate_429s"] += 1
                 return max(0.001, window[0] + 60.0 - now)
             window.append(now)
+            seen = self._limit(protocol, key)
+            seen["requests"] += 1
+            seen["max_requests_in_window"] = max(seen["max_requests_in_window"], len(window))
             return 0.0
+
+    def note_concurrency_refusal(self, protocol: str, key: str) -> None:
+        """A create was refused because ``key`` had its most unfinished tasks."""
+        with self.lock:
+            self._limit(protocol, key)["concurrency_429s"] += 1
+
+    def note_in_flight(self, protocol: str, key: str) -> None:
+        """A task of ``key`` was made: record the most unfinished tasks seen at once."""
+        with self.lock:
+            seen = self._limit(protocol, key)
+            seen["max_in_flight"] = max(seen["max_in_flight"], self.active_count(protocol, key))
+
+    def _limit(self, protocol: str, key: str) -> dict[str, int]:
+        return self.limits.setdefault(
+            (protocol, key),
+            {"requests": 0, "rate_429s": 0, "concurrency_429s": 0, "max_in_flight": 0, "max_requests_in_window": 0},
+        )
+
+    def limit_counts(self) -> dict[str, dict[str, int]]:
+        """Per protocol, summed over its keys (maxima: the largest of any key): ``requests`` (accepted
+        and counted by the rate limit), ``rate_429s``, ``concurrency_429s`` (violations refused),
+        ``max_in_flight`` and ``max_requests_in_window`` (the most seen at once / in 60 s)."""
+        with self.lock:
+            out: dict[str, dict[str, int]] = {}
+            for (protocol, _key), seen in self.limits.items():
+                total = out.setdefault(protocol, dict.fromkeys(seen, 0))
+                for name, value in seen.items():
+                    total[name] = max(total[name], value) if name.startswith("max_") else total[name] + value
+            return out
 
     # --- knobs ---------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from reelay.catalog import ProviderCatalog
     from reelay.deadlines import Deadlines
     from reelay.fetch import Fetcher
+    from reelay.governor import Governor
     from reelay.ingest import IngestService
     from reelay.models import Task
     from reelay.notify import Notifier
@@ -76,8 +77,24 @@ class Container:
     @cached_property
     def providers(self) -> ProviderCatalog:
         from reelay.catalog import ProviderCatalog
+        from reelay.providers.registry import build_provider
 
-        return ProviderCatalog(self.settings.providers)
+        # Every provider call passes the governor's request log first (when the provider has a limit).
+        gate = self.governor if self.governor.governed_providers else None
+        return ProviderCatalog(self.settings.providers, factory=lambda config: build_provider(config, gate=gate))
+
+    @cached_property
+    def governor(self) -> Governor:
+        """Slots and request logs of the providers with limits, shared through the task table."""
+        from reelay.governor import Governor
+        from reelay.governor_store import GovernorStore
+
+        dispatch = None
+        if self.settings.submit_queue_url:
+            dispatch = self.submit_queue.send  # a freed slot sends the next waiting task's message
+        return Governor.for_providers(
+            GovernorStore(self.settings.task_table_name), self.settings.providers, dispatch=dispatch
+        )
 
     @cached_property
     def router(self) -> Router:
@@ -127,7 +144,13 @@ class Container:
         from reelay.tracking import TaskTracker
 
         hooks = [NotifyHook(self.notify_queue)] if self.settings.notify_queue_url else []
-        return TaskTracker(self.store, self.ingest_queue, on_terminal=[self._terminal_metrics, *hooks])
+        slot_release = [self.governor.release] if self.governor.governed_providers else []
+        return TaskTracker(
+            self.store,
+            self.ingest_queue,
+            on_terminal=[self._terminal_metrics, *slot_release, *hooks],
+            on_provider_final=slot_release,
+        )
 
     def _terminal_metrics(self, task: Task) -> None:
         """Terminal hook: succeeded/failed per provider and code, callback-to-succeeded latency."""
@@ -180,6 +203,7 @@ class Container:
             callback_base_url=self.settings.callback_base_url if tokens else None,
             inputs=ImageInputs(self.bucket, self.guard),
             router=self.router,
+            governor=self.governor if self.governor.governed_providers else None,
         )
 
     @cached_property
@@ -250,6 +274,7 @@ class Container:
             submit_queue=self.submit_queue,
             ingest_queue=self.ingest_queue,
             notify_queue=self.notify_queue if self.settings.notify_queue_url else None,
+            governor=self.governor if self.governor.governed_providers else None,
         )
 
     @cached_property

@@ -6,6 +6,8 @@ The reconcile function runs on an EventBridge schedule. It reads the sparse ``Du
 ==========================  =====================================================================
 task                        what reconcile does
 ==========================  =====================================================================
+queued, waiting for a slot  nothing (the governor's line lets it in); every run first frees the
+                            slots of tasks that ended without freeing them, then lets tasks in
 queued, never sent          its submit message was lost: the submit message is sent again
 queued, create held         the submit worker looks again (the provider's list; a 5xx'd create
                             is re-sent once after its hold): the submit message is sent again
@@ -39,7 +41,15 @@ from reelay import metrics
 from reelay.aws import TaskQueue
 from reelay.catalog import ProviderCatalog
 from reelay.deadlines import Deadlines, notification_pending
-from reelay.errors import ProviderError, ProviderTaskUnknown, ReelayError, RequestInvalid, TransitionConflict
+from reelay.errors import (
+    ProviderError,
+    ProviderTaskUnknown,
+    ReelayError,
+    RequestInvalid,
+    TaskNotFound,
+    TransitionConflict,
+)
+from reelay.governor import Governor, in_flight_statuses
 from reelay.models import ErrorCode, Task, TaskStatus, utcnow
 from reelay.store import TaskStore
 from reelay.submission import Submitter
@@ -67,7 +77,9 @@ class Reconciler:
         ingest_queue: TaskQueue,
         notify_queue: TaskQueue | None = None,
         clock: Callable[[], datetime] = utcnow,
+        governor: Governor | None = None,
     ) -> None:
+        self._governor = governor
         self._store = store
         self._providers = providers
         self._tracker = tracker
@@ -79,9 +91,22 @@ class Reconciler:
         self._clock = clock
 
     def run(self, *, seconds_left: Callable[[], float] = lambda: 3600.0) -> dict[str, int]:
-        """One pass over the tasks due now; ``{action: count}`` of what it did."""
+        """One pass over the tasks due now; ``{action: count}`` of what it did.
+
+        Its provider calls are background work for the governor: they take only request times
+        free now, never queueing ahead of callbacks and creates (a refused look is retried at
+        the task's next due time).
+        """
+        if self._governor is None:
+            return self._run(seconds_left)
+        with self._governor.background():
+            return self._run(seconds_left)
+
+    def _run(self, seconds_left: Callable[[], float]) -> dict[str, int]:
         now = self._clock()
         counts: Counter[str] = Counter()
+        if self._governor is not None:
+            counts.update(self._sweep_slots(self._governor))
         cursor: str | None = None
         seen: set[str] = set()
         while seconds_left() > RESERVE_SECONDS:
@@ -130,6 +155,10 @@ class Reconciler:
         if now >= self._deadlines.deadline(task):
             return self._past_deadline(task)
         if task.status is TaskStatus.QUEUED:
+            if self._governor is not None and task.create_sent_at is None and self._governor.is_waiting(task):
+                # In the governor's line: a freed slot (or this run's sweep) sends it; no resend.
+                self._looked(task.id)
+                return "waiting_for_slot"
             # The look is recorded before the message goes: a submit worker that takes the
             # message at once must not find its claim beaten by this write.
             self._looked(task.id)
@@ -158,6 +187,27 @@ class Reconciler:
             return "notify_resent"
         return "already_terminal"
 
+    def _sweep_slots(self, governor: Governor) -> Counter[str]:
+        """Free the slots of tasks that ended without freeing them (or vanished), then let the
+        next waiting tasks in: the fallback for a release or a dispatch that was lost."""
+        counts: Counter[str] = Counter()
+
+        def in_flight(task_id: str) -> bool:
+            try:
+                return self._store.get(task_id).status in in_flight_statuses()
+            except TaskNotFound:
+                return False
+
+        for provider in governor.governed_providers:
+            try:
+                freed = governor.sweep(provider, in_flight)
+            except ReelayError as exc:
+                logger.warning("slot sweep failed", extra={"provider": provider, "error": exc.code})
+                continue
+            if freed:
+                counts["slot_freed"] += freed
+        return counts
+
     def _check_status(self, task: Task) -> str:
         """A callback that never came: ask the status endpoint and apply what it says."""
         provider = self._providers.get(task.provider)
@@ -177,6 +227,12 @@ class Reconciler:
         return "status_checked"
 
     def _past_deadline(self, task: Task) -> str:
+        if self._governor is None:
+            return self._end_at_deadline(task)
+        with self._governor.background(False):  # the last look waits its turn like any other
+            return self._end_at_deadline(task)
+
+    def _end_at_deadline(self, task: Task) -> str:
         provider = self._providers.get(task.provider)
         seconds = int(provider.config.deadline_seconds)
         if task.status is TaskStatus.QUEUED:

@@ -121,9 +121,12 @@ class Settings(BaseModel):
 
     @property
     def submit_record_seconds(self) -> float:
-        """The most one submit record can take: three provider calls (balance, create, a lookup)."""
+        """The most one submit record can take: three provider calls (balance, create, a lookup),
+        each after at most one wait for the governor's request log."""
+        from reelay.governor import CREATE_PATIENCE_SECONDS, READ_WAIT_SECONDS
+
         longest = max((p.call_seconds for p in self.providers), default=0.0)
-        return 3 * longest + 10
+        return 2 * (longest + READ_WAIT_SECONDS) + (longest + CREATE_PATIENCE_SECONDS) + 10
 
     def provider(self, name: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.name == name), None)
@@ -159,6 +162,8 @@ def _provider_configs(
             ("TIMEOUT_SECONDS", "timeout_seconds"),
             ("TYPICAL_SECONDS", "typical_seconds"),
             ("DEADLINE_SECONDS", "deadline_seconds"),
+            ("MAX_IN_FLIGHT", "max_in_flight"),
+            ("REQUESTS_PER_MINUTE", "requests_per_minute"),
         ):
             if prefix + env_name in environ:
                 fields[field] = environ[prefix + env_name]

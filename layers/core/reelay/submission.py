@@ -48,6 +48,7 @@ from reelay.errors import (
     ResultFetchError,
     TransitionConflict,
 )
+from reelay.governor import Governor
 from reelay.inputs import ImageInputs
 from reelay.models import (
     CreateHold,
@@ -89,6 +90,7 @@ class SubmitOutcome(StrEnum):
     SKIPPED = "skipped"  # not queued any more (a duplicate message) or another worker has it
     HELD = "held"  # the create's outcome is unknown; reconcile looks again later
     FAILED = "failed"
+    WAITING = "waiting"  # no free slot at the provider: in the governor's line, still queued
 
 
 class Submitter:
@@ -105,7 +107,9 @@ class Submitter:
         callback_base_url: str | None,
         inputs: ImageInputs | None = None,
         router: Router | None = None,
+        governor: Governor | None = None,
     ) -> None:
+        self._governor = governor
         self._store = store
         self._providers = providers
         self._tracker = tracker
@@ -139,6 +143,10 @@ class Submitter:
             return self.recover(task) if task.status is TaskStatus.QUEUED else SubmitOutcome.SKIPPED
         request = _request_of(task)
         images: list[ImageInput] = []
+        if self._governor is not None and not self._governor.admit(task):
+            # No slot free: the task waits in the governor's line (still queued, its message
+            # done with); the task that frees a slot sends its message again.
+            return SubmitOutcome.WAITING
         try:
             if isinstance(request, ImageRequest):
                 provider.validate_images(request)

@@ -7,7 +7,9 @@ and only the writer that wins the move to ``ingesting`` enqueues the ingest.
 The one terminal path: every ``succeeded`` and every ``failed`` is written by
 ``TaskTracker.succeed`` or ``TaskTracker.fail`` (both through ``_finish``), and each
 ``on_terminal`` hook runs once, by the writer that won the terminal write. Notifications,
-the governor's slot release and cost accounting hang off it.
+the governor's slot release and cost accounting hang off it. ``on_provider_final`` hooks run
+once too, for the writer that moved the task to ``ingesting`` (the governor frees the slot
+there, as the provider task is no longer in flight).
 """
 
 from __future__ import annotations
@@ -33,10 +35,20 @@ TerminalHook = Callable[[Task], None]
 class TaskTracker:
     """Moves tasks forward from provider status reports, under concurrency, and ends them."""
 
-    def __init__(self, store: TaskStore, ingest_queue: TaskQueue, *, on_terminal: Sequence[TerminalHook] = ()) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        ingest_queue: TaskQueue,
+        *,
+        on_terminal: Sequence[TerminalHook] = (),
+        on_provider_final: Sequence[TerminalHook] = (),
+    ) -> None:
         self._store = store
         self._ingest = ingest_queue
         self._on_terminal = tuple(on_terminal)
+        # Run once the provider reported success (the task moved to ``ingesting``): the provider
+        # task is no longer in flight (the governor frees its slot before the copy ends).
+        self._on_provider_final = tuple(on_provider_final)
 
     def apply(self, task: Task, status: ProviderStatus) -> Task:
         """Apply ``status`` to ``task``; returns the task as it now stands."""
@@ -72,13 +84,17 @@ class TaskTracker:
                 "task ended",
                 extra={"task_id": task.id, "status": str(task.status), "code": task.error.code if task.error else None},
             )
-            for hook in self._on_terminal:
-                try:
-                    hook(task)
-                except Exception:  # a hook's failure must not undo or repeat the terminal write
-                    logger.exception("terminal hook failed", extra={"task_id": task.id})
+            self._run_hooks(self._on_terminal, task)
             return task
         return task
+
+    @staticmethod
+    def _run_hooks(hooks: Sequence[TerminalHook], task: Task) -> None:
+        for hook in hooks:
+            try:
+                hook(task)
+            except Exception:  # a hook's failure must not undo or repeat the write it follows
+                logger.exception("task hook failed", extra={"task_id": task.id})
 
     def _apply_once(self, task: Task, status: ProviderStatus) -> Task:
         if task.status.terminal or task.status is TaskStatus.INGESTING:
@@ -103,6 +119,7 @@ class TaskTracker:
                 # The task is ingesting: reconcile sends the ingest again once it is due.
                 logger.warning("ingest message not sent; reconcile will send it", extra={"task_id": task.id})
             logger.info("task ready for ingest", extra={"task_id": task.id, "results": len(status.results)})
+            self._run_hooks(self._on_provider_final, task)
             return task
         if status.state is ProviderState.FAILED:
             code = status.error_code or ErrorCode.PROVIDER_FAILED

@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from reelay.errors import RequestInvalid
 from reelay.models import ErrorCode, ImageRequest, VideoRequest
@@ -50,6 +50,15 @@ class ProviderConfig(BaseModel):
     deadline_seconds: float = 3 * 3600.0
     # Routing order for ``provider: auto`` (REELAY_<NAME>_PRIORITY, lower first; None: unset, last).
     priority: int | None = None
+
+    # The governor's limits for this provider key (``reelay.governor``); None or 0: no limit.
+    max_in_flight: int | None = Field(default=None, ge=1)
+    requests_per_minute: int | None = Field(default=None, ge=1)
+
+    @field_validator("max_in_flight", "requests_per_minute", mode="before")
+    @classmethod
+    def _zero_is_no_limit(cls, value: Any) -> Any:
+        return None if value in (0, "0", "") else value
 
     @property
     def connect_seconds(self) -> float:

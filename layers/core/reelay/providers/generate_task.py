@@ -149,6 +149,9 @@ class GenerateTaskProvider(HttpProvider):
         "auth_prefix": "Bearer ",
         "typical_seconds": 180.0,
         "deadline_seconds": 2 * 3600.0,
+        # The seed's limits per account: 10 concurrent tasks, 60 requests a minute.
+        "max_in_flight": 10,
+        "requests_per_minute": 60,
     }
 
     def capabilities(self) -> Capabilities:

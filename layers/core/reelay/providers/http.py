@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import httpx
 from aws_lambda_powertools import Logger
@@ -133,11 +133,22 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, seconds)
 
 
+class RequestGate(Protocol):
+    """What every provider call passes first: the governor's request log (``reelay.governor``)."""
+
+    def before_request(self, provider: str, *, paid: bool) -> None:
+        """Return when the call may be sent; raise ``ProviderRateLimited`` (nothing sent) if not soon."""
+
+    def rate_limited(self, provider: str, retry_after: float | None) -> None:
+        """A 429 arrived anyway: slow the provider down."""
+
+
 class HttpProvider(Provider):
     """Base of the HTTP protocols: subclasses hold only their wire format.
 
     ``client`` (a ready ``httpx.Client``) or ``transport`` (e.g. ``httpx.MockTransport``)
-    replace the network in tests; a client passed in is the caller's to close.
+    replace the network in tests; a client passed in is the caller's to close. ``gate`` (the
+    governor) is asked before every request, so the provider's rate limit counts every call.
     """
 
     # Defaults a configuration of this protocol starts from (see ``registry.PROTOCOL_DEFAULTS``).
@@ -149,8 +160,10 @@ class HttpProvider(Provider):
         *,
         client: httpx.Client | None = None,
         transport: httpx.BaseTransport | None = None,
+        gate: RequestGate | None = None,
     ) -> None:
         super().__init__(config)
+        self._gate = gate
         self.base_url = config.base_url.rstrip("/")
         self._origin = origin(self.base_url)
         self._owns_client = client is None
@@ -197,6 +210,8 @@ class HttpProvider(Provider):
         """Send one request and return its parsed JSON body, or raise a ``reelay.errors`` error."""
         url = self._url(call.path)
         headers = self.credential_headers(url)
+        if self._gate is not None:
+            self._gate.before_request(self.name, paid=not call.safe)
         try:
             response = self._client.request(
                 call.method,
@@ -284,6 +299,8 @@ class HttpProvider(Provider):
         said = f": {detail.message}" if detail.message else ""
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("retry-after")) if response is not None else None
+            if self._gate is not None:
+                self._gate.rate_limited(self.name, retry_after)
             return ProviderRateLimited(
                 f"provider {self.name} is rate limiting reelay (HTTP 429){said}",
                 provider=self.name,

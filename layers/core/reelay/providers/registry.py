@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from reelay.errors import ConfigurationError
 from reelay.providers.base import Provider, ProviderConfig
 from reelay.providers.generate_task import GenerateTaskProvider
-from reelay.providers.http import HttpProvider
+from reelay.providers.http import HttpProvider, RequestGate
 from reelay.providers.openai_videos import OpenAIVideosProvider
 from reelay.providers.sorahk import SorahkProvider
 
@@ -45,12 +45,15 @@ def provider_config(name: str, protocol: str, base_url: str, api_key: str, **ove
     )
 
 
-def build_provider(config: ProviderConfig, *, client: httpx.Client | None = None) -> Provider:
-    """The adapter for ``config``; ``client`` replaces the network (tests, shared pools)."""
+def build_provider(
+    config: ProviderConfig, *, client: httpx.Client | None = None, gate: RequestGate | None = None
+) -> Provider:
+    """The adapter for ``config``; ``client`` replaces the network (tests, shared pools); every
+    request passes ``gate`` (the governor) first."""
     cls = PROTOCOLS.get(config.protocol)
     if cls is None:
         raise ConfigurationError(f"provider {config.name}: {_unknown(config.protocol)}")
-    return cls(config, client=client)
+    return cls(config, client=client, gate=gate)
 
 
 def _unknown(protocol: str) -> str:

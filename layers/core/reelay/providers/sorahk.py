@@ -40,7 +40,7 @@ from reelay.providers.base import (
     ProviderStatus,
     ResultRef,
 )
-from reelay.providers.http import Call, ErrorDetail, HttpProvider, as_int, as_mapping, as_progress
+from reelay.providers.http import Call, ErrorDetail, HttpProvider, RequestGate, as_int, as_mapping, as_progress
 
 logger = Logger(child=True)
 
@@ -270,8 +270,9 @@ class SorahkProvider(HttpProvider):
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], datetime] = utcnow,
         cache_seconds: float = CACHE_SECONDS,
+        gate: RequestGate | None = None,
     ) -> None:
-        super().__init__(config, client=client, transport=transport)
+        super().__init__(config, client=client, transport=transport, gate=gate)
         self._clock = clock
         self._cache_for = timedelta(seconds=cache_seconds)
         self._balance: tuple[datetime, int] | None = None
