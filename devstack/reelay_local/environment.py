@@ -44,8 +44,8 @@ _PROVIDER_SETTINGS = (
 class DevEnvironment:
     """A :class:`LocalStack` whose providers are simulated unless configured otherwise.
 
-    ``env_overrides``, ``parameter_overrides`` and ``timeout_overrides`` are passed on to the
-    stack (see :class:`LocalStack`); ``sim_options`` to the simulator.
+    ``env_overrides``, ``parameter_overrides``, ``timeout_overrides`` and ``event_copies`` are
+    passed on to the stack (see :class:`LocalStack`); ``sim_options`` to the simulator.
     """
 
     def __init__(
@@ -59,6 +59,7 @@ class DevEnvironment:
         timeout_overrides: Mapping[str, float] | None = None,
         sim_options: Mapping[str, Any] | None = None,
         client_auth: str = "none",
+        event_copies: int = 1,
     ) -> None:
         self.repo_root = Path(repo_root).resolve()
         self._api_port = api_port
@@ -70,6 +71,7 @@ class DevEnvironment:
         if client_auth not in ("none", "jwt"):
             raise ValueError(f"client_auth must be 'none' or 'jwt', not {client_auth!r}")
         self._client_auth = client_auth
+        self._event_copies = event_copies
         self.jwt_issuer: LocalJwtIssuer | None = None
         self.sim: Any = None
         self._stack: LocalStack | None = None
@@ -114,6 +116,7 @@ class DevEnvironment:
                 parameter_overrides=parameters,
                 timeout_overrides=self._timeout_overrides,
                 jwt_issuer=self.jwt_issuer,
+                event_copies=self._event_copies,
             ).start()
         except BaseException:
             self.stop()

@@ -41,7 +41,7 @@ from reelay_local.template import REGION, CloudTemplate, TemplateError, translat
 LOG = logging.getLogger(__name__)
 
 # The services the local stack and the handlers make clients of.
-_WARM_SERVICES = ("dynamodb", "s3", "sqs", "stepfunctions", "secretsmanager", "lambda", "iam")
+_WARM_SERVICES = ("dynamodb", "s3", "sqs", "stepfunctions", "secretsmanager", "lambda", "iam", "events")
 
 
 class LocalStack:
@@ -52,7 +52,9 @@ class LocalStack:
     -> seconds) shorten or lengthen a function's template ``Timeout``; ``schedule_speedup`` makes
     schedules fire that many times sooner; a failed SQS message is redelivered after
     ``redelivery_seconds`` instead of the queue's (long) visibility timeout. With ``jwt_issuer``
-    the gateway enforces the routes' JWT authorizers against that local issuer.
+    the gateway enforces the routes' JWT authorizers against that local issuer. EventBridge
+    delivers at least once: ``event_copies`` delivers every event-pattern rule's events (the S3
+    manifest arrivals) that many times to each target.
     """
 
     _active: ClassVar[LocalStack | None] = None  # os.environ is per process: one stack at a time
@@ -71,6 +73,7 @@ class LocalStack:
         stack_name: str = "reelay-local",
         redelivery_seconds: int = 2,
         jwt_issuer: LocalJwtIssuer | None = None,
+        event_copies: int = 1,
     ) -> None:
         if schedule_speedup <= 0:
             raise ValueError("schedule_speedup must be positive")
@@ -84,6 +87,7 @@ class LocalStack:
         self._stack_name = stack_name
         self._redelivery_seconds = redelivery_seconds
         self._jwt_issuer = jwt_issuer
+        self._event_copies = event_copies
         self._moto = MotoServer()
         self._runtime: FunctionRuntime | None = None
         self._gateway: Gateway | None = None
@@ -145,6 +149,7 @@ class LocalStack:
             function_overrides=self._env_overrides,
             runtime_environment=runtime_environment,
             timeout_overrides=self._timeout_overrides,
+            event_copies=self._event_copies,
         )
         self._wiring = provisioner.provision()
         self._resources = {logical_id: physical.ref for logical_id, physical in provisioner.physical.items()}

@@ -9,7 +9,7 @@ from reelay.bootstrap import Container
 from reelay.observability import observed
 
 container = Container.from_environ(os.environ)
-app = build_app(lambda: container.tasks, container.settings.providers)
+app = build_app(lambda: container.tasks, container.settings.providers, lambda: container.batches)
 
 
 @observed(http=True)

@@ -16,6 +16,8 @@ from reelay.settings import Settings
 
 if TYPE_CHECKING:
     from reelay.aws import ResultBucket, TaskQueue
+    from reelay.batch_store import BatchQueue, BatchStore
+    from reelay.batches import BatchProgress, BatchRunner, BatchService
     from reelay.callbacks import CallbackReceiver
     from reelay.catalog import ProviderCatalog
     from reelay.deadlines import Deadlines
@@ -94,7 +96,60 @@ class Container:
     def tracker(self) -> TaskTracker:
         from reelay.tracking import TaskTracker
 
-        return TaskTracker(self.store, self.ingest_queue)
+        hooks = []
+        if self.settings.batch_queue_url:
+            # A batch's counters move when one of its tasks ends; the last one queues its report.
+            hooks.append(self.batch_progress.task_ended)
+        return TaskTracker(self.store, self.ingest_queue, on_terminal=hooks)
+
+    @cached_property
+    def batch_store(self) -> BatchStore:
+        from reelay.batch_store import DynamoBatchStore
+
+        return DynamoBatchStore(self.settings.task_table_name)
+
+    @cached_property
+    def batch_queue(self) -> BatchQueue:
+        from reelay.batch_store import BatchQueue
+
+        if not self.settings.batch_queue_url:
+            raise ConfigurationError("BATCH_QUEUE_URL is not set")
+        return BatchQueue(self.settings.batch_queue_url)
+
+    @cached_property
+    def batch_progress(self) -> BatchProgress:
+        from reelay.batches import BatchProgress
+
+        return BatchProgress(self.batch_store, self.batch_queue)
+
+    @cached_property
+    def batch_runner(self) -> BatchRunner:
+        from reelay.batch_store import ManifestObjects
+        from reelay.batches import BatchRunner
+
+        s = self.settings
+        return BatchRunner(
+            self.batch_store,
+            ManifestObjects(s.results_bucket),
+            self.batch_queue,
+            lambda: self._batch_tasks,
+            s.providers,
+            chunk_lines=s.batch_chunk_lines,
+            chunk_bytes=s.batch_chunk_bytes,
+        )
+
+    @cached_property
+    def _batch_tasks(self) -> TaskService:
+        """Task creation for manifest lines: the API's ``TaskService``, without list cursors (no secret)."""
+        from reelay.tasks import TaskService
+
+        return TaskService(self.store, self.providers, self.submit_queue, self.bucket)
+
+    @cached_property
+    def batches(self) -> BatchService:
+        from reelay.batches import BatchService
+
+        return BatchService(self.batch_store, self.bucket, upload_ttl_seconds=self.settings.uploads_ttl_seconds)
 
     @cached_property
     def tasks(self) -> TaskService:

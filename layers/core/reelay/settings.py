@@ -77,6 +77,13 @@ class Settings(BaseModel):
     # (longer than the ingest function's 900 s timeout, so a running copy is not doubled).
     reelay_ingest_stall_seconds: float = Field(default=1200, ge=1)
     uploads_ttl_seconds: int = Field(default=900, ge=60, le=3600, validation_alias="reelay_uploads_ttl_seconds")
+    # Batches: the queue of manifest events and chunks (its terminal hook queues reports), and
+    # how many lines / bytes one chunk invocation takes (measured: benchmarks/batch_manifest.py).
+    batch_queue_url: str | None = None
+    batch_chunk_lines: int = Field(default=500, ge=1, le=10000, validation_alias="reelay_batch_chunk_lines")
+    batch_chunk_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=256 * 1024, le=64 * 1024 * 1024, validation_alias="reelay_batch_chunk_bytes"
+    )
     providers: tuple[ProviderConfig, ...] = ()
     environ: Mapping[str, str] = Field(default_factory=dict, exclude=True, repr=False)
 

@@ -87,8 +87,15 @@ class TaskService:
         kind: TaskKind = TaskKind.VIDEO,
         parent_task_id: str | None = None,
         extra: dict[str, Any] | None = None,
+        task_id: str | None = None,
+        batch_id: str | None = None,
+        batch_line: int | None = None,
     ) -> tuple[Task, bool]:
-        """Validate against the provider, store as ``queued``, enqueue. ``(task, created)``."""
+        """Validate against the provider, store as ``queued``, enqueue. ``(task, created)``.
+
+        A batch manifest's line passes its own deterministic ``task_id`` (and ``batch_id``,
+        ``batch_line``): a line made before is that task again, ``created`` False, nothing sent.
+        """
         provider = self._providers.get(request.provider)
         if isinstance(request, ImageRequest):
             provider.validate_images(request)
@@ -97,7 +104,7 @@ class TaskService:
         payload = request.model_dump(mode="json", exclude_none=True) | (extra or {})
         now = utcnow()
         task = Task(
-            id=new_task_id(),
+            id=task_id or new_task_id(),
             owner=owner,
             provider=provider.name,
             protocol=provider.protocol,
@@ -109,6 +116,8 @@ class TaskService:
             webhook_url=str(request.webhook_url) if request.webhook_url else None,
             metadata=request.metadata or {},
             idempotency_key=idempotency_key,
+            batch_id=batch_id,
+            batch_line=batch_line,
         )
         scope = f"{owner}#{idempotency_key}" if idempotency_key else None
         fingerprint = request_hash({"kind": kind.value, "parent": parent_task_id, **payload})
