@@ -14,7 +14,7 @@ The flow (every step a message on the batch queue, handled by the batch function
    providers' request shapes, ``TaskService.create``), and creates its task with a
    deterministic id (batch, line) by a conditional write: a re-delivered chunk creates nothing
    new. Each line gets a line record (task id, or the reason it is invalid); the chunk then
-   commits its counts once (a conditional chunk marker in the same transaction).
+   commits its counts once (one conditional write adding its index to the batch's set).
 3. *Task ended* (``BatchProgress.task_ended``, a ``TaskTracker`` ``on_terminal`` hook, in
    whichever function ended the task): the batch's counters move; the write that finds every
    chunk committed and every task ended moves the batch to ``reporting`` (conditionally, so
@@ -121,17 +121,18 @@ class Batch(BaseModel):
     failed: int = 0
     cost_cents: int = 0
     codes: dict[str, int] = Field(default_factory=dict)
+    committed: set[int] = Field(default_factory=set)  # indexes of the chunks whose counts are in
     report_key: str | None = None
     summary_key: str | None = None
 
     @property
+    def all_chunks_committed(self) -> bool:
+        """Every line is a task or a recorded invalid line (the manifest is accepted)."""
+        return self.split_done and self.chunks_total is not None and self.chunks_done >= self.chunks_total
+
+    @property
     def all_ended(self) -> bool:
-        return (
-            self.split_done
-            and self.chunks_total is not None
-            and self.chunks_done >= self.chunks_total
-            and self.ended >= self.tasks
-        )
+        return self.all_chunks_committed and self.ended >= self.tasks
 
     @property
     def report_path(self) -> str:
@@ -352,7 +353,7 @@ class BatchRunner:
         """Make the tasks of one chunk's lines (idempotent), record every line, commit the counts once."""
         began = time.perf_counter()
         batch = self._store.get(batch_id)
-        if batch is None or self._store.chunk_committed(batch_id, chunk.index):
+        if batch is None or chunk.index in batch.committed:
             return
         records: list[LineRecord] = []
         end = chunk.end if chunk.end >= 0 else None
