@@ -25,6 +25,7 @@ from rich.text import Text
 
 from reelay.contract import BatchView
 from reelay_cli.api_client import CliError
+from reelay_cli.output import plain_line
 
 BATCH_LINE_FIELDS = ("batch", "status", "succeeded", "failed", "running", "invalid")
 """The tab-separated fields of each progress line ``reelay batch`` writes to stderr off a terminal."""
@@ -79,7 +80,7 @@ def batch_progress(console: Console, batch_id: str, clock: Callable[[], float] =
             row = (batch.id, batch.status, batch.succeeded, batch.failed, batch.running, batch.invalid)
             if not seen or seen[-1] != row:
                 seen.append(row)
-                log.print("\t".join(str(v) for v in row), soft_wrap=True, highlight=False, markup=False)
+                plain_line(log, *row)
 
         yield log_update
         return
@@ -129,7 +130,7 @@ def render_batch(console: Console, batch: BatchView) -> None:
         rows.append(("summary", batch.summary))
     if not console.is_terminal:
         for name, value in rows:
-            console.print(f"{name}\t{value}", soft_wrap=True, highlight=False, markup=False)
+            plain_line(console, name, value)
         return
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")

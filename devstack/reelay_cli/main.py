@@ -621,8 +621,8 @@ def batch(
             if session.as_json:
                 output.print_json(ticket)
             else:
-                session.out.print(f"batch\t{ticket.batch_id}\nkey\t{ticket.key}\nreport\t{ticket.report_key}",
-                                  soft_wrap=True, highlight=False, markup=False)  # fmt: skip
+                for name, value in (("batch", ticket.batch_id), ("key", ticket.key), ("report", ticket.report_key)):
+                    output.plain_line(session.out, name, value)
             return
         if session.as_json:
             view = client.wait_batch(ticket.batch_id, interval=interval, max_interval=max_interval, timeout=timeout)

@@ -31,7 +31,7 @@ from reelay.batches import (
     read_lines,
 )
 from reelay.catalog import ProviderCatalog
-from reelay.models import LOCAL_OWNER, BatchUploadRequest, ErrorCode, Output, TaskStatus
+from reelay.models import LOCAL_OWNER, BatchUploadRequest, ErrorCode, Output, TaskError, TaskStatus
 from reelay.providers.base import ProviderConfig
 from reelay.store import DynamoTaskStore
 from reelay.tasks import TaskService
@@ -327,3 +327,37 @@ def test_batch_upload_names_are_bounded() -> None:
     for bad in ("", "../up", "a//b", "/abs", "x" * 201):
         with pytest.raises(ValueError):
             BatchUploadRequest(name=bad, bytes=1, md5="0" * 32)
+
+
+def test_a_lost_count_is_recounted_by_the_check_and_the_batch_still_completes(harness: Harness) -> None:
+    lines = [_line(i) for i in range(1, 5)]
+    harness.deliver(harness.put("inbox/lost.jsonl", lines))
+    records = list(harness.batches.lines(next(m for m in harness.handled if m.get("kind") == "chunk")["batch_id"]))
+    batch_id = next(m for m in harness.handled if m.get("kind") == "chunk")["batch_id"]
+    # Given every task ended, but one end was never counted (its terminal hook failed)
+    for record in records[:-1]:
+        harness.end(record.task_id or "", ok=True, cost=5)
+    lost = harness.store.get(records[-1].task_id or "")
+    refused = TaskError(code=ErrorCode.CONTENT_POLICY, message="x")
+    harness.store.transition(lost, TaskStatus.FAILED, reason="test", error=refused)
+    assert harness.drain() == 0 and not harness.completed
+    # When the check comes
+    settled = harness.runner.check(batch_id)
+    harness.drain()
+    # Then the batch was recounted from its records and completed, with the right figures
+    assert settled is not None and (settled.ended, settled.succeeded, settled.failed) == (4, 3, 1)
+    assert harness.completed == [batch_id]
+    assert harness.summary("lost")["by_status"] == {"succeeded": 3, "failed": 1}
+
+
+def test_a_check_before_every_task_ended_changes_nothing_and_comes_back(harness: Harness) -> None:
+    harness.deliver(harness.put("inbox/early.jsonl", [_line(1), _line(2)]))
+    batch_id = next(m for m in harness.handled if m.get("kind") == "chunk")["batch_id"]
+    before = harness.batches.get(batch_id)
+    after = harness.runner.check(batch_id)
+    assert after == before and not harness.completed
+    # The check is queued again, delayed (not visible yet)
+    attributes = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=harness.queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]
+    assert int(attributes["ApproximateNumberOfMessagesDelayed"]) >= 2  # the split's check and this one

@@ -6,8 +6,9 @@ collections of their own (no index, no scan):
 - a batch:           pk=``BATCH#<id>``  sk=``BATCH``  — where the manifest is, whose, its counters
 - a line record:     pk=``BATCH#<id>``  sk=``LINE#<line, 10 digits>`` — the line's task id, or why
   it is invalid; a query over ``LINE#`` gives every line in input order (the report)
-- a chunk record:    pk=``BATCH#<id>``  sk=``CHUNK#<index, 8 digits>`` — the function time a
-  committed chunk took (the batch item's ``committed`` set is what makes a chunk count once)
+- a chunk record:    pk=``BATCH#<id>``  sk=``CHUNK#<index, 8 digits>`` — the chunk's line records
+  are all written, and the function time it took (the batch item's ``committed`` set is what
+  makes a chunk's counts count once)
 - an inbox owner:    pk=``INBOX#<owner hash>`` sk=``INBOX`` — which owner ``inbox/<hash>/`` is
 
 None of them carries the task indexes' attributes (``created_key``, ``due_pk``), so listings and
@@ -76,6 +77,21 @@ class BatchStore(ABC):
 
     @abstractmethod
     def task_ended(self, batch_id: str, *, succeeded: bool, code: str | None, cost_cents: int) -> Batch | None: ...
+
+    @abstractmethod
+    def settle(
+        self,
+        batch_id: str,
+        *,
+        chunks: list[int],
+        tasks: int,
+        invalid: int,
+        succeeded: int,
+        failed: int,
+        cost_cents: int,
+        codes: dict[str, int],
+    ) -> Batch:
+        """Write a running batch's counters as recounted from its records (every task ended)."""
 
     @abstractmethod
     def mark_reporting(self, batch_id: str) -> bool:
@@ -169,6 +185,15 @@ class DynamoBatchStore(BatchStore):
         expression = "ADD chunks_done :one, #tasks :tasks, invalid :invalid, committed :indexes SET " + ", ".join(
             [*sets, "updated_at = :now"]
         )
+        # First the chunk record: every line record of the chunk is written (the check counts on
+        # it), with the function time the chunk took (a plain put: the same on a re-run).
+        self._table.put_item(
+            Item={
+                **self._key(batch_id, f"CHUNK#{index:08d}"),
+                "lines": tasks + invalid,
+                "seconds": Decimal(str(round(seconds, 4))),
+            }
+        )
         try:
             response = self._update(
                 batch_id,
@@ -182,14 +207,6 @@ class DynamoBatchStore(BatchStore):
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
             return None  # committed before: this chunk's counts are in already
-        # The function time of the chunk, for the benchmark (a plain put: the same on a re-run).
-        self._table.put_item(
-            Item={
-                **self._key(batch_id, f"CHUNK#{index:08d}"),
-                "lines": tasks + invalid,
-                "seconds": Decimal(str(round(seconds, 4))),
-            }
-        )
         return self._batch(response["Attributes"])
 
     def chunk_seconds(self, batch_id: str) -> list[tuple[int, int, float]]:
@@ -249,6 +266,47 @@ class DynamoBatchStore(BatchStore):
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return None
             raise
+        return self._batch(response["Attributes"])
+
+    def settle(
+        self,
+        batch_id: str,
+        *,
+        chunks: list[int],
+        tasks: int,
+        invalid: int,
+        succeeded: int,
+        failed: int,
+        cost_cents: int,
+        codes: dict[str, int],
+    ) -> Batch:
+        values: dict[str, Any] = {
+            ":chunks": len(chunks),
+            ":tasks": tasks,
+            ":invalid": invalid,
+            ":ended": succeeded + failed,
+            ":succeeded": succeeded,
+            ":failed": failed,
+            ":cost": cost_cents,
+            ":codes": codes,
+            ":now": utcnow().isoformat(),
+            ":running": BatchStatus.RUNNING.value,
+        }
+        sets = (
+            "chunks_done = :chunks, #tasks = :tasks, invalid = :invalid, ended = :ended, succeeded = :succeeded, "
+            "failed = :failed, cost_cents = :cost, codes = :codes, updated_at = :now"
+        )
+        if chunks:
+            values[":committed"] = set(chunks)
+            sets += ", committed = :committed"
+        response = self._update(
+            batch_id,
+            "SET " + sets,
+            {"#tasks": "tasks", "#status": "status"},
+            values,
+            ConditionExpression="#status = :running",
+            ReturnValues="ALL_NEW",
+        )
         return self._batch(response["Attributes"])
 
     def mark_reporting(self, batch_id: str) -> bool:
@@ -352,10 +410,11 @@ class BatchQueue:
         self.url = queue_url
         self._sqs = client or boto3.client("sqs")
 
-    def send_many(self, bodies: list[dict[str, Any]]) -> None:
+    def send_many(self, bodies: list[dict[str, Any]], *, delay_seconds: int = 0) -> None:
+        delay = max(0, min(900, delay_seconds))
         for start in range(0, len(bodies), 10):
             entries = [
-                {"Id": str(i), "MessageBody": json.dumps(body, separators=(",", ":"))}
+                {"Id": str(i), "MessageBody": json.dumps(body, separators=(",", ":")), "DelaySeconds": delay}
                 for i, body in enumerate(bodies[start : start + 10])
             ]
             for _ in range(3):

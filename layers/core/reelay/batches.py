@@ -216,8 +216,9 @@ class BatchRunner:
         tasks: Callable[[], TaskService],
         providers: Sequence[ProviderConfig],
         *,
-        chunk_lines: int = 500,
+        chunk_lines: int = 200,
         chunk_bytes: int = 4 * 1024 * 1024,
+        check_seconds: int = 300,
         on_batch_completed: Sequence[BatchCompletedHook] = (),
     ) -> None:
         self._store = store
@@ -227,6 +228,7 @@ class BatchRunner:
         self._providers = tuple(providers)
         self._chunk_lines = chunk_lines
         self._chunk_bytes = chunk_bytes
+        self._check_seconds = check_seconds
         self._on_completed = tuple(on_batch_completed)
         self._body: TypeAdapter[Any] | None = None
 
@@ -246,6 +248,8 @@ class BatchRunner:
             )
         elif kind == "report":
             self.write_report(str(message["batch_id"]))
+        elif kind == "check":
+            self.check(str(message["batch_id"]))
         elif message.get("source") == "aws.s3" and message.get("detail-type") == "Object Created":
             detail = message.get("detail") or {}
             self.manifest_created(
@@ -346,6 +350,7 @@ class BatchRunner:
         self._queue.send_many(pending)
         batch = self._store.finish_split(batch.id, lines=next_line - 1, chunks_total=chunk)
         logger.info("batch split", extra={"batch_id": batch.id, "lines": batch.lines, "chunks": chunk})
+        self._queue.send_many([{"kind": "check", "batch_id": batch.id}], delay_seconds=self._check_seconds)
         self._maybe_complete(batch)
 
     # -- 2. a chunk -------------------------------------------------------------------------
@@ -445,6 +450,70 @@ class BatchRunner:
 
             self._body = TypeAdapter(video_body(self._providers) if self._providers else VideoRequest)
         return self._body
+
+    # -- 3b. the check: counters recounted from the records ---------------------------------
+    def check(self, batch_id: str) -> Batch | None:
+        """Recount a running batch from its records, so a lost count cannot keep it open.
+
+        The counters are fast but best effort (a terminal hook that failed, an update lost): every
+        ``check_seconds`` after its split, a running batch is recounted from what cannot be lost —
+        the chunk records, the line records and the tasks themselves (batch reads, no scan). Once
+        every task has ended the recount is written and the batch completes; until then the check
+        comes back.
+        """
+        batch = self._store.get(batch_id)
+        if batch is None or batch.status is BatchStatus.COMPLETED:
+            return batch
+        if batch.status is BatchStatus.REPORTING:
+            self._queue.send_many([{"kind": "report", "batch_id": batch.id}])  # lost or failed: again
+            return batch
+        committed = self._store.chunk_seconds(batch_id)
+        if batch.all_ended or not batch.split_done or len(committed) < (batch.chunks_total or 0):
+            self._maybe_complete(batch)
+            self._queue.send_many([{"kind": "check", "batch_id": batch.id}], delay_seconds=self._check_seconds)
+            return batch
+        tasks = invalid = ended = succeeded = failed = cost = 0
+        codes: dict[str, int] = {}
+        records = self._store.lines(batch_id)
+        while page := list(itertools.islice(records, 100)):
+            found = self._store.tasks([r.task_id for r in page if r.task_id])
+            for record in page:
+                code = record.error_code
+                if not record.task_id:
+                    invalid += 1
+                else:
+                    tasks += 1
+                    task = found.get(record.task_id)
+                    if task is None or not task.status.terminal:
+                        continue
+                    ended += 1
+                    succeeded += task.error is None
+                    failed += task.error is not None
+                    cost += task.cost_cents or 0
+                    code = task.error.code.value if task.error else None
+                if code:
+                    codes[code] = codes.get(code, 0) + 1
+        if ended < tasks:
+            logger.info("batch still running at its check", extra={"batch_id": batch.id, "running": tasks - ended})
+            self._queue.send_many([{"kind": "check", "batch_id": batch.id}], delay_seconds=self._check_seconds)
+            return batch
+        if (ended, tasks, invalid) != (batch.ended, batch.tasks, batch.invalid):
+            logger.warning(
+                "batch counters recounted",
+                extra={"batch_id": batch.id, "ended": [batch.ended, ended], "tasks": [batch.tasks, tasks]},
+            )
+        settled = self._store.settle(
+            batch.id,
+            chunks=[index for index, _, _ in committed],
+            tasks=tasks,
+            invalid=invalid,
+            succeeded=succeeded,
+            failed=failed,
+            cost_cents=cost,
+            codes=codes,
+        )
+        self._maybe_complete(settled)
+        return settled
 
     # -- 3/4. completion and the report ----------------------------------------------------
     def _maybe_complete(self, batch: Batch) -> None:

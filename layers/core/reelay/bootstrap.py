@@ -136,6 +136,7 @@ class Container:
             s.providers,
             chunk_lines=s.batch_chunk_lines,
             chunk_bytes=s.batch_chunk_bytes,
+            check_seconds=s.batch_check_seconds,
         )
 
     @cached_property
