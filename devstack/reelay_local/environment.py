@@ -200,6 +200,8 @@ class DevEnvironment:
             environment["REELAY_ALLOWED_RESULT_HOSTS"] = ",".join(allowed)
         # Ingest settings (part size, parts in flight, caps, deadlines) reach the functions as set.
         environment.update({k: v for k, v in os.environ.items() if k.startswith("REELAY_INGEST_") and v})
+        # So do batch settings (chunk size, the recount check's period).
+        environment.update({k: v for k, v in os.environ.items() if k.startswith("REELAY_BATCH_") and v})
         return environment
 
 

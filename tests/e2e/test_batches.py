@@ -25,7 +25,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[Api]:
-    with running_api(E2E_ENV, event_copies=3) as client:
+    # The recount check every 2 s (not 300): it runs while batches run, and drains after they end.
+    with running_api({**E2E_ENV, "REELAY_BATCH_CHECK_SECONDS": "2"}, event_copies=3) as client:
         yield client
 
 
