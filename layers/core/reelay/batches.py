@@ -474,25 +474,21 @@ class BatchRunner:
             return batch
         tasks = invalid = ended = succeeded = failed = cost = 0
         codes: dict[str, int] = {}
-        records = self._store.lines(batch_id)
-        while page := list(itertools.islice(records, 100)):
-            found = self._store.tasks([r.task_id for r in page if r.task_id])
-            for record in page:
-                code = record.error_code
-                if not record.task_id:
-                    invalid += 1
-                else:
-                    tasks += 1
-                    task = found.get(record.task_id)
-                    if task is None or not task.status.terminal:
-                        continue
-                    ended += 1
-                    succeeded += task.error is None
-                    failed += task.error is not None
-                    cost += task.cost_cents or 0
-                    code = task.error.code.value if task.error else None
-                if code:
-                    codes[code] = codes.get(code, 0) + 1
+        for record, task in self._lines_and_tasks(batch_id):
+            code = record.error_code
+            if not record.task_id:
+                invalid += 1
+            else:
+                tasks += 1
+                if task is None or not task.status.terminal:
+                    continue
+                ended += 1
+                succeeded += task.error is None
+                failed += task.error is not None
+                cost += task.cost_cents or 0
+                code = task.error.code.value if task.error else None
+            if code:
+                codes[code] = codes.get(code, 0) + 1
         if ended < tasks:
             logger.info("batch still running at its check", extra={"batch_id": batch.id, "running": tasks - ended})
             self._queue.send_many([{"kind": "check", "batch_id": batch.id}], delay_seconds=self._check_seconds)
@@ -516,6 +512,14 @@ class BatchRunner:
         return settled
 
     # -- 3/4. completion and the report ----------------------------------------------------
+    def _lines_and_tasks(self, batch_id: str) -> Iterator[tuple[LineRecord, Task | None]]:
+        """Every line record in input order, with its task (read 100 at a time), if it has one."""
+        records = self._store.lines(batch_id)
+        while page := list(itertools.islice(records, 100)):
+            found = self._store.tasks([r.task_id for r in page if r.task_id])
+            for record in page:
+                yield record, found.get(record.task_id) if record.task_id else None
+
     def _maybe_complete(self, batch: Batch) -> None:
         BatchProgress(self._store, self._queue).maybe_complete(batch)
 
@@ -532,40 +536,33 @@ class BatchRunner:
 
         def entries() -> Iterator[bytes]:
             nonlocal cost
-            records = self._store.lines(batch_id)
-            while True:
-                page = list(itertools.islice(records, 100))
-                if not page:
-                    return
-                found = self._store.tasks([r.task_id for r in page if r.task_id])
-                for record in page:
-                    task = found.get(record.task_id or "")
-                    if record.task_id and task is not None:
-                        entry = BatchReportLine(
-                            line=record.line,
-                            id=record.client_id,
-                            task_id=task.id,
-                            status=task.status.value,
-                            outputs=[o.s3_uri for o in task.outputs],
-                            error=TaskErrorView(code=task.error.code.value, message=task.error.message)
-                            if task.error
-                            else None,
-                        )
-                        cost += task.cost_cents or 0
-                    else:
-                        entry = BatchReportLine(
-                            line=record.line,
-                            id=record.client_id,
-                            status="invalid",
-                            error=TaskErrorView(
-                                code=record.error_code or "INTERNAL",
-                                message=record.error_message or "the line's task is missing",
-                            ),
-                        )
-                    by_status[entry.status] = by_status.get(entry.status, 0) + 1
-                    if entry.error is not None:
-                        by_code[entry.error.code] = by_code.get(entry.error.code, 0) + 1
-                    yield entry.model_dump_json(exclude_none=True).encode() + b"\n"
+            for record, task in self._lines_and_tasks(batch_id):
+                if record.task_id and task is not None:
+                    entry = BatchReportLine(
+                        line=record.line,
+                        id=record.client_id,
+                        task_id=task.id,
+                        status=task.status.value,
+                        outputs=[o.s3_uri for o in task.outputs],
+                        error=TaskErrorView(code=task.error.code.value, message=task.error.message)
+                        if task.error
+                        else None,
+                    )
+                    cost += task.cost_cents or 0
+                else:
+                    entry = BatchReportLine(
+                        line=record.line,
+                        id=record.client_id,
+                        status="invalid",
+                        error=TaskErrorView(
+                            code=record.error_code or "INTERNAL",
+                            message=record.error_message or "the line's task is missing",
+                        ),
+                    )
+                by_status[entry.status] = by_status.get(entry.status, 0) + 1
+                if entry.error is not None:
+                    by_code[entry.error.code] = by_code.get(entry.error.code, 0) + 1
+                yield entry.model_dump_json(exclude_none=True).encode() + b"\n"
 
         report_key = f"{batch.report_path}{MANIFEST_SUFFIX}"
         summary_key = f"{batch.report_path}.summary.json"
