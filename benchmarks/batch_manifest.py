@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=10_000)
-    parser.add_argument("--chunk-lines", type=int, default=None, help="REELAY_BATCH_CHUNK_LINES (template: 200)")
+    parser.add_argument("--chunk-lines", type=int, default=None, help="REELAY_BATCH_CHUNK_LINES (template: 100)")
     parser.add_argument("--provider", default="sorahk")
     parser.add_argument("--no-report", action="store_true", help="stop once every chunk is accepted")
     parser.add_argument("--timeout", type=float, default=1800)

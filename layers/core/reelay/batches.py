@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -216,7 +217,7 @@ class BatchRunner:
         tasks: Callable[[], TaskService],
         providers: Sequence[ProviderConfig],
         *,
-        chunk_lines: int = 200,
+        chunk_lines: int = 100,
         chunk_bytes: int = 4 * 1024 * 1024,
         check_seconds: int = 300,
         on_batch_completed: Sequence[BatchCompletedHook] = (),
@@ -271,6 +272,9 @@ class BatchRunner:
             logger.warning("manifest under an inbox prefix no owner registered; ignored", extra={"key": key[:300]})
             return None
         head = self._objects.head(key)
+        if head is None and unquote_plus(key) != key:  # a key that came URL-encoded (S3's own notifications)
+            key = unquote_plus(key)
+            head = self._objects.head(key)
         if head is None:
             logger.warning("manifest is gone; ignored", extra={"key": key[:300]})
             return None

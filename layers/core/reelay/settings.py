@@ -80,7 +80,7 @@ class Settings(BaseModel):
     # Batches: the queue of manifest events and chunks (its terminal hook queues reports), and
     # how many lines / bytes one chunk invocation takes (measured: benchmarks/batch_manifest.py).
     batch_queue_url: str | None = None
-    batch_chunk_lines: int = Field(default=200, ge=1, le=10000, validation_alias="reelay_batch_chunk_lines")
+    batch_chunk_lines: int = Field(default=100, ge=1, le=10000, validation_alias="reelay_batch_chunk_lines")
     # A running batch is recounted from its records this long after its split, and again until it ends.
     batch_check_seconds: int = Field(default=300, ge=1, le=900, validation_alias="reelay_batch_check_seconds")
     batch_chunk_bytes: int = Field(
