@@ -195,6 +195,9 @@ def test_a_manifest_with_a_quarter_invalid_lines_makes_every_valid_task_and_repo
     done = harness.batches.get(batch_id)
     assert done is not None and done.status is BatchStatus.COMPLETED and harness.completed == [batch_id]
     assert (done.succeeded, done.failed, done.cost_cents) == (5, 1, 62)
+    # And a report message delivered again announces nothing twice
+    harness.runner.handle({"kind": "report", "batch_id": batch_id}, seconds_left=lambda: 300.0)
+    assert harness.completed == [batch_id]
 
 
 def test_the_same_manifest_delivered_three_times_makes_the_tasks_of_one_delivery(harness: Harness) -> None:

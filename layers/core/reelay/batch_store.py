@@ -98,7 +98,8 @@ class BatchStore(ABC):
         """Move a complete running batch to ``reporting``; True for the one writer that does."""
 
     @abstractmethod
-    def mark_completed(self, batch_id: str, *, report_key: str, summary_key: str) -> Batch: ...
+    def mark_completed(self, batch_id: str, *, report_key: str, summary_key: str) -> Batch | None:
+        """Move a ``reporting`` batch to ``completed``; None for a writer that was not first."""
 
 
 class DynamoBatchStore(BatchStore):
@@ -331,15 +332,27 @@ class DynamoBatchStore(BatchStore):
             raise
         return True
 
-    def mark_completed(self, batch_id: str, *, report_key: str, summary_key: str) -> Batch:
+    def mark_completed(self, batch_id: str, *, report_key: str, summary_key: str) -> Batch | None:
         now = utcnow().isoformat()
-        response = self._update(
-            batch_id,
-            "SET #status = :completed, completed_at = :now, updated_at = :now, report_key = :r, summary_key = :s",
-            {"#status": "status"},
-            {":completed": BatchStatus.COMPLETED.value, ":now": now, ":r": report_key, ":s": summary_key},
-            ReturnValues="ALL_NEW",
-        )
+        try:
+            response = self._update(
+                batch_id,
+                "SET #status = :completed, completed_at = :now, updated_at = :now, report_key = :r, summary_key = :s",
+                {"#status": "status"},
+                {
+                    ":completed": BatchStatus.COMPLETED.value,
+                    ":reporting": BatchStatus.REPORTING.value,
+                    ":now": now,
+                    ":r": report_key,
+                    ":s": summary_key,
+                },
+                ConditionExpression="#status = :reporting",
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return None  # another report writer completed it first
+            raise
         return self._batch(response["Attributes"])
 
 

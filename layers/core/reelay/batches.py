@@ -532,7 +532,7 @@ class BatchRunner:
         from reelay.contract import BatchReportLine, BatchSummary, TaskErrorView
 
         batch = self._store.get(batch_id)
-        if batch is None or batch.status is BatchStatus.COMPLETED:
+        if batch is None or batch.status is not BatchStatus.REPORTING:
             return batch
         by_status: dict[str, int] = {}
         by_code: dict[str, int] = {}
@@ -588,6 +588,8 @@ class BatchRunner:
             summary_key, [summary.model_dump_json(indent=2).encode() + b"\n"], content_type="application/json"
         )
         done = self._store.mark_completed(batch.id, report_key=report_key, summary_key=summary_key)
+        if done is None:  # a second report writer (a re-queued report): the first announced it
+            return self._store.get(batch.id)
         logger.info("batch completed", extra={"batch_id": batch.id, "by_status": by_status, "report": report_key})
         for hook in self._on_completed:
             try:
