@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 SAM := .venv-sam/bin/sam
 REGION := us-east-1
 
-.PHONY: setup chromium ui demo test dev checks lint template-checks unit integration bench build clean chaos cost webhooks governor-bench
+.PHONY: setup chromium ui demo test dev checks lint template-checks unit integration bench build clean chaos cost webhooks governor-bench bench-batch
 
 setup: $(VENV)/.installed .venv-sam/.installed node_modules/.installed chromium
 
@@ -77,6 +77,11 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/cold_start.py
 	$(BIN)/python benchmarks/poll_schedule.py
 	$(BIN)/python benchmarks/ingest_throughput.py --mib 10 100 1024 --reps 5 5 2
+
+## bench-batch: a 10,000-line manifest on the local stack: when it is accepted, each chunk's function time
+## (not part of `make bench`: tens of minutes on a loaded 2-core box; add BATCH_ARGS="--lines 1000" to shorten)
+bench-batch: $(VENV)/.installed
+	$(BIN)/python benchmarks/batch_manifest.py --lines 10000 --no-report $(BATCH_ARGS)
 
 ## chaos: 100 tasks on the local stack, 30 % with injected faults; exits 1 when a target is missed
 ## (not part of `make test`; e.g. `make chaos CHAOS_ARGS="--runs 3"`)

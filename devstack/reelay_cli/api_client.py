@@ -41,7 +41,7 @@ from botocore.credentials import Credentials
 from botocore.session import Session as BotocoreSession
 from pydantic import BaseModel, ValidationError
 
-from reelay.contract import OutputView, ProviderList, ProviderView, TaskPage, TaskView
+from reelay.contract import BatchTicket, BatchView, OutputView, ProviderList, ProviderView, TaskPage, TaskView
 from reelay_cli.backoff import poll_delays
 
 
@@ -375,6 +375,61 @@ class ReelayClient:
                 return task
             if timeout is not None and time.monotonic() - started >= timeout:
                 raise CliError(f"task {task_id} is still {task.status} after {timeout:g} s", exit_code=3)
+            self._sleep(next(delays))
+
+    # batches
+
+    def create_batch(self, name: str, *, size: int, md5: str) -> BatchTicket:
+        """``POST /v1/batches``: a presigned PUT of a manifest into the caller's inbox."""
+        return _parse(BatchTicket, self._send("POST", "/v1/batches", json={"name": name, "bytes": size, "md5": md5}))
+
+    def upload_manifest(self, ticket: BatchTicket, path: Path) -> None:
+        """PUT the file to the ticket's presigned URL (it carries its own authorization: no reelay credential)."""
+        timeout = httpx.Timeout(self._timeout, connect=10.0)
+        with httpx.Client(transport=self._transport, timeout=timeout) as plain, path.open("rb") as body:
+            try:
+                response = plain.put(ticket.url, content=body, headers={**ticket.headers, "User-Agent": USER_AGENT})
+            except httpx.TransportError as exc:
+                raise ApiUnreachable(f"cannot upload {path.name} to the results bucket: {exc}") from exc
+        if response.is_error:
+            # The body is S3's XML error; its code says enough (no URL, it holds a signature).
+            code = re.search(r"<Code>([^<]+)</Code>", response.text)
+            raise CliError(f"the upload of {path.name} was refused: HTTP {response.status_code} "
+                           f"{code.group(1) if code else ''}".rstrip())  # fmt: skip
+
+    def get_batch(self, batch_id: str) -> BatchView:
+        """``GET /v1/batches/{id}``."""
+        return _parse(BatchView, self._send("GET", f"/v1/batches/{_segment(batch_id)}"))
+
+    def wait_batch(
+        self,
+        batch_id: str,
+        *,
+        interval: float = 1.0,
+        max_interval: float = 5.0,
+        timeout: float | None = None,
+        arrival_seconds: float = 120.0,
+        on_update: Callable[[BatchView], None] | None = None,
+    ) -> BatchView:
+        """Poll a batch until it is completed; a 404 is waited out for ``arrival_seconds`` (the
+        manifest's event is on its way), then reported. ``timeout`` as for :meth:`wait` (exit 3)."""
+        started = time.monotonic()
+        delays = poll_delays(first=interval, cap=max_interval)
+        while True:
+            try:
+                batch: BatchView | None = self.get_batch(batch_id)
+            except ApiError as exc:
+                if exc.status != 404 or time.monotonic() - started >= arrival_seconds:
+                    raise
+                batch = None
+            if batch is not None:
+                if on_update:
+                    on_update(batch)
+                if batch.status == "completed":
+                    return batch
+            if timeout is not None and time.monotonic() - started >= timeout:
+                state = batch.status if batch else "not arrived"
+                raise CliError(f"batch {batch_id} is still {state} after {timeout:g} s", exit_code=3)
             self._sleep(next(delays))
 
     # outputs

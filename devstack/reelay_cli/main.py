@@ -33,6 +33,7 @@ from rich.text import Text
 from reelay.contract import TaskView
 from reelay_cli import output
 from reelay_cli.api_client import CLI_VERSION, DEFAULT_API_URL, DEFAULT_PORT, CliError, ReelayClient, TokenSource
+from reelay_cli.batches import batch_progress, file_digest, manifest_name, render_batch
 from reelay_cli.demo import DEFAULT_PROVIDERS, local_s3_client, run_demo
 from reelay_cli.dev import (
     DevEnvironmentLike,
@@ -588,6 +589,63 @@ def demo(
 # --- helpers ----------------------------------------------------------------------------------
 
 
+def batch(
+    ctx: typer.Context,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A JSON Lines manifest: one POST /v1/tasks body per line, plus an optional id.",
+            exists=True,
+            dir_okay=False,
+            show_default=False,
+        ),
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="The batch's name (default: the file's stem); its report: reports/<name>.jsonl.", show_default=False
+        ),
+    ] = None,
+    follow: Annotated[bool, typer.Option("--follow/--no-follow", help="Follow the batch to its end.")] = True,
+    interval: Interval = 1.0,
+    max_interval: MaxInterval = 5.0,
+    timeout: WatchTimeout = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Upload a JSONL manifest into your inbox and follow the batch: done, failed, running, ETA.
+
+    Exit 0 when every line's task succeeded, 1 when any failed or a line was invalid (the
+    report, reports/<name>.jsonl in the results bucket, says which and why). With --json: the
+    final BatchView (with --no-follow: the upload's BatchTicket). Not on a terminal: progress
+    lines on stderr (batch, status, succeeded, failed, running, invalid), then name<TAB>value lines.
+    """
+    session = _session(ctx)
+    session.json_wanted(as_json)
+    size, md5 = file_digest(file)
+    with session.client() as client:
+        ticket = client.create_batch(name or manifest_name(file), size=size, md5=md5)
+        client.upload_manifest(ticket, file)
+        if not follow:
+            if session.as_json:
+                output.print_json(ticket)
+            else:
+                for name, value in (("batch", ticket.batch_id), ("key", ticket.key), ("report", ticket.report_key)):
+                    output.plain_line(session.out, name, value)
+            return
+        if session.as_json:
+            view = client.wait_batch(ticket.batch_id, interval=interval, max_interval=max_interval, timeout=timeout)
+        else:
+            with batch_progress(session.out, ticket.batch_id) as update:
+                view = client.wait_batch(
+                    ticket.batch_id, interval=interval, max_interval=max_interval, timeout=timeout, on_update=update
+                )
+    if session.as_json:
+        output.print_json(view)
+    else:
+        render_batch(session.out, view)
+    raise typer.Exit(0 if view.failed == 0 and view.invalid == 0 else 1)
+
+
 def _show_task(session: Session, task: TaskView, *, replayed: bool = False) -> None:
     if session.as_json:
         output.print_json(task)
@@ -688,6 +746,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "remix": remix,
     "images": images,
     "cost": cost,
+    "batch": batch,
 }
 
 

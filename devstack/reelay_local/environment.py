@@ -49,8 +49,8 @@ _PROVIDER_SETTINGS = (
 class DevEnvironment:
     """A :class:`LocalStack` whose providers are simulated unless configured otherwise.
 
-    ``env_overrides``, ``parameter_overrides`` and ``timeout_overrides`` are passed on to the
-    stack (see :class:`LocalStack`); ``sim_options`` to the simulator.
+    ``env_overrides``, ``parameter_overrides``, ``timeout_overrides`` and ``event_copies`` are
+    passed on to the stack (see :class:`LocalStack`); ``sim_options`` to the simulator.
     """
 
     def __init__(
@@ -64,6 +64,7 @@ class DevEnvironment:
         timeout_overrides: Mapping[str, float] | None = None,
         sim_options: Mapping[str, Any] | None = None,
         client_auth: str = "none",
+        event_copies: int = 1,
     ) -> None:
         self.repo_root = Path(repo_root).resolve()
         self._api_port = api_port
@@ -75,6 +76,7 @@ class DevEnvironment:
         if client_auth not in ("none", "jwt"):
             raise ValueError(f"client_auth must be 'none' or 'jwt', not {client_auth!r}")
         self._client_auth = client_auth
+        self._event_copies = event_copies
         self.jwt_issuer: LocalJwtIssuer | None = None
         self.sim: Any = None
         self._stack: LocalStack | None = None
@@ -122,6 +124,7 @@ class DevEnvironment:
                 events_file=Path(os.environ["REELAY_LOCAL_EVENTS_FILE"])
                 if os.environ.get("REELAY_LOCAL_EVENTS_FILE")
                 else None,
+                event_copies=self._event_copies,
             ).start()
         except BaseException:
             self.stop()
@@ -213,6 +216,9 @@ class DevEnvironment:
                 if (k.startswith("REELAY_WEBHOOK_") or k == "REELAY_ALLOWED_WEBHOOK_HOSTS") and v
             }
         )
+
+        # So do batch settings (chunk size, the recount check's period).
+        environment.update({k: v for k, v in os.environ.items() if k.startswith("REELAY_BATCH_") and v})
         return environment
 
 

@@ -56,7 +56,10 @@ _PASSIVE_TYPES = frozenset(
 )
 
 # Bucket and table properties that would need emulation the template does not use.
-_UNSERVED_BUCKET_PROPERTIES = ("NotificationConfiguration", "CorsConfiguration", "WebsiteConfiguration")
+_UNSERVED_BUCKET_PROPERTIES = ("CorsConfiguration", "WebsiteConfiguration")
+# Of a bucket's notifications, EventBridge delivery is served (moto sends the events to the
+# rules of the default bus, whose SQS targets it delivers to); direct destinations are not.
+_UNSERVED_NOTIFICATIONS = ("LambdaConfigurations", "QueueConfigurations", "TopicConfigurations")
 _UNSERVED_TABLE_PROPERTIES = ("StreamSpecification",)
 
 Clients = Callable[[str], Any]
@@ -95,8 +98,10 @@ class Provisioner:
         function_overrides: Mapping[str, str],
         runtime_environment: Mapping[str, str],
         timeout_overrides: Mapping[str, float] | None = None,
+        event_copies: int = 1,
     ) -> None:
         self._template = template
+        self._event_copies = max(1, event_copies)
         self._client = clients
         self._stack_name = stack_name
         self._gateway_url = gateway_url
@@ -133,6 +138,7 @@ class Provisioner:
             (("AWS::ApiGatewayV2::Api",), self._api_routes),
             (("AWS::Lambda::EventSourceMapping",), self._event_source_mapping),
             (("AWS::Events::Rule",), self._rule),
+            (("AWS::SQS::QueuePolicy",), self._queue_policy),  # names the rules it admits
             (("AWS::IAM::Role",), self._role_policies),
         ]
         unknown = set(self._timeout_overrides) - {
@@ -304,6 +310,12 @@ class Provisioner:
             )
         if "OwnershipControls" in props:
             s3.put_bucket_ownership_controls(Bucket=name, OwnershipControls=props["OwnershipControls"])
+        notifications = props.get("NotificationConfiguration") or {}
+        self._report_unserved(logical_id, notifications, _UNSERVED_NOTIFICATIONS)
+        if (notifications.get("EventBridgeConfiguration") or {}).get("EventBridgeEnabled"):
+            s3.put_bucket_notification_configuration(
+                Bucket=name, NotificationConfiguration={"EventBridgeConfiguration": {}}
+            )
         lifecycle = props.get("LifecycleConfiguration")
         if lifecycle:
             s3.put_bucket_lifecycle_configuration(
@@ -591,7 +603,7 @@ class Provisioner:
         arn = self._arn("events", f"rule/{name}" if bus == "default" else f"rule/{bus}/{name}")
         self.physical[logical_id] = Physical(name, {"Arn": arn})
         if "ScheduleExpression" not in props:
-            self.wiring.unserved.append(f"{logical_id}: event-pattern rules are not served locally (only schedules)")
+            self._pattern_rule(logical_id, name, bus, props)
             return
         for target in props.get("Targets") or []:
             target_arn = str(target.get("Arn", ""))
@@ -608,6 +620,44 @@ class Provisioner:
                     enabled=props.get("State", "ENABLED") == "ENABLED",
                 )
             )
+
+    def _pattern_rule(self, logical_id: str, name: str, bus: str, props: dict[str, Any]) -> None:
+        """An event-pattern rule with SQS targets, created in moto, which matches and delivers.
+
+        EventBridge delivers at least once: with ``event_copies`` > 1 each target is added that
+        many times, so every matching event arrives that many times (tests of idempotency).
+        """
+        targets = props.get("Targets") or []
+        served = [t for t in targets if ":sqs:" in str(t.get("Arn", ""))]
+        for target in targets:
+            if target not in served:
+                self.wiring.unserved.append(f"{logical_id}: event-pattern target {target.get('Arn')} (only SQS)")
+        if bus != "default":
+            self.wiring.unserved.append(f"{logical_id}: rules on bus {bus} (only the default bus gets S3 events)")
+            return
+        events = self._client("events")
+        events.put_rule(
+            Name=name,
+            EventPattern=json.dumps(props["EventPattern"]),
+            State=props.get("State", "ENABLED"),
+            Description=props.get("Description", ""),
+        )
+        copies = [
+            {"Id": f"{t['Id']}-{n}"[:64] if n else t["Id"], "Arn": t["Arn"]}
+            for t in served
+            for n in range(self._event_copies)
+        ]
+        if copies:
+            events.put_targets(Rule=name, Targets=copies)
+
+    def _queue_policy(self, logical_id: str, resource: dict[str, Any]) -> None:
+        # Kept for inspection: moto does not enforce who may send to a queue.
+        props = self._properties(resource)
+        for url in props.get("Queues") or []:
+            self._client("sqs").set_queue_attributes(
+                QueueUrl=url, Attributes={"Policy": json.dumps({"Version": "2012-10-17", **props["PolicyDocument"]})}
+            )
+        self.physical[logical_id] = Physical(self._name(logical_id, with_stack=False))
 
     def _report_unserved(self, logical_id: str, props: dict[str, Any], keys: tuple[str, ...]) -> None:
         for key in keys:

@@ -55,7 +55,9 @@ class LocalStack:
     ``redelivery_seconds`` instead of the queue's (long) visibility timeout. With ``jwt_issuer``
     the gateway enforces the routes' JWT authorizers against that local issuer. Every event put on
     the template's buses is kept (``bus_events``) and, with ``events_file``, appended to it as a
-    JSON line (``reelay_local.event_bus``).
+    JSON line (``reelay_local.event_bus``). EventBridge
+    delivers at least once: ``event_copies`` delivers every event-pattern rule's events (the S3
+    manifest arrivals) that many times to each target.
     """
 
     _active: ClassVar[LocalStack | None] = None  # os.environ is per process: one stack at a time
@@ -75,6 +77,7 @@ class LocalStack:
         redelivery_seconds: int = 2,
         jwt_issuer: LocalJwtIssuer | None = None,
         events_file: Path | None = None,
+        event_copies: int = 1,
     ) -> None:
         if schedule_speedup <= 0:
             raise ValueError("schedule_speedup must be positive")
@@ -89,6 +92,7 @@ class LocalStack:
         self._redelivery_seconds = redelivery_seconds
         self._jwt_issuer = jwt_issuer
         self._bus = BusRecorder(set(), events_file=Path(events_file) if events_file else None)
+        self._event_copies = event_copies
         self._moto = MotoServer()
         self._runtime: FunctionRuntime | None = None
         self._gateway: Gateway | None = None
@@ -152,6 +156,7 @@ class LocalStack:
             function_overrides=self._env_overrides,
             runtime_environment=runtime_environment,
             timeout_overrides=self._timeout_overrides,
+            event_copies=self._event_copies,
         )
         self._wiring = provisioner.provision()
         self._bus.bus_names = set(self._wiring.event_buses.values())

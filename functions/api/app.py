@@ -12,6 +12,7 @@ container = Container.from_environ(os.environ)
 app = build_app(
     lambda: container.tasks,
     container.settings.providers,
+    lambda: container.batches,
     webhook_secrets=lambda: container.webhook_secrets,
     webhook_hosts=container.settings.allowed_webhook_hosts,
 )

@@ -41,7 +41,7 @@ def test_every_queue_has_a_dlq_and_visibility_at_least_six_times_its_consumer_ti
         for ev in fn["Properties"].get("Events", {}).values()
         if ev["Type"] == "SQS"
     }
-    assert set(consumers) == {"SubmitQueue", "IngestQueue", "NotifyQueue"}
+    assert set(consumers) == {"SubmitQueue", "IngestQueue", "NotifyQueue", "BatchQueue"}
     for queue, fn in consumers.items():
         props = RES[queue]["Properties"]
         assert props["VisibilityTimeout"] >= 6 * _timeout(fn), queue
@@ -131,6 +131,7 @@ def test_each_function_has_a_sample_event(name: str) -> None:
         "PollFunction": "poll",
         "ReconcileFunction": "schedule_reconcile",
         "NotifyFunction": "sqs_notify",
+        "BatchFunction": "sqs_batch",
     }[name]
     assert list((REPO / "events").glob(f"{prefix}*.json")), name
 
@@ -177,3 +178,36 @@ def test_swagger_ui_is_a_client_route_and_the_api_may_read_the_cursor_key() -> N
     assert ("get", "/v1/docs") in _routes("ApiFunction")
     assert "/v1/docs" in resource("HttpApi")["Properties"]["DefinitionBody"]["paths"]
     assert "CallbackSecret" in json.dumps(FUNCTIONS["ApiFunction"]["Properties"]["Policies"])  # signs cursors
+
+
+def test_manifests_arrive_through_eventbridge_without_a_bucket_dependency_cycle() -> None:
+    """inbox/ arrivals: bucket -> EventBridge -> rule -> batch queue (with a DLQ), admitted for that rule only."""
+    bucket = resource("ResultsBucket")["Properties"]
+    assert bucket["NotificationConfiguration"] == {"EventBridgeConfiguration": {"EventBridgeEnabled": True}}
+    rule = resource("ManifestArrivedRule")["Properties"]
+    assert rule["EventPattern"]["detail"] == {
+        "bucket": {"name": [{"Ref": "ResultsBucket"}]},
+        "object": {"key": [{"prefix": "inbox/"}]},
+    }
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["BatchQueue", "Arn"]}
+    assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["BatchDLQ", "Arn"]}
+    (statement,) = resource("BatchQueuePolicy")["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"} and statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["ManifestArrivedRule", "Arn"]}}}
+    # The bucket names no destination, so nothing the bucket depends on depends on the bucket.
+    assert "ResultsBucket" not in json.dumps(resource("BatchQueue"))
+
+
+def test_the_batch_function_reads_only_the_inbox_writes_only_reports_and_every_task_ender_may_queue_reports() -> None:
+    policies = json.dumps(FUNCTIONS["BatchFunction"]["Properties"]["Policies"])
+    assert "S3CrudPolicy" not in policies and "S3ReadPolicy" not in policies
+    assert "${ResultsBucket}/inbox/*" in policies and "${ResultsBucket}/reports/*" in policies
+    assert "SubmitQueue" in policies  # each line's task goes to the submit queue
+    assert template()["Globals"]["Function"]["Environment"]["Variables"]["BATCH_QUEUE_URL"] == {"Ref": "BatchQueue"}
+    for name in ("CallbackFunction", "SubmitFunction", "PollFunction", "IngestFunction", "ReconcileFunction"):
+        # Each writes terminal states: the batch hook there may queue the batch's report.
+        assert "BatchQueue" in json.dumps(FUNCTIONS[name]["Properties"]["Policies"]), name
+    # One message at a time, far inside the timeout (a chunk takes seconds; a split stops 30 s early).
+    batch = next(iter(FUNCTIONS["BatchFunction"]["Properties"]["Events"].values()))["Properties"]
+    assert batch["BatchSize"] == 1 and _timeout(FUNCTIONS["BatchFunction"]) >= 120

@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -27,7 +27,17 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from reelay.bodies import MAX_JSON_DEPTH, json_depth
-from reelay.contract import ErrorBody, ErrorInfo, ProviderList, TaskPage, TaskView, UploadTicket, WebhookSecretList
+from reelay.contract import (
+    BatchTicket,
+    BatchView,
+    ErrorBody,
+    ErrorInfo,
+    ProviderList,
+    TaskPage,
+    TaskView,
+    UploadTicket,
+    WebhookSecretList,
+)
 from reelay.errors import (
     ConfigurationError,
     IdempotencyConflict,
@@ -39,6 +49,7 @@ from reelay.errors import (
 )
 from reelay.models import (
     LOCAL_OWNER,
+    BatchUploadRequest,
     ImageRequest,
     Metadata,
     Prompt,
@@ -52,6 +63,9 @@ from reelay.models import (
 )
 from reelay.providers.base import ProviderConfig
 from reelay.tasks import TaskService
+
+if TYPE_CHECKING:
+    from reelay.batches import BatchService
 from reelay.variants import image_body, remix_models, video_body
 from reelay.webhooks import WebhookSecrets, webhook_url_type
 
@@ -62,6 +76,7 @@ M = TypeVar("M", bound=BaseModel)
 MAX_BODY_BYTES = 256 * 1024
 
 TaskId = Annotated[str, Path(pattern=r"^tsk_[0-9a-f]{28}$", description="A task id (tsk_...)")]
+BatchId = Annotated[str, Path(pattern=r"^bat_[0-9a-f]{28}$", description="A batch id (bat_...)")]
 # Visible ASCII without spaces at either end: exactly what survives HTTP header handling.
 IdempotencyKey = Annotated[
     str | None,
@@ -113,7 +128,8 @@ def _error(status: int, code: str, message: str, details: Any = None) -> Respons
 
 _ERROR_STATUSES: dict[int, str] = {
     400: "MALFORMED_JSON: the body is not valid UTF-8 JSON",
-    404: "NOT_FOUND: no such task (or not yours), or UPLOAD_NOT_FOUND: an image key that is not one of your uploads",
+    404: "NOT_FOUND: no such task or batch (or not yours), "
+    "or UPLOAD_NOT_FOUND: an image key that is not one of your uploads",
     409: "IDEMPOTENCY_CONFLICT: the Idempotency-Key was used with another body, or NOT_REMIXABLE",
     413: f"PAYLOAD_TOO_LARGE: the body is larger than {MAX_BODY_BYTES // 1024} KB",
     415: "UNSUPPORTED_MEDIA_TYPE: the body is not application/json",
@@ -230,11 +246,13 @@ def _field(loc: Sequence[Any]) -> str:
 def build_app(
     tasks: Callable[[], TaskService],
     providers: Sequence[ProviderConfig] | None = None,
+    batches: Callable[[], "BatchService"] | None = None,
     *,
     webhook_secrets: Callable[[], WebhookSecrets] | None = None,
     webhook_hosts: frozenset[str] = frozenset(),
 ) -> APIGatewayHttpResolver:
-    """The resolver; ``tasks`` gives the service (built lazily, once), ``webhook_secrets`` the owners' secrets.
+    """The resolver; ``tasks`` (and ``batches``) give the services (built lazily, once),
+    ``webhook_secrets`` the owners' secrets.
 
     ``providers`` (the stack's configured providers) shape the request bodies and the document;
     without them the bodies are the provider-neutral models and the adapters alone validate.
@@ -451,6 +469,33 @@ def build_app(
     def rotate_webhook_secret() -> Response[WebhookSecretList]:
         body = WebhookSecretList(secrets=secrets().rotate(owner()))
         return Response(200, content_type="application/json", body=body)
+
+    def batch_service() -> "BatchService":
+        if batches is None:
+            raise ConfigurationError("batches are not configured in this function")
+        return batches()
+
+    @app.post(
+        "/v1/batches",
+        operation_id="create_batch",
+        summary="A presigned PUT of a JSON Lines manifest into your inbox; follow it at /v1/batches/{batch_id}",
+        description="Each line of the manifest is a `POST /v1/tasks` body, plus an optional client `id`. "
+        "The report lands at `report_key` when every task has ended.",
+        responses=_responses(201, BatchTicket, "The upload: batch_id, key, url, method, headers", *_BODY_ERRORS),
+    )
+    def create_batch(request: BatchUploadRequest) -> Response[BatchTicket]:
+        ticket = batch_service().ticket(request, owner=owner())
+        return Response(HTTPStatus.CREATED, content_type="application/json", body=ticket)
+
+    @app.get(
+        "/v1/batches/<batch_id>",
+        operation_id="get_batch",
+        summary="One of your batches: lines, tasks made, ended and running, and its report",
+        responses=_responses(200, BatchView, "The batch", 404, 422),
+    )
+    def get_batch(batch_id: BatchId) -> Response[BatchView]:
+        service = batch_service()
+        return Response(200, content_type="application/json", body=service.view(service.get(batch_id, owner=owner())))
 
     app.enable_swagger(path="/v1/docs", **_DOC)
     return app

@@ -293,14 +293,23 @@ class ResultBucket:
             )
         )
 
-    def presigned_put(self, key: str, *, content_type: str, content_length: int, ttl_seconds: int) -> str:
-        """A SigV4 presigned PUT with Content-Type and Content-Length signed in: another size or type is refused."""
+    def presigned_put(
+        self, key: str, *, content_type: str, content_length: int, ttl_seconds: int, content_md5: str | None = None
+    ) -> str:
+        """A SigV4 presigned PUT with Content-Type and Content-Length signed in: another size or type is refused.
+
+        With ``content_md5`` (base64) the MD5 is signed in too: S3 refuses any other body.
+        """
+        params: dict[str, Any] = {
+            "Bucket": self.name,
+            "Key": key,
+            "ContentType": content_type,
+            "ContentLength": content_length,
+        }
+        if content_md5:
+            params["ContentMD5"] = content_md5
         return str(
-            self._presigner.generate_presigned_url(
-                "put_object",
-                Params={"Bucket": self.name, "Key": key, "ContentType": content_type, "ContentLength": content_length},
-                ExpiresIn=self.presign_ttl(ttl_seconds),
-            )
+            self._presigner.generate_presigned_url("put_object", Params=params, ExpiresIn=self.presign_ttl(ttl_seconds))
         )
 
     def _signer_credentials_expiry(self) -> datetime | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from reelay.errors import ConfigurationError
 from reelay.settings import Settings
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from datetime import timedelta
 
     from reelay.aws import EventBus, ResultBucket, TaskQueue
+    from reelay.batch_store import BatchQueue, BatchStore
+    from reelay.batches import Batch, BatchProgress, BatchRunner, BatchService
     from reelay.callbacks import CallbackReceiver
     from reelay.catalog import ProviderCatalog
     from reelay.deadlines import Deadlines
@@ -98,10 +100,11 @@ class Container:
 
     @cached_property
     def router(self) -> Router:
-        """Routing for ``provider: auto``; ``free_capacity`` is the governor's view, once it is wired."""
+        """Routing for ``provider: auto``; ``free_capacity`` is the governor's view of free slots."""
         from reelay.routing import Router
 
-        return Router(self.providers)
+        governed = self.governor.governed_providers
+        return Router(self.providers, free_capacity=self.governor.free_slots if governed else None)
 
     @cached_property
     def bucket(self) -> ResultBucket:
@@ -143,7 +146,12 @@ class Container:
         from reelay.notify import NotifyHook
         from reelay.tracking import TaskTracker
 
-        hooks = [NotifyHook(self.notify_queue)] if self.settings.notify_queue_url else []
+        hooks: list[Any] = []
+        if self.settings.batch_queue_url:
+            # A batch's counters move when one of its tasks ends; the last one queues its report.
+            hooks.append(self.batch_progress.task_ended)
+        if self.settings.notify_queue_url:
+            hooks.append(NotifyHook(self.notify_queue))
         slot_release = [self.governor.release] if self.governor.governed_providers else []
         return TaskTracker(
             self.store,
@@ -162,6 +170,83 @@ class Container:
         except ReelayError:  # a provider no longer configured
             by_callback = False
         metrics.task_ended(task, by_callback=by_callback)
+
+    @cached_property
+    def batch_store(self) -> BatchStore:
+        from reelay.batch_store import DynamoBatchStore
+
+        return DynamoBatchStore(self.settings.task_table_name)
+
+    @cached_property
+    def batch_queue(self) -> BatchQueue:
+        from reelay.batch_store import BatchQueue
+
+        if not self.settings.batch_queue_url:
+            raise ConfigurationError("BATCH_QUEUE_URL is not set")
+        return BatchQueue(self.settings.batch_queue_url)
+
+    @cached_property
+    def batch_progress(self) -> BatchProgress:
+        from reelay.batches import BatchProgress
+
+        return BatchProgress(self.batch_store, self.batch_queue)
+
+    @cached_property
+    def batch_runner(self) -> BatchRunner:
+        from reelay.batch_store import ManifestObjects
+        from reelay.batches import BatchRunner
+
+        s = self.settings
+        return BatchRunner(
+            self.batch_store,
+            ManifestObjects(s.results_bucket),
+            self.batch_queue,
+            lambda: self._batch_tasks,
+            s.providers,
+            chunk_lines=s.batch_chunk_lines,
+            chunk_bytes=s.batch_chunk_bytes,
+            check_seconds=s.batch_check_seconds,
+            on_batch_completed=[self._batch_completed_event] if s.event_bus_name else [],
+        )
+
+    def _batch_completed_event(self, batch: Batch) -> None:
+        """Batch-completed hook: ``Batch Completed`` on the stack's bus (``reelay.notify``)."""
+        from reelay.notify import emit_batch_completed
+
+        emit_batch_completed(
+            self.event_bus,
+            batch_id=batch.id,
+            owner=batch.owner,
+            counts={
+                "lines": batch.lines or 0,
+                "tasks": batch.tasks,
+                "invalid": batch.invalid,
+                "succeeded": batch.succeeded,
+                "failed": batch.failed,
+            },
+            report=f"s3://{batch.bucket}/{batch.report_key}" if batch.report_key else None,
+            extra={"name": batch.name, "cost_cents": batch.cost_cents, "by_code": dict(batch.codes)},
+        )
+
+    @cached_property
+    def _batch_tasks(self) -> TaskService:
+        """Task creation for manifest lines: the API's ``TaskService``, without list cursors (no secret)."""
+        from reelay.tasks import TaskService
+
+        return TaskService(
+            self.store,
+            self.providers,
+            self.submit_queue,
+            self.bucket,
+            router=self.router,
+            webhook_hosts=self.settings.allowed_webhook_hosts,
+        )
+
+    @cached_property
+    def batches(self) -> BatchService:
+        from reelay.batches import BatchService
+
+        return BatchService(self.batch_store, self.bucket, upload_ttl_seconds=self.settings.uploads_ttl_seconds)
 
     @cached_property
     def tasks(self) -> TaskService:

@@ -9,7 +9,7 @@ Requests are in ``reelay.models`` (``VideoRequest``, ``ImageRequest``, ``RemixRe
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -125,7 +125,76 @@ class ProviderList(BaseModel):
     providers: list[ProviderView]
 
 
+class BatchTicket(BaseModel):
+    """The answer of ``POST /v1/batches``: a presigned PUT of a manifest into your inbox.
+
+    The MD5 is signed in, so the batch id is known before the upload: follow it with
+    ``GET /v1/batches/{batch_id}`` (404 until the manifest has arrived).
+    """
+
+    batch_id: str
+    key: str = Field(description="Where the manifest goes: inbox/<name>.jsonl, or inbox/<your hash>/<name>.jsonl.")
+    report_key: str = Field(description="Where the report will land (the summary beside it, .summary.json).")
+    url: str
+    method: Literal["PUT"] = "PUT"
+    headers: dict[str, str]
+    expires_at: datetime
+
+
+class BatchView(BaseModel):
+    """A batch's progress: its lines, tasks made, ended and running, and where its report is."""
+
+    id: str
+    status: Literal["running", "reporting", "completed"]
+    manifest: str = Field(description="s3:// URI of the manifest object.")
+    name: str
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None = None
+    split_done: bool = Field(description="Whether every line has been counted (lines is then final).")
+    lines: int | None = Field(default=None, description="Lines of the manifest, once it has been read through.")
+    tasks: int = Field(description="Valid lines so far: one task each.")
+    invalid: int = Field(description="Invalid lines so far (each in the report with its reason).")
+    succeeded: int
+    failed: int
+    running: int = Field(description="Tasks made that have not ended.")
+    cost_cents: int = Field(description="Provider cost of the ended tasks, where the provider reports one.")
+    by_code: dict[str, int] = Field(default_factory=dict, description="Failed tasks and invalid lines by error code.")
+    report: str | None = Field(default=None, description="s3:// URI of the report, once completed.")
+    summary: str | None = None
+
+
+class BatchReportLine(BaseModel):
+    """One line of a batch report (``reports/<name>.jsonl``), in input order."""
+
+    line: int = Field(description="1-based line number in the manifest.")
+    id: str | int | None = Field(default=None, description="The line's client id, if it gave one.")
+    task_id: str | None = None
+    status: str = Field(description="The task's final status, or `invalid` for a line that made no task.")
+    outputs: list[str] | None = Field(default=None, description="s3:// URIs of the task's outputs.")
+    error: TaskErrorView | None = None
+
+
+class BatchSummary(BaseModel):
+    """The summary beside a report (``reports/<name>.summary.json``)."""
+
+    batch_id: str
+    manifest: str
+    report: str
+    lines: int = Field(description="Lines in the report (blank manifest lines are none).")
+    by_status: dict[str, int]
+    by_code: dict[str, int]
+    cost_cents: int = Field(description="Total provider cost of the batch's tasks.")
+    created_at: datetime
+    ended_at: datetime = Field(description="When the batch's last task ended.")
+    wall_seconds: float = Field(description="From the manifest's arrival to its last task's end.")
+
+
 __all__ = [
+    "BatchReportLine",
+    "BatchSummary",
+    "BatchTicket",
+    "BatchView",
     "ErrorBody",
     "ErrorInfo",
     "OutputView",

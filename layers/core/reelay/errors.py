@@ -15,6 +15,7 @@ renaming a transient error class is a template change too.
     ├── ConfigurationError        the stack is mis-configured (bad env, provider credential refused)
     ├── CallbackRejected          a callback whose token is wrong or missing (HTTP 401)
     ├── QueueSendFailed           a message could not be put on a queue (reconcile sends it again)
+    ├── ManifestChanged           a batch manifest's object changed (another ETag) while it was read
     ├── ProviderError             anything a provider answered or failed to answer
     │   ├── ProviderTransientError        5xx, connection refused, read timeout on a safe call: retry
     │   │   ├── ProviderRateLimited       429: back off and retry, never fail the task
@@ -99,6 +100,12 @@ class QueueSendFailed(ReelayError):
     """SQS did not take a message; the task's due time makes reconcile send it again."""
 
     code = "QUEUE_UNAVAILABLE"
+
+
+class ManifestChanged(ReelayError):
+    """The manifest object no longer has the batch's ETag: its remaining lines cannot be read."""
+
+    code = "MANIFEST_CHANGED"
 
 
 class ProviderError(ReelayError):

@@ -295,6 +295,22 @@ class UploadRequest(StrictBody):
     bytes: Annotated[int, Field(ge=1, le=10 * 1024 * 1024, description="Exact size in bytes (at most 10 MiB).")]
 
 
+class BatchUploadRequest(StrictBody):
+    """The body of ``POST /v1/batches``: the manifest the client is about to upload."""
+
+    name: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=200,
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$",
+            description="The manifest's name (its report is reports/<name>.jsonl); without .jsonl.",
+        ),
+    ]
+    bytes: Annotated[int, Field(ge=1, le=5 * 1024**3, description="Exact size in bytes (a single PUT: at most 5 GiB).")]
+    md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="MD5 of the file, hex (signed into the PUT).")]
+
+
 class UploadTicket(BaseModel):
     """The answer of ``POST /v1/uploads``: a presigned PUT under the caller's own uploads prefix."""
 

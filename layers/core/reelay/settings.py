@@ -86,6 +86,15 @@ class Settings(BaseModel):
     reelay_webhook_retry_seconds: str = Field(default="", pattern=r"^\s*([0-9]+(\.[0-9]+)?\s*(,\s*|$))*$")
     # How long the previous webhook secret stays valid after a rotation.
     reelay_webhook_secret_overlap_seconds: int = Field(default=86400, ge=0, le=30 * 86400)
+    # Batches: the queue of manifest events and chunks (its terminal hook queues reports), and
+    # how many lines / bytes one chunk invocation takes (measured: benchmarks/batch_manifest.py).
+    batch_queue_url: str | None = None
+    batch_chunk_lines: int = Field(default=100, ge=1, le=10000, validation_alias="reelay_batch_chunk_lines")
+    # A running batch is recounted from its records this long after its split, and again until it ends.
+    batch_check_seconds: int = Field(default=300, ge=1, le=900, validation_alias="reelay_batch_check_seconds")
+    batch_chunk_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=256 * 1024, le=64 * 1024 * 1024, validation_alias="reelay_batch_chunk_bytes"
+    )
     providers: tuple[ProviderConfig, ...] = ()
     environ: Mapping[str, str] = Field(default_factory=dict, exclude=True, repr=False)
 

@@ -173,7 +173,14 @@ class DynamoTaskStore(TaskStore):
     def create(self, task: Task, *, idempotency_scope: str | None = None, request_hash: str = "") -> tuple[Task, bool]:
         item = self._item(task)
         if idempotency_scope is None:
-            self._table.put_item(Item=item, ConditionExpression=Attr("pk").not_exists())
+            try:
+                self._table.put_item(Item=item, ConditionExpression=Attr("pk").not_exists())
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+                # A deterministic id (a batch manifest's line) made before: that task, not a second.
+                self._count(task.id, "ddb.PutItem", ddb_wu=_put_units(None, item))
+                return self.get(task.id), False
             self._count(task.id, "ddb.PutItem", ddb_wu=_put_units(None, item))
             return task, True
         idem_pk = f"IDEM#{idempotency_scope}"

@@ -111,10 +111,15 @@ class TaskService:
         kind: TaskKind = TaskKind.VIDEO,
         parent_task_id: str | None = None,
         extra: dict[str, Any] | None = None,
+        task_id: str | None = None,
+        batch_id: str | None = None,
+        batch_line: int | None = None,
     ) -> tuple[Task, bool]:
         """Validate against the provider, store as ``queued``, enqueue. ``(task, created)``.
 
         ``provider: auto`` (a video): the router picks the provider and the task records why.
+        A batch manifest's line passes its own deterministic ``task_id`` (and ``batch_id``,
+        ``batch_line``): a line made before is that task again, ``created`` False, nothing sent.
         """
         routing = None
         if isinstance(request, VideoRequest) and request.provider == AUTO:
@@ -133,7 +138,7 @@ class TaskService:
         payload = request.model_dump(mode="json", exclude_none=True) | (extra or {})
         now = utcnow()
         task = Task(
-            id=new_task_id(),
+            id=task_id or new_task_id(),
             owner=owner,
             provider=provider.name,
             protocol=provider.protocol,
@@ -146,6 +151,8 @@ class TaskService:
             metadata=request.metadata or {},
             idempotency_key=idempotency_key,
             routing=routing,
+            batch_id=batch_id,
+            batch_line=batch_line,
         )
         scope = f"{owner}#{idempotency_key}" if idempotency_key else None
         fingerprint = request_hash({"kind": kind.value, "parent": parent_task_id, **payload})
