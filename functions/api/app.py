@@ -9,7 +9,12 @@ from reelay.bootstrap import Container
 from reelay.observability import observed
 
 container = Container.from_environ(os.environ)
-app = build_app(lambda: container.tasks, container.settings.providers)
+app = build_app(
+    lambda: container.tasks,
+    container.settings.providers,
+    videos=lambda: container.openai_videos,
+    keys=lambda: container.api_keys,
+)
 
 
 @observed(http=True)

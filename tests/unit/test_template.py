@@ -79,11 +79,27 @@ def test_every_client_route_carries_the_selectable_auth_and_the_callback_route_i
     assert declared == _routes("ApiFunction")
     for path, ops in paths.items():
         for op in ops.values():
-            assert "Fn::If" in op["security"], path
+            if path.startswith("/v1/admin/"):
+                assert op["security"] == [{"AWS_IAM": []}], path  # key administration: IAM in every mode
+            else:
+                assert "Fn::If" in op["security"], path
+                assert "ApiKeyAuthorizer" in json.dumps(op["security"]), path
     callback = _routes("CallbackFunction")
     assert callback == {("post", "/callbacks/{provider}/{task_id}")}
     assert not {p for _, p in callback} & set(paths)
-    assert template()["Parameters"]["ClientAuth"]["AllowedValues"] == ["IAM", "JWT", "NONE"]
+    assert template()["Parameters"]["ClientAuth"]["AllowedValues"] == ["IAM", "JWT", "NONE", "APIKEY"]
+
+
+def test_the_api_key_authorizer_is_cached_simple_and_reads_only_the_key_table() -> None:
+    auth = resource("HttpApi")["Properties"]["Auth"]["Authorizers"]["ApiKeyAuthorizer"]
+    assert auth["FunctionArn"] == {"Fn::GetAtt": ["AuthorizerFunction", "Arn"]}
+    assert auth["EnableSimpleResponses"] is True and auth["AuthorizerPayloadFormatVersion"] == "2.0"
+    assert auth["Identity"] == {"Headers": ["Authorization"], "ReauthorizeEvery": {"Ref": "ApiKeyCacheSeconds"}}
+    assert template()["Parameters"]["ApiKeyCacheSeconds"]["Default"] == 60
+    assert FUNCTIONS["AuthorizerFunction"]["Properties"]["Policies"] == [
+        {"DynamoDBReadPolicy": {"TableName": {"Ref": "ApiKeyTable"}}}
+    ]
+    assert resource("ApiKeyTable")["Properties"]["KeySchema"] == [{"AttributeName": "key_id", "KeyType": "HASH"}]
 
 
 def test_policies_are_scoped_to_the_stacks_own_resources() -> None:
@@ -130,6 +146,7 @@ def test_each_function_has_a_sample_event(name: str) -> None:
         "IngestFunction": "sqs_ingest",
         "PollFunction": "poll",
         "ReconcileFunction": "schedule_reconcile",
+        "AuthorizerFunction": "authorizer_",
     }[name]
     assert list((REPO / "events").glob(f"{prefix}*.json")), name
 

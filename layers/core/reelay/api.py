@@ -26,9 +26,12 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from reelay.apikeys import ApiKeys, admin_router, api_key_owner
 from reelay.bodies import MAX_JSON_DEPTH, json_depth
 from reelay.contract import ErrorBody, ErrorInfo, ProviderList, TaskPage, TaskView, UploadTicket
 from reelay.errors import (
+    ApiKeyNotFound,
+    ApiKeyRejected,
     ConfigurationError,
     IdempotencyConflict,
     ReelayError,
@@ -50,6 +53,7 @@ from reelay.models import (
     VideoRequest,
     WebUrl,
 )
+from reelay.openai_api import VideoService, is_openai_path, openai_error, openai_router
 from reelay.providers.base import ProviderConfig
 from reelay.tasks import TaskService
 from reelay.variants import image_body, remix_models, video_body
@@ -81,10 +85,15 @@ def owner_of(event: Mapping[str, Any]) -> str:
     """Who owns what this request creates or reads, from API Gateway v2's authorizer context.
 
     IAM auth: the caller's principal ARN (``authorizer.iam.userArn``). JWT auth:
-    ``jwt:<iss>#<sub>`` from the verified claims (``authorizer.jwt.claims``). No client auth:
-    the one local owner. A plain string, so other entry points (a batch manifest) can set it.
+    ``jwt:<iss>#<sub>`` from the verified claims (``authorizer.jwt.claims``). API keys: the key's
+    owner from the Lambda authorizer's context (``authorizer.lambda``; ``ApiKeyRejected`` for a
+    key it rejected, see ``reelay.apikeys``). No client auth: the one local owner. A plain
+    string, so other entry points (a batch manifest) can set it.
     """
     authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+    keyed = api_key_owner(authorizer)
+    if keyed is not None:
+        return keyed
     iam = authorizer.get("iam") or {}
     if iam.get("userArn"):
         return str(iam["userArn"])
@@ -147,7 +156,20 @@ class JsonApiResolver(APIGatewayHttpResolver):
     """
 
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        refusal = refuse_body(event)
+        path = str(event.get("rawPath") or "")
+        try:
+            owner_of(event)  # a rejected API key is a 401 before anything else
+        except ApiKeyRejected as exc:
+            if is_openai_path(path):
+                answer = openai_error(401, exc.message, code="invalid_api_key")
+                return {"statusCode": 401, "headers": {"Content-Type": "application/json"}, "body": answer.body}
+            return {
+                "statusCode": 401,
+                "headers": {"Content-Type": "application/json"},
+                "body": error_body(exc.code, exc.message),
+            }
+        # The OpenAI routes read their own bodies (multipart too) and answer in OpenAI's shape.
+        refusal = None if is_openai_path(path) else refuse_body(event)
         if refusal is not None:
             status, code, message = refusal
             return {
@@ -227,12 +249,18 @@ def _field(loc: Sequence[Any]) -> str:
 
 
 def build_app(
-    tasks: Callable[[], TaskService], providers: Sequence[ProviderConfig] | None = None
+    tasks: Callable[[], TaskService],
+    providers: Sequence[ProviderConfig] | None = None,
+    *,
+    videos: Callable[[], VideoService] | None = None,
+    keys: Callable[[], ApiKeys] | None = None,
 ) -> APIGatewayHttpResolver:
     """The resolver; ``tasks`` gives the service (built lazily, once).
 
     ``providers`` (the stack's configured providers) shape the request bodies and the document;
     without them the bodies are the provider-neutral models and the adapters alone validate.
+    ``videos`` adds the OpenAI-shaped ``/v1/videos`` routes (``reelay.openai_api``), ``keys``
+    the API key admin routes (``reelay.apikeys``).
     """
     app = JsonApiResolver(enable_validation=True)
     VideoBody: Any = VideoRequest
@@ -281,6 +309,14 @@ def build_app(
     @app.exception_handler(NotFoundError)
     def _no_route(exc: NotFoundError) -> Response[str]:
         return _error(404, "NOT_FOUND", "no such route")
+
+    @app.exception_handler(ApiKeyRejected)
+    def _key_rejected(exc: ApiKeyRejected) -> Response[str]:
+        return _error(401, exc.code, exc.message)
+
+    @app.exception_handler(ApiKeyNotFound)
+    def _key_not_found(exc: ApiKeyNotFound) -> Response[str]:
+        return _error(404, exc.code, exc.message)
 
     @app.exception_handler(IdempotencyConflict)
     def _conflict(exc: IdempotencyConflict) -> Response[str]:
@@ -416,6 +452,10 @@ def build_app(
     def list_providers() -> Response[ProviderList]:
         return Response(200, content_type="application/json", body=ProviderList(providers=tasks().providers()))
 
+    if videos is not None:
+        app.include_router(openai_router(videos, owner))
+    if keys is not None:
+        app.include_router(admin_router(keys))
     app.enable_swagger(path="/v1/docs", **_DOC)
     return app
 

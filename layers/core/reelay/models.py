@@ -339,6 +339,9 @@ class Task(BaseModel):
     # A task without a batch is interactive (the governor serves it ahead of batch tasks).
     batch_id: str | None = None
     batch_line: int | None = None
+    # Set when the owner deleted the task's stored outputs (DELETE /v1/videos/{id}); it is then
+    # gone from the OpenAI routes, while /v1/tasks still shows its record without outputs.
+    deleted_at: datetime | None = None
     version: int = 0
     history: list[Transition] = Field(default_factory=list)
     # Money rule bookkeeping: when a create was (first) sent, how many were sent, and whether

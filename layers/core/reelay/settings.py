@@ -77,6 +77,10 @@ class Settings(BaseModel):
     # (longer than the ingest function's 900 s timeout, so a running copy is not doubled).
     reelay_ingest_stall_seconds: float = Field(default=1200, ge=1)
     uploads_ttl_seconds: int = Field(default=900, ge=60, le=3600, validation_alias="reelay_uploads_ttl_seconds")
+    # API keys (ClientAuth=APIKEY): the table of key hashes; the OpenAI routes' model map (JSON,
+    # model name -> provider names, see reelay.models_map).
+    api_key_table_name: str | None = None
+    reelay_openai_models: str = ""
     providers: tuple[ProviderConfig, ...] = ()
     environ: Mapping[str, str] = Field(default_factory=dict, exclude=True, repr=False)
 

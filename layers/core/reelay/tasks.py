@@ -87,8 +87,13 @@ class TaskService:
         kind: TaskKind = TaskKind.VIDEO,
         parent_task_id: str | None = None,
         extra: dict[str, Any] | None = None,
+        fingerprint: dict[str, Any] | None = None,
     ) -> tuple[Task, bool]:
-        """Validate against the provider, store as ``queued``, enqueue. ``(task, created)``."""
+        """Validate against the provider, store as ``queued``, enqueue. ``(task, created)``.
+
+        ``fingerprint`` replaces the stored request as what an Idempotency-Key replay must match
+        (the OpenAI routes compare their parsed fields and the image's hash, not a fresh upload URL).
+        """
         provider = self._providers.get(request.provider)
         if isinstance(request, ImageRequest):
             provider.validate_images(request)
@@ -111,8 +116,9 @@ class TaskService:
             idempotency_key=idempotency_key,
         )
         scope = f"{owner}#{idempotency_key}" if idempotency_key else None
-        fingerprint = request_hash({"kind": kind.value, "parent": parent_task_id, **payload})
-        task, created = self._store.create(task, idempotency_scope=scope, request_hash=fingerprint)
+        compared = payload if fingerprint is None else fingerprint
+        digest = request_hash({"kind": kind.value, "parent": parent_task_id, **compared})
+        task, created = self._store.create(task, idempotency_scope=scope, request_hash=digest)
         if created:
             try:
                 self._submit.send(task.id)
