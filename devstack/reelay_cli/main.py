@@ -72,6 +72,7 @@ class Status(StrEnum):
 class ClientAuth(StrEnum):
     none = "none"
     jwt = "jwt"
+    apikey = "apikey"
 
 
 UiFactory = Callable[[Callable[[], ReelayClient], int], UiServer]
@@ -438,6 +439,61 @@ def token(
         print(jwt)
 
 
+def keys_create(
+    ctx: typer.Context,
+    owner: Annotated[str, typer.Option("--owner", help="Who the key's tasks belong to.", show_default=False)],
+    name: Annotated[str | None, typer.Option("--name", help="What the key is for (shown by `keys list`).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make an API key for OWNER and print the bare key (shown this once; only its hash is kept).
+
+    Against `reelay dev` (loopback) or a deployed stack, whose admin routes are under IAM: the
+    request is signed with your AWS credentials, whatever --token says.
+    """
+    session = _session(ctx)
+    session.json_wanted(as_json)
+    with session.client(token="") as client:
+        made = client.create_key(owner, name)
+    if session.as_json:
+        output.print_json(made)
+    else:
+        print(made.key)
+
+
+def keys_list(
+    ctx: typer.Context,
+    owner: Annotated[str | None, typer.Option("--owner", help="Only this owner's keys.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List API keys (id, owner, name, made, revoked), newest first; never the keys themselves."""
+    session = _session(ctx)
+    session.json_wanted(as_json)
+    with session.client(token="") as client:
+        found = client.list_keys(owner=owner)
+    if session.as_json:
+        output.print_json_lines(found)
+        return
+    for key in found:
+        revoked = key.revoked_at.isoformat() if key.revoked_at else "-"
+        print(f"{key.key_id}\t{key.owner}\t{key.name}\t{key.created_at.isoformat()}\t{revoked}")
+
+
+def keys_revoke(
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(help="The key's id (key_...), from `keys list`.", show_default=False)],
+    as_json: JsonOption = False,
+) -> None:
+    """Revoke an API key: refused from then on, at the latest after the authorizer's cache lifetime."""
+    session = _session(ctx)
+    session.json_wanted(as_json)
+    with session.client(token="") as client:
+        revoked = client.revoke_key(key_id)
+    if session.as_json:
+        output.print_json(revoked)
+    else:
+        print(f"{revoked.key_id}\trevoked\t{revoked.revoked_at.isoformat() if revoked.revoked_at else ''}")
+
+
 def ui(
     ctx: typer.Context,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Serve the page on 127.0.0.1:PORT (0: any).")] = (
@@ -473,7 +529,9 @@ def dev(
         typer.Option(
             "--client-auth",
             help="jwt: the /v1/ routes want a Bearer JWT from the local issuer (`reelay token SUBJECT`), "
-            "as the HTTP API's JWT authorizer does; none: no client auth, one local owner.",
+            "as the HTTP API's JWT authorizer does; apikey: they want a reelay API key (`reelay keys create "
+            "--owner NAME`), checked by the template's Lambda authorizer with its cache lifetime; "
+            "none: no client auth, one local owner.",
         ),
     ] = ClientAuth.none,
     ui_port: Annotated[
@@ -512,6 +570,8 @@ def dev(
                 output.render_stack(session.out, env.stack, simulator_url, server.url)
                 if client_auth is ClientAuth.jwt:
                     session.out.print("[dim]client auth: JWT — `reelay token SUBJECT` prints one[/]")
+                if client_auth is ClientAuth.apikey:
+                    session.out.print("[dim]client auth: API keys — `reelay keys create --owner NAME` prints one[/]")
                 if api_url.rstrip("/") != DEFAULT_API_URL:
                     session.out.print(f"[dim]export REELAY_API_URL={escape(api_url)}[/]")
                 session.out.print("[dim]Ctrl-C to stop[/]")
@@ -635,6 +695,9 @@ COMMANDS: dict[str, Callable[..., None]] = {
 }
 
 
+KEY_COMMANDS: dict[str, Callable[..., None]] = {"create": keys_create, "list": keys_list, "revoke": keys_revoke}
+
+
 def create_app(wiring: Wiring | None = None) -> typer.Typer:
     """The ``reelay`` command, its dependencies taken from ``wiring`` (real ones by default)."""
     wired = wiring or Wiring()
@@ -678,6 +741,10 @@ def create_app(wiring: Wiring | None = None) -> typer.Typer:
 
     for name, command in COMMANDS.items():
         app.command(name, epilog=EXIT_CODES)(_reports_errors(command))
+    keys = typer.Typer(name="keys", help="API keys (ClientAuth=APIKEY): create, list, revoke.", no_args_is_help=True)
+    for name, command in KEY_COMMANDS.items():
+        keys.command(name, epilog=EXIT_CODES)(_reports_errors(command))
+    app.add_typer(keys)
     return app
 
 

@@ -29,15 +29,15 @@ import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from pydantic import BaseModel, Field
 
 from reelay.errors import ApiKeyNotFound, ApiKeyRejected, RequestInvalid
 from reelay.models import utcnow
-
-if TYPE_CHECKING:
-    from aws_lambda_powertools.event_handler.api_gateway import Router
 
 ADMIN_PATH = "/v1/admin/keys"
 KEY_PREFIX = "rk-"
@@ -48,7 +48,9 @@ CONTEXT_OWNER = "owner"
 CONTEXT_KEY_ID = "key_id"
 CONTEXT_REJECTED = "rejected"
 
+KeyId = Annotated[str, Path(pattern=KEY_ID_PATTERN)]
 OwnerName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$")]
+OwnerQuery = Annotated[OwnerName | None, Query(description="Only this owner's keys")]
 KeyName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x20-\x7e]+$")]
 
 
@@ -230,19 +232,14 @@ __all__ = [
 def admin_router(keys: Callable[[], ApiKeys]) -> Router:
     """``/v1/admin/keys``: make, list and revoke keys. Always under IAM auth in the template
     (whatever ``ClientAuth`` is): only the stack's own administrators reach it."""
-    from aws_lambda_powertools.event_handler import Response
-    from aws_lambda_powertools.event_handler.api_gateway import Router
-    from aws_lambda_powertools.event_handler.openapi.params import Path, Query
-
     router = Router()
-    KeyId = Annotated[str, Path(pattern=KEY_ID_PATTERN)]
 
     @router.post(ADMIN_PATH, include_in_schema=False)
     def create_key(request: ApiKeyRequest) -> Response[NewApiKey]:
         return Response(201, content_type="application/json", body=keys().create(request))
 
     @router.get(ADMIN_PATH, include_in_schema=False)
-    def list_keys(owner: Annotated[OwnerName | None, Query()] = None) -> Response[ApiKeyList]:
+    def list_keys(owner: OwnerQuery = None) -> Response[ApiKeyList]:
         return Response(200, content_type="application/json", body=ApiKeyList(keys=keys().list(owner=owner)))
 
     @router.delete(f"{ADMIN_PATH}/<key_id>", include_in_schema=False)
