@@ -123,6 +123,8 @@ class ModelMap:
             if ask.size not in SIZES:
                 raise NoRouteForModel(f"size {ask.size!r} is not offered; sizes: {', '.join(SIZES)}", field="size")
             orientation, resolution = SIZES[ask.size]
+            if ask.image_url is not None:
+                orientation = None  # image-to-video: the image sets the orientation (size gives the resolution)
         return VideoRequest(
             provider="-",
             prompt=ask.prompt,
