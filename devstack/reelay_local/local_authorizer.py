@@ -92,6 +92,11 @@ class AuthorizerCache:
                 return None
             return entry[1]
 
+    def clear(self) -> None:
+        """Forget every cached answer (API Gateway flushes its cache on a redeploy)."""
+        with self._lock:
+            self._entries.clear()
+
     def put(self, name: str, identity: tuple[str, ...], decision: Decision, ttl_seconds: int) -> None:
         if ttl_seconds <= 0:
             return
