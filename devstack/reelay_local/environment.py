@@ -129,6 +129,8 @@ class DevEnvironment:
     def _parameters(self) -> dict[str, str]:
         """Template parameters: ``REELAY_LOG_LEVEL`` (e.g. WARNING for a quiet demo) sets LogLevel."""
         parameters = dict(self._parameter_overrides)
+        # PyAV is in the dev venv (requirements-dev.txt): serve the stack as one with the media layer.
+        parameters.setdefault("MediaPreviews", "true")
         if os.environ.get("REELAY_LOG_LEVEL"):
             parameters.setdefault("LogLevel", os.environ["REELAY_LOG_LEVEL"].upper())
         return parameters
