@@ -55,6 +55,7 @@ from reelay.errors import (
     UploadNotFound,
 )
 from reelay.fetch import sniff_media
+from reelay.inputs import MAX_IMAGE_BYTES
 from reelay.media import PREVIEW_TYPE, VARIANTS, preview_key
 from reelay.models import RemixRequest, Task, TaskKind, TaskStatus, utcnow
 from reelay.models_map import DEFAULT_MODEL, ModelMap, VideoAsk, size_of
@@ -65,7 +66,7 @@ logger = Logger(child=True)
 
 PREFIX = "/v1/videos"
 MAX_JSON_BYTES = 256 * 1024
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
+
 MAX_MULTIPART_BYTES = MAX_IMAGE_BYTES + 64 * 1024
 INLINE_MAX_BYTES = 4 * 1024 * 1024  # under Lambda's 6 MB answer once base64-encoded
 IMAGE_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
