@@ -363,3 +363,19 @@ def test_the_video_object_is_reusable_as_a_webhook_payload(world: dict[str, Any]
 
     assert payload["id"] == video.id and payload["status"] == "completed" and payload["progress"] == 100
     assert payload["object"] == "video" and isinstance(payload["completed_at"], int)
+
+
+def test_hostile_bodies_are_400s_never_500s(world: dict[str, Any]) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    cases = [
+        ("application/json", deep.encode()),
+        ("application/json", b"\xff\xfe{"),
+        ("multipart/form-data", b"--x\r\n\r\n"),  # no boundary parameter
+        ("multipart/form-data; boundary=x", b'--x\r\nContent-Disposition: form-data; name="evil"\r\n\r\n1\r\n--x--'),
+        ("text/plain", b"prompt=x"),
+    ]
+    for content_type, body in cases:
+        request = httpx2.Request("POST", f"{API}/v1/videos", headers={"Content-Type": content_type}, content=body)
+        answer = world["bridge"](request)  # raw bytes, as no SDK would send them
+        assert answer.status_code == 400, (content_type, body[:40], answer.text)
+        assert answer.json()["error"]["type"] == "invalid_request_error"

@@ -43,6 +43,7 @@ from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from pydantic import BaseModel, ValidationError
 
 from reelay.aws import ResultBucket
+from reelay.bodies import MAX_JSON_DEPTH, json_depth
 from reelay.catalog import ProviderCatalog
 from reelay.errors import (
     ApiKeyRejected,
@@ -72,6 +73,7 @@ INLINE_MAX_BYTES = 4 * 1024 * 1024  # under Lambda's 6 MB answer once base64-enc
 IMAGE_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 _TASK_ID = re.compile(r"^tsk_[0-9a-f]{28}$")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?$")
+_IMAGE_STAND_IN = "https://uploads.invalid/input_reference.png"
 _FIELDS = frozenset({"prompt", "model", "seconds", "size", "input_reference"})
 
 OpenAIStatus = Literal["queued", "in_progress", "completed", "failed"]
@@ -270,13 +272,7 @@ def parse_create(event: Mapping[str, Any]) -> CreateForm:
                 except UnicodeDecodeError:
                     raise RequestInvalid(f"{name} is not UTF-8 text", field=name) from None
     elif media == "application/json" or media.endswith("+json"):
-        raw = _body_bytes(event, MAX_JSON_BYTES)
-        try:
-            parsed = json.loads(raw) if raw else {}
-        except ValueError:
-            raise RequestInvalid("request body is not valid JSON") from None
-        if not isinstance(parsed, dict):
-            raise RequestInvalid("request body must be a JSON object")
+        parsed = _json_object(event)
         unknown = sorted(set(parsed) - _FIELDS)
         if unknown:
             raise RequestInvalid(f"unknown field {unknown[0]!r}", field=unknown[0])
@@ -324,14 +320,24 @@ def _image(data: bytes, declared: str) -> InputImage:
     return InputImage(content=data, content_type=kind)
 
 
-def parse_json_prompt(event: Mapping[str, Any]) -> str:
-    """The ``prompt`` of a remix body (JSON, as the SDK sends it)."""
+def _json_object(event: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON object body, its depth checked before the parser recurses (see ``reelay.bodies``)."""
     raw = _body_bytes(event, MAX_JSON_BYTES)
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise RequestInvalid(f"request body is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         parsed = json.loads(raw) if raw else {}
-    except ValueError:
-        raise RequestInvalid("request body is not valid JSON") from None
-    if not isinstance(parsed, dict) or not isinstance(parsed.get("prompt"), str) or not parsed["prompt"].strip():
+    except ValueError:  # UnicodeDecodeError too
+        raise RequestInvalid("request body is not valid UTF-8 JSON") from None
+    if not isinstance(parsed, dict):
+        raise RequestInvalid("request body must be a JSON object")
+    return parsed
+
+
+def parse_json_prompt(event: Mapping[str, Any]) -> str:
+    """The ``prompt`` of a remix body (JSON, as the SDK sends it)."""
+    parsed = _json_object(event)
+    if not isinstance(parsed.get("prompt"), str) or not parsed["prompt"].strip():
         raise RequestInvalid("prompt is required", field="prompt")
     unknown = sorted(set(parsed) - {"prompt"})
     if unknown:
@@ -381,8 +387,9 @@ class VideoService:
     def create(self, form: CreateForm, *, owner: str, idempotency_key: str | None) -> tuple[Task, bool]:
         """Route, store and enqueue one video (at most one provider create, as every task)."""
         ask = VideoAsk(prompt=form.prompt, model=form.model, seconds=form.seconds, size=form.size)
-        # Routing first: an impossible request is refused before the image is even stored.
-        self._models.route(ask if form.image is None else _with_image(ask, "https://placeholder.invalid/i.png"))
+        # Routing first: an impossible request is refused before the image is even stored
+        # (with a stand-in URL: capability checks only ask whether there is an image).
+        self._models.route(ask if form.image is None else _with_image(ask, _IMAGE_STAND_IN))
         if form.image is not None:
             ask = _with_image(ask, self._store_image(form.image, owner))
         route = self._models.route(ask)
