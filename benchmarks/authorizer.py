@@ -1,7 +1,7 @@
 """The API key authorizer's latency on the local stack, cached and uncached, and its cost on paper.
 
-Starts ``reelay dev --client-auth apikey`` in-process (``DevEnvironment``), makes a key through the
-admin route, then measures, ``--requests`` times each:
+Starts ``reelay dev --client-auth apikey`` in-process (``DevEnvironment``), makes a key at the
+gateway's ``/_reelay/keys``, then measures, ``--requests`` times each:
 
 - the authorizer's decision as the local gateway takes it (``reelay_local.local_authorizer.authorize``):
   *uncached* (the cache is emptied before each call, so the real handler runs: SHA-256, one
@@ -66,7 +66,7 @@ def main() -> None:
         gateway = env.stack._gateway  # the benchmark looks inside the local gateway
         assert gateway is not None
         url = env.stack.api_url
-        key = httpx.post(f"{url}/v1/admin/keys", json={"owner": "bench"}, timeout=30).json()["key"]
+        key = httpx.post(f"{url}/_reelay/keys", json={"owner": "bench"}, timeout=30).json()["key"]
         route = next(r for r in gateway.routes if r.method == "GET" and r.path == "/v1/videos")
         config = route.lambda_authorizer
         assert config is not None

@@ -41,6 +41,7 @@ from reelay_cli.dev import (
     open_environment,
     running,
 )
+from reelay_cli.keys import key_admin
 from reelay_cli.ui_server import DEFAULT_UI_PORT, UiServer, serve_ui
 
 P = ParamSpec("P")
@@ -439,21 +440,36 @@ def token(
         print(jwt)
 
 
+TableOption = Annotated[
+    str | None, typer.Option("--table", help="A deployed stack's ApiKeyTable (its physical name).", show_default=False)
+]
+StackOption = Annotated[
+    str | None,
+    typer.Option("--stack", help="A deployed stack: its ApiKeyTableName output names the table.", show_default=False),
+]
+
+
+def _keys(session: Session, table: str | None, stack: str | None) -> Any:
+    return key_admin(session.api_url, table=table, stack=stack, client=lambda: session.client(token=""))
+
+
 def keys_create(
     ctx: typer.Context,
     owner: Annotated[str, typer.Option("--owner", help="Who the key's tasks belong to.", show_default=False)],
     name: Annotated[str | None, typer.Option("--name", help="What the key is for (shown by `keys list`).")] = None,
+    table: TableOption = None,
+    stack: StackOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Make an API key for OWNER and print the bare key (shown this once; only its hash is kept).
 
-    Against `reelay dev` (loopback) or a deployed stack, whose admin routes are under IAM: the
-    request is signed with your AWS credentials, whatever --token says.
+    For the `reelay dev` at --api-url, or a deployed stack's key table (--stack / --table), written
+    with your AWS credentials: the API itself has no route that makes keys.
     """
     session = _session(ctx)
     session.json_wanted(as_json)
-    with session.client(token="") as client:
-        made = client.create_key(owner, name)
+    admin = _keys(session, table, stack)
+    made = admin.create_key(owner, name)
     if session.as_json:
         output.print_json(made)
     else:
@@ -463,13 +479,14 @@ def keys_create(
 def keys_list(
     ctx: typer.Context,
     owner: Annotated[str | None, typer.Option("--owner", help="Only this owner's keys.")] = None,
+    table: TableOption = None,
+    stack: StackOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List API keys (id, owner, name, made, revoked), newest first; never the keys themselves."""
     session = _session(ctx)
     session.json_wanted(as_json)
-    with session.client(token="") as client:
-        found = client.list_keys(owner=owner)
+    found = _keys(session, table, stack).list_keys(owner=owner)
     if session.as_json:
         output.print_json_lines(found)
         return
@@ -481,13 +498,14 @@ def keys_list(
 def keys_revoke(
     ctx: typer.Context,
     key_id: Annotated[str, typer.Argument(help="The key's id (key_...), from `keys list`.", show_default=False)],
+    table: TableOption = None,
+    stack: StackOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Revoke an API key: refused from then on, at the latest after the authorizer's cache lifetime."""
     session = _session(ctx)
     session.json_wanted(as_json)
-    with session.client(token="") as client:
-        revoked = client.revoke_key(key_id)
+    revoked = _keys(session, table, stack).revoke_key(key_id)
     if session.as_json:
         output.print_json(revoked)
     else:

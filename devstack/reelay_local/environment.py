@@ -9,9 +9,9 @@ gateway, a fresh callback secret per run, and the simulator's host in the SSRF a
 With ``client_auth="jwt"`` (``reelay dev --client-auth jwt``) the template gets ``ClientAuth=JWT``
 and ``JwtIssuer`` = a local issuer made for this run, which the gateway enforces and serves.
 With ``client_auth="apikey"`` it gets ``ClientAuth=APIKEY``: the gateway runs the template's
-Lambda authorizer (with its cache lifetime) before every client route; keys are made through
-the admin routes (``reelay keys create``), which the local gateway, like ``reelay token``, leaves
-open on loopback (IAM is not emulated).
+Lambda authorizer (with its cache lifetime) before every client route; keys are made at the
+gateway's ``/_reelay/keys`` (``reelay keys create``, loopback only), which writes the local key
+table as an admin's ``reelay keys --stack`` writes the deployed one.
 
 ``REELAY_RECONCILE_EVERY_SECONDS`` sets the local timer's period for the reconcile schedule
 (the template's ``ReconcileRate``, 2 minutes by default, is what a deployed stack uses).

@@ -15,7 +15,8 @@ a local issuer (``reelay dev --client-auth jwt``, :mod:`reelay_local.local_jwt`)
 
 A route whose ``security`` names a Lambda authorizer (``ClientAuth=APIKEY``) is always enforced:
 the authorizer function runs first, with API Gateway's identity checks, simple responses and
-result cache (:mod:`reelay_local.local_authorizer`).
+result cache (:mod:`reelay_local.local_authorizer`). With a key table, the gateway also serves
+its administration at ``/_reelay/keys`` (loopback only, :mod:`reelay_local.local_keys`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from werkzeug.wrappers import Request, Response
 from reelay_local.local_authorizer import MESSAGES, AuthorizerCache, LambdaAuthorizerConfig
 from reelay_local.local_authorizer import authorize as authorize_lambda
 from reelay_local.local_jwt import ISSUER_PATH, TOKEN_PATH, JwtAuthorizerConfig, LocalJwtIssuer, authorize
+from reelay_local.local_keys import KEYS_PATH, keys_answer
 from reelay_local.template import ACCOUNT_ID
 
 LOG = logging.getLogger(__name__)
@@ -175,6 +177,8 @@ class Gateway:
         self._issuer = jwt_issuer
         self._routes: list[Route] = []
         self.authorizer_cache = AuthorizerCache()
+        self.keys: Any = None
+        """``reelay.apikeys.ApiKeys`` over the local key table: served at ``/_reelay/keys`` (loopback only)."""
         self._server: BaseWSGIServer = make_server(
             "127.0.0.1", port, self._wsgi, threaded=True, request_handler=_QuietHandler
         )
@@ -213,6 +217,10 @@ class Gateway:
 
     def _handle(self, request: Request) -> Response:
         path = request.path
+        if self.keys is not None and (path == KEYS_PATH or path.startswith(KEYS_PATH + "/")):
+            if not _is_loopback(request.remote_addr):
+                return _json_response(403, {"message": "Forbidden"})
+            return keys_answer(request, self.keys)
         if self._issuer is not None and path.startswith("/_reelay/"):
             return self._issuer_answer(request, self._issuer)
         for route in self._routes:

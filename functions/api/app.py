@@ -13,7 +13,6 @@ app = build_app(
     lambda: container.tasks,
     container.settings.providers,
     videos=lambda: container.openai_videos,
-    keys=lambda: container.api_keys,
 )
 
 

@@ -3,7 +3,7 @@
 Each module-scoped stack runs with ``REELAY_OPENAI_MODELS`` mapping every OpenAI model name to
 one provider, so the whole suite passes through generate_task (callbacks), sorahk and
 openai_videos (poll path) in turn. Only the SDK talks to the API (``OpenAI(base_url, api_key)``);
-httpx is used for what the SDK has no call for (the admin route that makes a key, reading
+httpx is used for what the SDK has no call for (the local gateway's `/_reelay/keys` that makes keys, reading
 ``/v1/tasks``) and boto3 reads the stored objects the downloads must hash to.
 """
 
@@ -51,7 +51,7 @@ class Stack:
         self.alice = self.sdk(self.alice_key)
 
     def make_key(self, owner: str) -> str:
-        answer = httpx.post(f"{self.url}/v1/admin/keys", json={"owner": owner, "name": "e2e"}, timeout=30)
+        answer = httpx.post(f"{self.url}/_reelay/keys", json={"owner": owner, "name": "e2e"}, timeout=30)
         assert answer.status_code == 201, answer.text
         return str(answer.json()["key"])
 
@@ -211,9 +211,16 @@ def test_a_wrong_key_is_an_authentication_error_and_a_revoked_one_within_the_cac
     key = made.stdout.strip()
     carol = stack.sdk(key)
     carol.videos.list()
-    key_id = next(k["key_id"] for k in httpx.get(f"{stack.url}/v1/admin/keys?owner=carol", timeout=30).json()["keys"])
+    listed = subprocess.run(
+        [str(Path(sys.executable).parent / "reelay"), "--api-url", stack.url, "keys", "list", "--owner", "carol"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    key_id = listed.stdout.split("\t")[0]
     revoked_at = time.monotonic()
-    assert httpx.delete(f"{stack.url}/v1/admin/keys/{key_id}", timeout=30).status_code == 200
+    assert httpx.delete(f"{stack.url}/_reelay/keys/{key_id}", timeout=30).status_code == 200
     while True:
         try:
             carol.videos.list()

@@ -79,11 +79,8 @@ def test_every_client_route_carries_the_selectable_auth_and_the_callback_route_i
     assert declared == _routes("ApiFunction")
     for path, ops in paths.items():
         for op in ops.values():
-            if path.startswith("/v1/admin/"):
-                assert op["security"] == [{"AWS_IAM": []}], path  # key administration: IAM in every mode
-            else:
-                assert "Fn::If" in op["security"], path
-                assert "ApiKeyAuthorizer" in json.dumps(op["security"]), path
+            assert "Fn::If" in op["security"], path
+            assert "ApiKeyAuthorizer" in json.dumps(op["security"]), path
     callback = _routes("CallbackFunction")
     assert callback == {("post", "/callbacks/{provider}/{task_id}")}
     assert not {p for _, p in callback} & set(paths)
@@ -100,6 +97,11 @@ def test_the_api_key_authorizer_is_cached_simple_and_reads_only_the_key_table() 
         {"DynamoDBReadPolicy": {"TableName": {"Ref": "ApiKeyTable"}}}
     ]
     assert resource("ApiKeyTable")["Properties"]["KeySchema"] == [{"AttributeName": "key_id", "KeyType": "HASH"}]
+    # Keys are made by admins writing the table (reelay keys --stack): no function and no route may.
+    for name, fn in FUNCTIONS.items():
+        text = json.dumps(fn["Properties"].get("Policies", []))
+        assert "ApiKeyTable" not in text or name == "AuthorizerFunction", name
+    assert not [p for p in resource("HttpApi")["Properties"]["DefinitionBody"]["paths"] if "key" in p]
 
 
 def test_policies_are_scoped_to_the_stacks_own_resources() -> None:

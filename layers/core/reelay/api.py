@@ -26,11 +26,10 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from reelay.apikeys import ApiKeys, admin_router, api_key_owner
+from reelay.apikeys import api_key_owner
 from reelay.bodies import MAX_JSON_DEPTH, json_depth
 from reelay.contract import ErrorBody, ErrorInfo, ProviderList, TaskPage, TaskView, UploadTicket
 from reelay.errors import (
-    ApiKeyNotFound,
     ApiKeyRejected,
     ConfigurationError,
     IdempotencyConflict,
@@ -253,14 +252,12 @@ def build_app(
     providers: Sequence[ProviderConfig] | None = None,
     *,
     videos: Callable[[], VideoService] | None = None,
-    keys: Callable[[], ApiKeys] | None = None,
 ) -> APIGatewayHttpResolver:
     """The resolver; ``tasks`` gives the service (built lazily, once).
 
     ``providers`` (the stack's configured providers) shape the request bodies and the document;
     without them the bodies are the provider-neutral models and the adapters alone validate.
-    ``videos`` adds the OpenAI-shaped ``/v1/videos`` routes (``reelay.openai_api``), ``keys``
-    the API key admin routes (``reelay.apikeys``).
+    ``videos`` adds the OpenAI-shaped ``/v1/videos`` routes (``reelay.openai_api``).
     """
     app = JsonApiResolver(enable_validation=True)
     VideoBody: Any = VideoRequest
@@ -313,10 +310,6 @@ def build_app(
     @app.exception_handler(ApiKeyRejected)
     def _key_rejected(exc: ApiKeyRejected) -> Response[str]:
         return _error(401, exc.code, exc.message)
-
-    @app.exception_handler(ApiKeyNotFound)
-    def _key_not_found(exc: ApiKeyNotFound) -> Response[str]:
-        return _error(404, exc.code, exc.message)
 
     @app.exception_handler(IdempotencyConflict)
     def _conflict(exc: IdempotencyConflict) -> Response[str]:
@@ -454,8 +447,6 @@ def build_app(
 
     if videos is not None:
         app.include_router(openai_router(videos, owner))
-    if keys is not None:
-        app.include_router(admin_router(keys))
     app.enable_swagger(path="/v1/docs", **_DOC)
     return app
 

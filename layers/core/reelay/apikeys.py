@@ -18,6 +18,11 @@ any route runs: API Gateway answers a refused simple response with 403, which Op
 reads as ``PermissionDeniedError``, while a wrong key is ``AuthenticationError`` (401) there.
 API Gateway caches either answer for the authorizer's TTL (keyed by the Authorization header),
 so a revoked key is refused at the latest one TTL after its revocation.
+
+Keys are administered by writing the table directly (``ApiKeys`` over ``reelay.aws.ApiKeyTable``),
+not through an API route: in AWS, only principals granted DynamoDB writes on ``ApiKeyTable`` can
+make keys, whereas an admin route would be reachable by any client whose IAM policy allows
+``execute-api:Invoke`` on the whole API — and a key can name any owner.
 """
 
 from __future__ import annotations
@@ -27,19 +32,15 @@ import hmac
 import re
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from pydantic import BaseModel, Field
 
 from reelay.errors import ApiKeyNotFound, ApiKeyRejected, RequestInvalid
 from reelay.models import utcnow
 
-ADMIN_PATH = "/v1/admin/keys"
 KEY_PREFIX = "rk-"
 _KEY_PATTERN = re.compile(r"^rk-[A-Za-z0-9_-]{43}$")
 KEY_ID_PATTERN = r"^key_[0-9a-f]{20}$"
@@ -48,9 +49,7 @@ CONTEXT_OWNER = "owner"
 CONTEXT_KEY_ID = "key_id"
 CONTEXT_REJECTED = "rejected"
 
-KeyId = Annotated[str, Path(pattern=KEY_ID_PATTERN)]
 OwnerName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$")]
-OwnerQuery = Annotated[OwnerName | None, Query(description="Only this owner's keys")]
 KeyName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x20-\x7e]+$")]
 
 
@@ -70,7 +69,7 @@ class ApiKey(BaseModel):
 
 
 class ApiKeyView(BaseModel):
-    """An API key as the admin routes show it (no hash)."""
+    """An API key as ``reelay keys list`` shows it (no hash)."""
 
     key_id: str
     owner: str
@@ -90,7 +89,7 @@ class ApiKeyList(BaseModel):
 
 
 class ApiKeyRequest(BaseModel):
-    """The body of ``POST /v1/admin/keys``."""
+    """What to make a key for (``reelay keys create``)."""
 
     model_config = {"extra": "forbid"}
 
@@ -137,7 +136,8 @@ class ApiKeyStore(ABC):
 
 
 class ApiKeys:
-    """Make, list and revoke keys (the admin routes and ``reelay keys``)."""
+    """Make, list and revoke keys: ``reelay keys`` against a deployed stack's ``ApiKeyTable``
+    (the admin's own IAM credentials), and the local gateway's ``/_reelay/keys`` for ``reelay dev``."""
 
     def __init__(self, store: ApiKeyStore) -> None:
         self._store = store
@@ -222,28 +222,7 @@ __all__ = [
     "ApiKeyView",
     "ApiKeys",
     "NewApiKey",
-    "admin_router",
     "api_key_owner",
     "bearer_key",
     "hash_key",
 ]
-
-
-def admin_router(keys: Callable[[], ApiKeys]) -> Router:
-    """``/v1/admin/keys``: make, list and revoke keys. Always under IAM auth in the template
-    (whatever ``ClientAuth`` is): only the stack's own administrators reach it."""
-    router = Router()
-
-    @router.post(ADMIN_PATH, include_in_schema=False)
-    def create_key(request: ApiKeyRequest) -> Response[NewApiKey]:
-        return Response(201, content_type="application/json", body=keys().create(request))
-
-    @router.get(ADMIN_PATH, include_in_schema=False)
-    def list_keys(owner: OwnerQuery = None) -> Response[ApiKeyList]:
-        return Response(200, content_type="application/json", body=ApiKeyList(keys=keys().list(owner=owner)))
-
-    @router.delete(f"{ADMIN_PATH}/<key_id>", include_in_schema=False)
-    def revoke_key(key_id: KeyId) -> Response[ApiKeyView]:
-        return Response(200, content_type="application/json", body=keys().revoke(key_id))
-
-    return router

@@ -12,7 +12,7 @@ renaming a transient error class is a template change too.
     ├── TaskNotRemixable          the parent task cannot be remixed (not a succeeded video of a remix provider; 409)
     ├── NoRouteForModel           no configured provider serves this OpenAI model, duration and size (HTTP 400)
     ├── ApiKeyRejected            the API key is missing, malformed, unknown or revoked (HTTP 401)
-    ├── ApiKeyNotFound            no API key of that id (admin routes, HTTP 404)
+    ├── ApiKeyNotFound            no API key of that id (``reelay keys revoke``; 404 locally)
     ├── IdempotencyConflict       same Idempotency-Key, other body (HTTP 409)
     ├── TransitionConflict        a conditional state write lost (another writer won)
     ├── ConfigurationError        the stack is mis-configured (bad env, provider credential refused)
