@@ -165,7 +165,9 @@ def test_a_dead_poll_execution_is_restarted_under_a_fresh_name(world: Any) -> No
     assert world.get(task_id).poll_execution == f"{task_id}-1"
 
 
-def test_a_stalled_ingest_is_enqueued_again_and_fails_past_the_ingest_deadline(world: Any, aws: dict[str, str]) -> None:
+def test_a_stalled_ingest_is_enqueued_again_and_fails_past_the_ingest_deadline(
+    world: Any, aws: dict[str, str]
+) -> None:
     task_id = world.task()
     world.submitter.submit(task_id)
     world.gt.succeed("https://cdn.example/v.mp4")
