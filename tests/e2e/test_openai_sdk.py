@@ -59,11 +59,14 @@ class Stack:
         return OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=60)
 
     def stored(self, video_id: str) -> dict[str, bytes]:
-        """Every object under the task's prefix in the results bucket, by key."""
+        """Every object of the task in the results bucket (outputs, then previews), by key."""
         s3 = boto3.client("s3", endpoint_url=self.api.env.stack.aws_endpoint)
         bucket = self.api.env.stack.bucket
-        listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"tasks/{video_id}/").get("Contents", [])
-        return {o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
+        found = {}
+        for prefix in (f"tasks/{video_id}/", f"previews/{video_id}/"):
+            for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+                found[item["Key"]] = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+        return found
 
     def task(self, video_id: str, key: str) -> dict[str, Any]:
         answer = httpx.get(f"{self.url}/v1/tasks/{video_id}", headers={"Authorization": f"Bearer {key}"}, timeout=30)
@@ -116,8 +119,8 @@ def test_create_and_poll_completes_and_every_variant_hashes_to_the_stored_object
     video_key = task["outputs"][0]["s3_uri"].split("/", 3)[3]
     expected = {
         "video": stored[video_key],
-        "thumbnail": stored[f"tasks/{video.id}/thumbnail.jpg"],
-        "spritesheet": stored[f"tasks/{video.id}/spritesheet.jpg"],
+        "thumbnail": stored[f"previews/{video.id}/thumbnail.jpg"],
+        "spritesheet": stored[f"previews/{video.id}/spritesheet.jpg"],
     }
     for variant, stored_bytes in expected.items():
         downloaded = stack.alice.videos.download_content(video.id, variant=variant).content  # type: ignore[arg-type]

@@ -288,8 +288,12 @@ def test_delete_removes_outputs_and_previews_and_only_a_finished_video_can_go(wo
     gone = sdk.videos.delete(done.id)
 
     assert gone.deleted and gone.object == "video.deleted"
-    listed = boto3.client("s3").list_objects_v2(Bucket="results", Prefix=f"tasks/{done.id}/").get("Contents", [])
-    assert listed == [] and store.get(done.id).deleted_at is not None and store.get(done.id).outputs == []
+    s3 = boto3.client("s3")
+    listed = [
+        s3.list_objects_v2(Bucket="results", Prefix=f"{p}/{done.id}/").get("Contents", [])
+        for p in ("tasks", "previews")
+    ]
+    assert listed == [[], []] and store.get(done.id).deleted_at is not None and store.get(done.id).outputs == []
     with pytest.raises(openai.NotFoundError):
         sdk.videos.retrieve(done.id)
 

@@ -9,8 +9,9 @@ unpacked, so it is optional: without it, no previews are made and those variants
 - thumbnail: one JPEG frame from a tenth of the way in, at most ``THUMB_WIDTH`` wide;
 - spritesheet: ``TILES`` frames spread over the video, each ``TILE_WIDTH`` wide, in a grid
   (FFmpeg's ``tile`` filter), one JPEG.
-Keys are fixed per task (``tasks/<id>/thumbnail.jpg``, ``tasks/<id>/spritesheet.jpg``), so a
+Keys are fixed per task (``previews/<id>/thumbnail.jpg``, ``previews/<id>/spritesheet.jpg``), so a
 route finds a preview by key, and a repeated ingest writes nothing twice (puts are conditional).
+They are outside ``tasks/<id>/``, which holds a task's outputs and nothing else.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ VARIANTS = ("thumbnail", "spritesheet")
 
 def preview_key(task_id: str, variant: str) -> str:
     """Where a preview of a task's video lives in the results bucket."""
-    return f"tasks/{task_id}/{variant}.jpg"
+    return f"previews/{task_id}/{variant}.jpg"
 
 
 def available() -> bool:
