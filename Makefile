@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 SAM := .venv-sam/bin/sam
 REGION := us-east-1
 
-.PHONY: setup chromium ui demo test dev checks lint template-checks unit integration bench build clean chaos cost webhooks governor-bench bench-batch
+.PHONY: setup chromium ui demo test dev checks lint template-checks unit integration bench bench-authorizer build clean chaos cost webhooks governor-bench bench-batch
 
 setup: $(VENV)/.installed .venv-sam/.installed node_modules/.installed chromium
 
@@ -82,6 +82,10 @@ bench: $(VENV)/.installed
 ## (not part of `make bench`: tens of minutes on a loaded 2-core box; add BATCH_ARGS="--lines 1000" to shorten)
 bench-batch: $(VENV)/.installed
 	$(BIN)/python benchmarks/batch_manifest.py --lines 10000 --no-report $(BATCH_ARGS)
+
+## bench-authorizer: the API key authorizer's p50 cached/uncached on the local stack, and its cost per 1,000 (~1 min)
+bench-authorizer: $(VENV)/.installed
+	$(BIN)/python benchmarks/authorizer.py $(BENCH_ARGS)
 
 ## chaos: 100 tasks on the local stack, 30 % with injected faults; exits 1 when a target is missed
 ## (not part of `make test`; e.g. `make chaos CHAOS_ARGS="--runs 3"`)

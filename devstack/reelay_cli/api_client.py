@@ -41,6 +41,7 @@ from botocore.credentials import Credentials
 from botocore.session import Session as BotocoreSession
 from pydantic import BaseModel, ValidationError
 
+from reelay.apikeys import ApiKeyList, ApiKeyView, NewApiKey
 from reelay.contract import BatchTicket, BatchView, OutputView, ProviderList, ProviderView, TaskPage, TaskView
 from reelay_cli.backoff import poll_delays
 
@@ -63,6 +64,8 @@ USER_AGENT = f"reelay-cli/{CLI_VERSION}"
 TERMINAL_STATUSES = frozenset({"succeeded", "failed"})
 _EXECUTE_API_HOST = re.compile(r"^[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 _CHUNK = 1024 * 1024
+LOCAL_KEYS_PATH = "/_reelay/keys"
+"""Where a ``reelay dev`` stack administers its API keys (see ``reelay_local.local_keys``)."""
 LOCAL_TOKEN_PATH = "/_reelay/token"
 """Where a ``reelay dev --client-auth jwt`` stack issues local JWTs (see ``reelay_local.local_jwt``)."""
 M = TypeVar("M", bound=BaseModel)
@@ -328,6 +331,22 @@ class ReelayClient:
     def providers(self) -> list[ProviderView]:
         """``GET /v1/providers``: the configured providers, their capabilities and accounts."""
         return _parse(ProviderList, self._send("GET", "/v1/providers")).providers
+
+    # API keys of a local `reelay dev` (a deployed stack's are written to its table: reelay_cli.keys)
+
+    def create_key(self, owner: str, name: str | None = None) -> NewApiKey:
+        """``POST /_reelay/keys``: a new key for ``owner``; the answer is the only time it is shown."""
+        body = _without_none({"owner": owner, "name": name})
+        return _parse(NewApiKey, self._send("POST", LOCAL_KEYS_PATH, json=body))
+
+    def list_keys(self, *, owner: str | None = None) -> list[ApiKeyView]:
+        """``GET /_reelay/keys``: every key (or ``owner``'s), newest first, without secrets."""
+        params = _without_none({"owner": owner})
+        return _parse(ApiKeyList, self._send("GET", LOCAL_KEYS_PATH, params=params)).keys
+
+    def revoke_key(self, key_id: str) -> ApiKeyView:
+        """``DELETE /_reelay/keys/{key_id}``."""
+        return _parse(ApiKeyView, self._send("DELETE", f"{LOCAL_KEYS_PATH}/{_segment(key_id)}"))
 
     def local_token(self, subject: str, *, ttl_seconds: int | None = None) -> str:
         """A JWT for ``subject`` from a ``reelay dev --client-auth jwt`` stack's local issuer.

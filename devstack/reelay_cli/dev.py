@@ -62,7 +62,7 @@ class DevEnvironmentLike(Protocol):
 
 
 EnvironmentFactory = Callable[[Path, int | None, str], DevEnvironmentLike]
-"""``(repo root, API port or None, client auth "none" | "jwt")`` → a not yet started environment."""
+"""``(repo root, API port or None, client auth "none" | "jwt" | "apikey")`` → a not yet started environment."""
 
 
 def find_repo_root(explicit: Path | None = None) -> Path:
@@ -79,7 +79,8 @@ def find_repo_root(explicit: Path | None = None) -> Path:
 
 def open_environment(repo_root: Path, api_port: int | None, client_auth: str = "none") -> DevEnvironmentLike:
     """A new, not yet started ``reelay_local.DevEnvironment`` (its default port when ``api_port`` is None);
-    ``client_auth="jwt"`` gives it a local JWT issuer and the template's ``ClientAuth=JWT``."""
+    ``client_auth="jwt"`` gives it a local JWT issuer and the template's ``ClientAuth=JWT``; ``"apikey"``
+    the template's ``ClientAuth=APIKEY`` (its Lambda authorizer, run by the local gateway)."""
     from reelay_local import DevEnvironment
 
     # Readable logs (Powertools' development mode): one record per task state change, and the rest.

@@ -43,6 +43,7 @@ from reelay_cli.dev import (
     open_environment,
     running,
 )
+from reelay_cli.keys import key_admin
 from reelay_cli.ui_server import DEFAULT_UI_PORT, UiServer, serve_ui
 
 P = ParamSpec("P")
@@ -74,6 +75,7 @@ class Status(StrEnum):
 class ClientAuth(StrEnum):
     none = "none"
     jwt = "jwt"
+    apikey = "apikey"
 
 
 UiFactory = Callable[[Callable[[], ReelayClient], int], UiServer]
@@ -447,6 +449,78 @@ def token(
         print(jwt)
 
 
+TableOption = Annotated[
+    str | None, typer.Option("--table", help="A deployed stack's ApiKeyTable (its physical name).", show_default=False)
+]
+StackOption = Annotated[
+    str | None,
+    typer.Option("--stack", help="A deployed stack: its ApiKeyTableName output names the table.", show_default=False),
+]
+
+
+def _keys(session: Session, table: str | None, stack: str | None) -> Any:
+    return key_admin(session.api_url, table=table, stack=stack, client=lambda: session.client(token=""))
+
+
+def keys_create(
+    ctx: typer.Context,
+    owner: Annotated[str, typer.Option("--owner", help="Who the key's tasks belong to.", show_default=False)],
+    name: Annotated[str | None, typer.Option("--name", help="What the key is for (shown by `keys list`).")] = None,
+    table: TableOption = None,
+    stack: StackOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make an API key for OWNER and print the bare key (shown this once; only its hash is kept).
+
+    For the `reelay dev` at --api-url, or a deployed stack's key table (--stack / --table), written
+    with your AWS credentials: the API itself has no route that makes keys.
+    """
+    session = _session(ctx)
+    session.json_wanted(as_json)
+    admin = _keys(session, table, stack)
+    made = admin.create_key(owner, name)
+    if session.as_json:
+        output.print_json(made)
+    else:
+        print(made.key)
+
+
+def keys_list(
+    ctx: typer.Context,
+    owner: Annotated[str | None, typer.Option("--owner", help="Only this owner's keys.")] = None,
+    table: TableOption = None,
+    stack: StackOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List API keys (id, owner, name, made, revoked), newest first; never the keys themselves."""
+    session = _session(ctx)
+    session.json_wanted(as_json)
+    found = _keys(session, table, stack).list_keys(owner=owner)
+    if session.as_json:
+        output.print_json_lines(found)
+        return
+    for key in found:
+        revoked = key.revoked_at.isoformat() if key.revoked_at else "-"
+        print(f"{key.key_id}\t{key.owner}\t{key.name}\t{key.created_at.isoformat()}\t{revoked}")
+
+
+def keys_revoke(
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(help="The key's id (key_...), from `keys list`.", show_default=False)],
+    table: TableOption = None,
+    stack: StackOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Revoke an API key: refused from then on, at the latest after the authorizer's cache lifetime."""
+    session = _session(ctx)
+    session.json_wanted(as_json)
+    revoked = _keys(session, table, stack).revoke_key(key_id)
+    if session.as_json:
+        output.print_json(revoked)
+    else:
+        print(f"{revoked.key_id}\trevoked\t{revoked.revoked_at.isoformat() if revoked.revoked_at else ''}")
+
+
 def ui(
     ctx: typer.Context,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Serve the page on 127.0.0.1:PORT (0: any).")] = (
@@ -482,7 +556,9 @@ def dev(
         typer.Option(
             "--client-auth",
             help="jwt: the /v1/ routes want a Bearer JWT from the local issuer (`reelay token SUBJECT`), "
-            "as the HTTP API's JWT authorizer does; none: no client auth, one local owner.",
+            "as the HTTP API's JWT authorizer does; apikey: they want a reelay API key (`reelay keys create "
+            "--owner NAME`), checked by the template's Lambda authorizer with its cache lifetime; "
+            "none: no client auth, one local owner.",
         ),
     ] = ClientAuth.none,
     ui_port: Annotated[
@@ -521,6 +597,8 @@ def dev(
                 output.render_stack(session.out, env.stack, simulator_url, server.url)
                 if client_auth is ClientAuth.jwt:
                     session.out.print("[dim]client auth: JWT — `reelay token SUBJECT` prints one[/]")
+                if client_auth is ClientAuth.apikey:
+                    session.out.print("[dim]client auth: API keys — `reelay keys create --owner NAME` prints one[/]")
                 if api_url.rstrip("/") != DEFAULT_API_URL:
                     session.out.print(f"[dim]export REELAY_API_URL={escape(api_url)}[/]")
                 session.out.print("[dim]Ctrl-C to stop[/]")
@@ -750,6 +828,9 @@ COMMANDS: dict[str, Callable[..., None]] = {
 }
 
 
+KEY_COMMANDS: dict[str, Callable[..., None]] = {"create": keys_create, "list": keys_list, "revoke": keys_revoke}
+
+
 def create_app(wiring: Wiring | None = None) -> typer.Typer:
     """The ``reelay`` command, its dependencies taken from ``wiring`` (real ones by default)."""
     wired = wiring or Wiring()
@@ -793,6 +874,10 @@ def create_app(wiring: Wiring | None = None) -> typer.Typer:
 
     for name, command in COMMANDS.items():
         app.command(name, epilog=EXIT_CODES)(_reports_errors(command))
+    keys = typer.Typer(name="keys", help="API keys (ClientAuth=APIKEY): create, list, revoke.", no_args_is_help=True)
+    for name, command in KEY_COMMANDS.items():
+        keys.command(name, epilog=EXIT_CODES)(_reports_errors(command))
+    app.add_typer(keys)
     return app
 
 

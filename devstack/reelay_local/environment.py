@@ -8,6 +8,10 @@ gateway, a fresh callback secret per run, and the simulator's host in the SSRF a
 
 With ``client_auth="jwt"`` (``reelay dev --client-auth jwt``) the template gets ``ClientAuth=JWT``
 and ``JwtIssuer`` = a local issuer made for this run, which the gateway enforces and serves.
+With ``client_auth="apikey"`` it gets ``ClientAuth=APIKEY``: the gateway runs the template's
+Lambda authorizer (with its cache lifetime) before every client route; keys are made at the
+gateway's ``/_reelay/keys`` (``reelay keys create``, loopback only), which writes the local key
+table as an admin's ``reelay keys --stack`` writes the deployed one.
 
 ``REELAY_RECONCILE_EVERY_SECONDS`` sets the local timer's period for the reconcile schedule
 (the template's ``ReconcileRate``, 2 minutes by default, is what a deployed stack uses).
@@ -73,8 +77,8 @@ class DevEnvironment:
         self._parameter_overrides = dict(parameter_overrides or {})
         self._timeout_overrides = dict(timeout_overrides or {})
         self._sim_options = dict(sim_options or {})
-        if client_auth not in ("none", "jwt"):
-            raise ValueError(f"client_auth must be 'none' or 'jwt', not {client_auth!r}")
+        if client_auth not in ("none", "jwt", "apikey"):
+            raise ValueError(f"client_auth must be 'none', 'jwt' or 'apikey', not {client_auth!r}")
         self._client_auth = client_auth
         self._event_copies = event_copies
         self.jwt_issuer: LocalJwtIssuer | None = None
@@ -113,6 +117,8 @@ class DevEnvironment:
                 audience = parameters.get("JwtAudience", "reelay").split(",")[0].strip()
                 self.jwt_issuer = LocalJwtIssuer(f"http://127.0.0.1:{port}{ISSUER_PATH}", audience=audience)
                 parameters.update({"ClientAuth": "JWT", "JwtIssuer": self.jwt_issuer.url})
+            elif self._client_auth == "apikey":
+                parameters["ClientAuth"] = "APIKEY"
             self._stack = LocalStack(
                 self.repo_root,
                 api_port=port,
@@ -134,6 +140,8 @@ class DevEnvironment:
     def _parameters(self) -> dict[str, str]:
         """Template parameters: ``REELAY_LOG_LEVEL`` (e.g. WARNING for a quiet demo) sets LogLevel."""
         parameters = dict(self._parameter_overrides)
+        # PyAV is in the dev venv (requirements-dev.txt): serve the stack as one with the media layer.
+        parameters.setdefault("MediaPreviews", "true")
         if os.environ.get("REELAY_LOG_LEVEL"):
             parameters.setdefault("LogLevel", os.environ["REELAY_LOG_LEVEL"].upper())
         return parameters

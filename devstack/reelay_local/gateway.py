@@ -12,6 +12,11 @@ a local issuer (``reelay dev --client-auth jwt``, :mod:`reelay_local.local_jwt`)
 ``requestContext.authorizer.jwt``, as API Gateway does. The gateway then also serves the issuer
 (``/_reelay/...``, see ``local_jwt``). Without a local issuer, and for IAM, nothing is enforced
 (the event carries no authorizer).
+
+A route whose ``security`` names a Lambda authorizer (``ClientAuth=APIKEY``) is always enforced:
+the authorizer function runs first, with API Gateway's identity checks, simple responses and
+result cache (:mod:`reelay_local.local_authorizer`). With a key table, the gateway also serves
+its administration at ``/_reelay/keys`` (loopback only, :mod:`reelay_local.local_keys`).
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ from urllib.parse import parse_qsl, unquote
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from reelay_local.local_authorizer import MESSAGES, AuthorizerCache, LambdaAuthorizerConfig
+from reelay_local.local_authorizer import authorize as authorize_lambda
 from reelay_local.local_jwt import ISSUER_PATH, TOKEN_PATH, JwtAuthorizerConfig, LocalJwtIssuer, authorize
+from reelay_local.local_keys import KEYS_PATH, keys_answer
 from reelay_local.template import ACCOUNT_ID
 
 LOG = logging.getLogger(__name__)
@@ -55,6 +63,8 @@ class Route:
     stage: str = "$default"
     authorizer: JwtAuthorizerConfig | None = None
     """The JWT authorizer the route's ``security`` names, if any."""
+    lambda_authorizer: LambdaAuthorizerConfig | None = None
+    """The Lambda authorizer the route's ``security`` names, if any."""
 
     @property
     def route_key(self) -> str:
@@ -120,6 +130,12 @@ def routes_from_body(
         for name, scheme in schemes.items()
         if isinstance(scheme, dict) and (config := JwtAuthorizerConfig.from_scheme(name, scheme)) is not None
     }
+    lambda_authorizers = {
+        name: by_function
+        for name, scheme in schemes.items()
+        if isinstance(scheme, dict)
+        and (by_function := LambdaAuthorizerConfig.from_scheme(name, scheme, function_of_uri)) is not None
+    }
     routes = []
     for path, operations in (body.get("paths") or {}).items():
         for method, operation in (operations or {}).items():
@@ -138,7 +154,18 @@ def routes_from_body(
                 for n in requirement
             ]
             authorizer = next((authorizers[n] for n in named if n in authorizers), None)
-            routes.append(Route(api=api, method=verb, path=path, function=function, stage=stage, authorizer=authorizer))
+            by_lambda = next((lambda_authorizers[n] for n in named if n in lambda_authorizers), None)
+            routes.append(
+                Route(
+                    api=api,
+                    method=verb,
+                    path=path,
+                    function=function,
+                    stage=stage,
+                    authorizer=authorizer,
+                    lambda_authorizer=by_lambda,
+                )
+            )
     return routes
 
 
@@ -149,6 +176,9 @@ class Gateway:
         self._invoke = invoke
         self._issuer = jwt_issuer
         self._routes: list[Route] = []
+        self.authorizer_cache = AuthorizerCache()
+        self.keys: Any = None
+        """``reelay.apikeys.ApiKeys`` over the local key table: served at ``/_reelay/keys`` (loopback only)."""
         self._server: BaseWSGIServer = make_server(
             "127.0.0.1", port, self._wsgi, threaded=True, request_handler=_QuietHandler
         )
@@ -187,6 +217,10 @@ class Gateway:
 
     def _handle(self, request: Request) -> Response:
         path = request.path
+        if self.keys is not None and (path == KEYS_PATH or path.startswith(KEYS_PATH + "/")):
+            if not _is_loopback(request.remote_addr):
+                return _json_response(403, {"message": "Forbidden"})
+            return keys_answer(request, self.keys)
         if self._issuer is not None and path.startswith("/_reelay/"):
             return self._issuer_answer(request, self._issuer)
         for route in self._routes:
@@ -203,6 +237,11 @@ class Gateway:
             if context is None:
                 return _json_response(401, {"message": "Unauthorized"})
             event["requestContext"]["authorizer"] = context
+        if route.lambda_authorizer is not None:
+            decision = authorize_lambda(route.lambda_authorizer, event, self._invoke, self.authorizer_cache)
+            if not decision.allowed:
+                return _json_response(decision.status, {"message": MESSAGES[decision.status]})
+            event["requestContext"]["authorizer"] = decision.context
         try:
             result = self._invoke(route.function, event)
         except Exception as exc:  # API Gateway answers 500 for any function error

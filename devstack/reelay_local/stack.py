@@ -168,6 +168,12 @@ class LocalStack:
             self._runtime.load(spec)
         self._runtime.install_moto_hooks()
         self._gateway.add_routes(self._wiring.routes)
+        if "ApiKeyTable" in self._resources:
+            # What an admin does in AWS (writes the key table), offered locally at /_reelay/keys.
+            from reelay.apikeys import ApiKeys
+            from reelay.aws import ApiKeyTable
+
+            self._gateway.keys = ApiKeys(ApiKeyTable(str(self._resources["ApiKeyTable"])))  # type: ignore[arg-type]
         self._gateway.start()
         sqs = boto3.client("sqs")
         self._pollers = [

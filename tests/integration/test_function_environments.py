@@ -94,6 +94,10 @@ def runtime() -> Iterator[FunctionRuntime]:
 
 def assert_succeeded(event: dict[str, Any], result: Any) -> None:
     """What success means for the event's kind of caller."""
+    if event.get("type") == "REQUEST" and "identitySource" in event:
+        # An HTTP API Lambda authorizer (simple responses): a decision, whatever the key
+        assert isinstance(result, dict) and isinstance(result.get("isAuthorized"), bool), result
+        return
     if "routeKey" in event:
         # API Gateway: an answer, never a 5xx (a sample may well expect a 404 or a 401)
         assert isinstance(result, dict), result

@@ -1102,3 +1102,70 @@ def test_poll_delays_start_fast_grow_to_the_cap_and_jitter() -> None:
 
     assert [round(next(steady), 3) for _ in range(8)] == [1.0, 1.5, 2.25, 3.375, 5.062, 7.594, 10.0, 10.0]
     assert next(low) == pytest.approx(0.8)
+
+
+_KEY_VIEW = {
+    "key_id": "key_0123456789abcdef0123",
+    "owner": "alice",
+    "name": "ci",
+    "created_at": "2026-12-02T01:00:00Z",
+    "revoked_at": None,
+}
+
+
+def test_keys_create_prints_the_bare_key_and_sends_no_bearer_token() -> None:
+    made = {**_KEY_VIEW, "key": "rk-" + "k" * 43}
+    api = FakeApi().on("POST", "/_reelay/keys", httpx.Response(201, json=made))
+
+    run = reelay(
+        api, "--api-url", "http://127.0.0.1:9001", "keys", "create", "--owner", "alice", "--name", "ci",
+        env={"REELAY_TOKEN": "a-jwt"},
+    )  # fmt: skip
+
+    assert run.code == 0 and run.out == made["key"] + "\n"
+    (sent,) = api.requests
+    assert json.loads(sent.content) == {"owner": "alice", "name": "ci"}
+    assert str(sent.url) == "http://127.0.0.1:9001/_reelay/keys"  # the local gateway's key administration
+    assert "authorization" not in sent.headers  # never the bearer token of the API's clients
+
+
+def test_keys_list_and_revoke_print_lines_or_json_and_never_a_key() -> None:
+    revoked = {**_KEY_VIEW, "revoked_at": "2026-12-02T02:00:00Z"}
+    api = (
+        FakeApi()
+        .on("GET", "/_reelay/keys", httpx.Response(200, json={"keys": [_KEY_VIEW]}))
+        .on("DELETE", f"/_reelay/keys/{_KEY_VIEW['key_id']}", httpx.Response(200, json=revoked))
+    )
+
+    listed = reelay(api, "--api-url", "http://127.0.0.1:9001", "keys", "list", "--owner", "alice")
+    as_json = reelay(api, "--api-url", "http://127.0.0.1:9001", "keys", "list", "--json")
+    gone = reelay(api, "--api-url", "http://127.0.0.1:9001", "keys", "revoke", str(_KEY_VIEW["key_id"]))
+
+    assert listed.out.split("\t")[:3] == [_KEY_VIEW["key_id"], "alice", "ci"]
+    assert json.loads(as_json.out.splitlines()[0])["key_id"] == _KEY_VIEW["key_id"]
+    assert gone.code == 0 and gone.out.startswith(f"{_KEY_VIEW['key_id']}\trevoked\t2026-12-02T02:00:00")
+    assert str(api.requests[0].url).endswith("/_reelay/keys?owner=alice")
+
+
+def test_keys_for_a_deployed_stack_are_written_to_its_table_with_aws_credentials() -> None:
+    import boto3
+    from moto import mock_aws
+
+    deployed = "https://abc123.execute-api.us-east-1.amazonaws.com"
+    with mock_aws():
+        boto3.client("dynamodb", region_name="us-east-1").create_table(
+            TableName="stack-ApiKeyTable-X",
+            AttributeDefinitions=[{"AttributeName": "key_id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "key_id", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        env = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t"}
+        made = reelay(FakeApi(), "--api-url", deployed, "keys", "create", "--owner", "bob", "--table",
+                      "stack-ApiKeyTable-X", env=env)  # fmt: skip
+        listed = reelay(FakeApi(), "--api-url", deployed, "keys", "list", "--table", "stack-ApiKeyTable-X", env=env)
+        items = boto3.resource("dynamodb", region_name="us-east-1").Table("stack-ApiKeyTable-X").scan()["Items"]
+    no_table = reelay(FakeApi(), "--api-url", deployed, "keys", "create", "--owner", "bob")
+
+    assert made.code == 0 and made.out.startswith("rk-") and listed.out.split("\t")[1] == "bob"
+    assert [i["owner"] for i in items] == ["bob"] and made.out.strip() not in json.dumps(items, default=str)
+    assert no_table.code == 2 and "--stack" in no_table.err

@@ -80,10 +80,28 @@ def test_every_client_route_carries_the_selectable_auth_and_the_callback_route_i
     for path, ops in paths.items():
         for op in ops.values():
             assert "Fn::If" in op["security"], path
+            assert "ApiKeyAuthorizer" in json.dumps(op["security"]), path
     callback = _routes("CallbackFunction")
     assert callback == {("post", "/callbacks/{provider}/{task_id}")}
     assert not {p for _, p in callback} & set(paths)
-    assert template()["Parameters"]["ClientAuth"]["AllowedValues"] == ["IAM", "JWT", "NONE"]
+    assert template()["Parameters"]["ClientAuth"]["AllowedValues"] == ["IAM", "JWT", "NONE", "APIKEY"]
+
+
+def test_the_api_key_authorizer_is_cached_simple_and_reads_only_the_key_table() -> None:
+    auth = resource("HttpApi")["Properties"]["Auth"]["Authorizers"]["ApiKeyAuthorizer"]
+    assert auth["FunctionArn"] == {"Fn::GetAtt": ["AuthorizerFunction", "Arn"]}
+    assert auth["EnableSimpleResponses"] is True and auth["AuthorizerPayloadFormatVersion"] == "2.0"
+    assert auth["Identity"] == {"Headers": ["Authorization"], "ReauthorizeEvery": {"Ref": "ApiKeyCacheSeconds"}}
+    assert template()["Parameters"]["ApiKeyCacheSeconds"]["Default"] == 60
+    assert FUNCTIONS["AuthorizerFunction"]["Properties"]["Policies"] == [
+        {"DynamoDBReadPolicy": {"TableName": {"Ref": "ApiKeyTable"}}}
+    ]
+    assert resource("ApiKeyTable")["Properties"]["KeySchema"] == [{"AttributeName": "key_id", "KeyType": "HASH"}]
+    # Keys are made by admins writing the table (reelay keys --stack): no function and no route may.
+    for name, fn in FUNCTIONS.items():
+        text = json.dumps(fn["Properties"].get("Policies", []))
+        assert "ApiKeyTable" not in text or name == "AuthorizerFunction", name
+    assert not [p for p in resource("HttpApi")["Properties"]["DefinitionBody"]["paths"] if "key" in p]
 
 
 def test_policies_are_scoped_to_the_stacks_own_resources() -> None:
@@ -132,6 +150,7 @@ def test_each_function_has_a_sample_event(name: str) -> None:
         "ReconcileFunction": "schedule_reconcile",
         "NotifyFunction": "sqs_notify",
         "BatchFunction": "sqs_batch",
+        "AuthorizerFunction": "authorizer_",
     }[name]
     assert list((REPO / "events").glob(f"{prefix}*.json")), name
 

@@ -26,6 +26,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from reelay.apikeys import api_key_owner
 from reelay.bodies import MAX_JSON_DEPTH, json_depth
 from reelay.contract import (
     BatchTicket,
@@ -39,6 +40,7 @@ from reelay.contract import (
     WebhookSecretList,
 )
 from reelay.errors import (
+    ApiKeyRejected,
     ConfigurationError,
     IdempotencyConflict,
     ReelayError,
@@ -61,6 +63,7 @@ from reelay.models import (
     VideoRequest,
     WebUrl,
 )
+from reelay.openai_api import VideoService, is_openai_path, openai_error, openai_router
 from reelay.providers.base import ProviderConfig
 from reelay.tasks import TaskService
 
@@ -97,10 +100,15 @@ def owner_of(event: Mapping[str, Any]) -> str:
     """Who owns what this request creates or reads, from API Gateway v2's authorizer context.
 
     IAM auth: the caller's principal ARN (``authorizer.iam.userArn``). JWT auth:
-    ``jwt:<iss>#<sub>`` from the verified claims (``authorizer.jwt.claims``). No client auth:
-    the one local owner. A plain string, so other entry points (a batch manifest) can set it.
+    ``jwt:<iss>#<sub>`` from the verified claims (``authorizer.jwt.claims``). API keys: the key's
+    owner from the Lambda authorizer's context (``authorizer.lambda``; ``ApiKeyRejected`` for a
+    key it rejected, see ``reelay.apikeys``). No client auth: the one local owner. A plain
+    string, so other entry points (a batch manifest) can set it.
     """
     authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+    keyed = api_key_owner(authorizer)
+    if keyed is not None:
+        return keyed
     iam = authorizer.get("iam") or {}
     if iam.get("userArn"):
         return str(iam["userArn"])
@@ -164,7 +172,20 @@ class JsonApiResolver(APIGatewayHttpResolver):
     """
 
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-        refusal = refuse_body(event)
+        path = str(event.get("rawPath") or "")
+        try:
+            owner_of(event)  # a rejected API key is a 401 before anything else
+        except ApiKeyRejected as exc:
+            if is_openai_path(path):
+                answer = openai_error(401, exc.message, code="invalid_api_key")
+                return {"statusCode": 401, "headers": {"Content-Type": "application/json"}, "body": answer.body}
+            return {
+                "statusCode": 401,
+                "headers": {"Content-Type": "application/json"},
+                "body": error_body(exc.code, exc.message),
+            }
+        # The OpenAI routes read their own bodies (multipart too) and answer in OpenAI's shape.
+        refusal = None if is_openai_path(path) else refuse_body(event)
         if refusal is not None:
             status, code, message = refusal
             return {
@@ -250,6 +271,7 @@ def build_app(
     *,
     webhook_secrets: Callable[[], WebhookSecrets] | None = None,
     webhook_hosts: frozenset[str] = frozenset(),
+    videos: Callable[[], VideoService] | None = None,
 ) -> APIGatewayHttpResolver:
     """The resolver; ``tasks`` (and ``batches``) give the services (built lazily, once),
     ``webhook_secrets`` the owners' secrets.
@@ -257,6 +279,7 @@ def build_app(
     ``providers`` (the stack's configured providers) shape the request bodies and the document;
     without them the bodies are the provider-neutral models and the adapters alone validate.
     ``webhook_hosts`` (``REELAY_ALLOWED_WEBHOOK_HOSTS``) widen ``webhook_url`` in those shapes.
+    ``videos`` adds the OpenAI-shaped ``/v1/videos`` routes (``reelay.openai_api``).
     """
     app = JsonApiResolver(enable_validation=True)
     VideoBody: Any = VideoRequest
@@ -306,6 +329,10 @@ def build_app(
     @app.exception_handler(NotFoundError)
     def _no_route(exc: NotFoundError) -> Response[str]:
         return _error(404, "NOT_FOUND", "no such route")
+
+    @app.exception_handler(ApiKeyRejected)
+    def _key_rejected(exc: ApiKeyRejected) -> Response[str]:
+        return _error(401, exc.code, exc.message)
 
     @app.exception_handler(IdempotencyConflict)
     def _conflict(exc: IdempotencyConflict) -> Response[str]:
@@ -497,6 +524,8 @@ def build_app(
         service = batch_service()
         return Response(200, content_type="application/json", body=service.view(service.get(batch_id, owner=owner())))
 
+    if videos is not None:
+        app.include_router(openai_router(videos, owner))
     app.enable_swagger(path="/v1/docs", **_DOC)
     return app
 

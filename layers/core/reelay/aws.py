@@ -7,6 +7,7 @@ made (``reelay.costs.record``; a bucket key names its task, ``tasks/<id>/...``).
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -275,6 +276,10 @@ class ResultBucket:
         resp = self._s3.get_object(Bucket=self.name, Key=key, Range=f"bytes=0-{size - 1}")
         return bytes(resp["Body"].read())
 
+    def reader(self, key: str) -> S3ObjectReader:
+        """A seekable, read-only file over one object (ranged GETs; see ``S3ObjectReader``)."""
+        return S3ObjectReader(self._s3, self.name, key)
+
     def presign_ttl(self, wanted_seconds: int) -> int:
         """The lifetime a presigned URL really gets: ``wanted_seconds``, capped by SigV4's 7 days and,
         where known, by the expiry of the credentials that sign it (a URL dies with its session)."""
@@ -332,3 +337,95 @@ def _count(key: str, call: str, *, s3_put_requests: int = 0, s3_get_requests: in
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class ApiKeyTable:
+    """``reelay.apikeys.ApiKeyStore`` on the ``ApiKeyTable`` of template.yaml (hash key ``key_id``)."""
+
+    def __init__(self, table_name: str, *, resource: Any = None) -> None:
+        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+
+    def put(self, key: Any) -> None:
+        item = key.model_dump(mode="json", exclude_none=True)
+        self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(key_id)")
+
+    def get(self, key_id: str) -> Any:
+        from reelay.apikeys import ApiKey
+
+        item = self._table.get_item(Key={"key_id": key_id}).get("Item")
+        return ApiKey.model_validate(item) if item else None
+
+    def all(self) -> list[Any]:
+        from reelay.apikeys import ApiKey
+
+        items: list[dict[str, Any]] = []
+        query: dict[str, Any] = {}
+        while True:
+            page = self._table.scan(**query)
+            items += page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return [ApiKey.model_validate(i) for i in items]
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def revoke(self, key_id: str, at: datetime) -> Any:
+        from reelay.apikeys import ApiKey
+
+        try:
+            answer = self._table.update_item(
+                Key={"key_id": key_id},
+                UpdateExpression="SET revoked_at = if_not_exists(revoked_at, :at)",
+                ConditionExpression="attribute_exists(key_id)",
+                ExpressionAttributeValues={":at": at.isoformat()},
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise
+        return ApiKey.model_validate(answer["Attributes"])
+
+
+class S3ObjectReader(io.RawIOBase):
+    """A read-only, seekable file over one S3 object, by ranged GETs (media libraries seek in MP4s).
+
+    Reads are buffered in blocks of ``block_bytes``, so memory stays bounded whatever the size.
+    """
+
+    def __init__(self, client: Any, bucket: str, key: str, *, block_bytes: int = 1024 * 1024) -> None:
+        super().__init__()
+        self._s3 = client
+        self._bucket = bucket
+        self._key = key
+        self._size = int(client.head_object(Bucket=bucket, Key=key)["ContentLength"])
+        self._position = 0
+        self._block_bytes = block_bytes
+        self._block_start = -1
+        self._block = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        if self._position >= self._size:
+            return 0
+        start = self._position - self._position % self._block_bytes
+        if start != self._block_start:
+            end = min(self._size, start + self._block_bytes) - 1
+            body = self._s3.get_object(Bucket=self._bucket, Key=self._key, Range=f"bytes={start}-{end}")["Body"]
+            self._block, self._block_start = body.read(), start
+        offset = self._position - self._block_start
+        chunk = self._block[offset : offset + len(buffer)]
+        buffer[: len(chunk)] = chunk
+        self._position += len(chunk)
+        return len(chunk)

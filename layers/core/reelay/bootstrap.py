@@ -17,6 +17,7 @@ from reelay.settings import Settings
 if TYPE_CHECKING:
     from datetime import timedelta
 
+    from reelay.apikeys import ApiKeyAuthorizer, ApiKeys
     from reelay.aws import EventBus, ResultBucket, TaskQueue
     from reelay.batch_store import BatchQueue, BatchStore
     from reelay.batches import Batch, BatchProgress, BatchRunner, BatchService
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from reelay.ingest import IngestService
     from reelay.models import Task
     from reelay.notify import Notifier
+    from reelay.openai_api import VideoService
     from reelay.polling import PollService
     from reelay.reconcile import Reconciler
     from reelay.routing import Router
@@ -267,6 +269,41 @@ class Container:
         )
 
     @cached_property
+    def openai_videos(self) -> VideoService:
+        from reelay.models_map import ModelMap
+        from reelay.openai_api import VideoService
+
+        order = [p.name for p in self.settings.providers]
+        models = ModelMap.from_config(self.providers, self.settings.reelay_openai_models, order)
+        return VideoService(
+            self.tasks,
+            self.store,
+            self.bucket,
+            self.providers,
+            models,
+            presign_ttl_seconds=self.settings.presign_ttl_seconds,
+        )
+
+    def _api_key_table(self) -> object:
+        from reelay.aws import ApiKeyTable
+
+        if not self.settings.api_key_table_name:
+            raise ConfigurationError("API_KEY_TABLE_NAME is not set")
+        return ApiKeyTable(self.settings.api_key_table_name)
+
+    @cached_property
+    def api_keys(self) -> ApiKeys:
+        from reelay.apikeys import ApiKeys
+
+        return ApiKeys(self._api_key_table())  # type: ignore[arg-type]
+
+    @cached_property
+    def authorizer(self) -> ApiKeyAuthorizer:
+        from reelay.apikeys import ApiKeyAuthorizer
+
+        return ApiKeyAuthorizer(self._api_key_table())  # type: ignore[arg-type]
+
+    @cached_property
     def submitter(self) -> Submitter:
         has_callbacks = any(self.providers.get(n).supports_callbacks for n in self.providers.names)
         return self._submitter(tokens=self.tokens if has_callbacks else None)
@@ -316,6 +353,7 @@ class Container:
     def ingest(self) -> IngestService:
         from reelay.copier import ResultCopier
         from reelay.ingest import IngestService
+        from reelay.media import PreviewMaker
 
         s = self.settings
         copier = ResultCopier(
@@ -329,6 +367,7 @@ class Container:
             deadline_seconds=s.ingest_task_deadline_seconds,
             gone_confirm_seconds=s.ingest_gone_confirm_seconds,
             retry_base_seconds=s.ingest_retry_base_seconds,
+            previews=PreviewMaker(self.bucket),
         )
 
     @cached_property

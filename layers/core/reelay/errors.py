@@ -10,6 +10,9 @@ renaming a transient error class is a template change too.
     ├── TaskNotFound              no such task, or another owner's (HTTP 404)
     ├── UploadNotFound            an image key that is not one of the caller's uploads (HTTP 404)
     ├── TaskNotRemixable          the parent task cannot be remixed (not a succeeded video of a remix provider; 409)
+    ├── NoRouteForModel           no configured provider serves this OpenAI model, duration and size (HTTP 400)
+    ├── ApiKeyRejected            the API key is missing, malformed, unknown or revoked (HTTP 401)
+    ├── ApiKeyNotFound            no API key of that id (``reelay keys revoke``; 404 locally)
     ├── IdempotencyConflict       same Idempotency-Key, other body (HTTP 409)
     ├── TransitionConflict        a conditional state write lost (another writer won)
     ├── ConfigurationError        the stack is mis-configured (bad env, provider credential refused)
@@ -76,6 +79,24 @@ class TaskNotRemixable(ReelayError):
     """The parent exists but cannot be remixed in its state or by its provider (a conflict, 409)."""
 
     code = "NOT_REMIXABLE"
+
+
+class NoRouteForModel(RequestInvalid):
+    """No configured provider can serve this OpenAI model, duration and size (HTTP 400, OpenAI's shape)."""
+
+    code = "NO_ROUTE"
+
+
+class ApiKeyRejected(ReelayError):
+    """The request's API key is missing, malformed, unknown or revoked (HTTP 401)."""
+
+    code = "INVALID_API_KEY"
+
+
+class ApiKeyNotFound(ReelayError):
+    """No API key of that id (HTTP 404)."""
+
+    code = "NOT_FOUND"
 
 
 class IdempotencyConflict(ReelayError):

@@ -38,6 +38,7 @@ from reelay.catalog import ProviderCatalog
 from reelay.copier import ResultCopier
 from reelay.errors import ResultFetchError, TransitionConflict, UnsafeResultUrl
 from reelay.fetch import ResultGone, ResultNotMedia, ResultTooLarge, ResultTooSlow
+from reelay.media import PreviewMaker
 from reelay.models import ErrorCode, IngestState, OutputUpload, Task, TaskStatus, utcnow
 from reelay.store import TaskStore
 from reelay.tracking import TaskTracker
@@ -64,6 +65,7 @@ class IngestService:
         max_receives: int = MAX_RECEIVES,
         retry_base_seconds: float = 10.0,
         clock: Callable[[], datetime] = utcnow,
+        previews: PreviewMaker | None = None,
     ) -> None:
         self._store = store
         self._providers = providers
@@ -74,6 +76,8 @@ class IngestService:
         self._max_receives = max_receives
         self._retry_base = retry_base_seconds
         self._now = clock
+        # Thumbnail and spritesheet (the OpenAI routes' variants), made before the task succeeds.
+        self._previews = previews
 
     def ingest_with_retry(self, task_id: str, attempt: int) -> Task:
         """The queue worker's entry: ``attempt`` is the message's receive count minus one."""
@@ -155,6 +159,8 @@ class IngestService:
         if together:
             records = [self._copier.complete(r) for r in records]
         outputs = [self._copier.output(r) for r in records]
+        if self._previews is not None:
+            self._previews.make(run.task, outputs)
         task = self._tracker.succeed(run.task, outputs)
         logger.info(
             "task succeeded",

@@ -435,6 +435,9 @@ class Task(BaseModel):
     # Set for a task that asked for ``provider: auto`` (``reelay.routing``): ``provider`` is the
     # one serving it; this says why, and which refused it before anything was made.
     routing: Routing | None = None
+    # Set when the owner deleted the task's stored outputs (DELETE /v1/videos/{id}); it is then
+    # gone from the OpenAI routes, while /v1/tasks still shows its record without outputs.
+    deleted_at: datetime | None = None
     version: int = 0
     history: list[Transition] = Field(default_factory=list)
     # Money rule bookkeeping: when a create was (first) sent, how many were sent, and whether

@@ -95,6 +95,10 @@ class Settings(BaseModel):
     batch_chunk_bytes: int = Field(
         default=4 * 1024 * 1024, ge=256 * 1024, le=64 * 1024 * 1024, validation_alias="reelay_batch_chunk_bytes"
     )
+    # API keys (ClientAuth=APIKEY): the table of key hashes; the OpenAI routes' model map (JSON,
+    # model name -> provider names, see reelay.models_map).
+    api_key_table_name: str | None = None
+    reelay_openai_models: str = ""
     providers: tuple[ProviderConfig, ...] = ()
     environ: Mapping[str, str] = Field(default_factory=dict, exclude=True, repr=False)
 

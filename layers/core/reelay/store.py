@@ -86,11 +86,17 @@ class TaskStore(ABC):
         provider: str | None,
         limit: int,
         after: PageKey | None = None,
+        ascending: bool = False,
     ) -> tuple[builtins.list[Task], PageKey | None]:
-        """``owner``'s tasks, newest first, ``limit`` at most, and the key the next page starts after.
+        """``owner``'s tasks, newest first (oldest first if ``ascending``), ``limit`` at most, and
+        the key the next page starts after.
 
         The key is the store's own (plain); the API signs it into a cursor (``reelay.tokens``).
         """
+
+    @abstractmethod
+    def page_key(self, task: Task) -> PageKey:
+        """The key a page of ``task.owner``'s unfiltered list starts after, to continue after ``task``."""
 
     @abstractmethod
     def save(self, task: Task, *, expected: Task) -> Task:
@@ -115,7 +121,7 @@ class TaskStore(ABC):
 
     def update(self, task: Task, **changes: Any) -> Task:
         """Change fields without a status change (progress, provider ids), still conditionally."""
-        if task.status.terminal and set(changes) - {"outputs", "cost_cents"}:
+        if task.status.terminal and set(changes) - {"outputs", "cost_cents", "deleted_at"}:
             raise TransitionConflict(f"task {task.id} is {task.status}; it does not change any more")
         new = task.model_copy(update={**changes, "updated_at": utcnow()})
         return self.save(new, expected=task)
@@ -259,6 +265,7 @@ class DynamoTaskStore(TaskStore):
         provider: str | None,
         limit: int,
         after: PageKey | None = None,
+        ascending: bool = False,
     ) -> tuple[builtins.list[Task], PageKey | None]:
         if status is not None and provider is not None:
             index, value = "ByOwnerStatusProvider", f"{owner}#{status}#{provider}"
@@ -274,7 +281,7 @@ class DynamoTaskStore(TaskStore):
             # ``owner`` is a DynamoDB reserved word: always go through a name placeholder.
             "ExpressionAttributeNames": {"#k": LIST_INDEXES[index]},
             "ExpressionAttributeValues": {":k": value},
-            "ScanIndexForward": False,
+            "ScanIndexForward": ascending,
             "Limit": limit,
         }
         if after:
@@ -283,6 +290,14 @@ class DynamoTaskStore(TaskStore):
         tasks = [self._task(item) for item in page.get("Items", [])]
         last = page.get("LastEvaluatedKey")
         return tasks, ({str(k): str(v) for k, v in last.items()} if last else None)
+
+    def page_key(self, task: Task) -> PageKey:
+        return {
+            "pk": f"TASK#{task.id}",
+            "sk": "TASK",
+            "owner": task.owner,
+            "created_key": f"{task.created_at.isoformat()}#{task.id}",
+        }
 
     def due(self, *, before: datetime, limit: int, after: str | None = None) -> tuple[builtins.list[str], str | None]:
         query: dict[str, Any] = {

@@ -114,12 +114,15 @@ class TaskService:
         task_id: str | None = None,
         batch_id: str | None = None,
         batch_line: int | None = None,
+        fingerprint: dict[str, Any] | None = None,
     ) -> tuple[Task, bool]:
         """Validate against the provider, store as ``queued``, enqueue. ``(task, created)``.
 
         ``provider: auto`` (a video): the router picks the provider and the task records why.
         A batch manifest's line passes its own deterministic ``task_id`` (and ``batch_id``,
         ``batch_line``): a line made before is that task again, ``created`` False, nothing sent.
+        ``fingerprint`` replaces the stored request as what an Idempotency-Key replay must match
+        (the OpenAI routes compare their parsed fields and the image's hash, not a fresh upload URL).
         """
         routing = None
         if isinstance(request, VideoRequest) and request.provider == AUTO:
@@ -155,8 +158,9 @@ class TaskService:
             batch_line=batch_line,
         )
         scope = f"{owner}#{idempotency_key}" if idempotency_key else None
-        fingerprint = request_hash({"kind": kind.value, "parent": parent_task_id, **payload})
-        task, created = self._store.create(task, idempotency_scope=scope, request_hash=fingerprint)
+        compared = payload if fingerprint is None else fingerprint
+        digest = request_hash({"kind": kind.value, "parent": parent_task_id, **compared})
+        task, created = self._store.create(task, idempotency_scope=scope, request_hash=digest)
         if created:
             try:
                 self._submit.send(task.id)

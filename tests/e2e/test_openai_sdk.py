@@ -1,0 +1,263 @@
+"""The official ``openai`` SDK against ``reelay dev --client-auth apikey``, once per provider forced as the route.
+
+Each module-scoped stack runs with ``REELAY_OPENAI_MODELS`` mapping every OpenAI model name to
+one provider, so the whole suite passes through generate_task (callbacks), sorahk and
+openai_videos (poll path) in turn. Only the SDK talks to the API (``OpenAI(base_url, api_key)``);
+httpx is used for what the SDK has no call for (the local gateway's `/_reelay/keys` that makes keys, reading
+``/v1/tasks``) and boto3 reads the stored objects the downloads must hash to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.e2e.conftest import E2E_ENV, Api, running_api
+from tests.template_support import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+PROVIDERS = ("generate_task", "sorahk", "openai_videos")
+# A duration each provider sells (OpenAI's own are 4, 8 and 12 s; sorahk and openai_videos sell 10).
+SECONDS = {"generate_task": "4", "sorahk": "10", "openai_videos": "10"}
+IMAGE_TO_VIDEO = {"generate_task", "sorahk"}
+REMIX = {"openai_videos"}
+CACHE_SECONDS = 2
+PNG = (REPO / "devstack/reelay_sim/assets/sample.png").read_bytes()
+
+
+class Stack:
+    """One running stack: its API client (for the conftest's per-test reset), keys and SDK clients."""
+
+    def __init__(self, api: Api, provider: str) -> None:
+        self.api = api
+        self.provider = provider
+        self.url = api.env.stack.api_url
+        self.alice_key = self.make_key("alice")
+        self.alice = self.sdk(self.alice_key)
+
+    def make_key(self, owner: str) -> str:
+        answer = httpx.post(f"{self.url}/_reelay/keys", json={"owner": owner, "name": "e2e"}, timeout=30)
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["key"])
+
+    def sdk(self, key: str) -> OpenAI:
+        return OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=60)
+
+    def stored(self, video_id: str) -> dict[str, bytes]:
+        """Every object of the task in the results bucket (outputs, then previews), by key."""
+        s3 = boto3.client("s3", endpoint_url=self.api.env.stack.aws_endpoint)
+        bucket = self.api.env.stack.bucket
+        found = {}
+        for prefix in (f"tasks/{video_id}/", f"previews/{video_id}/"):
+            for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+                found[item["Key"]] = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+        return found
+
+    def task(self, video_id: str, key: str) -> dict[str, Any]:
+        answer = httpx.get(f"{self.url}/v1/tasks/{video_id}", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    def paid_calls(self) -> int:
+        return len([r for r in self.api.env.sim.requests if r.get("kind") in ("create", "remix")])
+
+    def video(self, **extra: Any) -> Any:
+        """A finished text-to-video of this stack's provider (``create_and_poll``)."""
+        return self.alice.videos.create_and_poll(
+            prompt=extra.pop("prompt", "a red fox in the snow"),
+            model="sora-2",
+            seconds=SECONDS[self.provider],  # type: ignore[arg-type]
+            size="720x1280",
+            poll_interval_ms=250,
+            **extra,
+        )
+
+
+@pytest.fixture(scope="module", params=PROVIDERS)
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    provider = str(request.param)
+    routes = json.dumps({"sora-2": [provider], "sora-2-pro": [provider]})
+    parameters = {"ApiKeyCacheSeconds": str(CACHE_SECONDS), "OpenaiModelRoutes": routes}
+    with running_api(E2E_ENV, client_auth="apikey", parameter_overrides=parameters) as client:
+        yield Stack(client, provider)
+
+
+@pytest.fixture(scope="module")
+def api(stack: Stack) -> Api:
+    """The conftest's per-test simulator reset runs against this module's stack."""
+    return stack.api
+
+
+def test_create_and_poll_completes_and_every_variant_hashes_to_the_stored_object(stack: Stack) -> None:
+    video = stack.video()
+
+    assert (video.status, video.progress, video.model, video.seconds) == (
+        "completed",
+        100,
+        "sora-2",
+        SECONDS[stack.provider],
+    )
+    assert stack.alice.videos.retrieve(video.id).id == video.id
+    stored = stack.stored(video.id)
+    task = stack.task(video.id, stack.alice_key)
+    assert task["provider"] == stack.provider and task["status"] == "succeeded"  # the same task on /v1/tasks
+    video_key = task["outputs"][0]["s3_uri"].split("/", 3)[3]
+    expected = {
+        "video": stored[video_key],
+        "thumbnail": stored[f"previews/{video.id}/thumbnail.jpg"],
+        "spritesheet": stored[f"previews/{video.id}/spritesheet.jpg"],
+    }
+    for variant, stored_bytes in expected.items():
+        downloaded = stack.alice.videos.download_content(video.id, variant=variant).content  # type: ignore[arg-type]
+        assert hashlib.sha256(downloaded).hexdigest() == hashlib.sha256(stored_bytes).hexdigest(), variant
+    assert expected["thumbnail"][:3] == expected["spritesheet"][:3] == b"\xff\xd8\xff"  # JPEGs
+    assert hashlib.sha256(expected["video"]).hexdigest() == task["outputs"][0]["sha256"]
+
+
+def test_image_to_video_sends_the_input_reference_through_the_callers_uploads(stack: Stack) -> None:
+    if stack.provider not in IMAGE_TO_VIDEO:
+        with pytest.raises(openai.BadRequestError) as refused:
+            stack.video(input_reference=("ref.png", PNG, "image/png"))
+        assert "image" in refused.value.message and stack.paid_calls() == 0
+        return
+
+    video = stack.video(input_reference=("ref.png", PNG, "image/png"))
+
+    assert video.status == "completed"
+    sent = json.dumps([r["body"] for r in stack.api.env.sim.requests if r.get("kind") == "create"])
+    digest = hashlib.sha256(PNG).hexdigest()
+    url = next(u for u in re.findall(r'"(http[^"]+)"', sent) if f"ref-{digest[:40]}.png" in u)
+    assert "/uploads/" in url  # under the caller's own uploads prefix
+    assert httpx.get(url, timeout=30).content == PNG  # the provider can fetch exactly the uploaded image
+
+
+def test_list_pages_newest_first_and_asc_oldest_first(stack: Stack) -> None:
+    made = [stack.alice.videos.create(prompt=f"page {i}", seconds=SECONDS[stack.provider]).id for i in range(3)]  # type: ignore[arg-type]
+
+    first = stack.alice.videos.list(limit=2)
+    everything = [v.id for v in stack.alice.videos.list(limit=2)]  # the SDK follows after=last_id
+    oldest = stack.alice.videos.list(limit=2, order="asc")
+
+    assert [v.id for v in first.data] == made[::-1][:2] and first.has_more is True
+    assert everything[:3] == made[::-1] and len(everything) == len(set(everything))
+    assert [v.id for v in oldest.data] == everything[::-1][:2]
+    stack.api.env.stack.drain(timeout=60, executions=True)
+
+
+def test_remix_goes_to_the_parents_provider_or_is_a_bad_request_before_any_paid_call(stack: Stack) -> None:
+    parent = stack.video()
+    paid = stack.paid_calls()
+
+    if stack.provider not in REMIX:
+        with pytest.raises(openai.BadRequestError) as refused:
+            stack.alice.videos.remix(parent.id, prompt="now at night")
+        assert "cannot remix" in refused.value.message and stack.paid_calls() == paid
+        return
+    remix = stack.alice.videos.remix(parent.id, prompt="now at night")
+    done = stack.alice.videos.poll(remix.id, poll_interval_ms=250)
+
+    assert done.status == "completed" and done.remixed_from_video_id == parent.id
+    assert stack.task(done.id, stack.alice_key)["provider"] == stack.provider
+
+
+def test_delete_removes_the_stored_outputs_and_the_video(stack: Stack) -> None:
+    video = stack.video()
+    assert len(stack.stored(video.id)) == 3  # video, thumbnail, spritesheet
+
+    deleted = stack.alice.videos.delete(video.id)
+
+    assert (deleted.id, deleted.deleted, deleted.object) == (video.id, True, "video.deleted")
+    assert stack.stored(video.id) == {}
+    with pytest.raises(openai.NotFoundError):
+        stack.alice.videos.retrieve(video.id)
+    assert video.id not in [v.id for v in stack.alice.videos.list(limit=100)]
+
+
+def test_a_request_no_route_can_serve_is_a_bad_request_naming_what_is_possible(stack: Stack) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        stack.alice.videos.create(prompt="too long", seconds="30")  # type: ignore[arg-type]
+
+    assert refused.value.status_code == 400 and stack.paid_calls() == 0
+    assert stack.provider in refused.value.message and "seconds" in refused.value.message
+    assert refused.value.body["code"] == "no_route"  # type: ignore[index]
+
+
+def test_a_wrong_key_is_an_authentication_error_and_a_revoked_one_within_the_cache_lifetime(stack: Stack) -> None:
+    with pytest.raises(openai.AuthenticationError):
+        stack.sdk("rk-" + "A" * 43).videos.list()
+    with pytest.raises(openai.AuthenticationError):
+        stack.sdk("not-a-key").videos.list()
+
+    made = subprocess.run(
+        [str(Path(sys.executable).parent / "reelay"), "keys", "create", "--owner", "carol"],
+        env={**os.environ, "REELAY_API_URL": stack.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    key = made.stdout.strip()
+    carol = stack.sdk(key)
+    carol.videos.list()
+    listed = subprocess.run(
+        [str(Path(sys.executable).parent / "reelay"), "--api-url", stack.url, "keys", "list", "--owner", "carol"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    key_id = listed.stdout.split("\t")[0]
+    revoked_at = time.monotonic()
+    assert httpx.delete(f"{stack.url}/_reelay/keys/{key_id}", timeout=30).status_code == 200
+    while True:
+        try:
+            carol.videos.list()
+        except openai.AuthenticationError:
+            break
+        assert time.monotonic() - revoked_at < CACHE_SECONDS + 1, "a revoked key still worked past the cache lifetime"
+        time.sleep(0.1)
+
+
+def test_another_owners_video_is_not_found(stack: Stack) -> None:
+    video = stack.alice.videos.create(prompt="alice's", seconds=SECONDS[stack.provider])  # type: ignore[arg-type]
+    bob = stack.sdk(stack.make_key("bob"))
+
+    with pytest.raises(openai.NotFoundError):
+        bob.videos.retrieve(video.id)
+    with pytest.raises(openai.NotFoundError):
+        bob.videos.download_content(video.id)
+    with pytest.raises(openai.NotFoundError):
+        bob.videos.delete(video.id)
+    assert video.id not in [v.id for v in bob.videos.list()]
+    stack.api.env.stack.drain(timeout=60, executions=True)
+
+
+def test_an_idempotency_key_replays_the_same_fields_and_refuses_other_ones(stack: Stack) -> None:
+    headers = {"Idempotency-Key": f"e2e-{stack.provider}-{time.time_ns()}"}
+    ask: dict[str, Any] = {"prompt": "once", "seconds": SECONDS[stack.provider], "extra_headers": headers}
+    if stack.provider in IMAGE_TO_VIDEO:  # a multipart body with a file: its bytes differ per send (boundary)
+        ask["input_reference"] = ("ref.png", PNG, "image/png")
+
+    first = stack.alice.videos.create(**ask)
+    again = stack.alice.videos.with_raw_response.create(**ask)
+    with pytest.raises(openai.ConflictError):
+        stack.alice.videos.create(**{**ask, "prompt": "twice"})
+
+    assert again.parse().id == first.id and again.headers["idempotent-replayed"] == "true"
+    stack.api.env.stack.drain(timeout=60, executions=True)
+    assert stack.paid_calls() == 1
