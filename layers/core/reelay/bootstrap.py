@@ -177,15 +177,13 @@ class Container:
 
     @cached_property
     def poller(self) -> PollService:
-        from reelay.aws import PollStarter
+        from reelay.aws import PollTokens, TaskQueue
         from reelay.polling import PollService
 
+        if not self.settings.poll_queue_url:
+            raise ConfigurationError("POLL_QUEUE_URL is not set")
         return PollService(
-            self.store,
-            self.providers,
-            self.tracker,
-            PollStarter(self.settings.poll_state_machine_arn),
-            max_polls=self.settings.poll_max_polls_per_execution,
+            self.store, self.providers, self.tracker, TaskQueue(self.settings.poll_queue_url), PollTokens()
         )
 
     @cached_property
