@@ -107,7 +107,7 @@ def test_a_long_task_polls_many_times_in_one_state_of_one_execution(api: Api) ->
 def test_a_lost_poll_message_is_sent_again_when_the_heartbeat_times_out(api: Api) -> None:
     sqs = boto3.client("sqs", endpoint_url=api.env.stack.aws_endpoint)
     poll_queue = api.env.stack.resources["PollQueue"]
-    task_id = api.create(SORAHK | {"prompt": "lost [sim:seconds=8]"}).json()["id"]
+    task_id = api.create(OPENAI | {"prompt": "lost [sim:seconds=8]"}).json()["id"]
     deadline = time.monotonic() + 30
     while not _executions(api, task_id) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -17,14 +17,14 @@ def test_no_wait_outlasts_the_heartbeat_nor_an_sqs_delay(typical: float) -> None
     ]
     retries = [schedule.retry_wait(n, retry_after=ra, unit=0.99) for n in range(1, 12) for ra in (None, 5000.0)]
     # A poll message waits at most 900 s in SQS; the heartbeat leaves room for one poll (40 s).
-    assert max(waits + retries) <= schedule.cap <= 900
-    assert schedule.heartbeat_seconds >= schedule.cap + min(40, schedule.cap)
+    assert max(waits + retries) <= schedule.longest_wait <= 900
+    assert schedule.heartbeat_seconds >= schedule.longest_wait + min(40, schedule.cap)
 
 
 def test_the_cap_keeps_the_long_waits_of_a_real_provider_and_scales_down_for_the_simulator() -> None:
     assert PollSchedule.for_typical(180).cap == 600  # as before: detection delay unchanged
     assert PollSchedule.for_typical(3).cap == 12  # locally a lost message is noticed within ~24 s
-    assert PollSchedule.for_typical(3).heartbeat_seconds == 24
+    assert PollSchedule.for_typical(3).heartbeat_seconds == 14 + 12
 
 
 def test_transient_errors_back_off_exponentially_honouring_retry_after() -> None:
