@@ -20,7 +20,7 @@ def test_a_long_task_with_progress_is_asked_far_less_and_its_end_seen_as_soon() 
     fixed = {"uniform": lambda a, b: 0.0}
     for generation in (180, 600):
         plain = poll_delays(first=1.0, cap=10.0, **fixed)
-        before, before_delay = _looks(lambda _p: next(plain), generation)
+        before, before_delay = _looks(lambda _p, delays=plain: next(delays), generation)
         after, after_delay = _looks(ProgressPacer(first=1.0, cap=10.0, **fixed).pause, generation)
         assert after * 2 <= before, (generation, before, after)
         assert after_delay <= 10.0 and before_delay <= 10.0
