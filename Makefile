@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 SAM := .venv-sam/bin/sam
 REGION := us-east-1
 
-.PHONY: setup chromium ui demo test dev checks lint template-checks unit integration bench build clean chaos
+.PHONY: setup chromium ui demo test dev checks lint template-checks unit integration bench build clean chaos poll-cost
 
 setup: $(VENV)/.installed .venv-sam/.installed node_modules/.installed chromium
 
@@ -77,6 +77,10 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/cold_start.py
 	$(BIN)/python benchmarks/poll_schedule.py
 	$(BIN)/python benchmarks/ingest_throughput.py --mib 10 100 1024 --reps 5 5 2
+
+## poll-cost: a 3- and a 10-minute poll-path task counted on the local stack and priced (~12 min)
+poll-cost: $(VENV)/.installed
+	$(BIN)/python benchmarks/poll_cost.py
 
 ## chaos: 100 tasks on the local stack, 30 % with injected faults; exits 1 when a target is missed
 ## (not part of `make test`; e.g. `make chaos CHAOS_ARGS="--runs 3"`)
