@@ -33,6 +33,7 @@ from reelay.aws import PollTokens, TaskQueue
 from reelay.catalog import ProviderCatalog
 from reelay.errors import ProviderError, ProviderRateLimited, ProviderTaskUnknown, ProviderTransientError
 from reelay.models import ErrorCode, Task, TaskStatus, utcnow
+from reelay.observability import task_keys
 from reelay.schedule import PollSchedule
 from reelay.store import TaskStore
 from reelay.tracking import TaskTracker
@@ -94,7 +95,8 @@ class PollService:
             except ValidationError:
                 logger.error("dropping a poll message without a task id and token", extra={"id": record.message_id})
                 return
-            self.poll(message)
+            with task_keys(message.task_id):  # each record's logs carry its task id
+                self.poll(message)
 
         processor = BatchProcessor(event_type=EventType.SQS)
         return dict(

@@ -451,7 +451,7 @@ def poll_input(task: Task, provider: Provider) -> dict[str, object]:
 
 
 def _segment_of(execution_name: str) -> int:
-    """The continuation number of a poll execution: ``<task id>-<n>``, or 0 for ``<task id>``."""
+    """The restart number of a poll execution: ``<task id>-<n>`` (reconcile restarted it n times), or 0."""
     _, _, suffix = execution_name.rpartition("-")
     return int(suffix) if suffix.isdigit() else 0
 
