@@ -216,3 +216,28 @@ def test_a_batch_reports_only_the_message_that_raised(world: Any) -> None:
 
 def test_the_token_is_not_in_the_message_repr() -> None:
     assert "secret-token" not in repr(PollMessage(task_id="t", token="secret-token"))
+
+
+def test_a_message_is_left_for_the_next_invocation_when_its_poll_would_not_fit(world: Any) -> None:
+    task_id = world.submitted()
+    world.provider.running(10)
+    service = PollService(
+        world.store, world.catalog, world.service._tracker, TaskQueue(world.queue), world.tokens, record_seconds=30
+    )
+    sqs = boto3.client("sqs")
+    sqs.send_message(QueueUrl=world.queue, MessageBody=_message(task_id).model_dump_json())
+    [received] = sqs.receive_message(QueueUrl=world.queue, VisibilityTimeout=600)["Messages"]
+    record = load_event("sqs_poll.json")["Records"][0] | {
+        "messageId": received["MessageId"],
+        "receiptHandle": received["ReceiptHandle"],
+        "body": received["Body"],
+    }
+
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return 10_000  # 10 s left, a poll may take 30
+
+    result = service.handle_batch({"Records": [record]}, Context())
+    assert result == {"batchItemFailures": [{"itemIdentifier": received["MessageId"]}]}
+    assert world.provider.status_calls == []  # not started
+    assert sqs.receive_message(QueueUrl=world.queue).get("Messages")  # visible again at once

@@ -183,7 +183,12 @@ class Container:
         if not self.settings.poll_queue_url:
             raise ConfigurationError("POLL_QUEUE_URL is not set")
         return PollService(
-            self.store, self.providers, self.tracker, TaskQueue(self.settings.poll_queue_url), PollTokens()
+            self.store,
+            self.providers,
+            self.tracker,
+            TaskQueue(self.settings.poll_queue_url),
+            PollTokens(),
+            record_seconds=self.settings.poll_record_seconds,
         )
 
     @cached_property

@@ -77,6 +77,7 @@ class PollService:
         *,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
+        record_seconds: float = 0.0,
     ) -> None:
         self._store = store
         self._providers = providers
@@ -85,9 +86,15 @@ class PollService:
         self._tokens = tokens
         self._clock = clock
         self._rng = rng or random.Random()
+        self._record_seconds = record_seconds
 
     def handle_batch(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        """An SQS batch of poll messages; a message that raised comes back (partial failures)."""
+        """An SQS batch of poll messages; a message that raised comes back (partial failures).
+
+        A message is only started while the most one can take (``record_seconds``) is left in
+        the invocation; the rest are made visible again at once, so a batch of slow status
+        calls never runs past the function's timeout.
+        """
 
         def record_handler(record: SQSRecord) -> None:
             try:
@@ -95,10 +102,14 @@ class PollService:
             except ValidationError:
                 logger.error("dropping a poll message without a task id and token", extra={"id": record.message_id})
                 return
+            if context is not None and context.get_remaining_time_in_millis() < self._record_seconds * 1000:
+                self._queue.retry_later(record.receipt_handle, 0)
+                raise TimeoutError("not enough time left in this invocation for another poll")
             with task_keys(message.task_id):  # each record's logs carry its task id
                 self.poll(message)
 
-        processor = BatchProcessor(event_type=EventType.SQS)
+        # Every record failing is still a partial answer (each comes back on its own), not an error.
+        processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
         return dict(
             process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
         )

@@ -110,6 +110,12 @@ class Settings(BaseModel):
         longest = max((p.call_seconds for p in self.providers), default=0.0)
         return 3 * longest + 10
 
+    @property
+    def poll_record_seconds(self) -> float:
+        """The most one poll message can take: one status call and a few writes and sends."""
+        longest = max((p.call_seconds for p in self.providers), default=0.0)
+        return longest + 5
+
     def provider(self, name: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.name == name), None)
 
