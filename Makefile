@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 SAM := .venv-sam/bin/sam
 REGION := us-east-1
 
-.PHONY: setup chromium ui demo test dev checks lint template-checks unit integration bench bench-authorizer build clean chaos cost webhooks governor-bench bench-batch
+.PHONY: setup chromium ui demo test dev checks lint template-checks unit integration bench bench-authorizer build clean chaos cost webhooks governor-bench bench-batch poll-cost
 
 setup: $(VENV)/.installed .venv-sam/.installed node_modules/.installed chromium
 
@@ -86,6 +86,10 @@ bench-batch: $(VENV)/.installed
 ## bench-authorizer: the API key authorizer's p50 cached/uncached on the local stack, and its cost per 1,000 (~1 min)
 bench-authorizer: $(VENV)/.installed
 	$(BIN)/python benchmarks/authorizer.py $(BENCH_ARGS)
+
+## poll-cost: a 3- and a 10-minute poll-path task counted on the local stack and priced (~12 min)
+poll-cost: $(VENV)/.installed
+	$(BIN)/python benchmarks/poll_cost.py
 
 ## chaos: 100 tasks on the local stack, 30 % with injected faults; exits 1 when a target is missed
 ## (not part of `make test`; e.g. `make chaos CHAOS_ARGS="--runs 3"`)

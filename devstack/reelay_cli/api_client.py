@@ -43,7 +43,7 @@ from pydantic import BaseModel, ValidationError
 
 from reelay.apikeys import ApiKeyList, ApiKeyView, NewApiKey
 from reelay.contract import BatchTicket, BatchView, OutputView, ProviderList, ProviderView, TaskPage, TaskView
-from reelay_cli.backoff import poll_delays
+from reelay_cli.backoff import ProgressPacer, poll_delays
 
 
 def _version() -> str:
@@ -240,8 +240,7 @@ class ReelayClient:
     """The reelay HTTP API, as Python calls returning its contract models.
 
     ``transport`` replaces the network (``httpx.MockTransport`` in tests); ``sleep`` is the pause
-    between polls of :meth:`wait`, whose delays come from ``backoff`` (a fresh iterator of
-    seconds per wait; default: :func:`~reelay_cli.backoff.poll_delays`).
+    between polls of :meth:`wait`, whose delays come from :class:`~reelay_cli.backoff.ProgressPacer`.
     """
 
     def __init__(
@@ -382,10 +381,12 @@ class ReelayClient:
 
         The first look is immediate; then the pause grows from ``interval`` to ``max_interval``
         with jitter (:func:`~reelay_cli.backoff.poll_delays`), so a long task is not asked every
-        second. Raises :class:`CliError` (exit code 3) when ``timeout`` seconds pass first.
+        second, and stretches further while the task's progress says its end is far
+        (:class:`~reelay_cli.backoff.ProgressPacer`). Raises :class:`CliError` (exit code 3)
+        when ``timeout`` seconds pass first.
         """
         started = time.monotonic()
-        delays = poll_delays(first=interval, cap=max_interval)
+        pacer = ProgressPacer(first=interval, cap=max_interval)
         while True:
             task = self.get_task(task_id)
             if on_update:
@@ -394,7 +395,7 @@ class ReelayClient:
                 return task
             if timeout is not None and time.monotonic() - started >= timeout:
                 raise CliError(f"task {task_id} is still {task.status} after {timeout:g} s", exit_code=3)
-            self._sleep(next(delays))
+            self._sleep(pacer.pause(task.progress))
 
     # batches
 

@@ -30,3 +30,44 @@ def poll_delays(
     while True:
         yield min(cap, max(0.0, base * (1 + uniform(-JITTER, JITTER))))
         base = min(cap, base * GROWTH)
+
+
+class ProgressPacer:
+    """Pauses between looks at one task: the back-off of :func:`poll_delays`, stretched while the
+    task's progress says its end is still far.
+
+    The progress rate is measured from the first look that reported progress, on the clock of the
+    pauses themselves (their sum), so a skewed client clock or a slow answer cannot mislead it.
+    While the estimated time left is long, the pause is ``share`` of it (at most ``long_cap``);
+    near the end it falls back to the back-off, so the end is seen as soon as before. A 10-minute
+    task watched this way takes about a quarter of the requests of the plain back-off.
+    """
+
+    def __init__(
+        self,
+        *,
+        first: float = 1.0,
+        cap: float = 10.0,
+        long_cap: float = 60.0,
+        share: float = 0.5,
+        uniform: Callable[[float, float], float] = random.uniform,
+    ) -> None:
+        self._delays = poll_delays(first=first, cap=cap, uniform=uniform)
+        self._long_cap = max(long_cap, cap)
+        self._share = share
+        self._elapsed = 0.0
+        self._start: tuple[float, int] | None = None
+
+    def pause(self, progress: int | None) -> float:
+        """The pause before the next look, given the progress the last look reported."""
+        pause = next(self._delays)
+        if progress is not None and 0 < progress < 100:
+            if self._start is None:
+                self._start = (self._elapsed, progress)
+            else:
+                since, then = self._start
+                if progress > then and self._elapsed > since:
+                    rate = (progress - then) / (self._elapsed - since)
+                    pause = max(pause, min(self._long_cap, self._share * (100 - progress) / rate))
+        self._elapsed += pause
+        return pause

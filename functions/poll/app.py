@@ -1,4 +1,4 @@
-"""One poll of the poll state machine (statemachine/poll.asl.json): action "poll" or "fail"."""
+"""The poll function: a batch of poll messages (SQS), or the poll state machine's RecordFailure."""
 
 import os
 
@@ -14,4 +14,4 @@ container = Container.from_environ(os.environ)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     if event.get("action") == "fail":
         return container.poller.fail(event)
-    return container.poller.poll(event)
+    return container.poller.handle_batch(event, context)

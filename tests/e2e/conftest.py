@@ -3,7 +3,7 @@
 One ``DevEnvironment`` per test module (the local stack runs handlers in-process, so one at a
 time). The stack serves four providers: the three defaults on the simulator, plus
 ``sorahk_short``, a second sorahk instance with a 6 s deadline, for the deadline test.
-Polls per execution are lowered so the continuation is exercised quickly. A handler that runs
+A handler that runs
 past its template timeout fails the test it ran in (``tests.lambda_timeouts``).
 """
 
@@ -101,7 +101,7 @@ def running_api(variables: dict[str, str], **dev_options: Any) -> Iterator[Api]:
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[Api]:
-    with running_api(E2E_ENV, parameter_overrides={"PollMaxPollsPerExecution": "4"}) as client:
+    with running_api(E2E_ENV) as client:
         yield client
 
 

@@ -1,4 +1,4 @@
-"""The poll function's logic: schedule, deadline, continuation, failure recording."""
+"""The poll function's logic: delayed poll messages, the task token, deadline, errors, failure recording."""
 
 from __future__ import annotations
 
@@ -6,38 +6,64 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import boto3
 import pytest
 
-from reelay.aws import ResultBucket, TaskQueue
+from reelay.aws import PollTokens, ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
-from reelay.errors import ProviderTransientError
+from reelay.errors import ProviderAuthError, ProviderRateLimited, ProviderTransientError
 from reelay.models import ErrorCode, TaskStatus, VideoRequest, utcnow
-from reelay.polling import PollService
+from reelay.polling import MAX_TRANSIENT_ERRORS, PollMessage, PollService
 from reelay.store import DynamoTaskStore
 from reelay.tasks import TaskService
 from reelay.tracking import TaskTracker
 from tests.unit.conftest import drain, load_event
 from tests.unit.fakes import FakeProvider, config
-from tests.unit.test_submission import RecordingStarter
+
+
+class RecordingTokens(PollTokens):
+    """Records the task-token calls; a token in ``gone`` is no longer awaited by any execution."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any]] = []
+        self.gone: set[str] = set()
+
+    def heartbeat(self, token: str) -> bool:
+        self.calls.append(("heartbeat", token, None))
+        return token not in self.gone
+
+    def succeed(self, token: str, output: dict[str, Any]) -> bool:
+        self.calls.append(("succeed", token, output))
+        return token not in self.gone
+
+    def fail(self, token: str, *, error: str, cause: str) -> bool:
+        self.calls.append(("fail", token, {"Error": error, "Cause": cause}))
+        return token not in self.gone
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _, _ in self.calls]
 
 
 @pytest.fixture
 def world(aws: dict[str, str]) -> Any:
+    poll_queue = boto3.client("sqs").create_queue(QueueName="poll")["QueueUrl"]
+
     class World:
         provider = FakeProvider(config("sorahk", typical_seconds=300, deadline_seconds=3600), callbacks=False)
         store = DynamoTaskStore("tasks")
         catalog = ProviderCatalog((provider.config,), factory=lambda c: World.provider)
-        starter = RecordingStarter()
+        tokens = RecordingTokens()
         clock = [utcnow()]
         service = PollService(
             store,
             catalog,
             TaskTracker(store, TaskQueue(aws["INGEST_QUEUE_URL"])),
-            starter,
-            max_polls=3,
+            TaskQueue(poll_queue),
+            tokens,
             clock=lambda: World.clock[0],
         )
         ingest_queue = aws["INGEST_QUEUE_URL"]
+        queue = poll_queue
 
         def submitted(self) -> str:
             tasks = TaskService(self.store, self.catalog, TaskQueue(aws["SUBMIT_QUEUE_URL"]), ResultBucket("results"))
@@ -45,61 +71,113 @@ def world(aws: dict[str, str]) -> Any:
             self.store.transition(task, TaskStatus.SUBMITTED, reason="t", provider_task_id="p-1")
             return task.id
 
+        def queued_polls(self) -> int:
+            """Poll messages on the queue, delayed or not."""
+            names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"]
+            found = boto3.client("sqs").get_queue_attributes(QueueUrl=poll_queue, AttributeNames=names)
+            return sum(int(v) for v in found["Attributes"].values())
+
     return World()
 
 
-def _event(task_id: str, **kw: Any) -> dict[str, Any]:
-    return load_event("poll.json") | {"task_id": task_id} | kw
+def _message(task_id: str, **kw: Any) -> PollMessage:
+    return PollMessage(task_id=task_id, token="tok-1", **kw)
 
 
-def test_polls_until_success_with_shrinking_waits_then_done(world: Any) -> None:
+def test_a_running_task_gets_its_next_poll_after_a_heartbeat_with_shrinking_waits(world: Any, monkeypatch: Any) -> None:
     task_id = world.submitted()
-    state = _event(task_id)
-    waits = []
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(TaskQueue, "send", lambda self, tid, **kw: sent.append({"task_id": tid, **kw}))
+    message = _message(task_id)
     for progress in (20, 60):
         world.provider.running(progress)
         world.clock[0] += timedelta(seconds=120)
-        state = world.service.poll(state)
-        assert state["outcome"] == "wait"
-        waits.append(state["wait_seconds"])
-    assert waits[0] > waits[1]  # the end nears: waits shrink
+        assert world.service.poll(message) == "next"
+        message = PollMessage(**{k: v for k, v in sent[-1].items() if k != "delay_seconds"})
+    assert world.tokens.kinds() == ["heartbeat", "heartbeat"]
+    assert [s["polls"] for s in sent] == [1, 2] and all(s["token"] == "tok-1" for s in sent)
+    assert sent[0]["delay_seconds"] > sent[1]["delay_seconds"] >= 1  # the end nears: waits shrink
     assert world.store.get(task_id).status is TaskStatus.RUNNING
+
+
+def test_the_final_answer_hands_over_to_ingest_and_ends_the_execution(world: Any) -> None:
+    task_id = world.submitted()
     world.provider.succeed("https://cdn.example/v.mp4")
-    done = world.service.poll(_event(task_id, polls=0))
-    assert done["outcome"] == "done" and done["status"] == "ingesting"
+    assert world.service.poll(_message(task_id, polls=3)) == "done"
+    assert world.tokens.calls == [("succeed", "tok-1", {"task_id": task_id, "status": "ingesting"})]
     assert drain(world.ingest_queue) == [{"task_id": task_id}]
+    assert world.queued_polls() == 0  # the chain ends: no further poll
+    # A duplicate of the message (SQS delivers at least once) changes nothing and asks no one.
+    assert world.service.poll(_message(task_id, polls=3)) == "done"
+    assert world.provider.status_calls == ["p-1"]
 
 
-def test_continues_in_a_fresh_execution_after_max_polls(world: Any) -> None:
+def test_a_provider_reported_failure_ends_the_task_and_the_execution_cleanly(world: Any) -> None:
+    from reelay.providers.base import ProviderState, ProviderStatus
+
+    task_id = world.submitted()
+    world.provider.state = ProviderStatus(
+        provider_task_id="p-1", state=ProviderState.FAILED, error_code=ErrorCode.CONTENT_POLICY, error_message="no"
+    )
+    assert world.service.poll(_message(task_id)) == "done"
+    assert world.store.get(task_id).error.code is ErrorCode.CONTENT_POLICY
+    assert world.tokens.kinds() == ["succeed"]
+
+
+def test_a_poll_whose_execution_no_longer_waits_stops_its_chain(world: Any) -> None:
     task_id = world.submitted()
     world.provider.running(10)
-    state = _event(task_id)
-    outcomes = []
-    for _ in range(3):
-        state = world.service.poll(state)
-        outcomes.append(state["outcome"])
-    assert outcomes == ["wait", "wait", "continued"]
-    name, payload = world.starter.started[0]
-    assert name == f"{task_id}-1"
-    assert payload["polls"] == 0 and payload["segment"] == 1 and payload["total_polls"] == 3
+    world.tokens.gone.add("tok-1")
+    assert world.service.poll(_message(task_id)) == "stopped"
+    assert world.queued_polls() == 0
 
 
-def test_deadline_fails_the_task(world: Any) -> None:
+def test_deadline_fails_the_task_without_asking_the_provider(world: Any) -> None:
     task_id = world.submitted()
     world.clock[0] += timedelta(seconds=3601)
-    out = world.service.poll(_event(task_id))
-    assert out["outcome"] == "done"
+    assert world.service.poll(_message(task_id)) == "done"
     task = world.store.get(task_id)
     assert task.status is TaskStatus.FAILED and task.error.code is ErrorCode.DEADLINE_EXCEEDED
-    assert world.provider.status_calls == []
+    assert world.provider.status_calls == [] and world.tokens.kinds() == ["succeed"]
 
 
-def test_transient_errors_propagate_typed_for_the_state_machine_retry(world: Any) -> None:
+def test_transient_errors_are_polled_again_with_backoff_then_fail_by_name(world: Any, monkeypatch: Any) -> None:
     task_id = world.submitted()
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(TaskQueue, "send", lambda self, tid, **kw: sent.append(kw))
+    world.provider.status_error = ProviderRateLimited("slow down", provider="sorahk", retry_after=30)
+    assert world.service.poll(_message(task_id, polls=2)) == "next"
+    assert sent[-1]["errors"] == 1 and sent[-1]["polls"] == 2 and sent[-1]["delay_seconds"] >= 30  # Retry-After
     world.provider.status_error = ProviderTransientError("HTTP 502", provider="sorahk")
-    with pytest.raises(ProviderTransientError):
-        world.service.poll(_event(task_id))
-    assert world.store.get(task_id).status is TaskStatus.SUBMITTED
+    assert world.service.poll(_message(task_id, errors=MAX_TRANSIENT_ERRORS - 2)) == "next"
+    assert world.store.get(task_id).status is TaskStatus.SUBMITTED  # never failed by a retried error
+    assert world.service.poll(_message(task_id, errors=MAX_TRANSIENT_ERRORS - 1)) == "failed"
+    assert world.tokens.calls[-1] == ("fail", "tok-1", {"Error": "ProviderTransientError", "Cause": "HTTP 502"})
+    # A good answer resets the count.
+    world.provider.status_error = None
+    world.provider.running(40)
+    assert world.service.poll(_message(task_id, errors=5)) == "next" and sent[-1]["errors"] == 0
+
+
+def test_an_error_that_ends_the_task_is_sent_to_the_execution_by_class_name(world: Any) -> None:
+    task_id = world.submitted()
+    world.provider.status_error = ProviderAuthError("sorahk rejected reelay's credential (401)", provider="sorahk")
+    assert world.service.poll(_message(task_id)) == "failed"
+    kind, _, error = world.tokens.calls[-1]
+    assert kind == "fail" and error["Error"] == "ProviderAuthError"
+    # The state machine's Catch hands it to RecordFailure: the code comes from the name.
+    world.service.fail({"action": "fail", "task_id": task_id, "error": error})
+    task = world.store.get(task_id)
+    assert task.status is TaskStatus.FAILED and task.error.code is ErrorCode.PROVIDER_AUTH
+    assert "credential" in task.error.message
+
+
+def test_an_error_with_no_execution_waiting_is_recorded_on_the_task(world: Any) -> None:
+    task_id = world.submitted()
+    world.tokens.gone.add("tok-1")
+    world.provider.status_error = ProviderAuthError("refused", provider="sorahk")
+    assert world.service.poll(_message(task_id)) == "failed"
+    assert world.store.get(task_id).error.code is ErrorCode.PROVIDER_AUTH
 
 
 def test_caught_errors_fail_the_task_with_a_stable_code_and_no_stack_trace(world: Any) -> None:
@@ -116,3 +194,50 @@ def test_caught_errors_fail_the_task_with_a_stable_code_and_no_stack_trace(world
     task = world.store.get(task_id)
     assert task.status is TaskStatus.FAILED and task.error.code is ErrorCode.PROVIDER_AUTH
     assert "stackTrace" not in task.error.message and "File x" not in task.error.message
+
+
+def test_the_state_machine_timeout_is_a_deadline(world: Any) -> None:
+    task_id = world.submitted()
+    world.service.fail({"task_id": task_id, "error": {"Error": "States.Timeout", "Cause": ""}})
+    assert world.store.get(task_id).error.code is ErrorCode.DEADLINE_EXCEEDED
+
+
+def test_a_batch_reports_only_the_message_that_raised(world: Any) -> None:
+    task_id = world.submitted()
+    world.provider.running(10)
+    event = load_event("sqs_poll.json")
+    good = event["Records"][0] | {"messageId": "good", "body": _message(task_id).model_dump_json()}
+    bad = event["Records"][0] | {"messageId": "bad", "body": _message("tsk_missing").model_dump_json()}
+    junk = event["Records"][0] | {"messageId": "junk", "body": "{}"}  # dropped: it can never succeed
+    result = world.service.handle_batch({"Records": [good, bad, junk]}, None)
+    assert result == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
+    assert world.queued_polls() == 1  # the good one's next poll
+
+
+def test_the_token_is_not_in_the_message_repr() -> None:
+    assert "secret-token" not in repr(PollMessage(task_id="t", token="secret-token"))
+
+
+def test_a_message_is_left_for_the_next_invocation_when_its_poll_would_not_fit(world: Any) -> None:
+    task_id = world.submitted()
+    world.provider.running(10)
+    service = PollService(
+        world.store, world.catalog, world.service._tracker, TaskQueue(world.queue), world.tokens, record_seconds=30
+    )
+    sqs = boto3.client("sqs")
+    sqs.send_message(QueueUrl=world.queue, MessageBody=_message(task_id).model_dump_json())
+    [received] = sqs.receive_message(QueueUrl=world.queue, VisibilityTimeout=600)["Messages"]
+    record = load_event("sqs_poll.json")["Records"][0] | {
+        "messageId": received["MessageId"],
+        "receiptHandle": received["ReceiptHandle"],
+        "body": received["Body"],
+    }
+
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return 10_000  # 10 s left, a poll may take 30
+
+    result = service.handle_batch({"Records": [record]}, Context())
+    assert result == {"batchItemFailures": [{"itemIdentifier": received["MessageId"]}]}
+    assert world.provider.status_calls == []  # not started
+    assert sqs.receive_message(QueueUrl=world.queue).get("Messages")  # visible again at once

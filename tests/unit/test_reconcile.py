@@ -161,7 +161,8 @@ def test_a_dead_poll_execution_is_restarted_under_a_fresh_name(world: Any) -> No
     world.later(6 * TYPICAL)
     assert world.reconciler.run() == {"poll_restarted": 1}
     assert [n for n, _ in world.starter.started] == [task_id, f"{task_id}-1"]
-    assert world.starter.started[1][1]["segment"] == 1
+    restarted = world.starter.started[1][1]
+    assert restarted["task_id"] == task_id and 1 <= restarted["timeout_seconds"] <= 3 * 3600
     assert world.get(task_id).poll_execution == f"{task_id}-1"
 
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-import reelay.errors
 from tests.template_support import REPO, resource, template
 
 RES = template()["Resources"]
@@ -41,7 +40,7 @@ def test_every_queue_has_a_dlq_and_visibility_at_least_six_times_its_consumer_ti
         for ev in fn["Properties"].get("Events", {}).values()
         if ev["Type"] == "SQS"
     }
-    assert set(consumers) == {"SubmitQueue", "IngestQueue", "NotifyQueue", "BatchQueue"}
+    assert set(consumers) == {"SubmitQueue", "IngestQueue", "NotifyQueue", "BatchQueue", "PollQueue"}
     for queue, fn in consumers.items():
         props = RES[queue]["Properties"]
         assert props["VisibilityTimeout"] >= 6 * _timeout(fn), queue
@@ -105,7 +104,18 @@ def test_the_api_key_authorizer_is_cached_simple_and_reads_only_the_key_table() 
 
 
 def test_policies_are_scoped_to_the_stacks_own_resources() -> None:
-    text = json.dumps({k: v["Properties"].get("Policies", []) for k, v in FUNCTIONS.items()})
+    # The task-token calls (SendTask*) have no resource-level permissions: the token names the
+    # execution. They are the only statement allowed on "*".
+    token_calls = {"states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"}
+
+    def token_only(policy: Any) -> bool:
+        statements = policy.get("Statement") if isinstance(policy, dict) else None
+        return bool(statements) and all(set(st["Action"]) <= token_calls for st in statements)
+
+    policies = {
+        k: [p for p in v["Properties"].get("Policies", []) if not token_only(p)] for k, v in FUNCTIONS.items()
+    }
+    text = json.dumps(policies)
     assert '"Resource": "*"' not in text and '"Action": "*"' not in text
     assert "AdministratorAccess" not in text and "FullAccess" not in text
     assert "S3CrudPolicy" not in json.dumps(FUNCTIONS["ApiFunction"])  # the API only reads results
@@ -119,24 +129,44 @@ def test_each_function_may_do_what_its_code_does() -> None:
     assert "S3ReadPolicy" in policies("SubmitFunction")  # reads image-edit inputs
     assert "S3ReadPolicy" in policies("ApiFunction")  # presigns output URLs, checks image keys
     assert "StepFunctionsExecutionPolicy" in policies("SubmitFunction")  # starts the poll path
-    assert "states:StartExecution" in policies("PollFunction")  # continues in a fresh execution
+    assert "states:SendTaskSuccess" in policies("PollFunction")  # ends the poll execution's wait
+    assert "states:StartExecution" not in policies("PollFunction")  # one execution per task
+    assert "PollQueue" in policies("PollFunction")  # sends the next poll
     for name in ("CallbackFunction", "SubmitFunction"):
         assert "CallbackSecret" in policies(name)  # mints / checks callback tokens
     for name in ("SubmitFunction", "PollFunction", "CallbackFunction"):
         assert "IngestQueue" in policies(name)  # enqueue ingest (the one winner of the move)
 
 
-def test_state_machine_retries_name_real_error_classes_and_has_a_catch() -> None:
+def test_state_machine_waits_on_a_token_with_deadline_heartbeat_retries_and_a_catch() -> None:
     asl = json.loads((REPO / "statemachine/poll.asl.json").read_text())
     poll = asl["States"]["Poll"]
-    named = {e for r in poll["Retry"] for e in r["ErrorEquals"] if not e.startswith(("Lambda.", "States."))}
-    for name in named:
-        assert issubclass(getattr(reelay.errors, name), reelay.errors.ReelayError), name
+    assert poll["Resource"] == "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
+    assert poll["Parameters"]["MessageBody"]["token.$"] == "$$.Task.Token"
+    assert poll["Parameters"]["DelaySeconds.$"] == "$.wait_seconds"
+    assert poll["TimeoutSecondsPath"] == "$.timeout_seconds"  # the provider deadline
+    assert poll["HeartbeatSecondsPath"] == "$.heartbeat_seconds"  # a lost poll message
+    retried = {e for r in poll["Retry"] for e in r["ErrorEquals"]}
+    assert "States.HeartbeatTimeout" in retried  # sends a fresh poll message
     assert all(r["BackoffRate"] > 1 and r.get("JitterStrategy") == "FULL" for r in poll["Retry"])
-    assert poll["Catch"][0]["ErrorEquals"] == ["States.ALL"]
-    assert asl["States"]["Wait"]["SecondsPath"] == "$.wait_seconds"
+    assert poll["Catch"][0]["ErrorEquals"] == ["States.ALL"] and poll["Catch"][0]["Next"] == "RecordFailure"
+    assert poll.get("End") is True
+    # Only the failure path has more states: a task that succeeds costs one state transition.
+    assert set(asl["States"]) == {"Poll", "RecordFailure", "Failed"}
     sm = resource("PollStateMachine")["Properties"]
-    assert sm["DefinitionSubstitutions"] == {"PollFunctionArn": {"Fn::GetAtt": ["PollFunction", "Arn"]}}
+    assert sm["DefinitionSubstitutions"] == {
+        "PollFunctionArn": {"Fn::GetAtt": ["PollFunction", "Arn"]},
+        "PollQueueUrl": {"Ref": "PollQueue"},
+    }
+    assert "PollQueue" in json.dumps(sm["Policies"])
+
+
+def test_the_poll_queue_feeds_the_poll_function_with_partial_failures_and_a_dlq() -> None:
+    [source] = FUNCTIONS["PollFunction"]["Properties"]["Events"].values()
+    assert source["Type"] == "SQS" and source["Properties"]["Queue"] == {"Fn::GetAtt": ["PollQueue", "Arn"]}
+    assert source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    queue = resource("PollQueue")["Properties"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["PollDLQ", "Arn"]}
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
@@ -146,7 +176,7 @@ def test_each_function_has_a_sample_event(name: str) -> None:
         "CallbackFunction": "callback_",
         "SubmitFunction": "sqs_submit",
         "IngestFunction": "sqs_ingest",
-        "PollFunction": "poll",
+        "PollFunction": "sqs_poll",
         "ReconcileFunction": "schedule_reconcile",
         "NotifyFunction": "sqs_notify",
         "BatchFunction": "sqs_batch",
@@ -169,8 +199,8 @@ def test_timeouts_batch_sizes_and_provider_timeouts_are_consistent() -> None:
     assert timeout["SubmitFunction"] >= settings.submit_record_seconds + 10
     # The callback answers after one status call, inside the HTTP API's 30 s integration limit.
     assert call + 3 <= timeout["CallbackFunction"] <= 30
-    # One poll: a status call, then maybe starting the next execution.
-    assert timeout["PollFunction"] >= call + 10
+    # A poll message is started only while one status call and its writes fit.
+    assert timeout["PollFunction"] >= settings.poll_record_seconds + 10
     # Reconcile stops taking tasks while one task's look (a status call and writes) still fits.
     assert call + 10 <= RESERVE_SECONDS and timeout["ReconcileFunction"] >= 4 * RESERVE_SECONDS
 

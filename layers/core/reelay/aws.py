@@ -119,6 +119,37 @@ class PollStarter:
         return bool(status == "RUNNING")
 
 
+class PollTokens:
+    """The poll execution's task token: heartbeat it, or end its wait (SendTask* calls).
+
+    Each call answers False when no execution waits on the token any more (it timed out,
+    ended, or a heartbeat timeout replaced it with a fresh token): that poll chain stops.
+    """
+
+    _GONE = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
+
+    def __init__(self, *, client: Any = None) -> None:
+        self._sfn = client or boto3.client("stepfunctions")
+
+    def heartbeat(self, token: str) -> bool:
+        return self._call(self._sfn.send_task_heartbeat, taskToken=token)
+
+    def succeed(self, token: str, output: dict[str, Any]) -> bool:
+        return self._call(self._sfn.send_task_success, taskToken=token, output=json.dumps(output))
+
+    def fail(self, token: str, *, error: str, cause: str) -> bool:
+        return self._call(self._sfn.send_task_failure, taskToken=token, error=error[:256], cause=cause[:32768])
+
+    def _call(self, method: Callable[..., Any], **params: Any) -> bool:
+        try:
+            method(**params)
+        except ClientError as exc:
+            if _code(exc) in self._GONE:
+                return False
+            raise
+        return True
+
+
 class ResultBucket:
     """The results bucket: single PUTs and multipart uploads, every write conditional on the key being new.
 

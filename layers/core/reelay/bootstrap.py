@@ -372,15 +372,18 @@ class Container:
 
     @cached_property
     def poller(self) -> PollService:
-        from reelay.aws import PollStarter
+        from reelay.aws import PollTokens, TaskQueue
         from reelay.polling import PollService
 
+        if not self.settings.poll_queue_url:
+            raise ConfigurationError("POLL_QUEUE_URL is not set")
         return PollService(
             self.store,
             self.providers,
             self.tracker,
-            PollStarter(self.settings.poll_state_machine_arn),
-            max_polls=self.settings.poll_max_polls_per_execution,
+            TaskQueue(self.settings.poll_queue_url),
+            PollTokens(),
+            record_seconds=self.settings.poll_record_seconds,
         )
 
     @cached_property

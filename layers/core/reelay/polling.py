@@ -1,38 +1,50 @@
-"""One step of the poll state machine (statemachine/poll.asl.json), for protocols without callbacks.
+"""The poll path's polls (statemachine/poll.asl.json), for protocols without callbacks.
 
-``PollService.poll`` asks the provider's status endpoint, applies the answer through
-``TaskTracker`` and tells the state machine what to do next: ``wait`` (with the next wait
-from the adaptive schedule), ``done``, or ``continued`` (after ``max_polls`` polls it starts a
-fresh execution, so no execution nears the 25,000-event history limit). Transient provider
-errors propagate as typed exceptions so the state machine's ``Retry`` can route them by name.
+One poll execution per task waits on a task token; delayed SQS messages on the poll queue
+are its clock (Step Functions bills each state transition, SQS a message for a fraction of
+that: benchmarks/poll_cost.md). Each message ``{task_id, token, polls, errors}`` is one poll:
 
-Cost: each poll counts the state transitions it makes (Wait, Poll, Decide, and the final
-Succeed state when the execution ends); a poll that raises counts one (the Retry, or the Catch
-whose RecordFailure and Failed states ``fail`` counts with the cycle's Wait).
+- the provider's final answer is applied through ``TaskTracker`` (on to ingest, or failed),
+  and the execution ends with ``SendTaskSuccess``;
+- a task that is still running gets the next message, delayed by the adaptive schedule,
+  after a heartbeat of the token (so the execution's heartbeat timeout only fires when a
+  message was lost, and a poll chain whose token is no longer awaited stops);
+- a transient provider error (5xx, 429, a timeout) is polled again after a backoff, up to
+  ``MAX_TRANSIENT_ERRORS`` in a row;
+- an error that ends the task (credential refused, request rejected, task unknown, transient
+  errors past their retries) ends the wait with ``SendTaskFailure``, named after the error's
+  class; the state machine's Catch hands it to ``PollService.fail``, which records the code.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
+import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reelay import costs, metrics
-from reelay.aws import PollStarter
+from reelay.aws import PollTokens, TaskQueue
 from reelay.catalog import ProviderCatalog
-from reelay.errors import ProviderTaskUnknown, TransitionConflict
+from reelay.errors import ProviderError, ProviderRateLimited, ProviderTaskUnknown, ProviderTransientError
 from reelay.models import ErrorCode, Task, TaskStatus, utcnow
+from reelay.observability import task_keys
 from reelay.schedule import PollSchedule
 from reelay.store import TaskStore
 from reelay.tracking import TaskTracker
 
 logger = Logger(child=True)
 
-# Errors the state machine's Catch hands to ``fail``: their class name -> the task's code.
+# Transient errors in a row before the poll path gives up on a task (as the old Retry did).
+MAX_TRANSIENT_ERRORS = 8
+
+# Errors the state machine's Catch hands to ``fail``: their name -> the task's code.
 _CAUGHT_CODES = {
     "ProviderAuthError": ErrorCode.PROVIDER_AUTH,
     "ProviderRejectedRequest": ErrorCode.PROVIDER_REJECTED,
@@ -40,6 +52,17 @@ _CAUGHT_CODES = {
     "ProviderTaskUnknown": ErrorCode.PROVIDER_TASK_LOST,
     "States.Timeout": ErrorCode.DEADLINE_EXCEEDED,
 }
+
+
+class PollMessage(BaseModel):
+    """One message on the poll queue: poll ``task_id`` now, for the execution waiting on ``token``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    task_id: str = Field(min_length=1)
+    token: str = Field(min_length=1, repr=False)
+    polls: int = Field(default=0, ge=0)  # polls made before this one
+    errors: int = Field(default=0, ge=0)  # transient errors in a row before this one
 
 
 class PollService:
@@ -50,85 +73,122 @@ class PollService:
         store: TaskStore,
         providers: ProviderCatalog,
         tracker: TaskTracker,
-        starter: PollStarter,
+        queue: TaskQueue,
+        tokens: PollTokens,
         *,
-        max_polls: int,
         clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+        record_seconds: float = 0.0,
     ) -> None:
         self._store = store
         self._providers = providers
         self._tracker = tracker
-        self._starter = starter
-        self._max_polls = max_polls
+        self._queue = queue
+        self._tokens = tokens
         self._clock = clock
+        self._rng = rng or random.Random()
+        self._record_seconds = record_seconds
 
-    def poll(self, event: dict[str, Any]) -> dict[str, Any]:
-        """One poll: ``wait`` (with ``wait_seconds``), ``done`` or ``continued``."""
-        try:
-            state = self._poll(event)
-        except Exception:
-            costs.record(str(event.get("task_id") or "") or None, None, sfn_transitions=1)
-            raise
-        ends = state["outcome"] in ("done", "continued")
-        costs.record(state["task_id"], None, sfn_transitions=4 if ends else 3)
-        return state
+    def handle_batch(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        """An SQS batch of poll messages; a message that raised comes back (partial failures).
 
-    def _poll(self, event: dict[str, Any]) -> dict[str, Any]:
-        task = self._store.get(str(event["task_id"]))
-        polls = int(event.get("polls", 0)) + 1
-        total = int(event.get("total_polls", 0)) + 1
-        segment = int(event.get("segment", 0))
-        state = {"task_id": task.id, "polls": polls, "total_polls": total, "segment": segment}
+        A message is only started while the most one can take (``record_seconds``) is left in
+        the invocation; the rest are made visible again at once, so a batch of slow status
+        calls never runs past the function's timeout.
+        """
+
+        def record_handler(record: SQSRecord) -> None:
+            try:
+                message = PollMessage.model_validate_json(record.body)
+            except ValidationError:
+                logger.error("dropping a poll message without a task id and token", extra={"id": record.message_id})
+                return
+            if context is not None and context.get_remaining_time_in_millis() < self._record_seconds * 1000:
+                self._queue.retry_later(record.receipt_handle, 0)
+                raise TimeoutError("not enough time left in this invocation for another poll")
+            with task_keys(message.task_id):  # each record's logs carry its task id
+                self.poll(message)
+
+        # Every record failing is still a partial answer (each comes back on its own), not an error.
+        processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+        return dict(
+            process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+        )
+
+    def poll(self, message: PollMessage) -> str:
+        """One poll; what became of the chain: ``done``, ``next``, ``failed`` or ``stopped``."""
+        task = self._store.get(message.task_id)
         if _settled(task):
-            return _done(task, state)
+            return self._done(message, task)
         provider = self._providers.get(task.provider)
         now = self._clock()
-        if now - task.clock_start > timedelta(seconds=provider.config.deadline_seconds):
+        deadline = int(provider.config.deadline_seconds)
+        if now - task.clock_start > timedelta(seconds=deadline):
             task = self._tracker.fail(
-                task,
-                ErrorCode.DEADLINE_EXCEEDED,
-                f"no result from {provider.name} within {int(provider.config.deadline_seconds)} s",
+                task, ErrorCode.DEADLINE_EXCEEDED, f"no result from {provider.name} within {deadline} s"
             )
-            return _done(task, state)
-        if task.provider_task_id is None:
-            raise ProviderTaskUnknown("the task has no provider task id to poll", provider=provider.name)
-        status = provider.status(task.provider_task_id)
+            return self._done(message, task)
+        schedule = PollSchedule.for_provider(provider.config)
+        try:
+            if task.provider_task_id is None:
+                raise ProviderTaskUnknown("the task has no provider task id to poll", provider=provider.name)
+            status = provider.status(task.provider_task_id)
+        except ProviderTransientError as exc:
+            errors = message.errors + 1
+            if errors >= MAX_TRANSIENT_ERRORS:
+                return self._failed(message, task, exc)
+            retry_after = exc.retry_after if isinstance(exc, ProviderRateLimited) else None
+            wait = schedule.retry_wait(errors, retry_after=retry_after, unit=self._rng.random())
+            logger.info("provider status failed; polling again", extra={"task_id": task.id, "error": exc.code})
+            return self._next(message.model_copy(update={"errors": errors}), wait)
+        except ProviderError as exc:
+            return self._failed(message, task, exc)
         task = self._tracker.apply(task, status)
         if _settled(task):
-            return _done(task, state)
+            return self._done(message, task)
+        polls = message.polls + 1
         elapsed = (now - _submitted_at(task)).total_seconds()
-        wait = PollSchedule.for_provider(provider.config).wait(
-            total, task_id=task.id, elapsed=elapsed, progress=status.progress
-        )
-        state |= {"wait_seconds": wait, "progress": task.progress}
-        if polls >= self._max_polls:
-            next_state = state | {"polls": 0, "segment": segment + 1}
-            arn = str(event.get("state_machine_arn") or "") or None
-            name = f"{task.id}-{segment + 1}"
-            self._starter.start(name, next_state, state_machine_arn=arn)
-            with contextlib.suppress(TransitionConflict):  # reconcile reads it to find a dead execution
-                self._store.update(task, poll_execution=name)
-            logger.info("poll continued in a fresh execution", extra={"task_id": task.id, "segment": segment + 1})
-            return state | {"outcome": "continued"}
-        return state | {"outcome": "wait"}
+        wait = schedule.wait(polls, task_id=task.id, elapsed=elapsed, progress=status.progress)
+        return self._next(message.model_copy(update={"polls": polls, "errors": 0}), wait)
 
     def fail(self, event: dict[str, Any]) -> dict[str, Any]:
         """The state machine's Catch: record why the poll path gave up on the task."""
         task = self._store.get(str(event["task_id"]))
         error = event.get("error") or {}
-        name = str(error.get("Error", "Unknown"))
-        message = _cause_message(error.get("Cause"))
-        code = _CAUGHT_CODES.get(name, ErrorCode.PROVIDER_FAILED)
-        task = self._tracker.fail(task, code, message or f"polling failed: {name}")
-        # RecordFailure and Failed, and the Wait of the failed cycle (or the UnexpectedOutcome Pass).
+        task = self._record_failure(task, str(error.get("Error", "Unknown")), _cause_message(error.get("Cause")))
+        # Cost: the execution entered Poll, RecordFailure and Failed (reelay.costs).
         costs.record(task.id, None, sfn_transitions=3)
-        metrics.polls_done(task.provider, int(event.get("total_polls") or 0))
         return {"task_id": task.id, "status": str(task.status), "outcome": "done"}
 
+    def _next(self, message: PollMessage, wait: int) -> str:
+        if not self._tokens.heartbeat(message.token):
+            # Its execution ended or a heartbeat timeout replaced this chain: stop it.
+            logger.info("poll chain stopped: its execution no longer waits", extra={"task_id": message.task_id})
+            return "stopped"
+        self._queue.send(
+            message.task_id, delay_seconds=wait, token=message.token, polls=message.polls, errors=message.errors
+        )
+        return "next"
 
-def _done(task: Task, state: dict[str, Any]) -> dict[str, Any]:
-    metrics.polls_done(task.provider, int(state["total_polls"]))
-    return state | {"outcome": "done", "status": str(task.status)}
+    def _done(self, message: PollMessage, task: Task) -> str:
+        if not self._tokens.succeed(message.token, {"task_id": task.id, "status": str(task.status)}):
+            logger.info("poll execution already ended", extra={"task_id": task.id})
+            return "done"
+        # Cost: the execution's one state (Poll) ends here; its polls were SQS messages (reelay.costs).
+        costs.record(task.id, None, sfn_transitions=1)
+        metrics.polls_done(task.provider, message.polls + 1)
+        return "done"
+
+    def _failed(self, message: PollMessage, task: Task, exc: ProviderError) -> str:
+        name = type(exc).__name__
+        if not self._tokens.fail(message.token, error=name, cause=exc.message):
+            # No execution waits to record it: record it here (the one terminal path either way).
+            self._record_failure(task, name, exc.message)
+        return "failed"
+
+    def _record_failure(self, task: Task, name: str, message: str) -> Task:
+        code = _CAUGHT_CODES.get(name, ErrorCode.PROVIDER_FAILED)
+        return self._tracker.fail(task, code, message or f"polling failed: {name}")
 
 
 def _settled(task: Task) -> bool:
@@ -143,7 +203,7 @@ def _submitted_at(task: Task) -> datetime:
 
 
 def _cause_message(cause: Any) -> str:
-    """The ``errorMessage`` of a Lambda error cause, never its stack trace."""
+    """The ``errorMessage`` of a Lambda error cause (never its stack trace), or a plain cause."""
     if not cause:
         return ""
     try:

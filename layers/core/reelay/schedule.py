@@ -6,12 +6,16 @@ time. The first wait sits just before the typical time; after that, when the pro
 reports progress, reelay estimates the time left from the progress rate and waits a share
 of it, so waits shrink geometrically as the end nears (few polls, small detection delay);
 without progress the wait grows from a floor up to a cap. Jitter (±10 %, deterministic per
-task and poll) spreads the polls of tasks submitted together.
+task and poll) spreads the polls of tasks submitted together. No wait, the first included,
+exceeds the cap (with its jitter: ``longest_wait``, within SQS's 900 s delay limit), which
+sets the poll execution's heartbeat (``heartbeat_seconds``): a lost poll message is noticed
+one heartbeat later and sent again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 from reelay.providers.base import ProviderConfig
@@ -32,13 +36,48 @@ class PollSchedule:
 
     @classmethod
     def for_provider(cls, config: ProviderConfig) -> PollSchedule:
-        typical = max(1.0, config.typical_seconds)
-        return cls(typical=typical, floor=min(5.0, max(1.0, typical / 20)), blind_cap=min(60.0, max(5.0, typical / 4)))
+        return cls.for_typical(config.typical_seconds)
+
+    @classmethod
+    def for_typical(cls, typical_seconds: float) -> PollSchedule:
+        """The schedule for a provider whose tasks typically take ``typical_seconds``."""
+        typical = max(1.0, typical_seconds)
+        return cls(
+            typical=typical,
+            floor=min(5.0, max(1.0, typical / 20)),
+            # No wait longer than four typical times (a poll message's delay is at most 900 s).
+            cap=min(600.0, max(10.0, 4 * typical)),
+            blind_cap=min(60.0, max(5.0, typical / 4)),
+        )
+
+    @property
+    def longest_wait(self) -> int:
+        """The longest wait this schedule gives: the cap with the most jitter (<= 900 s, SQS's delay limit)."""
+        return math.ceil(self.cap * (1 + self.jitter))
+
+    @property
+    def heartbeat_seconds(self) -> int:
+        """How long the poll execution waits for a poll before it sends a fresh poll message.
+
+        Longer than the longest wait plus one poll (the function's 40 s timeout fits in the
+        margin), so only a lost message, never a slow one, ends the wait.
+        """
+        return int(self.longest_wait + min(60.0, max(10.0, self.cap)))
+
+    def retry_wait(self, errors: int, *, retry_after: float | None = None, unit: float = 0.5) -> int:
+        """Seconds before polling again after ``errors`` transient errors in a row (1 = the first).
+
+        Exponential from 2 s with full jitter (``unit`` in [0, 1) draws it), at least the
+        provider's ``Retry-After``, never longer than the cap.
+        """
+        high = min(self.cap, 2.0 * 2 ** max(0, errors - 1))
+        wait = max(1.0, high * unit, retry_after or 0.0)
+        return max(1, round(min(self.longest_wait, wait)))
 
     def wait(self, polls: int, *, task_id: str = "", elapsed: float | None = None, progress: int | None = None) -> int:
         """Seconds to wait before poll number ``polls`` (0 = the first)."""
         if polls <= 0:
-            base = self.typical * self.first_share
+            base = min(self.cap, self.typical * self.first_share)
         elif progress is not None and 0 < progress < 100 and elapsed and elapsed > 0:
             eta = elapsed * (100 - progress) / progress
             base = min(self.cap, max(self.floor, eta * self.eta_share))

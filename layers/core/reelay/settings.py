@@ -38,6 +38,7 @@ class Settings(BaseModel):
     ingest_queue_url: str = Field(min_length=1)
     submit_queue_url: str | None = None
     poll_state_machine_arn: str | None = None
+    poll_queue_url: str | None = None
     callback_base_url: str | None = None
     callback_secret: SecretStr | None = None
     callback_secret_arn: str | None = None
@@ -45,7 +46,6 @@ class Settings(BaseModel):
     reelay_provider_keys_secret_arn: str | None = None
     reelay_allowed_result_hosts: str = ""
     presign_ttl_seconds: int = Field(default=900, ge=60, le=7 * 24 * 3600)
-    poll_max_polls_per_execution: int = Field(default=200, ge=2, le=5000)
     # Ingest (REELAY_INGEST_*). Defaults fit the ingest function: 900 s timeout, memory from
     # the benchmark ((parts in flight + 1) x part size of buffers, plus the interpreter).
     ingest_part_bytes: int = Field(
@@ -140,6 +140,12 @@ class Settings(BaseModel):
 
         longest = max((p.call_seconds for p in self.providers), default=0.0)
         return 2 * (longest + READ_WAIT_SECONDS) + (longest + CREATE_PATIENCE_SECONDS) + 10
+
+    @property
+    def poll_record_seconds(self) -> float:
+        """The most one poll message can take: one status call and a few writes and sends."""
+        longest = max((p.call_seconds for p in self.providers), default=0.0)
+        return longest + 5
 
     def provider(self, name: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.name == name), None)

@@ -496,7 +496,7 @@ class Submitter:
         segment = _segment_of(task.poll_execution or task.id) + 1
         name = f"{task.id}-{segment}"
         task = self._store.update(task, poll_execution=name)
-        self._poll.start(name, poll_input(task, provider, segment=segment))
+        self._poll.start(name, poll_input(task, provider))
         return task
 
     def _follow(self, task: Task, provider: Provider) -> None:
@@ -506,22 +506,22 @@ class Submitter:
         self._poll.start(task.poll_execution or task.id, poll_input(task, provider))
 
 
-def poll_input(task: Task, provider: Provider, *, segment: int = 0, total_polls: int = 0) -> dict[str, object]:
-    """The input of a poll execution: the first wait comes from the adaptive schedule."""
+def poll_input(task: Task, provider: Provider) -> dict[str, object]:
+    """The input of a poll execution: the first wait, the deadline and the heartbeat (reelay.polling)."""
     from reelay.schedule import PollSchedule
 
     schedule = PollSchedule.for_provider(provider.config)
+    deadline = task.clock_start + timedelta(seconds=provider.config.deadline_seconds)
     return {
         "task_id": task.id,
-        "polls": 0,
-        "total_polls": total_polls,
-        "segment": segment,
-        "wait_seconds": schedule.wait(total_polls, task_id=task.id),
+        "wait_seconds": schedule.wait(0, task_id=task.id),
+        "timeout_seconds": max(1, int((deadline - utcnow()).total_seconds())),
+        "heartbeat_seconds": schedule.heartbeat_seconds,
     }
 
 
 def _segment_of(execution_name: str) -> int:
-    """The continuation number of a poll execution: ``<task id>-<n>``, or 0 for ``<task id>``."""
+    """The restart number of a poll execution: ``<task id>-<n>`` (reconcile restarted it n times), or 0."""
     _, _, suffix = execution_name.rpartition("-")
     return int(suffix) if suffix.isdigit() else 0
 
