@@ -306,6 +306,9 @@ def test_the_api_presigns_a_manifest_put_and_shows_only_the_owners_batch(harness
     assert ticket["key"] == "inbox/daily.jsonl" and ticket["report_key"] == "reports/daily.jsonl"
     assert ticket["headers"]["Content-MD5"] == base64.b64encode(bytes.fromhex(md5)).decode()
     assert "content-md5" in ticket["url"].lower()  # signed in: S3 refuses another body
+    # Then the batch is shown at once, awaiting its manifest
+    status, waiting = _call(app, "GET", f"/v1/batches/{ticket['batch_id']}")
+    assert status == 200 and waiting["status"] == "awaiting" and waiting["tasks"] == 0
     # And puts it (the batch id was known before the upload)
     harness.deliver(harness.put(ticket["key"], [_line(1), _line(2)]))
     status, view = _call(app, "GET", f"/v1/batches/{ticket['batch_id']}")

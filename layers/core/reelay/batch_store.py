@@ -47,6 +47,10 @@ class BatchStore(ABC):
     def get(self, batch_id: str) -> Batch | None: ...
 
     @abstractmethod
+    def start(self, batch_id: str, *, size: int) -> Batch | None:
+        """Move an ``awaiting`` batch to ``running`` (its manifest arrived); None if another delivery did."""
+
+    @abstractmethod
     def register_inbox(self, hashed: str, owner: str) -> None: ...
 
     @abstractmethod
@@ -139,6 +143,28 @@ class DynamoBatchStore(BatchStore):
     def get(self, batch_id: str) -> Batch | None:
         item = self._table.get_item(Key=self._key(batch_id), ConsistentRead=True).get("Item")
         return self._batch(item) if item else None
+
+    def start(self, batch_id: str, *, size: int) -> Batch | None:
+        now = utcnow().isoformat()
+        try:
+            response = self._update(
+                batch_id,
+                "SET #status = :running, created_at = :now, updated_at = :now, #size = :size",
+                {"#status": "status", "#size": "size"},
+                {
+                    ":running": BatchStatus.RUNNING.value,
+                    ":awaiting": BatchStatus.AWAITING.value,
+                    ":now": now,
+                    ":size": size,
+                },
+                ConditionExpression="#status = :awaiting",
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return None
+            raise
+        return self._batch(response["Attributes"])
 
     def register_inbox(self, hashed: str, owner: str) -> None:
         self._table.put_item(Item={"pk": f"INBOX#{hashed}", "sk": "INBOX", "inbox_owner": owner})

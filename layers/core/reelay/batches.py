@@ -91,6 +91,7 @@ def line_task_id(batch: Batch, line: int) -> str:
 
 
 class BatchStatus(StrEnum):
+    AWAITING = "awaiting"  # announced by POST /v1/batches; its manifest has not arrived yet
     RUNNING = "running"  # being split, tasks being made or running
     REPORTING = "reporting"  # every task ended; the report is being written
     COMPLETED = "completed"  # report and summary written
@@ -292,6 +293,10 @@ class BatchRunner:
             updated_at=now,
         )
         batch, created = self._store.create(batch)
+        if not created and batch.status is BatchStatus.AWAITING:
+            # Announced by POST /v1/batches: the first delivery of its upload starts it.
+            started = self._store.start(batch.id, size=size)
+            batch, created = started or batch, started is not None
         if not created:
             logger.info("manifest delivered again: nothing new", extra={"batch_id": batch.id})
             return batch
@@ -683,6 +688,21 @@ class BatchService:
             "Content-Length": str(request.bytes),
             "Content-MD5": md5_b64,
         }
+        now = utcnow()
+        batch_id = batch_id_of(self._bucket.name, key, request.md5)
+        announced = Batch(
+            id=batch_id,
+            owner=owner,
+            bucket=self._bucket.name,
+            key=key,
+            name=request.name,
+            etag=request.md5,
+            size=request.bytes,
+            status=BatchStatus.AWAITING,
+            created_at=now,
+            updated_at=now,
+        )
+        self._store.create(announced)  # GET /v1/batches/{id} answers at once (awaiting)
         url = self._bucket.presigned_put(
             key,
             content_type=headers["Content-Type"],
@@ -691,7 +711,7 @@ class BatchService:
             content_md5=md5_b64,
         )
         return BatchTicket(
-            batch_id=batch_id_of(self._bucket.name, key, request.md5),
+            batch_id=batch_id,
             key=key,
             report_key=f"{REPORTS_ROOT}{key.removeprefix(INBOX_ROOT).removesuffix(MANIFEST_SUFFIX)}{MANIFEST_SUFFIX}",
             url=url,

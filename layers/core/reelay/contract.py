@@ -129,7 +129,7 @@ class BatchTicket(BaseModel):
     """The answer of ``POST /v1/batches``: a presigned PUT of a manifest into your inbox.
 
     The MD5 is signed in, so the batch id is known before the upload: follow it with
-    ``GET /v1/batches/{batch_id}`` (404 until the manifest has arrived).
+    ``GET /v1/batches/{batch_id}`` at once (``awaiting`` until the manifest has arrived).
     """
 
     batch_id: str
@@ -145,7 +145,9 @@ class BatchView(BaseModel):
     """A batch's progress: its lines, tasks made, ended and running, and where its report is."""
 
     id: str
-    status: Literal["running", "reporting", "completed"]
+    status: Literal["awaiting", "running", "reporting", "completed"] = Field(
+        description="awaiting (the manifest has not arrived), running, reporting, completed"
+    )
     manifest: str = Field(description="s3:// URI of the manifest object.")
     name: str
     created_at: datetime
