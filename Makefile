@@ -53,7 +53,7 @@ ui: $(VENV)/.installed
 
 ## test: every template check, lint, unit and integration tests
 test: setup template-checks lint
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n 4 --dist loadfile
 
 template-checks: setup
 	SAM_CLI_TELEMETRY=0 $(SAM) validate --region $(REGION) -t template.yaml

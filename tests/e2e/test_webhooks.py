@@ -38,6 +38,7 @@ def api(receivers: tuple[Receiver, Receiver, Path]) -> Iterator[Api]:
         yield client
 
 
+@pytest.mark.timeout(600)  # 100 tasks at generate_task's governed 60 requests a minute take minutes
 def test_a_hundred_tasks_each_get_one_verified_delivery_across_failures_and_a_rotation(
     api: Api, receivers: tuple[Receiver, Receiver, Path]
 ) -> None:

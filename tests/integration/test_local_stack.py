@@ -744,7 +744,7 @@ def test_real_template_environment_points_at_local_resources() -> None:
         assert env["CALLBACK_SECRET"] == "s3cret"
         # A variable the template gives one function only is not in another's environment
         assert "POLL_STATE_MACHINE_ARN" not in stack.functions["ApiFunction"].environment
-        assert "SUBMIT_QUEUE_URL" not in stack.functions["IngestFunction"].environment
+        assert "SUBMIT_QUEUE_URL" not in stack.functions["NotifyFunction"].environment
         secret = boto3.client("secretsmanager").get_secret_value(SecretId=env["CALLBACK_SECRET_ARN"])
         assert len(secret["SecretString"]) == 48
         assert stack.aws_endpoint.startswith("http://127.0.0.1:")

@@ -343,5 +343,5 @@ def test_counters_group_provider_tasks_by_tag_across_protocols(sim: Simulator, r
     assert sorted(t["protocol"] for t in tags["run-1"]) == ["openai_videos", "sorahk"]
     assert [t["callback_url"] for t in tags["run-2"]] == [receiver.url + "/tsk_9"]
     over_http = HTTP.get(sim.url + "/_sim/counters").json()
-    assert set(over_http) == {"creates", "tasks_per_prompt", "tags", "status_calls", "downloads"}
+    assert set(over_http) == {"creates", "tasks_per_prompt", "tags", "status_calls", "downloads", "limits"}
     assert len(over_http["tags"]["run-1"]) == 2

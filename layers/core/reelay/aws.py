@@ -71,6 +71,7 @@ class EventBus:
             "Detail": json.dumps(detail, separators=(",", ":")),
             "Resources": resources or [],
         }
+        costs.record(None, "events.PutEvents", events=1)
         try:
             answer = self._events.put_events(Entries=[entry])
         except (ClientError, BotoCoreError) as exc:
@@ -141,6 +142,8 @@ class PollTokens:
         return self._call(self._sfn.send_task_failure, taskToken=token, error=error[:256], cause=cause[:32768])
 
     def _call(self, method: Callable[..., Any], **params: Any) -> bool:
+        # SendTask* calls are free API calls (not state transitions); counted so the tally is whole.
+        costs.record(None, "sfn." + "".join(w.title() for w in method.__name__.split("_")))
         try:
             method(**params)
         except ClientError as exc:
@@ -453,6 +456,7 @@ class S3ObjectReader(io.RawIOBase):
         start = self._position - self._position % self._block_bytes
         if start != self._block_start:
             end = min(self._size, start + self._block_bytes) - 1
+            _count(self._key, "s3.GetObject", s3_get_requests=1)
             body = self._s3.get_object(Bucket=self._bucket, Key=self._key, Range=f"bytes={start}-{end}")["Body"]
             self._block, self._block_start = body.read(), start
         offset = self._position - self._block_start

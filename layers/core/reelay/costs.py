@@ -198,11 +198,11 @@ def current_task() -> str | None:
     return _TASK.get()
 
 
-_TASK_KEY = re.compile(r"^tasks/([^/]+)/")
+_TASK_KEY = re.compile(r"^(?:tasks|previews)/([^/]+)/")
 
 
 def task_of_key(key: str) -> str | None:
-    """The task an object of the results bucket belongs to (``tasks/<id>/...``), if any."""
+    """The task an object of the results bucket belongs to (``tasks/<id>/...``, ``previews/<id>/...``), if any."""
     match = _TASK_KEY.match(key)
     return match.group(1) if match else None
 

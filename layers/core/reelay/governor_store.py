@@ -32,6 +32,8 @@ import boto3
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
+from reelay import costs
+
 
 @dataclass(frozen=True)
 class Slot:
@@ -77,6 +79,18 @@ class GovernorStore:
 
     # -- slots -------------------------------------------------------------------------------
 
+    def _counted(self, task_id: str | None, call: str) -> Any:
+        """The table, after counting ``call`` for ``task_id`` (``reelay.costs``): a call that names
+        a task (its slot, its place in the line) is that task's; the provider-wide ones (the
+        request log, the line's head, the clocks) are the stack's, as reconcile's Due query is.
+        The governor's items are small (under 1 KB) and in no index: one unit each."""
+        if task_id is not None:
+            if call == "ddb.GetItem":
+                costs.record(task_id, call, ddb_ru=1)
+            else:
+                costs.record(task_id, call, ddb_wu=1)
+        return self._table
+
     def slots(self, provider: str) -> list[Slot]:
         """Every taken slot of ``provider`` (one query)."""
         taken = []
@@ -89,7 +103,7 @@ class GovernorStore:
     def take_slot(self, provider: str, index: int, task_id: str, *, now: float, lease_until: float) -> bool:
         """Make ``task_id`` the holder of slot ``index`` if it is free (or its lease ran out)."""
         try:
-            self._table.update_item(
+            self._counted(task_id, "ddb.UpdateItem").update_item(
                 Key={"pk": f"GOV#{provider}#SLOTS", "sk": f"SLOT#{index:04d}"},
                 UpdateExpression="SET holder = :t, lease_until = :l, taken_at = :n",
                 ConditionExpression=Attr("holder").not_exists() | Attr("lease_until").lt(Decimal(str(now))),
@@ -108,7 +122,7 @@ class GovernorStore:
     def free_slot(self, provider: str, index: int, task_id: str) -> bool:
         """Free slot ``index`` if ``task_id`` still holds it."""
         try:
-            self._table.update_item(
+            self._counted(task_id, "ddb.UpdateItem").update_item(
                 Key={"pk": f"GOV#{provider}#SLOTS", "sk": f"SLOT#{index:04d}"},
                 UpdateExpression="REMOVE holder, lease_until, taken_at",
                 ConditionExpression=Attr("holder").eq(task_id),
@@ -139,7 +153,7 @@ class GovernorStore:
         """Replace the shard's log with ``log`` if nobody wrote it since ``shard`` was read."""
         condition = Attr("v").not_exists() if shard.version == 0 else Attr("v").eq(shard.version)
         try:
-            self._table.update_item(
+            self._counted(None, "ddb.UpdateItem").update_item(
                 Key={"pk": f"GOV#{provider}#RATE", "sk": f"SHARD#{shard.index:03d}"},
                 UpdateExpression="SET #log = :log, v = :v",
                 ConditionExpression=condition,
@@ -163,7 +177,7 @@ class GovernorStore:
         key = {"pk": f"GOV#{provider}#RATE", "sk": f"SHARD#{shard_index:03d}"}
         for attribute, value in (("not_before", not_before), ("penalty_until", penalty_until)):
             try:
-                self._table.update_item(
+                self._counted(None, "ddb.UpdateItem").update_item(
                     Key=key,
                     UpdateExpression=f"SET {attribute} = :t, v = if_not_exists(v, :zero) + :one",
                     ConditionExpression=Attr(attribute).not_exists() | Attr(attribute).lt(Decimal(str(value))),
@@ -177,14 +191,16 @@ class GovernorStore:
 
     def place_of(self, provider: str, task_id: str) -> str | None:
         """The place ``task_id`` was given in the line, or None when it never queued (or left)."""
-        item = self._table.get_item(Key={"pk": f"GOV#{provider}#WAITING", "sk": task_id}, ConsistentRead=True)
+        item = self._counted(task_id, "ddb.GetItem").get_item(
+            Key={"pk": f"GOV#{provider}#WAITING", "sk": task_id}, ConsistentRead=True
+        )
         place = (item.get("Item") or {}).get("place")
         return str(place) if place else None
 
     def mark_place(self, provider: str, task_id: str, place: str) -> str:
         """Record ``task_id``'s place unless it has one; the place it has now."""
         try:
-            self._table.put_item(
+            self._counted(task_id, "ddb.PutItem").put_item(
                 Item={"pk": f"GOV#{provider}#WAITING", "sk": task_id, "place": place},
                 ConditionExpression=Attr("pk").not_exists(),
             )
@@ -195,18 +211,22 @@ class GovernorStore:
         return place
 
     def forget_place(self, provider: str, task_id: str) -> None:
-        self._table.delete_item(Key={"pk": f"GOV#{provider}#WAITING", "sk": task_id})
+        self._counted(task_id, "ddb.DeleteItem").delete_item(Key={"pk": f"GOV#{provider}#WAITING", "sk": task_id})
 
     def put_waiting(self, provider: str, entry: WaitEntry) -> None:
-        self._table.put_item(Item={"pk": f"GOV#{provider}#WAIT", "sk": entry.place, "task_id": entry.task_id})
+        self._counted(entry.task_id, "ddb.PutItem").put_item(
+            Item={"pk": f"GOV#{provider}#WAIT", "sk": entry.place, "task_id": entry.task_id}
+        )
 
     def is_in_line(self, provider: str, place: str) -> bool:
-        item = self._table.get_item(Key={"pk": f"GOV#{provider}#WAIT", "sk": place}, ConsistentRead=True)
+        item = self._counted(None, "ddb.GetItem").get_item(
+            Key={"pk": f"GOV#{provider}#WAIT", "sk": place}, ConsistentRead=True
+        )
         return "Item" in item
 
     def head(self, provider: str, count: int) -> list[WaitEntry]:
         """The first ``count`` tasks of the line, in order."""
-        answer = self._table.query(
+        answer = self._counted(None, "ddb.Query").query(
             KeyConditionExpression=Key("pk").eq(f"GOV#{provider}#WAIT"), Limit=count, ConsistentRead=True
         )
         return [WaitEntry(str(i["task_id"]), str(i["sk"])) for i in answer.get("Items", [])]
@@ -214,7 +234,7 @@ class GovernorStore:
     def take_from_line(self, provider: str, place: str) -> bool:
         """Remove the entry at ``place``; True only for the one caller that removed it."""
         try:
-            self._table.delete_item(
+            self._counted(None, "ddb.DeleteItem").delete_item(
                 Key={"pk": f"GOV#{provider}#WAIT", "sk": place}, ConditionExpression=Attr("pk").exists()
             )
         except ClientError as exc:
@@ -230,7 +250,7 @@ class GovernorStore:
             kwargs: dict[str, Any] = {"KeyConditionExpression": Key("pk").eq(f"GOV#{provider}#WAIT"), "Select": "COUNT"}
             if start:
                 kwargs["ExclusiveStartKey"] = start
-            answer = self._table.query(**kwargs)
+            answer = self._counted(None, "ddb.Query").query(**kwargs)
             total += int(answer.get("Count", 0))
             start = answer.get("LastEvaluatedKey")
             if not start:
@@ -250,7 +270,7 @@ class GovernorStore:
         """Move the flow's last virtual time from ``expected`` to ``to`` (conditional)."""
         condition = Attr("last").not_exists() if expected is None else Attr("last").eq(Decimal(str(expected)))
         try:
-            self._table.update_item(
+            self._counted(None, "ddb.UpdateItem").update_item(
                 Key={"pk": f"GOV#{provider}#FLOWS", "sk": flow},
                 UpdateExpression="SET #last = :to",
                 ConditionExpression=condition,
@@ -266,7 +286,7 @@ class GovernorStore:
     def advance_clock(self, provider: str, clock_key: str, to: float) -> None:
         """Move a class's clock forward to ``to`` (never back)."""
         try:
-            self._table.update_item(
+            self._counted(None, "ddb.UpdateItem").update_item(
                 Key={"pk": f"GOV#{provider}#FLOWS", "sk": clock_key},
                 UpdateExpression="SET #last = :to",
                 ConditionExpression=Attr("last").not_exists() | Attr("last").lt(Decimal(str(to))),
@@ -286,7 +306,7 @@ class GovernorStore:
             kwargs: dict[str, Any] = {"KeyConditionExpression": Key("pk").eq(pk), "ConsistentRead": True}
             if start:
                 kwargs["ExclusiveStartKey"] = start
-            answer = self._table.query(**kwargs)
+            answer = self._counted(None, "ddb.Query").query(**kwargs)
             items.extend(answer.get("Items", []))
             start = answer.get("LastEvaluatedKey")
             if not start:

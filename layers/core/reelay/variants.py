@@ -377,6 +377,8 @@ def video_body(providers: Sequence[ProviderConfig], *, webhook_url: Any = None) 
     names = [c.name for c in providers]
     if providers:
         auto_shapes, tags["auto"] = _auto(providers)
+        if webhook_url is not None:
+            auto_shapes = [(t, with_webhook_url(m, webhook_url)) for t, m in auto_shapes]
         shapes += auto_shapes
         names.append("auto")
 
