@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from reelay.contract import BatchView
 from reelay_cli.api_client import CliError
-from reelay_cli.output import plain_line
+from reelay_cli.output import plain_line, status_bar
 
 BATCH_LINE_FIELDS = ("batch", "status", "succeeded", "failed", "running", "invalid")
 """The tab-separated fields of each progress line ``reelay batch`` writes to stderr off a terminal."""
@@ -84,15 +83,7 @@ def batch_progress(console: Console, batch_id: str, clock: Callable[[], float] =
 
         yield log_update
         return
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
+    progress = status_bar(console)
     bar = progress.add_task(f"{batch_id} [dim]waiting for the manifest…[/]", total=None)
 
     def update(batch: BatchView) -> None:

@@ -360,6 +360,19 @@ def render_demo(console: Console, result: DemoResult) -> None:
 # --- live progress --------------------------------------------------------------------------------
 
 
+def status_bar(console: Console) -> Progress:
+    """The progress bar ``watch`` and ``batch`` follow their work with (spinner, bar, %, elapsed)."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
 @contextmanager
 def task_progress(console: Console, task_id: str) -> Iterator[Any]:
     """A live progress bar for one task on a terminal (one line per change otherwise, on stderr);
@@ -375,15 +388,7 @@ def task_progress(console: Console, task_id: str) -> Iterator[Any]:
 
         yield log_update
         return
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
+    progress = status_bar(console)
     bar = progress.add_task(f"{task_id} [dim]…[/]", total=100)
 
     def update(task: TaskView) -> None:
