@@ -46,8 +46,8 @@ def main() -> int:
     from reelay.batches import batch_id_of
     from reelay_local import DevEnvironment
 
-    # The check recounts a batch whose counters lost an update (moto's updates are not atomic
-    # under concurrent writers, DynamoDB's are): every 20 s here instead of 300.
+    # The check recounts a batch whose counters missed an update (a hook that failed after a
+    # task's terminal write): every 20 s here instead of 300.
     overrides = {"REELAY_BATCH_CHECK_SECONDS": "20"}
     if args.chunk_lines:
         overrides["REELAY_BATCH_CHUNK_LINES"] = str(args.chunk_lines)

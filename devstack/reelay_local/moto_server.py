@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -100,6 +101,27 @@ class MotoServer:
             StepFunctionsParserBackend.start_execution = original  # type: ignore[method-assign]
 
         self._restore_fixes.append(restore)
+
+        # moto checks a DynamoDB condition and then writes in plain Python, with nothing between
+        # the server's request threads: two conditional writes racing can both pass, and a read
+        # can see an item half-updated. DynamoDB makes each request atomic (a conditional write,
+        # a transaction), and reelay's exactly-once rules rest on that: each DynamoDB request is
+        # served under one lock, so the local stack's races are reelay's, not moto's.
+        from moto.dynamodb.responses import DynamoHandler
+
+        served = DynamoHandler.call_action
+        lock = threading.Lock()
+
+        def call_action(handler: Any) -> Any:
+            with lock:
+                return served(handler)
+
+        DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+        def restore_dynamodb() -> None:
+            DynamoHandler.call_action = served  # type: ignore[method-assign]
+
+        self._restore_fixes.append(restore_dynamodb)
 
     def message_visible_at(self, queue_name: str, message_id: str) -> float | None:
         """When an in-flight SQS message becomes visible again (epoch ms), or None if it is gone.

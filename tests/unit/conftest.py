@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,34 @@ def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
 
 
+_DYNAMODB_REQUEST = threading.Lock()
+
+
 @pytest.fixture
-def aws() -> Iterator[dict[str, str]]:
+def _atomic_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each DynamoDB request is atomic, as DynamoDB makes a conditional write or a transaction.
+
+    moto differs from AWS here: its in-process backend checks a condition and then writes, in
+    plain Python, with nothing between threads, so under load two threads' conditional writes
+    can both pass. The tests of concurrent workers (``ThreadPoolExecutor``) would then measure
+    moto, not reelay; they run with each DynamoDB request under one lock instead, which is the
+    guarantee reelay relies on in AWS.
+    """
+    from botocore.client import BaseClient
+
+    original = BaseClient._make_api_call
+
+    def call(client: BaseClient, operation: str, params: Any) -> Any:
+        if client.meta.service_model.service_name != "dynamodb":
+            return original(client, operation, params)
+        with _DYNAMODB_REQUEST:
+            return original(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", call)
+
+
+@pytest.fixture
+def aws(_atomic_dynamodb: None) -> Iterator[dict[str, str]]:
     """moto-backed table, bucket and queues named like a stack's; yields their names/urls."""
     with mock_aws():
         create_task_table(boto3.client("dynamodb"), "tasks")

@@ -132,6 +132,23 @@ def test_a_read_waits_up_to_three_seconds_and_background_work_one(aws: dict[str,
     assert clock() - before == pytest.approx(2.0, abs=0.01)
 
 
+def test_a_caller_that_always_wakes_too_late_gives_up_within_one_wait(aws: dict[str, str]) -> None:
+    # Given a busy machine where every sleep overruns its grant by a second
+    clock = FakeClock()
+    gov = Governor(
+        GovernorStore("tasks"),
+        {"gt": ProviderLimits(requests_per_minute=60)},
+        clock=clock,
+        sleep=lambda seconds: clock.sleep(seconds + 1.0),
+    )
+    gov.before_request("gt", paid=False)
+    before = clock()
+    # Then a read gives up (the caller answers "later") after about one read wait, not a chain of them
+    with pytest.raises(ProviderRateLimited):
+        gov.before_request("gt", paid=False)
+    assert clock() - before <= READ_WAIT_SECONDS + 3.0
+
+
 def test_a_429_that_still_arrives_honours_retry_after_and_slows_the_provider(aws: dict[str, str]) -> None:
     clock = FakeClock()
     gov = governor({"gt": ProviderLimits(requests_per_minute=8)}, clock)

@@ -363,12 +363,38 @@ def test_an_attempt_claimed_by_another_copy_is_not_sent_twice(world: Any) -> Non
 
     state = NotifyState(
         event_sent_at=world.clock.now,
-        webhook=WebhookDelivery(id=webhook_id(task.id), lease_until=world.clock.now + timedelta(seconds=60)),
+        webhook=WebhookDelivery(id=webhook_id(task.id)),
+        lease_until=world.clock.now + timedelta(seconds=60),
     )
     world.store.save(task.model_copy(update={"notify": state}), expected=task)
     with pytest.raises(RetryLater):
         world.notifier().notify(task.id)
     assert world.receiver.requests == []
+
+
+def test_two_copies_of_the_message_put_one_event_and_make_one_attempt(world: Any, monkeypatch: Any) -> None:
+    # Given two copies of a task's notify message (a resend by reconcile and the first send),
+    # the second arriving while the first is putting the event
+    task = world.ended()
+    first, second = world.notifier(), world.notifier()
+    puts: list[str] = []
+    original = EventBus.put
+
+    def put(bus: EventBus, detail_type: str, detail: Any, **kwargs: Any) -> str:
+        puts.append(detail_type)
+        if len(puts) == 1:
+            with pytest.raises(RetryLater):  # the second copy finds the claim and comes back later
+                second.notify(task.id)
+        return original(bus, detail_type, detail, **kwargs)
+
+    monkeypatch.setattr(EventBus, "put", put)
+    first.notify(task.id)
+    # Then one event, one delivery, and the record clears the claim; a later copy tells nothing
+    second.notify(task.id)
+    assert puts == ["Task Failed"] and len(world.receiver.requests) == 1
+    notify = world.store.get(task.id).notify
+    assert notify.lease_until is None and notify.event_sent_at is not None
+    assert notify.webhook.outcome is WebhookOutcome.DELIVERED
 
 
 def test_the_task_view_shows_each_attempt_with_at_status_and_next_at(world: Any) -> None:

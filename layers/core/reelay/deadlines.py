@@ -126,9 +126,10 @@ def notify_due(task: Task, grace: timedelta = NOTIFY_GRACE) -> datetime | None:
     if not notification_pending(task):
         return None
     moments = [task.updated_at, task.reconciled_at]
-    webhook = task.notify.webhook if task.notify else None
-    if webhook is not None:
-        moments += [webhook.next_at, webhook.lease_until]
+    if task.notify is not None:
+        moments.append(task.notify.lease_until)
+        if task.notify.webhook is not None:
+            moments.append(task.notify.webhook.next_at)
     return max(m for m in moments if m is not None) + grace
 
 

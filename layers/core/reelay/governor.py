@@ -326,9 +326,14 @@ class Governor:
         background = _BACKGROUND.get()
         horizon = BACKGROUND_WAIT_SECONDS if background else CREATE_WAIT_SECONDS if paid else READ_WAIT_SECONDS
         patient_until = self._clock() + (CREATE_PATIENCE_SECONDS if paid and not background else 0.0)
+        # However often a grant is lost or woken up to late, the wait never runs past this: a
+        # caller's function timeout (a callback's 30 s) is budgeted for one wait, not a chain.
+        give_up_at = patient_until + horizon + 2 * LATE_SECONDS
         shards = _shard_limits(limit)
         for _ in range(4 * _ATTEMPTS):
             now = self._clock()
+            if now > give_up_at:
+                break
             written = self._store.rate_shards(provider)
             candidates = [
                 (_earliest(written.get(i, RateShard(i)), share, now), written.get(i, RateShard(i)), share)

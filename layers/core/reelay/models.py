@@ -387,9 +387,8 @@ class WebhookDelivery(BaseModel):
     id: str
     outcome: WebhookOutcome = WebhookOutcome.PENDING
     attempts: list[WebhookAttempt] = Field(default_factory=list)
-    # When the next attempt may start; while one runs, a lease (so two copies of the message never both send).
+    # When the next attempt may start (while retrying).
     next_at: datetime | None = None
-    lease_until: datetime | None = None
 
 
 class NotifyState(BaseModel):
@@ -397,6 +396,9 @@ class NotifyState(BaseModel):
 
     event_sent_at: datetime | None = None
     webhook: WebhookDelivery | None = None
+    # While a notify worker puts the event or makes a webhook attempt: its claim, so two copies
+    # of the message never both tell (``reelay.notify``).
+    lease_until: datetime | None = None
 
     def settled(self, *, has_webhook: bool) -> bool:
         """Whether nothing is left to tell: the event is out and the webhook (if any) is final."""

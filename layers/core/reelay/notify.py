@@ -8,15 +8,17 @@ The path, and why nothing is lost:
    notification is not settled (``reelay.deadlines.notify_due``: ``NOTIFY_GRACE`` after it), so a
    crash between the write and the send, or a send that fails, is covered: reconcile finds the
    task due and sends the message again (``Reconciler``: ``notify_resent``).
-2. **The notify worker** (``Notifier``, ``functions/notify``) puts the event — source ``reelay``,
-   detail-type ``Task Succeeded`` / ``Task Failed``, detail the task as the API shows it without
-   presigned URLs (``task_data``) — and records ``notify.event_sent_at`` on the task (a
-   conditional write; that write also takes the task out of the ``Due`` index when there is no
-   webhook). A message for a task whose event is recorded puts nothing: once per task. (Only a
-   crash between ``PutEvents`` and the record, or two copies of the message racing through an
-   EventBridge outage, can repeat an event; EventBridge's own delivery is at-least-once too.)
-3. **The webhook** (``reelay.webhooks``): each attempt is first claimed on the task (a lease, a
-   conditional write), so two copies of the message never both send; then signed and POSTed; then
+2. **The notify worker** (``Notifier``, ``functions/notify``) first claims the task's notification:
+   one conditional write of ``notify.lease_until`` (``LEASE``, longer than the notify function's
+   timeout), so two copies of the message (a resend by reconcile, an SQS redelivery) never both
+   tell; a copy that finds a live claim comes back when it ends. Under the claim it puts the event
+   — source ``reelay``, detail-type ``Task Succeeded`` / ``Task Failed``, detail the task as the
+   API shows it without presigned URLs (``task_data``) — if ``notify.event_sent_at`` is not set,
+   makes the webhook's attempt if one is due, and records both in one write that also clears the
+   claim (and takes the task out of the ``Due`` index once nothing is left to tell). Only a crash
+   between ``PutEvents`` and that record can repeat an event (after the claim ends); EventBridge's
+   own delivery is at-least-once too.
+3. **The webhook** (``reelay.webhooks``): each attempt is signed and POSTed under the claim, then
    recorded in ``notify.webhook.attempts`` (``at``, ``status``, ``next_at``). A failed attempt
    returns the message to the queue until ``next_at`` (``ChangeMessageVisibility``, at most 12 h
    at a time: a longer wait takes a second look, which sends nothing). The message is the timer
@@ -96,50 +98,62 @@ class Notifier:
         if not task.status.terminal:
             logger.warning("notify message for a task that has not ended; dropped", extra={"task_id": task_id})
             return task
-        try:
-            task = self._event(task)
-        except EventPublishFailed as exc:
-            raise RetryLater(backoff_seconds(attempt), exc.message) from exc
-        if task.webhook_url:
-            task = self._webhook(task)
-        return task
-
-    # -- the event -------------------------------------------------------------------------
-
-    def _event(self, task: Task) -> Task:
-        if task.notify is not None and task.notify.event_sent_at is not None:
-            return task
-        event_id = self._bus.put(DETAIL_TYPES[task.status], task_data(task), resources=[task.id])
-        logger.info("event put", extra={"task_id": task.id, "event_id": event_id, "status": str(task.status)})
-        sent_at = self._clock()
-        return self._write(
-            task, lambda state: state.model_copy(update={"event_sent_at": state.event_sent_at or sent_at})
-        )
-
-    # -- the webhook -----------------------------------------------------------------------
-
-    def _webhook(self, task: Task) -> Task:
         for _ in range(_WRITE_ATTEMPTS):
-            delivery = _delivery(task)
-            if delivery.outcome.final:
+            state = task.notify or NotifyState()
+            if state.settled(has_webhook=bool(task.webhook_url)):
                 return task
             now = self._clock()
-            for moment in (delivery.next_at, delivery.lease_until):
-                if moment is not None and now < moment:
-                    raise RetryLater(math.ceil((moment - now).total_seconds()), "webhook not due yet")
-            claimed = delivery.model_copy(update={"lease_until": now + LEASE})
+            if state.lease_until is not None and now < state.lease_until:
+                raise RetryLater(_seconds_until(state.lease_until, now), "another copy of the message is telling")
+            delivery = _delivery(task) if task.webhook_url else None
+            event_due = state.event_sent_at is None
+            webhook_due = delivery is not None and not delivery.outcome.final
+            if webhook_due and delivery is not None and delivery.next_at is not None and now < delivery.next_at:
+                if not event_due:
+                    raise RetryLater(_seconds_until(delivery.next_at, now), "webhook not due yet")
+                webhook_due = False
+            # The claim: one conditional write, so two copies of the message never both tell.
+            claimed = state.model_copy(update={"lease_until": now + LEASE, "webhook": delivery})
             try:
-                task = self._save(task, claimed)
+                task = self._store.save(task.model_copy(update={"notify": claimed}), expected=task)
             except TransitionConflict:
                 task = self._store.get(task.id)  # another copy of the message may have claimed it
                 continue
-            return self._attempt(task, claimed)
+            return self._tell(task, event_due=event_due, webhook_due=webhook_due, attempt=attempt)
+        raise RetryLater(backoff_seconds(attempt), "the task's notify state kept changing")
+
+    def _tell(self, task: Task, *, event_due: bool, webhook_due: bool, attempt: int) -> Task:
+        """Under the claim: the event (if not out yet), the webhook's attempt (if due), one record of both."""
+        sent_at: datetime | None = None
+        if event_due:
+            try:
+                event_id = self._bus.put(DETAIL_TYPES[task.status], task_data(task), resources=[task.id])
+            except EventPublishFailed as exc:
+                self._write(task, lambda state: state.model_copy(update={"lease_until": None}))
+                raise RetryLater(backoff_seconds(attempt), exc.message) from exc
+            logger.info("event put", extra={"task_id": task.id, "event_id": event_id, "status": str(task.status)})
+            sent_at = self._clock()
+        delivery = _delivery(task) if task.webhook_url else None
+        done = self._attempt(task, delivery) if webhook_due and delivery is not None else delivery
+
+        def recorded(state: NotifyState) -> NotifyState:
+            update: dict[str, Any] = {"lease_until": None}
+            if sent_at is not None:
+                update["event_sent_at"] = state.event_sent_at or sent_at
+            if webhook_due:
+                update["webhook"] = done
+            return state.model_copy(update=update)
+
+        task = self._write(task, recorded)
+        if done is not None and not done.outcome.final and done.next_at is not None:
+            raise RetryLater(max(1, _seconds_until(done.next_at, self._clock())), "webhook waits for its next attempt")
         return task
 
-    def _attempt(self, task: Task, claimed: WebhookDelivery) -> Task:
+    def _attempt(self, task: Task, delivery: WebhookDelivery) -> WebhookDelivery:
+        """One signed POST; the delivery with the attempt recorded (``next_at`` while retrying)."""
         now = self._clock()
         result = self._sender.attempt(task, now=now)
-        number = len(claimed.attempts) + 1
+        number = len(delivery.attempts) + 1
         outcome, wait = result.outcome, None
         if outcome is WebhookOutcome.RETRYING:
             scheduled = self._schedule.wait_after(number)
@@ -147,11 +161,11 @@ class Notifier:
                 outcome = WebhookOutcome.EXHAUSTED
             else:
                 wait = result.retry_after if result.retry_after is not None else scheduled
-        next_at = now + timedelta(seconds=wait) if wait is not None else None
+        next_at = now + timedelta(seconds=max(1, math.ceil(wait))) if wait is not None else None
         record = result.attempt.model_copy(update={"next_at": next_at})
         log = {
             "task_id": task.id,
-            "webhook_id": claimed.id,
+            "webhook_id": delivery.id,
             "attempt": number,
             "status": record.status,
             "outcome": outcome.value,
@@ -159,30 +173,11 @@ class Notifier:
         logger.info("webhook attempt", extra=log)
         if outcome is WebhookOutcome.EXHAUSTED:
             logger.warning("webhook exhausted", extra=log)
-
-        def recorded(state: NotifyState) -> NotifyState:
-            current = state.webhook or claimed
-            done = current.model_copy(
-                update={
-                    "outcome": outcome,
-                    "attempts": [*current.attempts, record],
-                    "next_at": next_at,
-                    "lease_until": None,
-                }
-            )
-            return state.model_copy(update={"webhook": done})
-
-        task = self._write(task, recorded)
-        if wait is not None:
-            raise RetryLater(max(1, math.ceil(wait)), f"webhook attempt {number} failed")
-        return task
+        return delivery.model_copy(
+            update={"outcome": outcome, "attempts": [*delivery.attempts, record], "next_at": next_at}
+        )
 
     # -- writes ----------------------------------------------------------------------------
-
-    def _save(self, task: Task, delivery: WebhookDelivery) -> Task:
-        state = (task.notify or NotifyState()).model_copy(update={"webhook": delivery})
-        # ``save``, not ``update``: the task's ``updated_at`` stays its terminal time.
-        return self._store.save(task.model_copy(update={"notify": state}), expected=task)
 
     def _write(self, task: Task, change: Callable[[NotifyState], NotifyState]) -> Task:
         """Apply ``change`` to the task's notify state, conditionally, reloading on a concurrent write."""
@@ -193,6 +188,10 @@ class Notifier:
             except TransitionConflict:
                 task = self._store.get(task.id)
         raise TransitionConflict(f"task {task.id}: notify state kept changing concurrently")
+
+
+def _seconds_until(moment: datetime, now: datetime) -> int:
+    return max(1, math.ceil((moment - now).total_seconds()))
 
 
 def _delivery(task: Task) -> WebhookDelivery:
