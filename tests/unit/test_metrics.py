@@ -99,6 +99,7 @@ def test_copies_polls_governor_and_webhooks_have_their_metrics(emitted: Any) -> 
     metrics.output_copied("sorahk", 1000, 0.5)
     metrics.polls_done("sorahk", 4)
     metrics.governor_waited("generate_task")
+    metrics.governor_waited("generate_task", 2.5)
     metrics.webhook_attempted(True, "2xx")
     metrics.webhook_attempted(False, "5xx")
     metrics.webhook_exhausted()
@@ -108,6 +109,8 @@ def test_copies_polls_governor_and_webhooks_have_their_metrics(emitted: Any) -> 
         ("SecondsCopying", 0.5),
         ("PollsPerTask", 4.0),
         ("GovernorWaits", 1.0),
+        ("GovernorWaits", 1.0),
+        ("GovernorWaitSeconds", 2.5),
         ("WebhookDeliveries", 1.0),
         ("WebhookFailures", 1.0),
         ("WebhookExhausted", 1.0),
@@ -121,3 +124,15 @@ def test_without_a_namespace_nothing_is_emitted_and_nothing_fails(
     monkeypatch.setattr(metrics.metrics, "namespace", None)
     metrics.polls_done("sorahk", 1)
     assert '"_aws"' not in capsys.readouterr().out
+
+
+def test_the_governor_counts_a_task_that_joins_the_waiting_line(aws: dict[str, str], emitted: Any) -> None:
+    from reelay.governor import Governor, ProviderLimits
+    from reelay.governor_store import GovernorStore
+
+    governor = Governor(GovernorStore("tasks"), {"generate_task": ProviderLimits(max_in_flight=1)})
+    assert governor.admit(_task(id="tsk_first"))
+    assert not governor.admit(_task(id="tsk_second"))  # no slot: it waits in line
+    assert [(r[0], r[2].get("provider")) for r in emitted() if r[0] == "GovernorWaits"] == [
+        ("GovernorWaits", "generate_task")
+    ]

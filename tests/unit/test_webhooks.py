@@ -308,6 +308,22 @@ def test_two_failures_then_a_2xx_is_one_delivery_with_three_attempts_and_one_web
     assert len(world.receiver.requests) == 3
 
 
+def test_each_attempt_is_counted_delivered_or_failed_and_a_410_as_given_up(world: Any, monkeypatch: Any) -> None:
+    from reelay import metrics
+
+    counted: list[tuple[str, Any]] = []
+    monkeypatch.setattr(metrics, "webhook_attempted", lambda ok, outcome: counted.append((outcome, ok)))
+    monkeypatch.setattr(metrics, "webhook_exhausted", lambda: counted.append(("given up", None)))
+    world.receiver.answers = [httpx.Response(503), httpx.Response(410)]
+    task = world.ended()
+    notifier = world.notifier("1")
+    with pytest.raises(RetryLater):
+        notifier.notify(task.id)
+    world.clock.advance(2)
+    notifier.notify(task.id)
+    assert counted == [("retrying", False), ("gone", False), ("given up", None)]
+
+
 def test_a_410_stops_at_once(world: Any) -> None:
     world.receiver.answers = [httpx.Response(410)]
     task = world.ended()

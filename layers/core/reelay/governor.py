@@ -60,6 +60,7 @@ from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger
 
+from reelay import metrics
 from reelay.errors import ProviderRateLimited, QueueSendFailed
 from reelay.governor_store import GovernorStore, RateShard, Slot, WaitEntry
 from reelay.models import Task, TaskStatus
@@ -178,7 +179,10 @@ class Governor:
         if any(s.holder == task.id for s in self._store.slots(task.provider)):
             return True
         self._enqueue(task)
-        return task.id in self.pump(task.provider, own=task.id)
+        admitted = task.id in self.pump(task.provider, own=task.id)
+        if not admitted:
+            metrics.governor_waited(task.provider)
+        return admitted
 
     def offer(self, task: Task) -> None:
         """Put a new queued task in its provider's line without a submit message of its own.
@@ -345,6 +349,7 @@ class Governor:
                 self._sleep(max(0.05, min(wait - horizon, 1.0)))  # look again; reads may go first
                 continue
             if wait > horizon:
+                metrics.governor_waited(provider, wait)
                 raise ProviderRateLimited(
                     f"reelay holds requests to provider {provider} to its limit of {limit} a minute; "
                     f"next free in {wait:.1f} s",
@@ -355,6 +360,7 @@ class Governor:
             if not self._store.write_rate_shard(provider, shard, (*shard.log, at)[-share:]):
                 continue  # another caller took it first: read again
             if wait > 0:
+                metrics.governor_waited(provider, wait)
                 self._sleep(wait)
             if self._clock() - at <= LATE_SECONDS:
                 return

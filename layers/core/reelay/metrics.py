@@ -12,8 +12,9 @@ The domain calls the small functions below; the handler decorator
 cold-start metric. Alarms and the dashboard in template.yaml use these names.
 
 Names other engineers emit (defined here so the alarms and they agree):
-- ``GovernorWaits`` (provider): ``governor_waited(provider, seconds)`` where the governor
-  finds no free slot or request token and sends a task back to the queue.
+- ``GovernorWaits`` (provider) and ``GovernorWaitSeconds``: ``governor_waited(provider,
+  seconds)`` where the governor finds no free slot (the task joins the waiting line) or no
+  request time within the window (the call sleeps until one, or goes back to the queue).
 - ``WebhookDeliveries`` / ``WebhookFailures`` (outcome: HTTP status class or error) and
   ``WebhookExhausted``: ``webhook_attempted(ok, outcome)`` after each delivery attempt and
   ``webhook_exhausted()`` when a delivery gives up (schedule over, or 410); the
@@ -41,6 +42,7 @@ CALLBACK_TO_SUCCEEDED = "CallbackToSucceededSeconds"
 POLLS_PER_TASK = "PollsPerTask"
 RECONCILE_FIXES = "ReconcileFixes"
 GOVERNOR_WAITS = "GovernorWaits"
+GOVERNOR_WAIT_SECONDS = "GovernorWaitSeconds"
 WEBHOOK_DELIVERIES = "WebhookDeliveries"
 WEBHOOK_FAILURES = "WebhookFailures"
 WEBHOOK_EXHAUSTED = "WebhookExhausted"
@@ -120,8 +122,10 @@ def reconcile_fixed(actions: dict[str, int]) -> None:
 
 
 def governor_waited(provider: str, seconds: float = 0.0) -> None:
-    """A task found no free provider slot or request token and waits (the governor calls this)."""
+    """A task found no free provider slot or request time and waits (the governor calls this)."""
     _emit(GOVERNOR_WAITS, 1, provider=provider)
+    if seconds > 0:
+        _emit(GOVERNOR_WAIT_SECONDS, seconds, MetricUnit.Seconds, provider=provider)
 
 
 def webhook_attempted(ok: bool, outcome: str) -> None:

@@ -41,6 +41,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from reelay import metrics
 from reelay.aws import EventBus, EventPublishFailed, TaskQueue
 from reelay.deadlines import NOTIFY_GRACE, notification_pending, notify_due
 from reelay.errors import QueueSendFailed, TransitionConflict
@@ -171,6 +172,9 @@ class Notifier:
             "outcome": outcome.value,
         }
         logger.info("webhook attempt", extra=log)
+        metrics.webhook_attempted(outcome is WebhookOutcome.DELIVERED, outcome.value)
+        if outcome in (WebhookOutcome.EXHAUSTED, WebhookOutcome.GONE):
+            metrics.webhook_exhausted()
         if outcome is WebhookOutcome.EXHAUSTED:
             logger.warning("webhook exhausted", extra=log)
         return delivery.model_copy(
