@@ -57,6 +57,7 @@ class AwsCallCounter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.calls: Counter[tuple[str | None, str]] = Counter()
+        self._tokens: dict[str, str] = {}  # a Step Functions task token -> its task (from poll messages)
         self.invocations = Invocations()
         self._restore: list[Any] = []
         self.counting = True
@@ -123,11 +124,35 @@ class AwsCallCounter:
             target = environ.get("HTTP_X_AMZ_TARGET", "")
             operation = target.rsplit(".", 1)[-1] if target else _form_action(body)
             tasks = _TASK_ID.findall(body)
+            if service == "sqs":
+                self._learn_token(body)
+            elif not tasks and service == "sfn":
+                tasks = self._token_tasks(body)
         # Each distinct task named shares nothing: a request naming two tasks (a batch read) counts for each.
         names = sorted({t.decode() for t in tasks}) or [None]
         with self._lock:
             for task in names:
                 self.calls[(task, f"{service}.{operation}")] += 1
+
+    def _learn_token(self, body: bytes) -> None:
+        """A poll message names its task and its execution's task token: remember which is whose."""
+        try:
+            message = json.loads(json.loads(body).get("MessageBody") or "{}")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(message, dict) and message.get("token") and message.get("task_id"):
+            with self._lock:
+                self._tokens[str(message["token"])] = str(message["task_id"])
+
+    def _token_tasks(self, body: bytes) -> list[bytes]:
+        """A heartbeat or a task token's result names only the token: its task, as learnt."""
+        try:
+            token = json.loads(body).get("taskToken")
+        except (ValueError, AttributeError):
+            return []
+        with self._lock:
+            task = self._tokens.get(str(token)) if token else None
+        return [task.encode()] if task else []
 
     def _invocation(self, function: str, memory_mb: int, event: Any, result: Any, seconds: float) -> None:
         if _client_read(event) or not self.counting:
@@ -262,8 +287,8 @@ def compare_task(task_id: str, cost: dict[str, Any], counter: AwsCallCounter, tr
     units: dict[str, float] = aws["units"]
     ours = {op: round(n) for op, n in aws["calls"].items() if not op.startswith(_NOT_PER_TASK)}
     flushes = round(units.get("ddb_accounting_wu", 0))
-    if flushes:
-        ours["ddb.UpdateItem"] = flushes  # the cost record's ADD, one per invocation
+    if flushes:  # the cost record's ADD, one per invocation, besides the task's own UpdateItems
+        ours["ddb.UpdateItem"] = ours.get("ddb.UpdateItem", 0) + flushes
     seen = {op: n for op, n in counter.task_calls(task_id).items() if not op.startswith(_NOT_PER_TASK)}
     problems = []
     if ours != seen:

@@ -310,9 +310,10 @@ class ResultBucket:
         resp = self._s3.get_object(Bucket=self.name, Key=key, Range=f"bytes=0-{size - 1}")
         return bytes(resp["Body"].read())
 
-    def reader(self, key: str) -> S3ObjectReader:
-        """A seekable, read-only file over one object (ranged GETs; see ``S3ObjectReader``)."""
-        return S3ObjectReader(self._s3, self.name, key)
+    def reader(self, key: str, *, size: int | None = None) -> S3ObjectReader:
+        """A seekable, read-only file over one object (ranged GETs; see ``S3ObjectReader``);
+        ``size`` when the caller knows it (it wrote the object) saves a ``HeadObject``."""
+        return S3ObjectReader(self._s3, self.name, key, size=size)
 
     def presign_ttl(self, wanted_seconds: int) -> int:
         """The lifetime a presigned URL really gets: ``wanted_seconds``, capped by SigV4's 7 days and,
@@ -425,12 +426,17 @@ class S3ObjectReader(io.RawIOBase):
     Reads are buffered in blocks of ``block_bytes``, so memory stays bounded whatever the size.
     """
 
-    def __init__(self, client: Any, bucket: str, key: str, *, block_bytes: int = 1024 * 1024) -> None:
+    def __init__(
+        self, client: Any, bucket: str, key: str, *, size: int | None = None, block_bytes: int = 1024 * 1024
+    ) -> None:
         super().__init__()
         self._s3 = client
         self._bucket = bucket
         self._key = key
-        self._size = int(client.head_object(Bucket=bucket, Key=key)["ContentLength"])
+        if size is None:
+            _count(key, "s3.HeadObject", s3_get_requests=1)
+            size = int(client.head_object(Bucket=bucket, Key=key)["ContentLength"])
+        self._size = size
         self._position = 0
         self._block_bytes = block_bytes
         self._block_start = -1

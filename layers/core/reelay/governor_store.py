@@ -67,6 +67,11 @@ def _number(value: Any, default: float = 0.0) -> float:
     return float(value) if isinstance(value, (int, float, Decimal)) else default
 
 
+def _task_of_place(place: str) -> str:
+    """The task a place in the line (``<class>#<vtime>#<task>``) is for."""
+    return place.rsplit("#", 1)[-1]
+
+
 def _conditional_failed(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
@@ -219,7 +224,7 @@ class GovernorStore:
         )
 
     def is_in_line(self, provider: str, place: str) -> bool:
-        item = self._counted(None, "ddb.GetItem").get_item(
+        item = self._counted(_task_of_place(place), "ddb.GetItem").get_item(
             Key={"pk": f"GOV#{provider}#WAIT", "sk": place}, ConsistentRead=True
         )
         return "Item" in item
@@ -234,7 +239,7 @@ class GovernorStore:
     def take_from_line(self, provider: str, place: str) -> bool:
         """Remove the entry at ``place``; True only for the one caller that removed it."""
         try:
-            self._counted(None, "ddb.DeleteItem").delete_item(
+            self._counted(_task_of_place(place), "ddb.DeleteItem").delete_item(
                 Key={"pk": f"GOV#{provider}#WAIT", "sk": place}, ConditionExpression=Attr("pk").exists()
             )
         except ClientError as exc:

@@ -57,7 +57,7 @@ class PreviewMaker:
             return []
         written = []
         try:
-            thumbnail, spritesheet = render(self._bucket.reader(video.key))
+            thumbnail, spritesheet = render(self._bucket.reader(video.key, size=video.bytes))
             for variant, data in (("thumbnail", thumbnail), ("spritesheet", spritesheet)):
                 key = preview_key(task.id, variant)
                 self._bucket.put(key, data, content_type=PREVIEW_TYPE, metadata={"task-id": task.id})

@@ -156,8 +156,10 @@ class PollService:
         task = self._store.get(str(event["task_id"]))
         error = event.get("error") or {}
         task = self._record_failure(task, str(error.get("Error", "Unknown")), _cause_message(error.get("Cause")))
-        # Cost: the execution entered Poll, RecordFailure and Failed (reelay.costs).
+        # Cost: the execution entered Poll, RecordFailure and Failed, and Poll's own first message
+        # was the state machine's SQS SendMessage (reelay.costs).
         costs.record(task.id, None, sfn_transitions=3)
+        costs.record(task.id, "sqs.SendMessage", sqs_requests=1)
         return {"task_id": task.id, "status": str(task.status), "outcome": "done"}
 
     def _next(self, message: PollMessage, wait: int) -> str:
@@ -174,8 +176,10 @@ class PollService:
         if not self._tokens.succeed(message.token, {"task_id": task.id, "status": str(task.status)}):
             logger.info("poll execution already ended", extra={"task_id": task.id})
             return "done"
-        # Cost: the execution's one state (Poll) ends here; its polls were SQS messages (reelay.costs).
+        # Cost: the execution's one state (Poll) ends here; its polls were SQS messages, the first
+        # sent by the state itself (its SQS integration), the others by the poll worker (reelay.costs).
         costs.record(task.id, None, sfn_transitions=1)
+        costs.record(task.id, "sqs.SendMessage", sqs_requests=1)
         metrics.polls_done(task.provider, message.polls + 1)
         return "done"
 
