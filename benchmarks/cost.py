@@ -52,6 +52,10 @@ def _environment(speedup: float) -> dict[str, str]:
         "REELAY_SORAHK_TYPICAL_SECONDS": typical,
         "REELAY_LOG_LEVEL": "WARNING",
         "REELAY_RECONCILE_EVERY_SECONDS": "3600",
+        # A task's own cost, not that of waiting: 100 tasks at once at generate_task's documented
+        # 60 requests a minute would add retries and waits (the simulator's limits are lifted too).
+        "REELAY_GENERATE_TASK_REQUESTS_PER_MINUTE": "100000",
+        "REELAY_GENERATE_TASK_MAX_IN_FLIGHT": "100000",
     }
 
 

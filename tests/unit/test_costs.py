@@ -52,16 +52,19 @@ def test_item_size_counts_names_and_values_and_units_round_up_per_kilobyte() -> 
 
 def test_index_writes_follow_key_changes_and_projections() -> None:
     old = {"pk": "p", "sk": "s", "owner": "o", "created_key": "c", "due_pk": "DUE", "due_at": "1", "x": "a"}
-    # A new item: one write per index it is in (four ALL listing indexes need their keys).
+    # A new item: one write per index it is in (the listing indexes need their keys).
     assert costs.index_write_units(None, old, INDEXES) == 1 + 1  # ByOwner and Due only carry keys here
-    # The Due key moves: a delete and a put on Due; ByOwner sees a changed projected attribute: one write.
+    # The Due key moves: a delete and a put on Due; ByOwner (keys only) is not written.
     new = old | {"due_at": "2"}
-    assert costs.index_write_units(old, new, INDEXES) == 1 + 2
-    # Nothing projected changed on Due (KEYS_ONLY) while an unprojected attribute changed: only ByOwner writes.
-    assert costs.index_write_units(old, old | {"x": "b"}, INDEXES) == 1
+    assert costs.index_write_units(old, new, INDEXES) == 2
+    # An unprojected attribute changed: no index writes at all (every index holds keys only).
+    assert costs.index_write_units(old, old | {"x": "b"}, INDEXES) == 0
     # Leaving the sparse index (a terminal task) is one delete there.
     gone = {k: v for k, v in old.items() if k not in ("due_pk", "due_at")}
-    assert costs.index_write_units(old, gone, INDEXES) == 1 + 1
+    assert costs.index_write_units(old, gone, INDEXES) == 1
+    # An ALL projection would copy the item on every write that changes it.
+    everything = [costs.IndexSpec(name="ByOwner", keys=("owner", "created_key"))]
+    assert costs.index_write_units(old, old | {"x": "b"}, everything) == 1
 
 
 def test_the_indexes_priced_are_the_template_s() -> None:
@@ -83,8 +86,9 @@ def test_store_operations_are_counted_per_task_and_flushed_with_one_add(aws: dic
     counts = flushed["tsk_1"]
     assert counts["n_ddb.PutItem"] == 2 and counts["n_ddb.GetItem"] == 1
     # create: 1 table unit + ByOwner/ByOwnerStatus/ByOwnerProvider/ByOwnerStatusProvider + Due;
-    # transition: 1 table unit, ByOwner and ByOwnerProvider update, the status-keyed ones and Due move (2 each).
-    assert counts["ddb_wu"] == (1 + 4 + 1) + (1 + 1 + 2 + 1 + 2 + 2)
+    # transition: 1 table unit; the status-keyed indexes and Due move (2 each); ByOwner and
+    # ByOwnerProvider hold keys only, which did not change: not written.
+    assert counts["ddb_wu"] == (1 + 4 + 1) + (1 + 2 + 2 + 2)
     assert counts["ddb_ru"] == 1
     assert counts["lambda_requests"] == 1
     assert counts["lambda_gb_s"] == Decimal("0.1") * Decimal("0.5")  # 100 ms billed at 512 MB

@@ -388,7 +388,7 @@ def build_app(
     def get_task(task_id: TaskId) -> Response[TaskView]:
         service = tasks()
         return Response(
-            200, content_type="application/json", body=service.view(service.get(task_id, owner=owner()), with_cost=True)
+            200, content_type="application/json", body=service.view(service.get(task_id, owner=owner(), consistent=False), with_cost=True)
         )
 
     @app.get(

@@ -407,11 +407,11 @@ class VideoService:
         )  # fmt: skip
         return self._bucket.presigned_get(key, self._input_ttl)
 
-    def get(self, video_id: str, *, owner: str) -> Task:
+    def get(self, video_id: str, *, owner: str, consistent: bool = True) -> Task:
         """The owner's video; a deleted one, an image task or another owner's is ``TaskNotFound``."""
         if not _TASK_ID.fullmatch(video_id):
             raise TaskNotFound(f"video {video_id[:64]} not found")
-        task = self._tasks.get(video_id, owner=owner)
+        task = self._tasks.get(video_id, owner=owner, consistent=consistent)
         if task.deleted_at is not None or task.kind is TaskKind.IMAGE:
             raise TaskNotFound(f"video {video_id} not found")
         return task
@@ -560,7 +560,7 @@ def openai_router(videos: Callable[[], VideoService], owner: Callable[[], str]) 
 
     @router.get(f"{PREFIX}/<video_id>", middlewares=guarded, include_in_schema=False)
     def get_video(video_id: str) -> Response[str]:
-        return video(videos().get(video_id, owner=owner()))
+        return video(videos().get(video_id, owner=owner(), consistent=False))
 
     @router.delete(f"{PREFIX}/<video_id>", middlewares=guarded, include_in_schema=False)
     def delete_video(video_id: str) -> Response[str]:

@@ -5,6 +5,8 @@ Item layout (one table, see template.yaml ``TaskTable``):
   listing: ``owner`` (index ``ByOwner``), ``owner_status`` (``ByOwnerStatus``), ``owner_provider``
   (``ByOwnerProvider``) and ``owner_status_provider`` (``ByOwnerStatusProvider``), each with the
   range key ``created_key``, so every filter is a key condition (no filter-then-limit short pages);
+  the indexes hold keys only (a page's tasks are read from the table), so a write touches an
+  index only when that index's key changes;
   and, while not terminal (or terminal with a notification still to send), ``due_pk``/``due_at``
   (sparse ``Due`` index that reconcile reads instead of scanning).
 - an idempotency record: pk=``IDEM#<scope>#<key>`` sk=``IDEM`` with the task id and a hash of
@@ -74,8 +76,9 @@ class TaskStore(ABC):
         """Store a new task; with an idempotency key, return ``(existing, False)`` on a replay."""
 
     @abstractmethod
-    def get(self, task_id: str) -> Task:
-        """The task, or ``TaskNotFound``."""
+    def get(self, task_id: str, *, consistent: bool = True) -> Task:
+        """The task, or ``TaskNotFound``. ``consistent=False``: an eventually consistent read (half
+        the read units), for a reader a stale copy cannot mislead (a client's GET)."""
 
     @abstractmethod
     def list(
@@ -232,9 +235,16 @@ class DynamoTaskStore(TaskStore):
             raise IdempotencyConflict("Idempotency-Key was already used with a different request body")
         return self.get(str(record["task_id"])), False
 
-    def get(self, task_id: str) -> Task:
-        item = self._table.get_item(Key={"pk": f"TASK#{task_id}", "sk": "TASK"}, ConsistentRead=True).get("Item")
-        self._count(task_id, "ddb.GetItem", ddb_ru=costs.read_units(costs.item_size(item or {}), consistent=True))
+    def get(self, task_id: str, *, consistent: bool = True) -> Task:
+        key = {"pk": f"TASK#{task_id}", "sk": "TASK"}
+        item = self._table.get_item(Key=key, ConsistentRead=consistent).get("Item")
+        self._count(
+            task_id, "ddb.GetItem", ddb_ru=costs.read_units(costs.item_size(item or {}), consistent=consistent)
+        )
+        if item is None and not consistent:
+            # Just created, and not yet on the replica that answered: a stale "not found" would
+            # mislead, so it is asked again, consistently.
+            return self.get(task_id)
         if item is None:
             raise TaskNotFound(f"task {task_id} not found")
         return self._task(item)
@@ -287,9 +297,21 @@ class DynamoTaskStore(TaskStore):
         if after:
             query["ExclusiveStartKey"] = after
         page = self._table.query(**query)
-        tasks = [self._task(item) for item in page.get("Items", [])]
+        tasks = self._tasks_of([str(item["pk"]) for item in page.get("Items", [])])
         last = page.get("LastEvaluatedKey")
         return tasks, ({str(k): str(v) for k, v in last.items()} if last else None)
+
+    def _tasks_of(self, pks: builtins.list[str]) -> builtins.list[Task]:
+        """The tasks a listing index's page names (keys only), in its order, from the table: one
+        eventually consistent ``BatchGetItem`` (a listing may be a moment behind, never wrong)."""
+        found: dict[str, Task] = {}
+        keys: builtins.list[dict[str, Any]] = [{"pk": pk, "sk": "TASK"} for pk in dict.fromkeys(pks)]
+        while keys:
+            answer = self._client.batch_get_item(RequestItems={self._table.name: {"Keys": keys}})
+            for item in answer.get("Responses", {}).get(self._table.name, []):
+                found[str(item["pk"])] = self._task(item)
+            keys = answer.get("UnprocessedKeys", {}).get(self._table.name, {}).get("Keys", [])
+        return [found[pk] for pk in pks if pk in found]  # a task deleted in between is left out
 
     def page_key(self, task: Task) -> PageKey:
         return {
@@ -372,7 +394,7 @@ LIST_INDEXES = {
 }
 # Every index of the table, for the write units of a task write (template.yaml ``TaskTable``).
 INDEXES = (
-    *(costs.IndexSpec(name=name, keys=(attr, "created_key")) for name, attr in LIST_INDEXES.items()),
+    *(costs.IndexSpec(name=name, keys=(attr, "created_key"), projection="KEYS_ONLY") for name, attr in LIST_INDEXES.items()),
     costs.IndexSpec(name="Due", keys=("due_pk", "due_at"), projection="KEYS_ONLY"),
 )
 

@@ -240,9 +240,10 @@ class TaskService:
             views.append(view)
         return views
 
-    def get(self, task_id: str, *, owner: str) -> Task:
-        """The owner's task; another owner's is ``TaskNotFound`` with the very same message."""
-        task = self._store.get(task_id)
+    def get(self, task_id: str, *, owner: str, consistent: bool = True) -> Task:
+        """The owner's task; another owner's is ``TaskNotFound`` with the very same message.
+        ``consistent=False`` for a read that only shows it (a client's GET)."""
+        task = self._store.get(task_id, consistent=consistent)
         if task.owner != owner:
             raise TaskNotFound(f"task {task_id} not found")
         return task
