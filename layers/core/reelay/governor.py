@@ -8,10 +8,11 @@ DynamoDB (``reelay.governor_store``):
   reports a final state: ``release`` runs when the task moves to ``ingesting`` and on the one
   terminal path (``TaskTracker`` hooks). A task that finds a free slot and nobody waiting
   takes it at once (no place in the line: the line's writes are saved); a task without a
-  slot joins the *waiting line* and stays ``queued``; whoever frees a slot lets the next task in (``pump``) and sends its submit
-  message at once, so it moves when a slot frees, not at the next schedule tick. Reconcile
-  frees the slots of tasks that ended or vanished without it (``sweep``) and pumps too; a slot
-  also carries a lease (the provider's deadline and ten minutes) after which anyone may take it.
+  slot joins the *waiting line* and stays ``queued``; whoever frees a slot lets the next task
+  in (``pump``) and sends its submit message at once, so it moves when a slot frees, not at
+  the next schedule tick. Reconcile frees the slots of tasks that ended or vanished without
+  it (``sweep``) and pumps too; a slot also carries a lease (the provider's deadline and ten
+  minutes) after which anyone may take it.
 - **Requests** ≤ ``requests_per_minute`` (``REELAY_<NAME>_REQUESTS_PER_MINUTE``) in *any*
   60-second window, for every call made to the provider (creates, status checks, polls,
   reconcile, balance: ``HttpProvider`` asks ``before_request`` before each one). The request

@@ -238,9 +238,7 @@ class DynamoTaskStore(TaskStore):
     def get(self, task_id: str, *, consistent: bool = True) -> Task:
         key = {"pk": f"TASK#{task_id}", "sk": "TASK"}
         item = self._table.get_item(Key=key, ConsistentRead=consistent).get("Item")
-        self._count(
-            task_id, "ddb.GetItem", ddb_ru=costs.read_units(costs.item_size(item or {}), consistent=consistent)
-        )
+        self._count(task_id, "ddb.GetItem", ddb_ru=costs.read_units(costs.item_size(item or {}), consistent=consistent))
         if item is None and not consistent:
             # Just created, and not yet on the replica that answered: a stale "not found" would
             # mislead, so it is asked again, consistently.
@@ -394,7 +392,10 @@ LIST_INDEXES = {
 }
 # Every index of the table, for the write units of a task write (template.yaml ``TaskTable``).
 INDEXES = (
-    *(costs.IndexSpec(name=name, keys=(attr, "created_key"), projection="KEYS_ONLY") for name, attr in LIST_INDEXES.items()),
+    *(
+        costs.IndexSpec(name=name, keys=(attr, "created_key"), projection="KEYS_ONLY")
+        for name, attr in LIST_INDEXES.items()
+    ),
     costs.IndexSpec(name="Due", keys=("due_pk", "due_at"), projection="KEYS_ONLY"),
 )
 
