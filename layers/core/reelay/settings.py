@@ -8,7 +8,6 @@ no code below the handler reads ``os.environ``. Provider credentials come from
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -103,7 +102,7 @@ class Settings(BaseModel):
     environ: Mapping[str, str] = Field(default_factory=dict, exclude=True, repr=False)
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str], *, secret_loader: SecretLoader | None = None) -> Settings:
+    def from_environ(cls, environ: Mapping[str, str]) -> Settings:
         """Validate ``environ`` into settings; raise ``ConfigurationError`` naming what is wrong."""
         values: dict[str, Any] = {k.lower(): v for k, v in environ.items() if v != ""}
         try:
@@ -111,7 +110,7 @@ class Settings(BaseModel):
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
             raise ConfigurationError(f"invalid function configuration: {problems}") from None
-        configs = _provider_configs(base, environ, secret_loader or _powertools_secret)
+        configs = _provider_configs(base, environ)
         return base.model_copy(update={"providers": configs, "environ": dict(environ)})
 
     @property
@@ -151,13 +150,10 @@ class Settings(BaseModel):
         return next((p for p in self.providers if p.name == name), None)
 
 
-def _provider_configs(
-    base: Settings, environ: Mapping[str, str], load_secret: SecretLoader
-) -> tuple[ProviderConfig, ...]:
+def _provider_configs(base: Settings, environ: Mapping[str, str]) -> tuple[ProviderConfig, ...]:
     from reelay.providers.registry import PROTOCOL_DEFAULTS
 
     names = [n.strip() for n in base.reelay_providers.split(",") if n.strip()]
-    secret_keys: dict[str, str] | None = None
     configs = []
     for name in names:
         if name == "auto":
@@ -170,10 +166,8 @@ def _provider_configs(
         if protocol not in PROTOCOL_DEFAULTS:
             raise ConfigurationError(f"provider {name}: unknown protocol {protocol!r} (set {prefix}PROTOCOL)")
         key = environ.get(prefix + "API_KEY", "")
-        if not key and base.reelay_provider_keys_secret_arn:
-            if secret_keys is None:
-                secret_keys = _load_keys(load_secret, base.reelay_provider_keys_secret_arn)
-            key = secret_keys.get(name, "")
+        # Without a key of its own, the key is read from the keys secret on first use (lazily).
+        secret_arn = base.reelay_provider_keys_secret_arn if not key else None
         fields: dict[str, Any] = dict(PROTOCOL_DEFAULTS[protocol])
         for env_name, field in (
             ("AUTH_HEADER", "auth_header"),
@@ -191,18 +185,15 @@ def _provider_configs(
             fields["priority"] = priority
         try:
             configs.append(
-                ProviderConfig(name=name, protocol=protocol, base_url=url.rstrip("/"), api_key=SecretStr(key), **fields)
+                ProviderConfig(
+                    name=name,
+                    protocol=protocol,
+                    base_url=url.rstrip("/"),
+                    api_key=SecretStr(key),
+                    api_key_secret_arn=secret_arn or None,
+                    **fields,
+                )
             )
         except ValidationError as exc:
             raise ConfigurationError(f"provider {name}: invalid configuration: {exc.errors()[0]['msg']}") from None
     return tuple(configs)
-
-
-def _load_keys(load_secret: SecretLoader, arn: str) -> dict[str, str]:
-    try:
-        data = json.loads(load_secret(arn) or "{}")
-    except json.JSONDecodeError:
-        raise ConfigurationError("provider keys secret is not a JSON object") from None
-    if not isinstance(data, dict):
-        raise ConfigurationError("provider keys secret is not a JSON object")
-    return {str(k): str(v) for k, v in data.items()}

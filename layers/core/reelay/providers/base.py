@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from reelay.errors import RequestInvalid
+from reelay.errors import ConfigurationError, RequestInvalid
 from reelay.models import ErrorCode, ImageRequest, VideoRequest
 
 
@@ -29,6 +29,25 @@ class ProviderState(StrEnum):
 
 
 MAX_CONNECT_SECONDS = 5.0
+# How long a provider key read from Secrets Manager is kept before it is read again.
+KEY_TTL_SECONDS = 300
+
+
+def secret_keys(arn: str) -> dict[str, str]:
+    """The provider keys secret (a JSON object of name -> key), through Powertools' cache."""
+    import json
+
+    # Imported lazily: only the AWS path needs it, and it keeps cold start small.
+    from aws_lambda_powertools.utilities import parameters
+
+    value = parameters.get_secret(arn, max_age=KEY_TTL_SECONDS)
+    try:
+        data = json.loads((value if isinstance(value, str) else value.decode()) or "{}")
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise ConfigurationError("provider keys secret is not a JSON object")
+    return {str(k): str(v) for k, v in data.items()}
 
 
 class ProviderConfig(BaseModel):
@@ -40,6 +59,9 @@ class ProviderConfig(BaseModel):
     protocol: str
     base_url: str
     api_key: SecretStr
+    # Where the key is when ``api_key`` is empty: a Secrets Manager secret holding a JSON object
+    # ``{"<provider name>": "<key>", ...}`` (REELAY_PROVIDER_KEYS_SECRET_ARN), read on first use.
+    api_key_secret_arn: str | None = None
     # How the credential is sent: header name and a prefix ("Bearer " for most; "" for openai_videos).
     auth_header: str = "Authorization"
     auth_prefix: str = "Bearer "
@@ -59,6 +81,15 @@ class ProviderConfig(BaseModel):
     @classmethod
     def _zero_is_no_limit(cls, value: Any) -> Any:
         return None if value in (0, "0", "") else value
+
+    def key(self) -> str:
+        """The credential. From the keys secret it is read when first needed (not at cold start)
+        and kept ``KEY_TTL_SECONDS`` by Powertools' cache, so a key filled in or rotated after a
+        deploy is picked up within that time, without a redeploy."""
+        configured = self.api_key.get_secret_value()
+        if configured or not self.api_key_secret_arn:
+            return configured
+        return secret_keys(self.api_key_secret_arn).get(self.name, "")
 
     @property
     def connect_seconds(self) -> float:

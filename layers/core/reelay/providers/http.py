@@ -187,7 +187,7 @@ class HttpProvider(Provider):
         """The credential header for ``url`` when it is this provider's own origin, else ``{}``."""
         if not self.is_own_url(url):
             return {}
-        return {self.config.auth_header: self.config.auth_prefix + self.config.api_key.get_secret_value()}
+        return {self.config.auth_header: self.config.auth_prefix + self.config.key()}
 
     def close(self) -> None:
         """Release connections of a client this provider made itself."""
@@ -287,7 +287,7 @@ class HttpProvider(Provider):
 
     def scrub(self, text: str) -> str:
         """``text`` without the credential, cut to a readable length."""
-        secret = self.config.api_key.get_secret_value()
+        secret = self.config.key()
         if secret:
             text = text.replace(secret, "***")
         return text[:MAX_MESSAGE_CHARS]
