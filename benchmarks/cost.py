@@ -53,9 +53,10 @@ def _environment(speedup: float) -> dict[str, str]:
         "REELAY_LOG_LEVEL": "WARNING",
         "REELAY_RECONCILE_EVERY_SECONDS": "3600",
         # A task's own cost, not that of waiting: 100 tasks at once at generate_task's documented
-        # 60 requests a minute would add retries and waits (the simulator's limits are lifted too).
-        "REELAY_GENERATE_TASK_REQUESTS_PER_MINUTE": "100000",
-        "REELAY_GENERATE_TASK_MAX_IN_FLIGHT": "100000",
+        # 60 requests a minute would add retries and waits (the simulator's limits are lifted
+        # too). Its slots stay (each task takes and frees one); the request log is off ("0").
+        "REELAY_GENERATE_TASK_REQUESTS_PER_MINUTE": "0",
+        "REELAY_GENERATE_TASK_MAX_IN_FLIGHT": "1000",
     }
 
 
