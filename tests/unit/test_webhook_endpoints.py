@@ -480,6 +480,27 @@ def test_an_endpoint_whose_url_was_updated_gets_the_retry_at_the_new_url(world: 
     assert world.deliveries(task)[a.id].outcome is WebhookOutcome.DELIVERED
 
 
+def test_a_failed_read_of_the_endpoints_on_a_retry_sends_nothing_and_takes_no_claim(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _create(world.sdk, "/a")
+    world.receivers.answers["/a"] = [httpx.Response(503)]
+    task = world.ended(webhook_url=f"{HOOKS}/own")
+    world.receivers.answers["/own"] = [httpx.Response(503)]
+    with pytest.raises(RetryLater):
+        world.notifier().notify(task.id)
+    world.clock.advance(6)
+
+    def unavailable(store: Any, owner: str) -> Any:
+        raise RuntimeError("DynamoDB unavailable")
+
+    monkeypatch.setattr(DynamoWebhookEndpointStore, "of_owner", unavailable)
+    with pytest.raises(RuntimeError):
+        world.notifier().notify(task.id)
+
+    assert world.receivers.count() == 2 and world.notify_state(task).lease_until is None
+
+
 def test_endpoints_are_looked_up_once_so_a_later_endpoint_is_not_told_of_an_earlier_event(world: World) -> None:
     _create(world.sdk, "/a")
     world.receivers.answers["/a"] = [httpx.Response(503)]

@@ -1,4 +1,4 @@
-"""Telling the world a task ended: one EventBridge event per terminal task, and its webhook.
+"""Telling the world a task ended: one EventBridge event per terminal task, its webhook, its endpoints' events.
 
 The path, and why nothing is lost:
 
@@ -24,6 +24,15 @@ The path, and why nothing is lost:
    at a time: a longer wait takes a second look, which sends nothing). The message is the timer
    and the ``Due`` index (``next_at`` + ``NOTIFY_GRACE``) the safety net, so no scheduler, table
    scan or extra state machine is needed for waits longer than SQS's 15-minute delay.
+4. **The owner's webhook endpoints** (``reelay.webhook_endpoints``): at the first claim (the event
+   not sent yet) one query finds the owner's endpoints subscribed to the task's OpenAI-style event
+   (``video.completed`` / ``video.failed``; video tasks only), and the claim records one delivery
+   per endpoint in ``notify.endpoints`` (the event's id is each one's ``webhook-id``). Each is then
+   attempted under the same claims as the task's own webhook, with the same schedule,
+   ``Retry-After`` and 410 rules and the same metrics (``_attempt``), with the endpoint as it is
+   at the attempt (its current URL and secrets: one query per tell); a deleted endpoint's delivery
+   ends ``gone`` without a POST. All are recorded in the one write; the message waits until the
+   earliest ``next_at`` of all, and the task is not settled (it stays in ``Due``) while any is pending.
 
 Log points (for metrics and alarms): ``"event put"``; ``"webhook attempt"`` with ``outcome``
 (``delivered``, ``retrying``, ``gone``, ``refused``, ``exhausted``), ``attempt`` and ``status``;
@@ -121,7 +130,8 @@ class Notifier:
                 raise RetryLater(_seconds_until(state.lease_until, now), "another copy of the message is telling")
             delivery = _delivery(task) if task.webhook_url else None
             event_due = state.event_sent_at is None
-            targets, known = state.endpoints, None
+            targets: list[WebhookDelivery] | None = state.endpoints
+            known: dict[str, WebhookEndpoint] | None = None
             if event_due and targets is None:
                 # The first claim: the endpoints subscribed to the task's event, one query, recorded
                 # with the claim (later copies of the message attempt the same list).
@@ -129,6 +139,10 @@ class Notifier:
                 targets = [WebhookDelivery(id=event_id(task.id), endpoint_id=e) for e in known]
             webhook_due = delivery is not None and _due(delivery, now)
             endpoints_due = {str(d.endpoint_id) for d in targets or () if _due(d, now)}
+            if endpoints_due and known is None:
+                # A retry: the endpoints as they are now (URL, secrets; a deleted one is missing),
+                # read before the claim, so a failed read sends nothing.
+                known = self._of_owner(task.owner)
             if not (event_due or webhook_due or endpoints_due):
                 waits = _next_attempt([delivery, *(targets or ())]) or now
                 raise RetryLater(_seconds_until(waits, now), "webhook not due yet")
@@ -170,7 +184,7 @@ class Notifier:
         done = delivery
         if webhook_due and delivery is not None:
             done = self._attempt(task, delivery, lambda now: self._sender.attempt(task, now=now))
-        sent = self._attempt_endpoints(task, endpoints_due, known) if endpoints_due else {}
+        sent = self._attempt_endpoints(task, endpoints_due, known or {}) if endpoints_due else {}
 
         def recorded(state: NotifyState) -> NotifyState:
             update: dict[str, Any] = {"lease_until": None}
@@ -194,15 +208,17 @@ class Notifier:
         if self._endpoints is None or task.kind is TaskKind.IMAGE:
             return {}
         event_type = VIDEO_EVENT_TYPES[task.status]
-        return {e.id: e for e in self._endpoints.of_owner(task.owner) if event_type in e.event_types}
+        return {e.id: e for e in self._of_owner(task.owner).values() if event_type in e.event_types}
+
+    def _of_owner(self, owner: str) -> dict[str, WebhookEndpoint]:
+        """Every endpoint of the owner, by id (one query)."""
+        return {e.id: e for e in self._endpoints.of_owner(owner)} if self._endpoints is not None else {}
 
     def _attempt_endpoints(
-        self, task: Task, due: set[str], known: Mapping[str, WebhookEndpoint] | None
+        self, task: Task, due: set[str], known: Mapping[str, WebhookEndpoint]
     ) -> dict[str, WebhookDelivery]:
-        """Each due endpoint delivery attempted with the endpoint as it is now (its current URL and
-        secrets); a deleted endpoint's delivery ends ``gone``, unsent. By endpoint id."""
-        if known is None:
-            known = {e.id: e for e in self._endpoints.of_owner(task.owner)} if self._endpoints is not None else {}
+        """Each due endpoint delivery attempted with the endpoint as ``known`` (read for this claim: its
+        current URL and secrets); a deleted endpoint's delivery ends ``gone``, unsent. By endpoint id."""
         body = openai_event_payload(task)
         sent: dict[str, WebhookDelivery] = {}
         for delivery in (task.notify.endpoints if task.notify else None) or ():
