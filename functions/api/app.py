@@ -16,6 +16,7 @@ app = build_app(
     webhook_secrets=lambda: container.webhook_secrets,
     webhook_hosts=container.settings.allowed_webhook_hosts,
     videos=lambda: container.openai_videos,
+    webhook_endpoints=lambda: container.webhook_endpoints,
 )
 
 

@@ -2,9 +2,11 @@
 
 Each module-scoped stack runs with ``REELAY_OPENAI_MODELS`` mapping every OpenAI model name to
 one provider, so the whole suite passes through generate_task (callbacks), sorahk and
-openai_videos (poll path) in turn. Only the SDK talks to the API (``OpenAI(base_url, api_key)``);
-httpx is used for what the SDK has no call for (the local gateway's `/_reelay/keys` that makes keys, reading
-``/v1/tasks``) and boto3 reads the stored objects the downloads must hash to.
+openai_videos (poll path) in turn. The webhook endpoint tests (``client.webhooks``) run once, on
+the generate_task stack, with a loopback receiver listed in ``REELAY_ALLOWED_WEBHOOK_HOSTS``.
+Only the SDK talks to the API (``OpenAI(base_url, api_key)``); httpx is used for what the SDK
+has no call for (the local gateway's `/_reelay/keys` that makes keys, reading ``/v1/tasks``) and
+boto3 reads the stored objects the downloads must hash to.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +92,61 @@ class Stack:
         )
 
 
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that keeps every delivery (path, headers, body) and answers 204."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[tuple[str, dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                receiver.deliveries.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def host_port(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host_port}{path}"
+
+    def delivery(self, webhook_id: str, *, timeout: float = 20) -> tuple[dict[str, str], bytes]:
+        """The first delivery with this ``webhook-id`` (headers, body), waiting for it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for _, headers, body in list(self.deliveries):
+                if headers.get("webhook-id") == webhook_id:
+                    return headers, body
+            time.sleep(0.1)
+        raise AssertionError(f"no delivery {webhook_id} in {timeout} s: {[d[:2] for d in self.deliveries]}")
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    found = Receiver()
+    yield found
+    found.server.shutdown()
+    found.server.server_close()
+
+
 @pytest.fixture(scope="module", params=PROVIDERS)
-def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest, receiver: Receiver) -> Iterator[Stack]:
     provider = str(request.param)
     routes = json.dumps({"sora-2": [provider], "sora-2-pro": [provider]})
     parameters = {"ApiKeyCacheSeconds": str(CACHE_SECONDS), "OpenaiModelRoutes": routes}
-    with running_api(E2E_ENV, client_auth="apikey", parameter_overrides=parameters) as client:
+    variables = {**E2E_ENV, "REELAY_ALLOWED_WEBHOOK_HOSTS": receiver.host_port}
+    with running_api(variables, client_auth="apikey", parameter_overrides=parameters) as client:
         yield Stack(client, provider)
 
 
@@ -261,3 +314,65 @@ def test_an_idempotency_key_replays_the_same_fields_and_refuses_other_ones(stack
     assert again.parse().id == first.id and again.headers["idempotent-replayed"] == "true"
     stack.api.env.stack.drain(timeout=60, executions=True)
     assert stack.paid_calls() == 1
+
+
+# -- webhook endpoints (client.webhooks): once, on the generate_task stack ----------------------
+
+ONCE = pytest.mark.parametrize("stack", ["generate_task"], indirect=True)
+
+
+def _event_id(video_id: str) -> str:
+    return "evt_" + video_id.removeprefix("tsk_")
+
+
+@ONCE
+def test_a_videos_event_reaches_the_endpoint_and_verifies_with_its_signing_secret(
+    stack: Stack, receiver: Receiver
+) -> None:
+    # Given an endpoint registered through the SDK, on a loopback receiver
+    endpoint = stack.alice.webhooks.create(
+        url=receiver.url("/videos"), name="e2e", event_types=["video.completed", "video.failed"]
+    )
+    # When a video completes and another fails
+    video = stack.video()
+    failed = stack.video(prompt="a storm at sea [sim:fail]")
+    assert (video.status, failed.status) == ("completed", "failed")
+    # Then each event is delivered, verified by the SDK with the endpoint's secret, in OpenAI's shape
+    for made, event_type in ((video, "video.completed"), (failed, "video.failed")):
+        headers, body = receiver.delivery(_event_id(made.id))
+        stack.alice.webhooks.verify_signature(body, headers, secret=endpoint.signing_secret)
+        event = stack.alice.webhooks.unwrap(body, headers, secret=endpoint.signing_secret)
+        assert (event.type, event.data.id, event.object) == (event_type, made.id, "event")
+        assert json.loads(body)["id"] == headers["webhook-id"]
+        with pytest.raises(openai.InvalidWebhookSignatureError):
+            stack.alice.webhooks.verify_signature(body, headers, secret="whsec_" + "QUJD" * 11)
+    shown = stack.task(video.id, stack.alice_key)["webhook_endpoints"]
+    assert [(d["endpoint_id"], d["outcome"]) for d in shown] == [(endpoint.id, "delivered")]
+    stack.alice.webhooks.delete(endpoint.id)
+
+
+@ONCE
+def test_endpoints_are_listed_retrieved_updated_rotated_tested_and_deleted_through_the_sdk(
+    stack: Stack, receiver: Receiver
+) -> None:
+    made = stack.alice.webhooks.create(url=receiver.url("/manage"), name="first", event_types=["video.completed"])
+    assert made.id in [e.id for e in stack.alice.webhooks.list()]
+    assert stack.alice.webhooks.retrieve(made.id).name == "first"
+
+    changed = stack.alice.webhooks.update(made.id, name="second", event_types=["video.failed"])
+    assert (changed.name, changed.event_types, changed.url) == ("second", ["video.failed"], made.url)
+    rotated = stack.alice.webhooks.rotate_secret(made.id, keep_old_secret_active_for_24_hours=True)
+    result = stack.alice.webhooks.test(made.id, event_type="video.failed")
+
+    assert (result.success, result.status_code, result.webhook_endpoint_id) == (True, 204, made.id)
+    _, headers, body = next(d for d in receiver.deliveries if d[0] == "/manage")
+    assert json.loads(body)["type"] == "video.failed"
+    for secret in (made.signing_secret, rotated.signing_secret):  # the old one is kept for 24 h
+        stack.alice.webhooks.verify_signature(body, headers, secret=secret)
+    with pytest.raises(openai.NotFoundError):
+        stack.sdk(stack.make_key("bob")).webhooks.retrieve(made.id)
+    with pytest.raises(openai.BadRequestError):
+        stack.alice.webhooks.create(url="http://10.0.0.7/x", name="private", event_types=["video.failed"])
+    assert stack.alice.webhooks.delete(made.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        stack.alice.webhooks.retrieve(made.id)

@@ -70,6 +70,7 @@ from reelay.tasks import TaskService
 if TYPE_CHECKING:
     from reelay.batches import BatchService
 from reelay.variants import image_body, remix_models, video_body
+from reelay.webhook_endpoints import WebhookEndpoints, webhook_endpoints_router
 from reelay.webhooks import WebhookSecrets, webhook_url_type
 
 logger = Logger(child=True)
@@ -272,6 +273,7 @@ def build_app(
     webhook_secrets: Callable[[], WebhookSecrets] | None = None,
     webhook_hosts: frozenset[str] = frozenset(),
     videos: Callable[[], VideoService] | None = None,
+    webhook_endpoints: Callable[[], WebhookEndpoints] | None = None,
 ) -> APIGatewayHttpResolver:
     """The resolver; ``tasks`` (and ``batches``) give the services (built lazily, once),
     ``webhook_secrets`` the owners' secrets.
@@ -279,7 +281,8 @@ def build_app(
     ``providers`` (the stack's configured providers) shape the request bodies and the document;
     without them the bodies are the provider-neutral models and the adapters alone validate.
     ``webhook_hosts`` (``REELAY_ALLOWED_WEBHOOK_HOSTS``) widen ``webhook_url`` in those shapes.
-    ``videos`` adds the OpenAI-shaped ``/v1/videos`` routes (``reelay.openai_api``).
+    ``videos`` adds the OpenAI-shaped ``/v1/videos`` routes (``reelay.openai_api``),
+    ``webhook_endpoints`` OpenAI's ``/v1/webhook_endpoints`` (``reelay.webhook_endpoints``).
     """
     app = JsonApiResolver(enable_validation=True)
     VideoBody: Any = VideoRequest
@@ -525,6 +528,8 @@ def build_app(
 
     if videos is not None:
         app.include_router(openai_router(videos, owner))
+    if webhook_endpoints is not None:
+        app.include_router(webhook_endpoints_router(webhook_endpoints, owner))
     app.enable_swagger(path="/v1/docs", **_DOC)
     return app
 

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from reelay.tasks import TaskService
     from reelay.tokens import CallbackTokens
     from reelay.tracking import TaskTracker
-    from reelay.webhooks import WebhookSecrets
+    from reelay.webhook_endpoints import WebhookEndpoints, WebhookEndpointStore
+    from reelay.webhooks import WebhookSecrets, WebhookSender
 
 
 class Container:
@@ -424,22 +425,50 @@ class Container:
             overlap=timedelta(seconds=self.settings.reelay_webhook_secret_overlap_seconds),
         )
 
-    @cached_property
-    def notifier(self) -> Notifier:
+    def _webhook_sender(self, *, connect_timeout: float, read_timeout: float, deadline_seconds: float) -> WebhookSender:
+        from dataclasses import replace
+
         from reelay.fetch import Fetcher, UrlPolicy
-        from reelay.notify import Notifier
-        from reelay.webhooks import WEBHOOK_LIMITS, RetrySchedule, WebhookSender
+        from reelay.webhooks import WEBHOOK_LIMITS, WebhookSender
 
         # Webhook URLs get a fetcher of their own: the same checks, their own allow-list and limits.
+        limits = replace(WEBHOOK_LIMITS, deadline_seconds=deadline_seconds)
         fetcher = Fetcher(
             UrlPolicy(self.settings.allowed_webhook_hosts),
-            limits=WEBHOOK_LIMITS,
-            connect_timeout=5.0,
-            read_timeout=10.0,
+            limits=limits,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
         )
+        return WebhookSender(fetcher, self.webhook_secrets, limits=limits)
+
+    @cached_property
+    def webhook_endpoint_store(self) -> WebhookEndpointStore:
+        from reelay.store import DynamoWebhookEndpointStore
+
+        return DynamoWebhookEndpointStore(self.settings.task_table_name)
+
+    @cached_property
+    def webhook_endpoints(self) -> WebhookEndpoints:
+        """The API's webhook endpoints; its ``test`` POSTs within the API function's 10 s."""
+        from reelay.webhook_endpoints import WebhookEndpoints
+
+        return WebhookEndpoints(
+            self.webhook_endpoint_store,
+            self._webhook_sender(connect_timeout=2.0, read_timeout=5.0, deadline_seconds=6.0),
+            allowed_hosts=self.settings.allowed_webhook_hosts,
+        )
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        from reelay.notify import Notifier
+        from reelay.webhooks import WEBHOOK_LIMITS, RetrySchedule
+
         return Notifier(
             self.store,
             self.event_bus,
-            WebhookSender(fetcher, self.webhook_secrets),
+            self._webhook_sender(
+                connect_timeout=5.0, read_timeout=10.0, deadline_seconds=WEBHOOK_LIMITS.deadline_seconds
+            ),
             RetrySchedule.parse(self.settings.reelay_webhook_retry_seconds),
+            endpoints=self.webhook_endpoint_store,
         )

@@ -66,6 +66,12 @@ class WebhookView(BaseModel):
     attempts: list[WebhookAttemptView] = Field(default_factory=list)
 
 
+class EndpointDeliveryView(WebhookView):
+    """The task's OpenAI-style event to one of your webhook endpoints (``id``: the event's id)."""
+
+    endpoint_id: str
+
+
 class WebhookSecretList(BaseModel):
     """Your webhook signing secrets, newest first: two during a rotation's overlap, else one."""
 
@@ -102,6 +108,11 @@ class TaskView(BaseModel):
         "(on `GET /v1/tasks/{id}`; not in lists).",
     )
     webhook: WebhookView | None = Field(default=None, description="Deliveries of webhook_url, when the task has one.")
+    webhook_endpoints: list[EndpointDeliveryView] | None = Field(
+        default=None,
+        description="Deliveries of the video.completed / video.failed event to your webhook endpoints "
+        "(/v1/webhook_endpoints), once the task has ended and an endpoint was subscribed.",
+    )
 
 
 class TaskPage(BaseModel):

@@ -109,13 +109,13 @@ class Deadlines:
         return min(look, self.deadline(task))
 
 
-# How long after the terminal write (or a webhook's next attempt) reconcile waits for the
+# How long after the terminal write (or a webhook's or endpoint delivery's next attempt) reconcile waits for the
 # notify worker before it sends the task's notify message again (``reelay.notify``).
 NOTIFY_GRACE = timedelta(minutes=5)
 
 
 def notification_pending(task: Task) -> bool:
-    """Whether a terminal task still has its event or its webhook to send."""
+    """Whether a terminal task still has its event, its webhook or an endpoint delivery to send."""
     if not task.status.terminal:
         return False
     return not (task.notify or NotifyState()).settled(has_webhook=bool(task.webhook_url))
@@ -130,6 +130,7 @@ def notify_due(task: Task, grace: timedelta = NOTIFY_GRACE) -> datetime | None:
         moments.append(task.notify.lease_until)
         if task.notify.webhook is not None:
             moments.append(task.notify.webhook.next_at)
+        moments += [d.next_at for d in task.notify.pending_deliveries()]
     return max(m for m in moments if m is not None) + grace
 
 

@@ -68,6 +68,12 @@ class TaskNotFound(ReelayError):
     code = "NOT_FOUND"
 
 
+class WebhookEndpointNotFound(ReelayError):
+    """No such webhook endpoint, or another owner's (``reelay.webhook_endpoints``)."""
+
+    code = "NOT_FOUND"
+
+
 class UploadNotFound(ReelayError):
     """An ``image_keys`` entry that is not one of the caller's own, existing uploads."""
 

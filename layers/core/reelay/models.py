@@ -382,9 +382,14 @@ class WebhookAttempt(BaseModel):
 
 
 class WebhookDelivery(BaseModel):
-    """A task's webhook: its stable ``webhook-id``, its outcome and every attempt (at most the schedule's)."""
+    """A task's webhook: its stable ``webhook-id``, its outcome and every attempt (at most the schedule's).
+
+    With ``endpoint_id``: the delivery of the task's OpenAI-style event to one of the owner's
+    webhook endpoints (``reelay.webhook_endpoints``); ``id`` is then the event's id.
+    """
 
     id: str
+    endpoint_id: str | None = None
     outcome: WebhookOutcome = WebhookOutcome.PENDING
     attempts: list[WebhookAttempt] = Field(default_factory=list)
     # When the next attempt may start (while retrying).
@@ -396,15 +401,26 @@ class NotifyState(BaseModel):
 
     event_sent_at: datetime | None = None
     webhook: WebhookDelivery | None = None
+    # The OpenAI-style event's deliveries, one per webhook endpoint of the owner subscribed to it,
+    # looked up once at the first claim (None: not looked up yet; a record from before endpoints
+    # existed reads as none).
+    endpoints: list[WebhookDelivery] | None = None
     # While a notify worker puts the event or makes a webhook attempt: its claim, so two copies
     # of the message never both tell (``reelay.notify``).
     lease_until: datetime | None = None
 
     def settled(self, *, has_webhook: bool) -> bool:
-        """Whether nothing is left to tell: the event is out and the webhook (if any) is final."""
+        """Whether nothing is left to tell: the event is out, the webhook (if any) and every endpoint
+        delivery final."""
         if self.event_sent_at is None:
             return False
+        if any(not d.outcome.final for d in self.endpoints or ()):
+            return False
         return not has_webhook or (self.webhook is not None and self.webhook.outcome.final)
+
+    def pending_deliveries(self) -> list[WebhookDelivery]:
+        """The endpoint deliveries not final yet."""
+        return [d for d in self.endpoints or () if not d.outcome.final]
 
 
 class Task(BaseModel):

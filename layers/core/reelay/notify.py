@@ -1,4 +1,4 @@
-"""Telling the world a task ended: one EventBridge event per terminal task, and its webhook.
+"""Telling the world a task ended: one EventBridge event per terminal task, its webhook, its endpoints' events.
 
 The path, and why nothing is lost:
 
@@ -24,6 +24,15 @@ The path, and why nothing is lost:
    at a time: a longer wait takes a second look, which sends nothing). The message is the timer
    and the ``Due`` index (``next_at`` + ``NOTIFY_GRACE``) the safety net, so no scheduler, table
    scan or extra state machine is needed for waits longer than SQS's 15-minute delay.
+4. **The owner's webhook endpoints** (``reelay.webhook_endpoints``): at the first claim (the event
+   not sent yet) one query finds the owner's endpoints subscribed to the task's OpenAI-style event
+   (``video.completed`` / ``video.failed``; video tasks only), and the claim records one delivery
+   per endpoint in ``notify.endpoints`` (the event's id is each one's ``webhook-id``). Each is then
+   attempted under the same claims as the task's own webhook, with the same schedule,
+   ``Retry-After`` and 410 rules and the same metrics (``_attempt``), with the endpoint as it is
+   at the attempt (its current URL and secrets: one query per tell); a deleted endpoint's delivery
+   ends ``gone`` without a POST. All are recorded in the one write; the message waits until the
+   earliest ``next_at`` of all, and the task is not settled (it stays in ``Due``) while any is pending.
 
 Log points (for metrics and alarms): ``"event put"``; ``"webhook attempt"`` with ``outcome``
 (``delivered``, ``retrying``, ``gone``, ``refused``, ``exhausted``), ``attempt`` and ``status``;
@@ -35,7 +44,7 @@ and ``"webhook exhausted"`` at WARNING when every attempt of the schedule failed
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,11 +54,21 @@ from reelay import metrics
 from reelay.aws import EventBus, EventPublishFailed, TaskQueue
 from reelay.deadlines import NOTIFY_GRACE, notification_pending, notify_due
 from reelay.errors import QueueSendFailed, TransitionConflict
-from reelay.models import NotifyState, Task, TaskStatus, WebhookDelivery, WebhookOutcome, utcnow
+from reelay.models import NotifyState, Task, TaskKind, TaskStatus, WebhookDelivery, WebhookOutcome, utcnow
 
 __all__ = ["NOTIFY_GRACE", "Notifier", "NotifyHook", "emit_batch_completed", "notification_pending", "notify_due"]
 from reelay.store import TaskStore
-from reelay.webhooks import RetrySchedule, WebhookSender, task_data, webhook_id
+from reelay.webhook_endpoints import WebhookEndpoint, WebhookEndpointStore
+from reelay.webhooks import (
+    VIDEO_EVENT_TYPES,
+    AttemptResult,
+    RetrySchedule,
+    WebhookSender,
+    event_id,
+    openai_event_payload,
+    task_data,
+    webhook_id,
+)
 from reelay.workers import RetryLater, backoff_seconds
 
 logger = Logger(child=True)
@@ -76,7 +95,8 @@ class NotifyHook:
 
 
 class Notifier:
-    """The notify worker's logic: the task's event, then its webhook's next attempt."""
+    """The notify worker's logic: the task's event, then its webhooks' next attempts (its own and the
+    owner's endpoints')."""
 
     def __init__(
         self,
@@ -85,16 +105,18 @@ class Notifier:
         sender: WebhookSender,
         schedule: RetrySchedule,
         *,
+        endpoints: WebhookEndpointStore | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
         self._bus = bus
         self._sender = sender
         self._schedule = schedule
+        self._endpoints = endpoints
         self._clock = clock
 
     def notify(self, task_id: str, attempt: int = 0) -> Task:
-        """Tell about one terminal task; ``RetryLater`` while its webhook waits for its next attempt."""
+        """Tell about one terminal task; ``RetryLater`` while a webhook waits for its next attempt."""
         task = self._store.get(task_id)
         if not task.status.terminal:
             logger.warning("notify message for a task that has not ended; dropped", extra={"task_id": task_id})
@@ -108,34 +130,61 @@ class Notifier:
                 raise RetryLater(_seconds_until(state.lease_until, now), "another copy of the message is telling")
             delivery = _delivery(task) if task.webhook_url else None
             event_due = state.event_sent_at is None
-            webhook_due = delivery is not None and not delivery.outcome.final
-            if webhook_due and delivery is not None and delivery.next_at is not None and now < delivery.next_at:
-                if not event_due:
-                    raise RetryLater(_seconds_until(delivery.next_at, now), "webhook not due yet")
-                webhook_due = False
+            targets: list[WebhookDelivery] | None = state.endpoints
+            known: dict[str, WebhookEndpoint] | None = None
+            if event_due and targets is None:
+                # The first claim: the endpoints subscribed to the task's event, one query, recorded
+                # with the claim (later copies of the message attempt the same list).
+                known = self._subscribed(task)
+                targets = [WebhookDelivery(id=event_id(task.id), endpoint_id=e) for e in known]
+            webhook_due = delivery is not None and _due(delivery, now)
+            endpoints_due = {str(d.endpoint_id) for d in targets or () if _due(d, now)}
+            if endpoints_due and known is None:
+                # A retry: the endpoints as they are now (URL, secrets; a deleted one is missing),
+                # read before the claim, so a failed read sends nothing.
+                known = self._of_owner(task.owner)
+            if not (event_due or webhook_due or endpoints_due):
+                waits = _next_attempt([delivery, *(targets or ())]) or now
+                raise RetryLater(_seconds_until(waits, now), "webhook not due yet")
             # The claim: one conditional write, so two copies of the message never both tell.
-            claimed = state.model_copy(update={"lease_until": now + LEASE, "webhook": delivery})
+            claimed = state.model_copy(update={"lease_until": now + LEASE, "webhook": delivery, "endpoints": targets})
             try:
                 task = self._store.save(task.model_copy(update={"notify": claimed}), expected=task)
             except TransitionConflict:
                 task = self._store.get(task.id)  # another copy of the message may have claimed it
                 continue
-            return self._tell(task, event_due=event_due, webhook_due=webhook_due, attempt=attempt)
+            return self._tell(
+                task, event_due=event_due, webhook_due=webhook_due, endpoints_due=endpoints_due, known=known,
+                attempt=attempt,
+            )  # fmt: skip
         raise RetryLater(backoff_seconds(attempt), "the task's notify state kept changing")
 
-    def _tell(self, task: Task, *, event_due: bool, webhook_due: bool, attempt: int) -> Task:
-        """Under the claim: the event (if not out yet), the webhook's attempt (if due), one record of both."""
+    def _tell(
+        self,
+        task: Task,
+        *,
+        event_due: bool,
+        webhook_due: bool,
+        endpoints_due: set[str],
+        known: Mapping[str, WebhookEndpoint] | None,
+        attempt: int,
+    ) -> Task:
+        """Under the claim: the event (if not out yet), the due webhook attempts (the task's own and the
+        endpoints'), one record of all."""
         sent_at: datetime | None = None
         if event_due:
             try:
-                event_id = self._bus.put(DETAIL_TYPES[task.status], task_data(task), resources=[task.id])
+                event_id_ = self._bus.put(DETAIL_TYPES[task.status], task_data(task), resources=[task.id])
             except EventPublishFailed as exc:
                 self._write(task, lambda state: state.model_copy(update={"lease_until": None}))
                 raise RetryLater(backoff_seconds(attempt), exc.message) from exc
-            logger.info("event put", extra={"task_id": task.id, "event_id": event_id, "status": str(task.status)})
+            logger.info("event put", extra={"task_id": task.id, "event_id": event_id_, "status": str(task.status)})
             sent_at = self._clock()
         delivery = _delivery(task) if task.webhook_url else None
-        done = self._attempt(task, delivery) if webhook_due and delivery is not None else delivery
+        done = delivery
+        if webhook_due and delivery is not None:
+            done = self._attempt(task, delivery, lambda now: self._sender.attempt(task, now=now))
+        sent = self._attempt_endpoints(task, endpoints_due, known or {}) if endpoints_due else {}
 
         def recorded(state: NotifyState) -> NotifyState:
             update: dict[str, Any] = {"lease_until": None}
@@ -143,17 +192,56 @@ class Notifier:
                 update["event_sent_at"] = state.event_sent_at or sent_at
             if webhook_due:
                 update["webhook"] = done
+            if sent:
+                update["endpoints"] = [sent.get(str(d.endpoint_id), d) for d in state.endpoints or ()]
             return state.model_copy(update=update)
 
         task = self._write(task, recorded)
-        if done is not None and not done.outcome.final and done.next_at is not None:
-            raise RetryLater(max(1, _seconds_until(done.next_at, self._clock())), "webhook waits for its next attempt")
+        state = task.notify or NotifyState()
+        next_at = _next_attempt([state.webhook, *(state.endpoints or ())])
+        if next_at is not None:
+            raise RetryLater(max(1, _seconds_until(next_at, self._clock())), "webhook waits for its next attempt")
         return task
 
-    def _attempt(self, task: Task, delivery: WebhookDelivery) -> WebhookDelivery:
-        """One signed POST; the delivery with the attempt recorded (``next_at`` while retrying)."""
+    def _subscribed(self, task: Task) -> dict[str, WebhookEndpoint]:
+        """The owner's endpoints subscribed to the task's OpenAI-style event (video tasks only), by id."""
+        if self._endpoints is None or task.kind is TaskKind.IMAGE:
+            return {}
+        event_type = VIDEO_EVENT_TYPES[task.status]
+        return {e.id: e for e in self._of_owner(task.owner).values() if event_type in e.event_types}
+
+    def _of_owner(self, owner: str) -> dict[str, WebhookEndpoint]:
+        """Every endpoint of the owner, by id (one query)."""
+        return {e.id: e for e in self._endpoints.of_owner(owner)} if self._endpoints is not None else {}
+
+    def _attempt_endpoints(
+        self, task: Task, due: set[str], known: Mapping[str, WebhookEndpoint]
+    ) -> dict[str, WebhookDelivery]:
+        """Each due endpoint delivery attempted with the endpoint as ``known`` (read for this claim: its
+        current URL and secrets); a deleted endpoint's delivery ends ``gone``, unsent. By endpoint id."""
+        body = openai_event_payload(task)
+        sent: dict[str, WebhookDelivery] = {}
+        for delivery in (task.notify.endpoints if task.notify else None) or ():
+            endpoint_id = str(delivery.endpoint_id)
+            if endpoint_id not in due:
+                continue
+            endpoint = known.get(endpoint_id)
+            if endpoint is None:
+                logger.info(
+                    "webhook endpoint deleted; its delivery ends unsent",
+                    extra={"task_id": task.id, "webhook_id": delivery.id, "endpoint_id": endpoint_id},
+                )
+                sent[endpoint_id] = delivery.model_copy(update={"outcome": WebhookOutcome.GONE, "next_at": None})
+                continue
+            sent[endpoint_id] = self._attempt(task, delivery, _endpoint_send(self._sender, endpoint, body, delivery.id))
+        return sent
+
+    def _attempt(
+        self, task: Task, delivery: WebhookDelivery, send: Callable[[datetime], AttemptResult]
+    ) -> WebhookDelivery:
+        """One signed POST (``send``); the delivery with the attempt recorded (``next_at`` while retrying)."""
         now = self._clock()
-        result = self._sender.attempt(task, now=now)
+        result = send(now)
         number = len(delivery.attempts) + 1
         outcome, wait = result.outcome, None
         if outcome is WebhookOutcome.RETRYING:
@@ -171,6 +259,8 @@ class Notifier:
             "status": record.status,
             "outcome": outcome.value,
         }
+        if delivery.endpoint_id is not None:
+            log["endpoint_id"] = delivery.endpoint_id
         logger.info("webhook attempt", extra=log)
         metrics.webhook_attempted(outcome is WebhookOutcome.DELIVERED, outcome.value)
         if outcome in (WebhookOutcome.EXHAUSTED, WebhookOutcome.GONE):
@@ -196,6 +286,23 @@ class Notifier:
 
 def _seconds_until(moment: datetime, now: datetime) -> int:
     return max(1, math.ceil((moment - now).total_seconds()))
+
+
+def _next_attempt(deliveries: Sequence[WebhookDelivery | None]) -> datetime | None:
+    """The earliest ``next_at`` of the deliveries not final yet (None: none waits)."""
+    return min((d.next_at for d in deliveries if d is not None and not d.outcome.final and d.next_at), default=None)
+
+
+def _due(delivery: WebhookDelivery, now: datetime) -> bool:
+    """Whether a delivery's next attempt may start now."""
+    return not delivery.outcome.final and (delivery.next_at is None or now >= delivery.next_at)
+
+
+def _endpoint_send(
+    sender: WebhookSender, endpoint: WebhookEndpoint, body: bytes, msg_id: str
+) -> Callable[[datetime], AttemptResult]:
+    """One POST of the event to the endpoint, signed with its secrets valid at that moment."""
+    return lambda now: sender.send(endpoint.url, body, msg_id=msg_id, secrets=endpoint.valid_secrets(now), now=now)
 
 
 def _delivery(task: Task) -> WebhookDelivery:

@@ -54,6 +54,7 @@ from reelay.errors import (
     TaskNotFound,
     TaskNotRemixable,
     UploadNotFound,
+    WebhookEndpointNotFound,
 )
 from reelay.fetch import sniff_media
 from reelay.inputs import MAX_IMAGE_BYTES
@@ -87,9 +88,13 @@ _STATUS: Mapping[TaskStatus, OpenAIStatus] = {
 }
 
 
+# Every OpenAI-shaped route: the videos here, the webhook endpoints in ``reelay.webhook_endpoints``.
+OPENAI_PREFIXES = (PREFIX, "/v1/webhook_endpoints", "/v1/webhook_event_types")
+
+
 def is_openai_path(path: str) -> bool:
-    """Whether a request path is one of these routes (they read their own bodies and errors)."""
-    return path == PREFIX or path.startswith(PREFIX + "/")
+    """Whether a request path is one of the OpenAI-shaped routes (they read their own bodies and errors)."""
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in OPENAI_PREFIXES)
 
 
 # ----------------------------------------------------------------- OpenAI's objects
@@ -272,7 +277,7 @@ def parse_create(event: Mapping[str, Any]) -> CreateForm:
                 except UnicodeDecodeError:
                     raise RequestInvalid(f"{name} is not UTF-8 text", field=name) from None
     elif media == "application/json" or media.endswith("+json"):
-        parsed = _json_object(event)
+        parsed = json_object(event)
         unknown = sorted(set(parsed) - _FIELDS)
         if unknown:
             raise RequestInvalid(f"unknown field {unknown[0]!r}", field=unknown[0])
@@ -320,8 +325,8 @@ def _image(data: bytes, declared: str) -> InputImage:
     return InputImage(content=data, content_type=kind)
 
 
-def _json_object(event: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON object body, its depth checked before the parser recurses (see ``reelay.bodies``)."""
+def json_object(event: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON object body (empty: ``{}``), its depth checked before the parser recurses (see ``reelay.bodies``)."""
     raw = _body_bytes(event, MAX_JSON_BYTES)
     if json_depth(raw) > MAX_JSON_DEPTH:
         raise RequestInvalid(f"request body is nested deeper than {MAX_JSON_DEPTH} levels")
@@ -336,7 +341,7 @@ def _json_object(event: Mapping[str, Any]) -> dict[str, Any]:
 
 def parse_json_prompt(event: Mapping[str, Any]) -> str:
     """The ``prompt`` of a remix body (JSON, as the SDK sends it)."""
-    parsed = _json_object(event)
+    parsed = json_object(event)
     if not isinstance(parsed.get("prompt"), str) or not parsed["prompt"].strip():
         raise RequestInvalid("prompt is required", field="prompt")
     unknown = sorted(set(parsed) - {"prompt"})
@@ -483,8 +488,9 @@ def _with_image(ask: VideoAsk, url: str) -> VideoAsk:
 # ----------------------------------------------------------------- errors (the one place for these routes)
 
 
-def _openai_errors(app: Any, next_middleware: NextMiddleware) -> Response[Any]:
-    """Each reelay exception to OpenAI's error shape and a status the SDK maps to its exceptions."""
+def openai_errors(app: Any, next_middleware: NextMiddleware) -> Response[Any]:
+    """Each reelay exception to OpenAI's error shape and a status the SDK maps to its exceptions
+    (the route middleware of every OpenAI-shaped route, the webhook endpoints' too)."""
     try:
         return next_middleware(app)
     except ApiKeyRejected as exc:
@@ -495,7 +501,7 @@ def _openai_errors(app: Any, next_middleware: NextMiddleware) -> Response[Any]:
         return openai_error(400, exc.message, code=exc.code.lower(), param=exc.field)
     except TaskNotRemixable as exc:
         return openai_error(400, exc.message, code="not_remixable", param="video_id")
-    except (TaskNotFound, UploadNotFound) as exc:
+    except (TaskNotFound, UploadNotFound, WebhookEndpointNotFound) as exc:
         return openai_error(404, exc.message, code="not_found")
     except IdempotencyConflict as exc:
         return openai_error(409, exc.message, code="idempotency_conflict")
@@ -513,7 +519,7 @@ def _openai_errors(app: Any, next_middleware: NextMiddleware) -> Response[Any]:
 def openai_router(videos: Callable[[], VideoService], owner: Callable[[], str]) -> Router:
     """The ``/v1/videos`` routes, to include into the API resolver (``app.include_router``)."""
     router = Router()
-    guarded: list[Any] = [_openai_errors]
+    guarded: list[Any] = [openai_errors]
 
     def event() -> Mapping[str, Any]:
         return router.current_event.raw_event
@@ -593,7 +599,9 @@ __all__ = [
     "OpenAIVideoList",
     "VideoService",
     "is_openai_path",
+    "json_object",
     "openai_error",
+    "openai_errors",
     "openai_router",
     "parse_create",
     "video_object",

@@ -18,6 +18,8 @@ Item layout (one table, see template.yaml ``TaskTable``):
   1 KB, so each ADD is one write unit. Every operation here counts its own units for its task.
 - an owner's webhook secrets: pk=``WHSEC#<owner>`` sk=``WHSEC`` with ``entries`` (secret,
   created_at, retire_at) and a ``version`` every write is conditional on (``reelay.webhooks``).
+- an owner's webhook endpoints: pk=``WHEP#<owner>`` sk=``WHEP#<endpoint id>``, and their count,
+  sk=``COUNT`` (``DynamoWebhookEndpointStore``, ``reelay.webhook_endpoints``).
 
 The due time comes from a ``DuePolicy`` (``reelay.deadlines.Deadlines.due`` in the functions).
 
@@ -39,12 +41,13 @@ from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger
-from boto3.dynamodb.conditions import Attr
+from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from reelay import costs, metrics
 from reelay.errors import IdempotencyConflict, RequestInvalid, TaskNotFound, TransitionConflict
 from reelay.models import ALLOWED_TRANSITIONS, Task, TaskStatus, Transition, utcnow
+from reelay.webhook_endpoints import WebhookEndpoint, WebhookEndpointStore
 from reelay.webhooks import WebhookSecretStore
 
 logger = Logger(child=True)
@@ -473,5 +476,116 @@ class DynamoWebhookSecretStore(WebhookSecretStore):
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return False
+            raise
+        return True
+
+
+class DynamoWebhookEndpointStore(WebhookEndpointStore):
+    """Owners' webhook endpoints in the task table, next to their webhook secrets (never logged).
+
+    One item per endpoint, ``pk = WHEP#<owner>``, ``sk = WHEP#<endpoint id>`` (no ``TASK#`` key and
+    no index attribute: never in a task list or the ``Due`` index; the owner is in the key only),
+    and one counter per owner (``sk = COUNT``), changed in the same transaction as each create and
+    delete, so the per-owner limit holds under concurrent creates. An owner's endpoints are one
+    query of its partition.
+    """
+
+    def __init__(self, table_name: str, *, resource: Any = None) -> None:
+        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        # The resource's client: it takes and gives plain Python values, as the table does.
+        self._client = self._table.meta.client
+
+    @staticmethod
+    def _pk(owner: str) -> str:
+        return f"WHEP#{owner}"
+
+    def _key(self, owner: str, endpoint_id: str) -> dict[str, str]:
+        return {"pk": self._pk(owner), "sk": f"WHEP#{endpoint_id}"}
+
+    def _item(self, endpoint: WebhookEndpoint) -> dict[str, Any]:
+        data = endpoint.model_dump(mode="json", exclude={"owner"}, exclude_none=True)
+        return {**self._key(endpoint.owner, endpoint.id), **_to_dynamo(data)}
+
+    @staticmethod
+    def _endpoint(owner: str, item: Mapping[str, Any]) -> WebhookEndpoint:
+        data = _from_dynamo({k: v for k, v in item.items() if k not in ("pk", "sk")})
+        return WebhookEndpoint.model_validate({**data, "owner": owner})
+
+    def create(self, endpoint: WebhookEndpoint, *, limit: int) -> bool:
+        count_key = {"pk": self._pk(endpoint.owner), "sk": "COUNT"}
+        try:
+            self._client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self._table.name,
+                            "Key": count_key,
+                            "UpdateExpression": "ADD endpoints :one",
+                            "ConditionExpression": "attribute_not_exists(endpoints) OR endpoints < :limit",
+                            "ExpressionAttributeValues": {":one": 1, ":limit": limit},
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self._table.name,
+                            "Item": self._item(endpoint),
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = exc.response.get("CancellationReasons") or [{}]
+            if reasons[0].get("Code") == "ConditionalCheckFailed":
+                return False  # the owner has ``limit`` endpoints
+            raise
+        return True
+
+    def get(self, owner: str, endpoint_id: str) -> WebhookEndpoint | None:
+        item = self._table.get_item(Key=self._key(owner, endpoint_id), ConsistentRead=True).get("Item")
+        return self._endpoint(owner, item) if item is not None else None
+
+    def of_owner(self, owner: str) -> builtins.list[WebhookEndpoint]:
+        page = self._table.query(
+            KeyConditionExpression=Key("pk").eq(self._pk(owner)) & Key("sk").begins_with("WHEP#"),
+            ConsistentRead=True,
+        )
+        return [self._endpoint(owner, item) for item in page.get("Items", [])]
+
+    def save(self, endpoint: WebhookEndpoint, *, expected_version: int) -> bool:
+        try:
+            self._table.put_item(Item=self._item(endpoint), ConditionExpression=Attr("version").eq(expected_version))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def delete(self, owner: str, endpoint_id: str) -> bool:
+        try:
+            self._client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Delete": {
+                            "TableName": self._table.name,
+                            "Key": self._key(owner, endpoint_id),
+                            "ConditionExpression": "attribute_exists(pk)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table.name,
+                            "Key": {"pk": self._pk(owner), "sk": "COUNT"},
+                            "UpdateExpression": "ADD endpoints :minus",
+                            "ExpressionAttributeValues": {":minus": -1},
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                return False  # no such endpoint
             raise
         return True

@@ -16,6 +16,7 @@ from reelay import costs
 from reelay.aws import ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
 from reelay.contract import (
+    EndpointDeliveryView,
     ErrorInfo,
     OutputView,
     ProviderView,
@@ -314,4 +315,15 @@ def task_view(task: Task, *, presigned_get: Callable[[str], str] | None = None) 
             if webhook
             else (WebhookView(id=webhook_id(task.id), outcome="pending") if task.webhook_url else None)
         ),
+        webhook_endpoints=[
+            EndpointDeliveryView(
+                id=d.id,
+                endpoint_id=str(d.endpoint_id),
+                outcome=d.outcome.value,
+                attempts=[WebhookAttemptView.model_validate(a.model_dump()) for a in d.attempts],
+            )
+            for d in task.notify.endpoints
+        ]
+        if task.notify and task.notify.endpoints
+        else None,
     )

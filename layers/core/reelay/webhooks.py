@@ -18,8 +18,11 @@ A task with a ``webhook_url`` gets one POST when it ends (``reelay.notify`` runs
   valid secret, space-separated, over ``id.timestamp.body``.
 - **Payload** builders are separate from signing and delivery (``PayloadBuilder``): reelay's own
   is ``task_payload`` (``{"type": "task.succeeded" | "task.failed", "timestamp", "data": task}``,
-  the task as the API shows it, without presigned URLs); another event shape plugs in as another
-  builder.
+  the task as the API shows it, without presigned URLs); OpenAI's event shape, for the owner's
+  webhook endpoints (``reelay.webhook_endpoints``), is ``openai_event_payload``
+  (``{"id": "evt_...", "object": "event", "type": "video.completed" | "video.failed",
+  "created_at", "data": {"id": video id}}``), signed with the endpoint's own secrets
+  (``WebhookSender.send``).
 - **Schedule** (``RetrySchedule``): after a failed attempt the next waits 5 s, 5 min, 30 min, 2 h,
   5 h, 10 h, 24 h (±10 % jitter), or what ``REELAY_WEBHOOK_RETRY_SECONDS`` says; a
   ``Retry-After`` answer replaces the wait (at most 24 h). A 2xx is delivered; a 410 stops;
@@ -46,7 +49,7 @@ from standardwebhooks.webhooks import Webhook
 
 from reelay.errors import ResultError, UnsafeResultUrl
 from reelay.fetch import Fetcher, Limits, _literal_ip, address_refusal
-from reelay.models import _PORT, URL_MAX_CHARS, Task, WebhookAttempt, WebhookOutcome, utcnow
+from reelay.models import _PORT, URL_MAX_CHARS, Task, TaskStatus, WebhookAttempt, WebhookOutcome, utcnow
 
 # -- identity ------------------------------------------------------------------------------
 
@@ -54,6 +57,12 @@ from reelay.models import _PORT, URL_MAX_CHARS, Task, WebhookAttempt, WebhookOut
 def webhook_id(task_id: str) -> str:
     """The ``webhook-id`` of a task's webhook: the same on every attempt (receivers dedupe on it)."""
     return f"msg_{task_id}"
+
+
+def event_id(task_id: str) -> str:
+    """The id of a task's OpenAI-style event, and its ``webhook-id``: the same on every attempt and
+    every endpoint (``evt_`` and the task id's hex)."""
+    return f"evt_{task_id.removeprefix('tsk_')}"
 
 
 # -- URLs ----------------------------------------------------------------------------------
@@ -204,7 +213,7 @@ def task_data(task: Task) -> dict[str, Any]:
     from reelay.tasks import task_view
 
     dumped: dict[str, Any] = task_view(task).model_dump(
-        mode="json", exclude={"webhook": True, "outputs": {"__all__": {"url"}}}
+        mode="json", exclude={"webhook": True, "webhook_endpoints": True, "outputs": {"__all__": {"url"}}}
     )
     return dumped
 
@@ -217,6 +226,33 @@ def task_payload(task: Task) -> bytes:
     ended = task.entered(task.status) or task.updated_at
     message = {"type": f"task.{task.status.value}", "timestamp": ended.isoformat(), "data": task_data(task)}
     return json.dumps(message, separators=(",", ":"), sort_keys=True).encode()
+
+
+VIDEO_EVENT_TYPES: dict[TaskStatus, str] = {
+    TaskStatus.SUCCEEDED: "video.completed",
+    TaskStatus.FAILED: "video.failed",
+}
+# The event types a webhook endpoint may subscribe to (OpenAI's names for the video events).
+SUPPORTED_EVENT_TYPES: tuple[str, ...] = tuple(VIDEO_EVENT_TYPES.values())
+
+
+def openai_event(event_id_: str, event_type: str, created_at: datetime, video_id: str) -> bytes:
+    """OpenAI's event body (as ``openai.types.webhooks.*WebhookEvent``), compact JSON."""
+    message = {
+        "id": event_id_,
+        "object": "event",
+        "type": event_type,
+        "created_at": int(created_at.timestamp()),
+        "data": {"id": video_id},
+    }
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def openai_event_payload(task: Task) -> bytes:
+    """A terminal video task's OpenAI-style event: ``video.completed`` / ``video.failed``, created at the
+    task's end, ``data.id`` the video (task) id. The same bytes on every attempt and endpoint."""
+    ended = task.entered(task.status) or task.updated_at
+    return openai_event(event_id(task.id), VIDEO_EVENT_TYPES[task.status], ended, task.id)
 
 
 # -- schedule ------------------------------------------------------------------------------
@@ -288,29 +324,45 @@ class AttemptResult:
 
 
 class WebhookSender:
-    """Signs and POSTs one webhook attempt through the fetcher of untrusted URLs."""
+    """Signs and POSTs one webhook attempt through the fetcher of untrusted URLs: a task's own webhook
+    (``attempt``: reelay's body, the owner's secrets) or any signed body (``send``: an endpoint's event)."""
 
-    def __init__(self, fetcher: Fetcher, secrets: WebhookSecrets, *, payload: PayloadBuilder = task_payload) -> None:
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        secrets: WebhookSecrets,
+        *,
+        payload: PayloadBuilder = task_payload,
+        limits: Limits = WEBHOOK_LIMITS,
+    ) -> None:
         self._fetcher = fetcher
         self._secrets = secrets
         self._payload = payload
+        self._limits = limits
 
     def attempt(self, task: Task, *, now: datetime | None = None) -> AttemptResult:
         """One POST of ``task``'s webhook: delivered (2xx), gone (410), refused (unsafe URL) or failed."""
         if not task.webhook_url:
             raise ValueError(f"task {task.id} has no webhook_url")
+        return self.send(
+            task.webhook_url, self._payload(task), msg_id=webhook_id(task.id), secrets=self._secrets.valid(task.owner),
+            now=now,
+        )  # fmt: skip
+
+    def send(
+        self, url: str, body: bytes, *, msg_id: str, secrets: Sequence[str], now: datetime | None = None
+    ) -> AttemptResult:
+        """One POST of ``body`` to ``url``, signed with each of ``secrets`` (a webhook endpoint's own)."""
         now = now or utcnow()
-        body = self._payload(task)
-        msg_id = webhook_id(task.id)
         headers = {
             "content-type": "application/json",
             "user-agent": "reelay-webhooks/1",
             "webhook-id": msg_id,
             "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": signature_header(msg_id, now, body.decode(), self._secrets.valid(task.owner)),
+            "webhook-signature": signature_header(msg_id, now, body.decode(), secrets),
         }
         try:
-            answer: httpx.Response = self._fetcher.post(task.webhook_url, body, headers=headers, limits=WEBHOOK_LIMITS)
+            answer: httpx.Response = self._fetcher.post(url, body, headers=headers, limits=self._limits)
         except UnsafeResultUrl as exc:
             return AttemptResult(WebhookAttempt(at=now, error=exc.message[:300]), WebhookOutcome.REFUSED)
         except ResultError as exc:
