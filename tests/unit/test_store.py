@@ -15,15 +15,15 @@ from reelay.tasks import new_task_id
 
 def _task(**kw: object) -> Task:
     now = utcnow()
-    return Task(
-        id=new_task_id(),
-        provider="p",
-        protocol="p",
-        request={"prompt": "x", "duration": 4},
-        created_at=now,
-        updated_at=now,
-        **kw,
-    )
+    fields: dict[str, object] = {
+        "id": new_task_id(),
+        "provider": "p",
+        "protocol": "p",
+        "request": {"prompt": "x", "duration": 4},
+        "created_at": now,
+        "updated_at": now,
+    }
+    return Task(**(fields | kw))  # type: ignore[arg-type]
 
 
 def test_transition_records_history_and_bumps_version(aws: dict[str, str]) -> None:
@@ -107,3 +107,52 @@ def test_a_provider_task_is_owned_by_the_first_task_that_claims_it(aws: dict[str
     assert store.claim_provider_task("sorahk", "p-1", "tsk_a") == "tsk_a"  # idempotent for its owner
     assert store.claim_provider_task("sorahk", "p-1", "tsk_b") == "tsk_a"  # never a second owner
     assert store.claim_provider_task("openai_videos", "p-1", "tsk_b") == "tsk_b"  # ids are per provider
+
+
+def _listed(store: DynamoTaskStore, **query: object) -> list[list[str]]:
+    pages, after = [], None
+    while True:
+        tasks, after = store.list(owner="local", limit=2, after=after, **query)  # type: ignore[arg-type]
+        pages.append([t.id for t in tasks])
+        if after is None:
+            return pages
+
+
+def test_a_filtered_listing_fills_its_pages_from_the_one_owner_index(aws: dict[str, str]) -> None:
+    from datetime import timedelta
+
+    store = DynamoTaskStore("tasks")
+    start = utcnow()
+    ids = []
+    for n in range(25):
+        at = start + timedelta(seconds=n)
+        status = TaskStatus.FAILED if n % 5 == 0 else TaskStatus.QUEUED
+        task, _ = store.create(_task(created_at=at, updated_at=at, status=status, provider="a" if n % 2 else "b"))
+        ids.append(task.id)
+    failed = [ids[n] for n in (20, 15, 10, 5, 0)]  # newest first
+    # Full pages of matches, though four in five index entries between them do not match
+    assert _listed(store, status=TaskStatus.FAILED, provider=None) == [failed[:2], failed[2:4], failed[4:]]
+    both = [ids[n] for n in (15, 5)]  # failed and provider "a" (odd n)
+    assert _listed(store, status=TaskStatus.FAILED, provider="a") == [both]
+    assert sum(map(len, _listed(store, status=None, provider="b"))) == 13
+
+
+def test_a_listing_of_rare_matches_stops_at_its_evaluation_cap_and_resumes(
+    aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from reelay import store as module
+
+    monkeypatch.setattr(module, "FILTERED_PAGE", 3)
+    monkeypatch.setattr(module, "LIST_QUERIES", 2)
+    store = DynamoTaskStore("tasks")
+    start = utcnow()
+    made = []
+    for n in range(14):
+        at = start + timedelta(seconds=n)
+        status = TaskStatus.FAILED if n == 0 else TaskStatus.QUEUED
+        made.append(store.create(_task(created_at=at, updated_at=at, status=status))[0].id)
+    # Each call evaluates at most 2 x 3 entries: the one match (the oldest) comes on the third page
+    pages = _listed(store, status=TaskStatus.FAILED, provider=None)
+    assert pages[:2] == [[], []] and [made[0]] in pages

@@ -249,7 +249,8 @@ class IndexSpec(BaseModel):
 
     name: str
     keys: tuple[str, ...]
-    projection: Literal["ALL", "KEYS_ONLY"] = "ALL"
+    projection: Literal["ALL", "KEYS_ONLY", "INCLUDE"] = "ALL"
+    attributes: tuple[str, ...] = ()  # the non-key attributes an INCLUDE projection copies
 
 
 TABLE_KEYS = ("pk", "sk")
@@ -284,7 +285,7 @@ def _index_entry(item: Mapping[str, Any] | None, index: IndexSpec) -> dict[str, 
         return None
     if index.projection == "ALL":
         return dict(item)
-    return {k: item[k] for k in (*TABLE_KEYS, *index.keys) if k in item}
+    return {k: item[k] for k in (*TABLE_KEYS, *index.keys, *index.attributes) if k in item}
 
 
 # -- pricing -----------------------------------------------------------------------------------

@@ -1,12 +1,12 @@
 """The task store: DynamoDB, conditional writes, a short transition history.
 
 Item layout (one table, see template.yaml ``TaskTable``):
-- a task:        pk=``TASK#<id>``   sk=``TASK``  + index attributes for its owner's newest-first
-  listing: ``owner`` (index ``ByOwner``), ``owner_status`` (``ByOwnerStatus``), ``owner_provider``
-  (``ByOwnerProvider``) and ``owner_status_provider`` (``ByOwnerStatusProvider``), each with the
-  range key ``created_key``, so every filter is a key condition (no filter-then-limit short pages);
-  the indexes hold keys only (a page's tasks are read from the table), so a write touches an
-  index only when that index's key changes;
+- a task:        pk=``TASK#<id>``   sk=``TASK``  + ``created_key`` for its owner's newest-first
+  listing (index ``ByOwner``: ``owner``, ``created_key``), which carries only the keys and its
+  own copy of ``status`` and ``provider``: the filters are applied there (a filtered page is
+  filled from further entries, up to ``LIST_QUERIES`` × ``FILTERED_PAGE`` of them), and a page's
+  tasks are read from the table (one ``BatchGetItem``). So a task write touches the index only
+  at creation and when the status changes (one unit), never with a copy of the whole item;
   and, while not terminal (or terminal with a notification still to send), ``due_pk``/``due_at``
   (sparse ``Due`` index that reconcile reads instead of scanning).
 - an idempotency record: pk=``IDEM#<scope>#<key>`` sk=``IDEM`` with the task id and a hash of
@@ -166,9 +166,6 @@ class DynamoTaskStore(TaskStore):
             "pk": f"TASK#{task.id}",
             "sk": "TASK",
             "created_key": f"{task.created_at.isoformat()}#{task.id}",
-            "owner_status": f"{task.owner}#{task.status}",
-            "owner_provider": f"{task.owner}#{task.provider}",
-            "owner_status_provider": f"{task.owner}#{task.status}#{task.provider}",
         }
         due = self._due(task)
         if due is not None:
@@ -278,29 +275,43 @@ class DynamoTaskStore(TaskStore):
         after: PageKey | None = None,
         ascending: bool = False,
     ) -> tuple[builtins.list[Task], PageKey | None]:
-        if status is not None and provider is not None:
-            index, value = "ByOwnerStatusProvider", f"{owner}#{status}#{provider}"
-        elif status is not None:
-            index, value = "ByOwnerStatus", f"{owner}#{status}"
-        elif provider is not None:
-            index, value = "ByOwnerProvider", f"{owner}#{provider}"
-        else:
-            index, value = "ByOwner", owner
+        names = {"#o": "owner"}  # ``owner`` is a DynamoDB reserved word: always a placeholder
+        values: dict[str, Any] = {":o": owner}
+        filters = []
+        for field, value in (("status", str(status) if status else None), ("provider", provider)):
+            if value is not None:
+                names[f"#{field}"], values[f":{field}"] = field, value
+                filters.append(f"#{field} = :{field}")
         query: dict[str, Any] = {
-            "IndexName": index,
-            "KeyConditionExpression": "#k = :k",
-            # ``owner`` is a DynamoDB reserved word: always go through a name placeholder.
-            "ExpressionAttributeNames": {"#k": LIST_INDEXES[index]},
-            "ExpressionAttributeValues": {":k": value},
+            "IndexName": LIST_INDEX.name,
+            "KeyConditionExpression": "#o = :o",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
             "ScanIndexForward": ascending,
-            "Limit": limit,
         }
-        if after:
-            query["ExclusiveStartKey"] = after
-        page = self._table.query(**query)
-        tasks = self._tasks_of([str(item["pk"]) for item in page.get("Items", [])])
-        last = page.get("LastEvaluatedKey")
-        return tasks, ({str(k): str(v) for k, v in last.items()} if last else None)
+        if filters:  # on the index's own copy of status and provider: no task item is read for it
+            query["FilterExpression"] = " AND ".join(filters)
+        found: builtins.list[dict[str, Any]] = []
+        start: Any = after
+        cursor: Any = None
+        for _ in range(LIST_QUERIES):
+            need = limit - len(found)
+            if start:
+                query["ExclusiveStartKey"] = start
+            page = self._table.query(**query, Limit=max(need, FILTERED_PAGE) if filters else need)
+            items = page.get("Items", [])
+            found += items[:need]
+            start = page.get("LastEvaluatedKey")
+            if len(found) >= limit:
+                # A full page: the next one starts after its last task (unless nothing is left).
+                cursor = _page_key(found[-1]) if start or len(items) > need else None
+                break
+            if not start:
+                break
+        else:
+            cursor = start  # the evaluation cap: a shorter page, and the next starts where this stopped
+        tasks = self._tasks_of([str(item["pk"]) for item in found])
+        return tasks, ({str(k): str(v) for k, v in cursor.items()} if cursor else None)
 
     def _tasks_of(self, pks: builtins.list[str]) -> builtins.list[Task]:
         """The tasks a listing index's page names (keys only), in its order, from the table: one
@@ -386,21 +397,22 @@ class DynamoTaskStore(TaskStore):
         return found
 
 
-# Each listing index and its hash-key attribute (range key: ``created_key``).
-LIST_INDEXES = {
-    "ByOwner": "owner",
-    "ByOwnerStatus": "owner_status",
-    "ByOwnerProvider": "owner_provider",
-    "ByOwnerStatusProvider": "owner_status_provider",
-}
-# Every index of the table, for the write units of a task write (template.yaml ``TaskTable``).
-INDEXES = (
-    *(
-        costs.IndexSpec(name=name, keys=(attr, "created_key"), projection="KEYS_ONLY")
-        for name, attr in LIST_INDEXES.items()
-    ),
-    costs.IndexSpec(name="Due", keys=("due_pk", "due_at"), projection="KEYS_ONLY"),
+# The listing index: owner-keyed, newest first by ``created_key``, carrying its own copy of
+# ``status`` and ``provider`` for the filters (template.yaml ``TaskTable``).
+LIST_INDEX = costs.IndexSpec(
+    name="ByOwner", keys=("owner", "created_key"), projection="INCLUDE", attributes=("status", "provider")
 )
+# A filtered listing evaluates index entries this many at a time, at most this many times a
+# page: a page of rare matches is shorter (with a cursor) rather than unbounded.
+FILTERED_PAGE = 100
+LIST_QUERIES = 10
+# Every index of the table, for the write units of a task write.
+INDEXES = (LIST_INDEX, costs.IndexSpec(name="Due", keys=("due_pk", "due_at"), projection="KEYS_ONLY"))
+
+
+def _page_key(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Where a listing resumes after ``entry`` (the table's and the index's keys)."""
+    return {key: entry[key] for key in ("pk", "sk", "owner", "created_key")}
 
 
 def _put_units(old: dict[str, Any] | None, new: dict[str, Any]) -> int:
@@ -410,8 +422,10 @@ def _put_units(old: dict[str, Any] | None, new: dict[str, Any]) -> int:
 
 
 # Attributes that exist only for keys and indexes (``owner`` is a task field too: kept).
+# (The last three were the keys of listing indexes before ``ByOwner`` took every filter.)
 _INDEX_ATTRS = frozenset(
-    {"pk", "sk", "list_pk", "created_key", "due_pk", "due_at", "expires_at"} | (set(LIST_INDEXES.values()) - {"owner"})
+    {"pk", "sk", "list_pk", "created_key", "due_pk", "due_at", "expires_at"}
+    | {"owner_status", "owner_provider", "owner_status_provider"}
 )
 
 
