@@ -4,7 +4,7 @@ Item layout (one table, see template.yaml ``TaskTable``):
 - a task:        pk=``TASK#<id>``   sk=``TASK``  + ``created_key`` for its owner's newest-first
   listing (index ``ByOwner``: ``owner``, ``created_key``), which carries only the keys and its
   own copy of ``status`` and ``provider``: the filters are applied there (a filtered page is
-  filled from further entries, up to ``LIST_QUERIES`` × ``FILTERED_PAGE`` of them), and a page's
+  filled from further entries, up to ``LIST_QUERIES`` times ``FILTERED_PAGE`` of them), and a page's
   tasks are read from the table (one ``BatchGetItem``). So a task write touches the index only
   at creation and when the status changes (one unit), never with a copy of the whole item;
   and, while not terminal (or terminal with a notification still to send), ``due_pk``/``due_at``
