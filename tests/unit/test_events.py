@@ -43,13 +43,13 @@ def world(aws: dict[str, str]) -> Any:
     class World:
         provider = FakeProvider(config("generate_task", protocol="generate_task"))
         deadlines = Deadlines((provider.config,), notify_grace=NOTIFY_GRACE)
-        store = DynamoTaskStore("tasks", due=deadlines.due)
+        now = [datetime.now(UTC)]
+        store = DynamoTaskStore("tasks", due=deadlines.due, clock=lambda: World.now[0])
         notify_queue = TaskQueue(notify_url)
         tracker = TaskTracker(
             store, TaskQueue(aws["INGEST_QUEUE_URL"]), on_terminal=[NotifyHook(TaskQueue(notify_url))]
         )
         received: list[httpx.Request] = []
-        now = [datetime.now(UTC)]
 
         def notifier(self) -> Notifier:
             fetcher = Fetcher(

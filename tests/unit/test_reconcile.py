@@ -37,7 +37,8 @@ def world(aws: dict[str, str]) -> Any:
         )
         providers = {"generate_task": gt, "sorahk": sk}
         deadlines = Deadlines((gt.config, sk.config), ingest_give_up=timedelta(hours=1))
-        store = DynamoTaskStore("tasks", due=deadlines.due)
+        now = [utcnow()]
+        store = DynamoTaskStore("tasks", due=deadlines.due, clock=lambda: World.now[0])
         catalog = ProviderCatalog((gt.config, sk.config), factory=lambda c: World.providers[c.name])
         tracker = TaskTracker(store, TaskQueue(aws["INGEST_QUEUE_URL"]))
         starter = RecordingStarter()
@@ -45,7 +46,6 @@ def world(aws: dict[str, str]) -> Any:
             store, catalog, tracker, starter, tokens=CallbackTokens(b"s" * 32), callback_base_url="https://api.example"
         )
         tasks = TaskService(store, catalog, TaskQueue(aws["SUBMIT_QUEUE_URL"]), ResultBucket("results"))
-        now = [utcnow()]
         reconciler = Reconciler(
             store,
             catalog,
@@ -78,9 +78,13 @@ def test_a_callback_that_never_came_is_replaced_by_a_status_check_at_twice_the_t
     task_id = world.task()
     assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
     world.gt.succeed("https://cdn.example/v.mp4")
-    # When reconcile runs before twice the typical time: nothing is due
+    # When reconcile runs before twice the typical time: nothing is asked. (Its entry from when
+    # it was queued, due at the typical time, was kept by the submit write, being earlier than
+    # the callback check: reconcile only moves it on.)
     world.later(1.5 * TYPICAL)
+    assert world.reconciler.run() == {"not_due_yet": 1}
     assert world.reconciler.run() == {}
+    assert world.get(task_id).status is TaskStatus.SUBMITTED and world.get(task_id).reconcile_count == 0
     # When it runs after it
     world.later(2 * TYPICAL + 1)
     counts = world.reconciler.run()

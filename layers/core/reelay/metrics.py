@@ -57,7 +57,15 @@ OUTCOME = "outcome"
 _TOTALS = frozenset({TASKS_SUCCEEDED, TASKS_FAILED, INGEST_ERRORS, RECONCILE_FIXES, WEBHOOK_EXHAUSTED})
 # Reconcile actions that are not a fix (nothing was wrong, or nothing was done).
 RECONCILE_NOT_FIXES = frozenset(
-    {"left_for_next_run", "skipped", "already_terminal", "poll_alive", "provider_unavailable", "held_create_rechecked"}
+    {
+        "left_for_next_run",
+        "skipped",
+        "already_terminal",
+        "poll_alive",
+        "provider_unavailable",
+        "held_create_rechecked",
+        "not_due_yet",
+    }
 )
 
 

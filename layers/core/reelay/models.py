@@ -11,7 +11,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    PrivateAttr,
+    StringConstraints,
+    model_validator,
+)
 
 
 class TaskStatus(StrEnum):
@@ -425,6 +434,18 @@ class NotifyState(BaseModel):
 
 class Task(BaseModel):
     """A task as stored. ``version`` increases with every write; writes are conditional on it."""
+
+    # Its ``Due`` entry as the store read or wrote it (ISO time; None: in no index). Not a field:
+    # the store's bookkeeping, kept across ``model_copy`` so a write knows the entry it replaces.
+    _stored_due: str | None = PrivateAttr(default=None)
+
+    @property
+    def stored_due(self) -> str | None:
+        return self._stored_due
+
+    @stored_due.setter
+    def stored_due(self, value: str | None) -> None:
+        self._stored_due = value
 
     id: str
     # Who the task belongs to: reads, lists, remixes and idempotency keys are scoped to it.

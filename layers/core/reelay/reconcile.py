@@ -24,7 +24,9 @@ deadline                    task exists: a charge is likely), or ``CREATE_UNCONF
                             held create nothing could settle (a charge may exist)
 ==========================  =====================================================================
 
-Each look is recorded on the task (``reconciled_at``), which moves its due time on. A run
+A task found in the index before its due time (a write keeps an entry still ahead rather than
+move it later) is only moved to its due time (``not_due_yet``). Each look is recorded on the
+task (``reconciled_at``), which moves its due time on. A run
 stops taking tasks when its time is nearly up, logs what it fixed, and returns the counts.
 """
 
@@ -128,7 +130,15 @@ class Reconciler:
 
     def _reconcile_safely(self, task_id: str) -> str:
         try:
-            return self.reconcile(self._store.get(task_id))
+            task = self._store.get(task_id)
+            due = self._deadlines.due(task)
+            if due is not None and self._clock() < due:
+                # Its entry was left early (a write keeps an entry still ahead rather than move
+                # it later: ``DynamoTaskStore``): nothing to do yet but move it to when it is due.
+                with contextlib.suppress(TransitionConflict):
+                    self._store.save(task, expected=task)
+                return "not_due_yet"
+            return self.reconcile(task)
         except ProviderError as exc:
             # The provider is down or refusing: look again at the next due time.
             logger.warning("reconcile could not ask the provider", extra={"task_id": task_id, "error": exc.code})

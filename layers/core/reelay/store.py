@@ -152,14 +152,22 @@ class TaskStore(ABC):
 class DynamoTaskStore(TaskStore):
     """``TaskStore`` on the DynamoDB table of template.yaml."""
 
-    def __init__(self, table_name: str, *, resource: Any = None, due: DuePolicy = default_due) -> None:
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        resource: Any = None,
+        due: DuePolicy = default_due,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
         # The resource's client (de)serialises attribute values itself: pass plain values.
         self._client = self._table.meta.client
         self._due = due
+        self._clock = clock  # when a stored Due entry counts as still ahead
 
     # -- items -------------------------------------------------------------------------
-    def _item(self, task: Task) -> dict[str, Any]:
+    def _item(self, task: Task, due_at: str | None) -> dict[str, Any]:
         data = task.model_dump(mode="json", by_alias=True, exclude_none=True)
         item: dict[str, Any] = {
             **_to_dynamo(data),
@@ -167,20 +175,37 @@ class DynamoTaskStore(TaskStore):
             "sk": "TASK",
             "created_key": f"{task.created_at.isoformat()}#{task.id}",
         }
-        due = self._due(task)
-        if due is not None:
+        if due_at is not None:
             item["due_pk"] = "DUE"
-            item["due_at"] = due.isoformat()
+            item["due_at"] = due_at
         return item
+
+    def _due_at(self, task: Task, stored: str | None) -> str | None:
+        """The ``Due`` entry a write of ``task`` leaves: None (out of the index), or when reconcile
+        should look. An entry still ahead that is no later than the new due time stays as it is:
+        the key (a delete and a put in the index) moves only when the look must come sooner, or
+        once the stored look has passed; reconcile re-checks a task it finds due early."""
+        due = self._due(task)
+        if due is None:
+            return None
+        if stored is not None:
+            kept = datetime.fromisoformat(stored)
+            if self._clock() < kept <= due:
+                return stored
+        return due.isoformat()
 
     @staticmethod
     def _task(item: dict[str, Any]) -> Task:
         data = _from_dynamo({k: v for k, v in item.items() if k not in _INDEX_ATTRS})
-        return Task.model_validate(data)
+        task = Task.model_validate(data)
+        task.stored_due = str(item["due_at"]) if item.get("due_at") else None
+        return task
 
     # -- operations --------------------------------------------------------------------
     def create(self, task: Task, *, idempotency_scope: str | None = None, request_hash: str = "") -> tuple[Task, bool]:
-        item = self._item(task)
+        task = task.model_copy()
+        task.stored_due = self._due_at(task, None)
+        item = self._item(task, task.stored_due)
         if idempotency_scope is None:
             try:
                 self._table.put_item(Item=item, ConditionExpression=Attr("pk").not_exists())
@@ -249,8 +274,9 @@ class DynamoTaskStore(TaskStore):
 
     def save(self, task: Task, *, expected: Task) -> Task:
         new = task.model_copy(update={"version": expected.version + 1})
-        item = self._item(new)
-        before = self._item(expected)
+        new.stored_due = self._due_at(new, expected.stored_due)
+        item = self._item(new, new.stored_due)
+        before = self._item(expected, expected.stored_due)
         try:
             self._table.put_item(
                 Item=item,
