@@ -147,6 +147,35 @@ def test_a_result_found_at_the_deadline_is_still_copied(world: Any) -> None:
     assert world.get(task_id).status is TaskStatus.INGESTING
 
 
+def test_a_last_look_the_provider_refuses_is_put_off_not_failed_until_its_grace_ends(world: Any) -> None:
+    from reelay.errors import ProviderRateLimited
+
+    task_id = world.task()
+    world.submitter.submit(task_id)
+    world.gt.succeed("https://cdn.example/v.mp4")  # made, but the look at the deadline gets a 429
+    world.gt.status_error = ProviderRateLimited("slow down", provider="generate_task", retry_after=5)
+    world.later(DEADLINE + 1)
+    assert world.reconciler.run() == {"deadline_look_deferred": 1}
+    assert world.get(task_id).status is TaskStatus.SUBMITTED
+    # The next run's look gets through: the result is copied, not lost
+    world.gt.status_error = None
+    world.later(DEADLINE + 30)
+    assert world.reconciler.run() == {"deadline_result_found": 1}
+    assert world.get(task_id).status is TaskStatus.INGESTING
+
+
+def test_a_last_look_refused_past_its_grace_fails_the_task(world: Any) -> None:
+    from reelay.errors import ProviderTransientError
+    from reelay.reconcile import LAST_LOOK_GRACE
+
+    task_id = world.task()
+    world.submitter.submit(task_id)
+    world.gt.status_error = ProviderTransientError("HTTP 503", provider="generate_task")
+    world.later(DEADLINE + LAST_LOOK_GRACE.total_seconds() + 60)
+    assert world.reconciler.run() == {"deadline_exceeded": 1}
+    assert world.get(task_id).error.code is ErrorCode.DEADLINE_EXCEEDED
+
+
 def test_a_task_never_sent_by_its_deadline_fails_without_a_charge(world: Any) -> None:
     task_id = world.task()
     world.later(DEADLINE + 1)

@@ -65,6 +65,7 @@ RECONCILE_NOT_FIXES = frozenset(
         "provider_unavailable",
         "held_create_rechecked",
         "not_due_yet",
+        "deadline_look_deferred",
     }
 )
 

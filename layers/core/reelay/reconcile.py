@@ -21,7 +21,9 @@ succeeded / failed,         its notify message was lost: sent again (``reelay.no
 event or webhook pending
 past the provider's         asked once more; then failed: ``DEADLINE_EXCEEDED`` (a provider
 deadline                    task exists: a charge is likely), or ``CREATE_UNCONFIRMED`` for a
-                            held create nothing could settle (a charge may exist)
+                            held create nothing could settle (a charge may exist); a last look
+                            that cannot be made (429, 5xx) is put off to the next run, for up
+                            to ``LAST_LOOK_GRACE``, so a made result is not failed unseen
 ==========================  =====================================================================
 
 A task found in the index before its due time (a write keeps an entry still ahead rather than
@@ -35,7 +37,7 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from aws_lambda_powertools import Logger
 
@@ -46,6 +48,7 @@ from reelay.deadlines import Deadlines, notification_pending
 from reelay.errors import (
     ProviderError,
     ProviderTaskUnknown,
+    ProviderTransientError,
     ReelayError,
     RequestInvalid,
     TaskNotFound,
@@ -58,6 +61,10 @@ from reelay.submission import Submitter
 from reelay.tracking import TaskTracker
 
 logger = Logger(child=True)
+
+# How long past its deadline a task's last look may be put off while the provider cannot be
+# asked (429s, 5xx): after that it fails DEADLINE_EXCEEDED without the look.
+LAST_LOOK_GRACE = timedelta(minutes=15)
 
 PAGE = 100
 # Time a run keeps in hand when it stops taking tasks (one task's look takes a status call).
@@ -257,11 +264,20 @@ class Reconciler:
             return f"held_create_{outcome.value}"
         if task.provider_task_id:
             # One last look: a result that is ready is still copied.
-            with contextlib.suppress(ProviderError):
+            try:
                 after = self._tracker.apply(task, provider.status(task.provider_task_id))
                 if after.status is not task.status and after.status is TaskStatus.INGESTING:
                     return "deadline_result_found"
                 task = after
+            except ProviderTransientError:
+                # The look could not be made (a 429, a 5xx, no request time left in the window):
+                # failing now could lose a result the provider made. Look again at the next due
+                # time, for up to LAST_LOOK_GRACE past the deadline.
+                if self._clock() < self._deadlines.deadline(task) + LAST_LOOK_GRACE:
+                    self._looked(task.id)
+                    return "deadline_look_deferred"
+            except ProviderError:
+                pass  # the provider answered, unusably (an unknown task, a bad answer): fail it
         self._tracker.fail(
             task,
             ErrorCode.DEADLINE_EXCEEDED,
