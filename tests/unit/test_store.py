@@ -156,3 +156,21 @@ def test_a_listing_of_rare_matches_stops_at_its_evaluation_cap_and_resumes(
     # Each call evaluates at most 2 x 3 entries: the one match (the oldest) comes on the third page
     pages = _listed(store, status=TaskStatus.FAILED, provider=None)
     assert pages[:2] == [[], []] and [made[0]] in pages
+
+
+def test_moving_a_due_entry_writes_no_new_version_and_yields_to_a_newer_write(aws: dict[str, str]) -> None:
+    from datetime import timedelta
+
+    due = [utcnow() + timedelta(minutes=1)]
+    store = DynamoTaskStore("tasks", due=lambda task: due[0])
+    task, _ = store.create(_task())
+    due[0] = utcnow() + timedelta(minutes=9)
+    store.move_due(task)
+    moved = store.get(task.id)
+    assert moved.version == task.version and moved.stored_due == due[0].isoformat()
+    # A writer holding the task from before the move still writes (no conflict)
+    store.update(task, progress=5)
+    # And a move from a stale copy changes nothing
+    due[0] = utcnow() + timedelta(minutes=30)
+    store.move_due(task)
+    assert store.get(task.id).stored_due != due[0].isoformat()

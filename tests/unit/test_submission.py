@@ -403,6 +403,22 @@ def test_a_429_create_releases_its_claim_even_when_reconcile_wrote_the_task_mean
     assert world.submitter.submit(task_id, attempt=1) is SubmitOutcome.SUBMITTED
 
 
+def test_a_create_answered_while_reconcile_wrote_the_task_is_recorded_not_lost(world: Any) -> None:
+    # Given reconcile recording a look at the task while its create is being answered (accepted)
+    task_id = world.queued()
+
+    def reconcile_looks(_: str) -> None:
+        task = world.store.get(task_id)
+        world.store.update(task, reconciled_at=utcnow(), reconcile_count=task.reconcile_count + 1)
+
+    world.provider.on_create = reconcile_looks
+    # Then the answer is recorded on the task as it now stands: submitted with its provider task
+    assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
+    task = world.store.get(task_id)
+    assert task.status is TaskStatus.SUBMITTED and task.provider_task_id == "p-1" and task.reconcile_count == 1
+    assert len(world.provider.creates) == 1
+
+
 def test_a_write_that_claims_nothing_does_not_stop_the_create(world: Any) -> None:
     # Given reconcile recording a look between the worker's read and its claim
     task_id = world.queued()

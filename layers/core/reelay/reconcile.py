@@ -141,9 +141,9 @@ class Reconciler:
             due = self._deadlines.due(task)
             if due is not None and self._clock() < due:
                 # Its entry was left early (a write keeps an entry still ahead rather than move
-                # it later: ``DynamoTaskStore``): nothing to do yet but move it to when it is due.
-                with contextlib.suppress(TransitionConflict):
-                    self._store.save(task, expected=task)
+                # it later: ``DynamoTaskStore``): nothing to do yet but move it to when it is due,
+                # without a new version (a submit worker mid-create still records its answer).
+                self._store.move_due(task)
                 return "not_due_yet"
             return self.reconcile(task)
         except ProviderError as exc:

@@ -105,6 +105,11 @@ class TaskStore(ABC):
         """The key a page of ``task.owner``'s unfiltered list starts after, to continue after ``task``."""
 
     @abstractmethod
+    def move_due(self, task: Task) -> None:
+        """Move ``task``'s ``Due`` entry to its due time now, without a new version: a writer
+        holding ``task`` still writes (reconcile found the entry early). A no-op if it changed."""
+
+    @abstractmethod
     def save(self, task: Task, *, expected: Task) -> Task:
         """Write ``task`` if the stored one is still ``expected`` (same version and status)."""
 
@@ -290,6 +295,27 @@ class DynamoTaskStore(TaskStore):
             raise
         self._count(task.id, "ddb.PutItem", ddb_wu=_put_units(before, item))
         return new
+
+    def move_due(self, task: Task) -> None:
+        due_at = self._due_at(task, None)
+        update = "SET due_pk = :p, due_at = :d" if due_at else "REMOVE due_pk, due_at"
+        values: dict[str, Any] = {":v": task.version, **({":p": "DUE", ":d": due_at} if due_at else {})}
+        try:
+            self._table.update_item(
+                Key={"pk": f"TASK#{task.id}", "sk": "TASK"},
+                UpdateExpression=update,
+                ConditionExpression="version = :v",
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            return  # written since: that write placed the entry
+        finally:
+            before = self._item(task, task.stored_due)
+            units = costs.write_units(costs.item_size(before))
+            units += costs.index_write_units(before, self._item(task, due_at), INDEXES)
+            self._count(task.id, "ddb.UpdateItem", ddb_wu=units)
 
     def list(
         self,

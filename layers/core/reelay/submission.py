@@ -237,18 +237,28 @@ class Submitter:
     def _accept(self, task: Task, provider: Provider, result: CreateResult) -> SubmitOutcome:
         """Record the provider's task; a callback that adopted it meanwhile changes nothing."""
         self._store.claim_provider_task(provider.name, result.provider_task_id, task.id)
-        try:
-            task = self._store.transition(
-                task,
-                TaskStatus.SUBMITTED,
-                reason="provider accepted",
-                provider_task_id=result.provider_task_id,
-                cost_cents=result.cost_cents,
-                create_outcome_unknown=False,
-                create_hold=None,
-                poll_execution=None if provider.supports_callbacks else task.id,
-            )
-        except TransitionConflict:
+        sent = task.create_sent_at
+        for _ in range(5):
+            try:
+                task = self._store.transition(
+                    task,
+                    TaskStatus.SUBMITTED,
+                    reason="provider accepted",
+                    provider_task_id=result.provider_task_id,
+                    cost_cents=result.cost_cents,
+                    create_outcome_unknown=False,
+                    create_hold=None,
+                    poll_execution=None if provider.supports_callbacks else task.id,
+                )
+                break
+            except TransitionConflict:
+                current = self._store.get(task.id)
+                if current.status is not TaskStatus.QUEUED or current.create_sent_at != sent:
+                    return self._adopted_meanwhile(task.id, result)
+                # Another writer that took nothing (reconcile's look) wrote in between: the
+                # answer is still this create's, so it is recorded on the task as it is now.
+                task = current
+        else:
             return self._adopted_meanwhile(task.id, result)
         if result.initial_state is ProviderState.SUCCEEDED:
             # Synchronous results (images): straight to ingest, through the one tracker.
