@@ -174,3 +174,13 @@ def test_moving_a_due_entry_writes_no_new_version_and_yields_to_a_newer_write(aw
     due[0] = utcnow() + timedelta(minutes=30)
     store.move_due(task)
     assert store.get(task.id).stored_due != due[0].isoformat()
+
+
+def test_a_page_longer_than_one_batch_read_is_read_whole(aws: dict[str, str]) -> None:
+    # GET /v1/videos?limit=100 asks the store for 101 (to know whether more follow); DynamoDB (and
+    # moto) take at most 100 keys in one BatchGetItem
+    store = DynamoTaskStore("tasks")
+    for _ in range(101):
+        store.create(_task())
+    tasks, _ = store.list(owner="local", status=None, provider=None, limit=101)
+    assert len({t.id for t in tasks}) == 101

@@ -14,17 +14,9 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from reelay.errors import ConfigurationError
-from reelay.providers.base import ProviderConfig
+from reelay.providers.base import ProviderConfig, read_secret
 
 SecretLoader = Callable[[str], str]
-
-
-def _powertools_secret(arn: str) -> str:
-    # Imported lazily: only the AWS path needs it, and it keeps cold start small.
-    from aws_lambda_powertools.utilities import parameters
-
-    value = parameters.get_secret(arn, max_age=300)
-    return value if isinstance(value, str) else value.decode()
 
 
 class Settings(BaseModel):
@@ -128,7 +120,7 @@ class Settings(BaseModel):
         if self.callback_secret is not None:
             return self.callback_secret.get_secret_value().encode()
         if self.callback_secret_arn:
-            return (secret_loader or _powertools_secret)(self.callback_secret_arn).encode()
+            return (secret_loader or read_secret)(self.callback_secret_arn).encode()
         raise ConfigurationError("no callback secret: set CALLBACK_SECRET or CALLBACK_SECRET_ARN")
 
     @property

@@ -366,15 +366,17 @@ class DynamoTaskStore(TaskStore):
         return tasks, ({str(k): str(v) for k, v in cursor.items()} if cursor else None)
 
     def _tasks_of(self, pks: builtins.list[str]) -> builtins.list[Task]:
-        """The tasks a listing index's page names (keys only), in its order, from the table: one
-        eventually consistent ``BatchGetItem`` (a listing may be a moment behind, never wrong)."""
+        """The tasks a listing index's page names (keys only), in its order, from the table: eventually
+        consistent ``BatchGetItem``s of at most 100 keys (a listing may be a moment behind, never wrong)."""
         found: dict[str, Task] = {}
-        keys: builtins.list[dict[str, Any]] = [{"pk": pk, "sk": "TASK"} for pk in dict.fromkeys(pks)]
-        while keys:
-            answer = self._client.batch_get_item(RequestItems={self._table.name: {"Keys": keys}})
-            for item in answer.get("Responses", {}).get(self._table.name, []):
-                found[str(item["pk"])] = self._task(item)
-            keys = answer.get("UnprocessedKeys", {}).get(self._table.name, {}).get("Keys", [])
+        unique = list(dict.fromkeys(pks))
+        for start in range(0, len(unique), 100):  # DynamoDB takes at most 100 keys a request
+            keys: builtins.list[dict[str, Any]] = [{"pk": pk, "sk": "TASK"} for pk in unique[start : start + 100]]
+            while keys:
+                answer = self._client.batch_get_item(RequestItems={self._table.name: {"Keys": keys}})
+                for item in answer.get("Responses", {}).get(self._table.name, []):
+                    found[str(item["pk"])] = self._task(item)
+                keys = answer.get("UnprocessedKeys", {}).get(self._table.name, {}).get("Keys", [])
         return [found[pk] for pk in pks if pk in found]  # a task deleted in between is left out
 
     def page_key(self, task: Task) -> PageKey:

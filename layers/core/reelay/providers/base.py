@@ -33,16 +33,21 @@ MAX_CONNECT_SECONDS = 5.0
 KEY_TTL_SECONDS = 300
 
 
-def secret_keys(arn: str) -> dict[str, str]:
-    """The provider keys secret (a JSON object of name -> key), through Powertools' cache."""
-    import json
-
+def read_secret(arn: str) -> str:
+    """A Secrets Manager secret's string, through Powertools' cache (kept ``KEY_TTL_SECONDS``)."""
     # Imported lazily: only the AWS path needs it, and it keeps cold start small.
     from aws_lambda_powertools.utilities import parameters
 
     value = parameters.get_secret(arn, max_age=KEY_TTL_SECONDS)
+    return value if isinstance(value, str) else value.decode()
+
+
+def secret_keys(arn: str) -> dict[str, str]:
+    """The provider keys secret (a JSON object of name -> key), through Powertools' cache."""
+    import json
+
     try:
-        data = json.loads((value if isinstance(value, str) else value.decode()) or "{}")
+        data = json.loads(read_secret(arn) or "{}")
     except json.JSONDecodeError:
         data = None
     if not isinstance(data, dict):
