@@ -48,6 +48,7 @@ class Invocations:
     http: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     gb_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     by_function: Counter[str] = field(default_factory=Counter)
+    gb_s_by_function: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     unattributed: Counter[str] = field(default_factory=Counter)
 
 
@@ -161,6 +162,7 @@ class AwsCallCounter:
         gb_s = max(1, round(seconds * 1000)) / 1000 * memory_mb / 1024
         with self._lock:
             self.invocations.by_function[function] += 1
+            self.invocations.gb_s_by_function[function] += gb_s
             if not tasks:
                 self.invocations.unattributed[function] += 1
                 return
