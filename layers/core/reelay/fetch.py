@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -46,6 +47,7 @@ import httpcore
 import httpx
 
 from reelay.errors import ResultError, ResultFetchError, UnsafeResultUrl
+from reelay.tls import tls_context
 
 Resolver = Callable[[str, int], Iterable[str]]
 HeadersFor = Callable[[str], dict[str, str]]
@@ -287,7 +289,7 @@ def pinned_transport(backend: PinnedBackend, *, max_connections: int = 10) -> ht
     # httpx 0.28 has no public hook for a network backend; its transport is a thin wrapper
     # over this pool, so the pool is replaced with one that dials through the pinned backend.
     transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
+        ssl_context=tls_context(trust_env=False),
         max_connections=max_connections,
         max_keepalive_connections=max_connections,
         network_backend=backend,
@@ -359,10 +361,17 @@ class Fetcher:
         self.limits = limits or Limits()
         # Tests pass an ``httpx.MockTransport``; then no connection is made at all.
         self._backend = backend or PinnedBackend()
-        self._client = httpx.Client(
-            transport=transport or pinned_transport(self._backend),
+        self._transport = transport
+        self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+
+    @cached_property
+    def _client(self) -> httpx.Client:
+        # Made on the first fetch: a function whose requests fetch nothing makes no client (and
+        # loads no CA bundle); the TLS context is the function's one (``reelay.tls``).
+        return httpx.Client(
+            transport=self._transport or pinned_transport(self._backend),
             trust_env=False,
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            timeout=self._timeout,
         )
 
     def open(
@@ -427,7 +436,8 @@ class Fetcher:
         return body.response
 
     def close(self) -> None:
-        self._client.close()
+        if "_client" in self.__dict__:
+            self._client.close()
 
 
 # -- media -------------------------------------------------------------------------------
