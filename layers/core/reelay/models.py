@@ -213,6 +213,10 @@ class VideoRequest(BaseModel):
     metadata: Metadata = None
 
 
+# Where clients' input images are uploaded in the results bucket (POST /v1/uploads), one prefix
+# per owner; ``ImageRequest.image_keys`` may name keys under the caller's own only.
+UPLOADS_ROOT = "uploads/"
+
 ImageSize = Annotated[str, Field(pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$", description="WxH, e.g. 1024x1024")]
 S3Key = Annotated[
     str,
