@@ -70,7 +70,8 @@ from reelay.tasks import TaskService
 if TYPE_CHECKING:
     from reelay.batches import BatchService
 from reelay.variants import image_body, remix_models, video_body
-from reelay.webhook_endpoints import WebhookEndpoints, webhook_endpoints_router
+from reelay.webhook_endpoints import WebhookEndpoints
+from reelay.webhook_endpoints_api import webhook_endpoints_router
 from reelay.webhooks import WebhookSecrets, webhook_url_type
 
 logger = Logger(child=True)
