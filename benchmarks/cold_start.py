@@ -46,27 +46,33 @@ RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "
 TARGET_RATIO = 2.0
 
 # What each handler's first request builds (functions/<name>/app.py and the services it calls),
-# without calling anything. ``route`` (PROBE) is an HTTP route's request validation, built by
-# Powertools on the route's first request; ``provider`` the adapter of a task's provider.
+# without calling anything: the container services it touches and the clients its calls make
+# (boto3 and httpx clients made on first use are touched here, where the first request uses
+# them). ``route`` (PROBE) is an HTTP route's request validation, built by Powertools on the
+# route's first request; ``provider`` the adapter of a task's provider (``.client``: its HTTP
+# client, for a request that calls the provider).
 WIRING = {
-    # POST /v1/tasks: the task service, the requested provider (validate), the route's body model.
+    # POST /v1/tasks: the task service, the requested provider (validate, no call), the route's
+    # body model; the task is written (DynamoDB) and queued (SQS).
     "api": "app.container.tasks; provider(app.container); route(app.app, 'create_task')",
     # One GetItem of the key's hash.
     "authorizer": "app.container.authorizer",
     # A manifest's arrival (an S3 event through EventBridge): the runner heads and splits it.
     "batch": "app.container.batch_runner",
     # The token, then the provider's status call, then the tracker's transition.
-    "callback": "app.container.callbacks; provider(app.container)",
-    # The task's provider (result headers), the copier, the tracker.
-    "ingest": "app.container.ingest; app.container.ingest_queue; provider(app.container)",
-    # The event, then the task's webhook (the sender).
-    "notify": "app.container.notifier; app.container.notify_queue",
-    # The provider's status call, the tracker.
-    "poll": "app.container.poller; provider(app.container)",
+    "callback": "app.container.callbacks; provider(app.container).client",
+    # The copy (the fetcher's and the bucket's clients), the task's provider (result headers).
+    "ingest": "app.container.ingest; app.container.ingest_queue; provider(app.container); "
+    "app.container.guard._client; app.container.bucket._s3",
+    # The event (EventBridge), then the task's webhook (the sender's fetcher).
+    "notify": "app.container.notifier; app.container.notify_queue; app.container.notifier._sender._fetcher._client",
+    # A polled provider's status call, the tracker.
+    "poll": "app.container.poller; provider(app.container, 'sorahk').client",
     # A run: its overdue tasks' looks at their provider.
-    "reconcile": "app.container.reconciler; provider(app.container)",
-    # The paid create: the submitter (every provider), the record budget.
-    "submit": "app.container.submitter; app.container.submit_queue; app.container.settings.submit_record_seconds",
+    "reconcile": "app.container.reconciler; provider(app.container).client",
+    # The paid create: the submitter (every provider), the record budget, the provider's client.
+    "submit": "app.container.submitter; app.container.submit_queue; app.container.settings.submit_record_seconds; "
+    "provider(app.container).client",
 }
 # The template's parameters that the bench sets: every provider configured (placeholder URLs).
 PARAMETERS = {"GenerateTaskBaseUrl": "https://gt.example", "OpenaiVideosBaseUrl": "https://ov.example/sora"}
