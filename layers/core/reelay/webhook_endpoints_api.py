@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from reelay.errors import RequestInvalid
 from reelay.webhook_endpoints import EVENT_TYPES_PATH, PREFIX, WebhookEndpoint, WebhookEndpoints
@@ -22,7 +22,13 @@ from reelay.webhooks import SUPPORTED_EVENT_TYPES
 # ----------------------------------------------------------------- OpenAI's objects
 
 
-class WebhookEndpointObject(BaseModel):
+class _OpenAIObject(BaseModel):
+    """Base of OpenAI's objects: built on the first answer that needs one (``defer_build``)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class WebhookEndpointObject(_OpenAIObject):
     """OpenAI's ``WebhookEndpoint``."""
 
     id: str
@@ -41,7 +47,7 @@ class WebhookEndpointWithSecret(WebhookEndpointObject):
     signing_secret: str
 
 
-class WebhookEndpointList(BaseModel):
+class WebhookEndpointList(_OpenAIObject):
     object: Literal["list"] = "list"
     data: list[WebhookEndpointObject]
     first_id: str | None = None
@@ -49,13 +55,13 @@ class WebhookEndpointList(BaseModel):
     has_more: bool
 
 
-class WebhookEndpointDeleted(BaseModel):
+class WebhookEndpointDeleted(_OpenAIObject):
     id: str
     object: Literal["webhook_endpoint.deleted"] = "webhook_endpoint.deleted"
     deleted: bool = True
 
 
-class WebhookEndpointTestResult(BaseModel):
+class WebhookEndpointTestResult(_OpenAIObject):
     object: Literal["webhook_endpoint.test"] = "webhook_endpoint.test"
     event_type: str
     status_code: int
@@ -63,7 +69,7 @@ class WebhookEndpointTestResult(BaseModel):
     webhook_endpoint_id: str
 
 
-class WebhookEventTypeList(BaseModel):
+class WebhookEventTypeList(_OpenAIObject):
     object: Literal["list"] = "list"
     data: list[str] = Field(default_factory=lambda: list(SUPPORTED_EVENT_TYPES))
 
