@@ -181,6 +181,12 @@ class StrictBody(BaseModel):
         return data
 
 
+PREVIEWS_DESCRIPTION = (
+    "Also make a thumbnail and a spritesheet of the video (the `thumbnail` and `spritesheet` variants of "
+    "`GET /v1/videos/{id}/content`); videos created through `/v1/videos` always have them."
+)
+
+
 class VideoRequest(BaseModel):
     """What a client asks for: the body of ``POST /v1/tasks`` (and a manifest line).
 
@@ -211,6 +217,7 @@ class VideoRequest(BaseModel):
         None
     )
     metadata: Metadata = None
+    previews: Annotated[bool, Field(description=PREVIEWS_DESCRIPTION)] = False
 
 
 ImageSize = Annotated[str, Field(pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$", description="WxH, e.g. 1024x1024")]

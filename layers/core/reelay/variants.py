@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, Discriminator, Field, Tag, create_model
 
 from reelay.models import (
+    PREVIEWS_DESCRIPTION,
     ImageSize,
     Metadata,
     Orientation,
@@ -41,6 +42,7 @@ _COMMON: dict[str, Any] = {
     "prompt": (Prompt, ...),
     "webhook_url": (WebUrl | None, Field(default=None, description="Notified when the task ends.")),
     "metadata": (Metadata, None),
+    "previews": (bool, Field(default=False, description=PREVIEWS_DESCRIPTION)),
 }
 _NOT_OFFERED = (None, None)
 
