@@ -8,19 +8,22 @@ runtime's own packages (boto3, botocore and their dependencies, copied from this
 precompiled, as the runtime's are). Each measurement is a fresh, isolated python3.13
 (``-I -S``) whose environment is a Lambda's: ``AWS_LAMBDA_FUNCTION_NAME``,
 ``AWS_EXECUTION_ENV``, ``LAMBDA_TASK_ROOT``, ``_X_AMZN_TRACE_ID`` and the rest, so Powertools
-and the X-Ray SDK take their Lambda paths (tracing on, its botocore and httpx patches
-applied), plus the function's template environment.
+and the X-Ray SDK take their Lambda paths (tracing on, its patches applied), plus the
+function's own environment as template.yaml gives it (Globals and the function's variables,
+resolved with placeholder names and URLs; the three providers configured).
 
-A run measures ``import app`` and then the wiring the handler's first request builds (its
-services, clients and providers: ``WIRING``), no network. Each run of a handler is paired with
-an ``import boto3`` run just before it, and the ratio is taken per pair, so a busy machine
-slows both sides alike. The medians are printed; the target is a ratio of at most 2.0.
+A run measures ``import app`` and then the wiring the handler's first request builds, no
+network (``WIRING``): the container services it touches, the provider it calls (its HTTP
+client), and for the API the route's request validation, which Powertools builds on a route's
+first request. Each run of a handler is paired with an ``import boto3`` run just before it,
+and the ratio is taken per pair, so a busy machine slows both sides alike. The medians are
+printed; the target is a ratio of at most 2.0.
 
-Not measured: the callback secret's read (``CALLBACK_SECRET_ARN``: one Secrets Manager call
-on the first request that signs or checks a token, cached by Powertools Parameters); locally
-the secret is a value.
+Not measured: the secrets' reads (one Secrets Manager call each, on first use, cached by
+Powertools Parameters): the provider keys are read when a provider is first called, after
+the wiring; the callback secret (``CALLBACK_SECRET_ARN``) is replaced by a value here.
 
-    .venv/bin/python benchmarks/cold_start.py [--runs 9]
+    .venv/bin/python benchmarks/cold_start.py [--runs 9] [--only api,submit]
 """
 
 from __future__ import annotations
@@ -42,14 +45,43 @@ RUNTIME = REPO / ".reelay" / "bench-runtime"
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
 TARGET_RATIO = 2.0
 
-# What each handler's first request builds (functions/<name>/app.py), without calling anything.
+# What each handler's first request builds (functions/<name>/app.py and the services it calls),
+# without calling anything: the container services it touches and the clients its calls make
+# (boto3 and httpx clients made on first use are touched here, where the first request uses
+# them). ``route`` (PROBE) is an HTTP route's request validation, built by Powertools on the
+# route's first request; ``provider`` the adapter of a task's provider (``.client``: its HTTP
+# client, for a request that calls the provider).
 WIRING = {
-    "api": "app.container.tasks",
-    "callback": "app.container.callbacks",
-    "submit": "app.container.submitter; app.container.submit_queue",
-    "poll": "app.container.poller",
-    "ingest": "app.container.ingest; app.container.ingest_queue",
-    "reconcile": "app.container.reconciler",
+    # POST /v1/tasks: the task service, the requested provider (validate, no call), the route's
+    # body model; the task is written (DynamoDB) and queued (SQS).
+    "api": "app.container.tasks; provider(app.container); route(app.app, 'create_task')",
+    # One GetItem of the key's hash.
+    "authorizer": "app.container.authorizer",
+    # A manifest's arrival (an S3 event through EventBridge): the runner heads and splits it.
+    "batch": "app.container.batch_runner",
+    # The token, then the provider's status call, then the tracker's transition.
+    "callback": "app.container.callbacks; provider(app.container).client",
+    # The copy (the fetcher's and the bucket's clients), the task's provider (result headers).
+    "ingest": "app.container.ingest; app.container.ingest_queue; provider(app.container); "
+    "app.container.guard._client; app.container.bucket._s3",
+    # The event (EventBridge), then the task's webhook (the sender's fetcher).
+    "notify": "app.container.notifier; app.container.notify_queue; app.container.notifier._sender._fetcher._client",
+    # A polled provider's status call, the tracker.
+    "poll": "app.container.poller; provider(app.container, 'sorahk').client",
+    # A run: its overdue tasks' looks at their provider.
+    "reconcile": "app.container.reconciler; provider(app.container).client",
+    # The paid create: the submitter (every provider), the record budget, the provider's client.
+    "submit": "app.container.submitter; app.container.submit_queue; app.container.settings.submit_record_seconds; "
+    "provider(app.container).client",
+}
+# The template's parameters that the bench sets: every provider configured (placeholder URLs).
+PARAMETERS = {"GenerateTaskBaseUrl": "https://gt.example", "OpenaiVideosBaseUrl": "https://ov.example/sora"}
+# Placeholder physical values of the resources a function's environment names, by type.
+ACCOUNT = "123456789012"
+PHYSICAL = {
+    "AWS::SQS::Queue": lambda logical: f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/reelay-{logical}",
+    "AWS::SecretsManager::Secret": lambda logical: f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:{logical}",
+    "AWS::StepFunctions::StateMachine": lambda logical: f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:{logical}",
 }
 
 LAMBDA_ENV = {
@@ -59,7 +91,6 @@ LAMBDA_ENV = {
     "AWS_SECRET_ACCESS_KEY": "bench",
     "AWS_SESSION_TOKEN": "bench",
     "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
-    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
     "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
     "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
     "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001",
@@ -72,28 +103,19 @@ LAMBDA_ENV = {
     "LANG": "en_US.UTF-8",
     "TZ": ":UTC",
 }
-# The template's environment of the functions (Globals and each function's own), as deployed.
-TEMPLATE_ENV = {
-    "POWERTOOLS_SERVICE_NAME": "reelay",
-    "POWERTOOLS_METRICS_NAMESPACE": "reelay",
-    "POWERTOOLS_LOG_LEVEL": "INFO",
-    "TASK_TABLE_NAME": "tasks",
-    "RESULTS_BUCKET": "results",
-    "SUBMIT_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/submit",
-    "INGEST_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/ingest",
-    "POLL_STATE_MACHINE_ARN": "arn:aws:states:us-east-1:123456789012:stateMachine:reelay-poll",
-    "CALLBACK_BASE_URL": "https://api.example",
-    "CALLBACK_SECRET": "bench-secret-bench-secret-bench!",
-    "REELAY_PROVIDERS": "generate_task,sorahk,openai_videos",
-    "REELAY_GENERATE_TASK_BASE_URL": "https://gt.example",
-    "REELAY_GENERATE_TASK_API_KEY": "k",
-    "REELAY_SORAHK_BASE_URL": "https://api.sora.hk/v1",
-    "REELAY_SORAHK_API_KEY": "k",
-    "REELAY_OPENAI_VIDEOS_BASE_URL": "https://ov.example/sora",
-    "REELAY_OPENAI_VIDEOS_API_KEY": "k",
-}
 PROBE = """
 import sys, time, json
+
+
+def provider(container, name="generate_task"):
+    return container.providers.get(name)
+
+
+def route(resolver, operation_id):
+    found = [r for r in resolver._static_routes + resolver._dynamic_routes if r.operation_id == operation_id]
+    return [r.dependant for r in found]
+
+
 sys.path[:0] = sys.argv[2].split(":")
 t0 = time.perf_counter()
 exec(sys.argv[1])
@@ -147,6 +169,31 @@ def function_dir(name: str) -> Path:
     return built if (built / "app.py").exists() else REPO / "functions" / name
 
 
+def template_environments() -> dict[str, dict[str, str]]:
+    """Each function's environment as deployed (template.yaml, SAM's Globals merged), by name.
+
+    The callback secret is a value here instead of ``CALLBACK_SECRET_ARN`` (its read is a
+    network call, not wiring)."""
+    from reelay_local.template import Physical, Resolver, translate
+
+    cloud = translate(REPO / "template.yaml", PARAMETERS, stack_name="reelay")
+
+    def physical(logical: str) -> Physical:
+        make = PHYSICAL.get(cloud.resources[logical]["Type"], lambda logical: f"reelay-{logical.lower()}")
+        return Physical(make(logical))
+
+    resolver = Resolver(cloud, physical, stack_name="reelay")
+    environments = {}
+    for logical, function in cloud.of_type("AWS::Lambda::Function"):
+        variables = resolver.resolve((function["Properties"].get("Environment") or {}).get("Variables") or {})
+        env = {key: str(value) for key, value in variables.items()}
+        env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = str(function["Properties"].get("MemorySize", 128))
+        if env.pop("CALLBACK_SECRET_ARN", None) is not None:
+            env["CALLBACK_SECRET"] = "bench-secret-bench-secret-bench!"
+        environments[logical.removesuffix("Function").lower()] = env
+    return environments
+
+
 def measure(python: str, code: str, paths: list[Path], env: dict[str, str]) -> float:
     out = subprocess.run(
         [python, "-I", "-S", "-c", PROBE, code, ":".join(map(str, paths))],
@@ -163,17 +210,23 @@ def measure(python: str, code: str, paths: list[Path], env: dict[str, str]) -> f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--only", default="", help="comma-separated function names (default: every one)")
     args = parser.parse_args()
+    names = [n for n in args.only.split(",") if n] or FUNCTIONS
+    unknown = set(names) - set(FUNCTIONS) or set(FUNCTIONS) - set(WIRING)
+    if unknown:
+        raise SystemExit(f"no function or no WIRING entry: {', '.join(sorted(unknown))}")
     python = python313()
+    environments = template_environments()
     the_layer, the_runtime = layer(python), runtime(python)
     print(f"layer: {the_layer.relative_to(REPO)}   runtime packages: {the_runtime.relative_to(REPO)}")
     print(f"{'function':11} {'handler+wiring ms':>18} {'import boto3 ms':>16} {'ratio':>7}  (medians of {args.runs})")
     worst = 0.0
-    for name in FUNCTIONS:
+    for name in names:
         code_dir = function_dir(name)
         env = {
             **LAMBDA_ENV,
-            **TEMPLATE_ENV,
+            **environments[name],
             "AWS_LAMBDA_FUNCTION_NAME": f"reelay-{name}",
             "LAMBDA_TASK_ROOT": str(code_dir),
             "_HANDLER": "app.lambda_handler",

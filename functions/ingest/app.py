@@ -2,6 +2,9 @@
 
 import os
 
+# The answer's type, imported first (before reelay imports pydantic): Powertools' batch module then
+# skips its pydantic parser models, which it builds only for type hints (reelay.workers).
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from reelay.bootstrap import Container
@@ -12,6 +15,6 @@ container = Container.from_environ(os.environ)
 
 
 @observed()
-def lambda_handler(event: dict, context: LambdaContext) -> dict:
+def lambda_handler(event: dict, context: LambdaContext) -> PartialItemFailureResponse:
     handle = for_each_task(container.ingest.ingest_with_retry)
     return run_batch(event, context, queue=container.ingest_queue, handle=handle)

@@ -22,9 +22,9 @@ from reelay.fetch import (
     ResultTooSlow,
     UrlPolicy,
     UrlRefused,
-    address_refusal,
     media_type,
 )
+from reelay.fetch_policy import address_refusal
 
 NAMES = {
     "cdn.example": ["93.184.216.34"],

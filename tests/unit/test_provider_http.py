@@ -170,15 +170,30 @@ def test_a_client_passed_in_is_used_and_left_open_while_an_own_client_is_closed(
     config = provider_config("sorahk", "sorahk", BASES["sorahk"], SECRET)
     borrowed = build_provider(config, client=shared)
     owned = SorahkProvider(config, transport=wire.transport)
-    # When the borrowing provider calls out and both are closed
-    with pytest.raises(ProviderTransientError):
-        borrowed.status("t-1")
-    borrowed.close()
-    owned.close()
-    # Then the shared client carried the call and is still open; the own one is closed
-    assert wire.paths() == ["GET /v1/tasks/t-1"]
+    # When both call out and both are closed
+    for provider in (borrowed, owned):
+        with pytest.raises(ProviderTransientError):
+            provider.status("t-1")
+        provider.close()
+    # Then the shared client carried its call and is still open; the own one is closed
+    assert wire.paths() == ["GET /v1/tasks/t-1"] * 2
+    assert owned.client is not shared
     assert not shared.is_closed
-    assert owned._client.is_closed
+    assert owned.client.is_closed
+
+
+def test_a_provider_makes_its_http_client_on_its_first_request_not_when_built() -> None:
+    # Given a provider built without a client (validation needs none)
+    wire = ProviderWire().json("GET", STATUS_PATHS["sorahk"], {}, status=500)
+    provider = SorahkProvider(provider_config("sorahk", "sorahk", BASES["sorahk"], SECRET), transport=wire.transport)
+    # Then it has made none, and closing it makes none either
+    assert "client" not in vars(provider)
+    provider.close()
+    assert "client" not in vars(provider)
+    # When it calls out, it makes its client, and keeps it
+    with pytest.raises(ProviderTransientError):
+        provider.status("t-1")
+    assert provider.client is vars(provider)["client"]
 
 
 # ---------------------------------------------------------------- transport failures

@@ -70,7 +70,8 @@ from reelay.tasks import TaskService
 if TYPE_CHECKING:
     from reelay.batches import BatchService
 from reelay.variants import image_body, remix_models, video_body
-from reelay.webhook_endpoints import WebhookEndpoints, webhook_endpoints_router
+from reelay.webhook_endpoints import WebhookEndpoints
+from reelay.webhook_endpoints_api import webhook_endpoints_router
 from reelay.webhooks import WebhookSecrets, webhook_url_type
 
 logger = Logger(child=True)
@@ -170,10 +171,24 @@ class JsonApiResolver(APIGatewayHttpResolver):
 
     Powertools' validation would otherwise try to parse a multipart body, decode bytes that
     are not UTF-8, or recurse through JSON nested thousands deep, and fail with a 500.
+
+    The Swagger UI route (``swagger_on_first_request``) is registered when it is first asked
+    for: Powertools' ``enable_swagger`` imports the models of the OpenAPI document, a large
+    part of a cold start that no other route needs.
     """
+
+    _swagger: tuple[str, dict[str, Any]] | None = None
+
+    def swagger_on_first_request(self, path: str, **options: Any) -> None:
+        """``enable_swagger(path=path, **options)`` on the first request to ``path``."""
+        self._swagger = (path, options)
 
     def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         path = str(event.get("rawPath") or "")
+        if self._swagger is not None and path == self._swagger[0]:
+            docs_path, options = self._swagger
+            self._swagger = None
+            self.enable_swagger(path=docs_path, **options)
         try:
             owner_of(event)  # a rejected API key is a 401 before anything else
         except ApiKeyRejected as exc:
@@ -530,7 +545,7 @@ def build_app(
         app.include_router(openai_router(videos, owner))
     if webhook_endpoints is not None:
         app.include_router(webhook_endpoints_router(webhook_endpoints, owner))
-    app.enable_swagger(path="/v1/docs", **_DOC)
+    app.swagger_on_first_request("/v1/docs", **_DOC)
     return app
 
 

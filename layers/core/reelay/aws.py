@@ -11,6 +11,7 @@ import io
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import boto3
@@ -164,13 +165,20 @@ class ResultBucket:
         self, bucket: str, *, client: Any = None, credentials_expiry: Callable[[], datetime | None] | None = None
     ) -> None:
         self.name = bucket
+        self._given_client = client
+        self._credentials_expiry = credentials_expiry or self._signer_credentials_expiry
+
+    # The clients are made on first use: many requests of the functions that hold a bucket never
+    # touch it (a create, a callback, a poll), and an S3 client is one of the costlier to make.
+    @cached_property
+    def _s3(self) -> Any:
         # Enough pooled connections for every part in flight (the copier's threads share this client).
         # Every body carries a SHA-256 that S3 verifies (ChecksumSHA256), so SigV4 need not hash the
         # payload a second time: botocore already skips it on https when a checksum header is present,
         # this makes plain-http endpoints (the local stack) behave the same.
         # Presigned URLs are SigV4 (buckets made since 2020 refuse SigV2) on the regional endpoint:
         # in us-east-1 botocore would otherwise sign for the global s3.amazonaws.com host.
-        self._s3 = client or boto3.client(
+        return self._given_client or boto3.client(
             "s3",
             config=Config(
                 signature_version="s3v4",
@@ -178,19 +186,21 @@ class ResultBucket:
                 s3={"payload_signing_enabled": False, "us_east_1_regional_endpoint": "regional"},
             ),
         )
-        self._presigner = self._s3
-        if client is None and str(self._s3.meta.endpoint_url).endswith(".amazonaws.com"):
+
+    @cached_property
+    def _presigner(self) -> Any:
+        if self._given_client is None and str(self._s3.meta.endpoint_url).endswith(".amazonaws.com"):
             # On AWS, sign for the bucket's virtual host in its region: botocore's "auto" style
             # would presign for the global s3.amazonaws.com host outside us-east-1. (A custom
             # endpoint, the local stack's, keeps path style: 127.0.0.1 has no bucket subdomains.)
-            self._presigner = boto3.client(
+            return boto3.client(
                 "s3",
                 config=Config(
                     signature_version="s3v4",
                     s3={"addressing_style": "virtual", "us_east_1_regional_endpoint": "regional"},
                 ),
             )
-        self._credentials_expiry = credentials_expiry or self._signer_credentials_expiry
+        return self._s3
 
     def put(
         self,

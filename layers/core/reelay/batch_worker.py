@@ -7,6 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from reelay.batches import BatchRunner
@@ -14,7 +15,7 @@ from reelay.batches import BatchRunner
 logger = Logger(child=True)
 
 
-def run_batch_messages(event: dict[str, Any], context: Any, *, runner: BatchRunner) -> dict[str, Any]:
+def run_batch_messages(event: dict[str, Any], context: Any, *, runner: BatchRunner) -> PartialItemFailureResponse:
     """Handle every record; a failed one comes back (and, after ``maxReceiveCount``, parks in the DLQ)."""
 
     def seconds_left() -> float:
@@ -36,6 +37,4 @@ def run_batch_messages(event: dict[str, Any], context: Any, *, runner: BatchRunn
             raise
 
     processor = BatchProcessor(event_type=EventType.SQS)
-    return dict(
-        process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
-    )
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

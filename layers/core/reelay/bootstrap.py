@@ -3,6 +3,8 @@
 Handlers call ``Container.from_environ(os.environ)`` at import time (settings validated
 once) and take only the services they use, so a function builds only its own clients and
 imports only its own modules (the imports inside the properties keep cold starts short).
+Every DynamoDB adapter shares one boto3 resource (one client): each resource made costs a
+cold start more than any of its calls.
 """
 
 from __future__ import annotations
@@ -74,19 +76,33 @@ class Container:
         return NOTIFY_GRACE
 
     @cached_property
+    def _dynamodb(self) -> Any:
+        """The one DynamoDB resource of the function's tables (task table, API key table)."""
+        import boto3
+
+        return boto3.resource("dynamodb")
+
+    @cached_property
     def store(self) -> TaskStore:
         from reelay.store import DynamoTaskStore
 
-        return DynamoTaskStore(self.settings.task_table_name, due=self.deadlines.due)
+        return DynamoTaskStore(self.settings.task_table_name, resource=self._dynamodb, due=self.deadlines.due)
 
     @cached_property
     def providers(self) -> ProviderCatalog:
+        """The configured providers, each adapter built (and its protocol imported) on first use."""
         from reelay.catalog import ProviderCatalog
+        from reelay.observability import trace_http
+        from reelay.providers.base import Provider, ProviderConfig
         from reelay.providers.registry import build_provider
 
-        # Every provider call passes the governor's request log first (when the provider has a limit).
-        gate = self.governor if self.governor.governed_providers else None
-        return ProviderCatalog(self.settings.providers, factory=lambda config: build_provider(config, gate=gate))
+        def build(config: ProviderConfig) -> Provider:
+            trace_http()
+            # Every provider call passes the governor's request log first (when the provider has a limit).
+            gate = self.governor if self.governor.governed_providers else None
+            return build_provider(config, gate=gate)
+
+        return ProviderCatalog(self.settings.providers, factory=build)
 
     @cached_property
     def governor(self) -> Governor:
@@ -98,7 +114,9 @@ class Container:
         if self.settings.submit_queue_url:
             dispatch = self.submit_queue.send  # a freed slot sends the next waiting task's message
         return Governor.for_providers(
-            GovernorStore(self.settings.task_table_name), self.settings.providers, dispatch=dispatch
+            GovernorStore(self.settings.task_table_name, resource=self._dynamodb),
+            self.settings.providers,
+            dispatch=dispatch,
         )
 
     @cached_property
@@ -178,7 +196,7 @@ class Container:
     def batch_store(self) -> BatchStore:
         from reelay.batch_store import DynamoBatchStore
 
-        return DynamoBatchStore(self.settings.task_table_name)
+        return DynamoBatchStore(self.settings.task_table_name, resource=self._dynamodb)
 
     @cached_property
     def batch_queue(self) -> BatchQueue:
@@ -261,8 +279,9 @@ class Container:
             self.providers,
             self.submit_queue,
             self.bucket,
-            # List cursors are signed under a key derived from the callback secret (no new secret).
-            cursors=CursorSigner(self.tokens.cursor_key()),
+            # List cursors are signed under a key derived from the callback secret (no new secret),
+            # read when a list is first asked for: no other route needs the secret.
+            cursors=CursorSigner(lambda: self.tokens.cursor_key()),
             presign_ttl_seconds=self.settings.presign_ttl_seconds,
             upload_ttl_seconds=self.settings.uploads_ttl_seconds,
             router=self.router,
@@ -290,7 +309,7 @@ class Container:
 
         if not self.settings.api_key_table_name:
             raise ConfigurationError("API_KEY_TABLE_NAME is not set")
-        return ApiKeyTable(self.settings.api_key_table_name)
+        return ApiKeyTable(self.settings.api_key_table_name, resource=self._dynamodb)
 
     @cached_property
     def api_keys(self) -> ApiKeys:
@@ -339,7 +358,9 @@ class Container:
     def guard(self) -> Fetcher:
         """The one fetcher of untrusted URLs (results, client images, later webhooks)."""
         from reelay.fetch import Fetcher, Limits, UrlPolicy
+        from reelay.observability import trace_http
 
+        trace_http()
         s = self.settings
         return Fetcher(
             UrlPolicy(s.allowed_result_hosts),
@@ -421,7 +442,7 @@ class Container:
         from reelay.webhooks import WebhookSecrets
 
         return WebhookSecrets(
-            DynamoWebhookSecretStore(self.settings.task_table_name),
+            DynamoWebhookSecretStore(self.settings.task_table_name, resource=self._dynamodb),
             overlap=timedelta(seconds=self.settings.reelay_webhook_secret_overlap_seconds),
         )
 
@@ -429,8 +450,10 @@ class Container:
         from dataclasses import replace
 
         from reelay.fetch import Fetcher, UrlPolicy
+        from reelay.observability import trace_http
         from reelay.webhooks import WEBHOOK_LIMITS, WebhookSender
 
+        trace_http()
         # Webhook URLs get a fetcher of their own: the same checks, their own allow-list and limits.
         limits = replace(WEBHOOK_LIMITS, deadline_seconds=deadline_seconds)
         fetcher = Fetcher(
@@ -445,7 +468,7 @@ class Container:
     def webhook_endpoint_store(self) -> WebhookEndpointStore:
         from reelay.store import DynamoWebhookEndpointStore
 
-        return DynamoWebhookEndpointStore(self.settings.task_table_name)
+        return DynamoWebhookEndpointStore(self.settings.task_table_name, resource=self._dynamodb)
 
     @cached_property
     def webhook_endpoints(self) -> WebhookEndpoints:

@@ -21,7 +21,6 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
 from reelay.bodies import MAX_JSON_DEPTH, json_depth
 from reelay.callbacks import CallbackReceiver
-from reelay.contract import ErrorBody, ErrorInfo
 from reelay.errors import CallbackRejected, ProviderError, TaskNotFound
 
 logger = Logger(child=True)
@@ -30,6 +29,9 @@ MAX_CALLBACK_BYTES = 256 * 1024
 
 
 def _error(status: int, code: str, message: str) -> Response:
+    # Here, not at the top: the API's answer models are only needed for an error.
+    from reelay.contract import ErrorBody, ErrorInfo
+
     body = ErrorBody(error=ErrorInfo(code=code, message=message)).model_dump_json(exclude_none=True)
     return Response(status_code=status, content_type="application/json", body=body)
 

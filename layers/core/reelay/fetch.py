@@ -6,7 +6,8 @@ webhook) goes through ``Fetcher``. For each request, and again on every redirect
 1. the URL is parsed strictly (https only; http only for a ``host:port`` listed in
    ``REELAY_ALLOWED_RESULT_HOSTS``; no user info; a valid port) or refused with
    ``UrlRefused``;
-2. the host is resolved once, and *every* address is checked (``address_refusal``):
+2. the host is resolved once, and *every* address is checked (``address_refusal``; steps 1
+   and 2 are ``reelay.fetch_policy.UrlPolicy``, which needs no HTTP client):
    loopback, private, link-local, CGNAT, metadata, multicast, reserved and unspecified
    addresses are refused, also when wrapped in an IPv6 transition form (IPv4-mapped,
    -compatible, -translated, 6to4, Teredo, NAT64). An empty answer is refused too. A listed
@@ -33,31 +34,25 @@ Errors (all ``ResultError``; see ``reelay.errors``)::
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpcore
 import httpx
 
-from reelay.errors import ResultError, ResultFetchError, UnsafeResultUrl
+from reelay.errors import ResultError, ResultFetchError
+from reelay.fetch_policy import Limits, UrlPolicy, UrlRefused
+from reelay.tls import tls_context
 
-Resolver = Callable[[str, int], Iterable[str]]
 HeadersFor = Callable[[str], dict[str, str]]
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_REDIRECTS = 3
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 GONE_STATUSES = frozenset({403, 404, 410})
-
-
-class UrlRefused(UnsafeResultUrl):
-    """The URL is malformed or unsafe to fetch (SSRF), or it redirected too often."""
 
 
 class ResultGone(ResultFetchError):
@@ -78,166 +73,6 @@ class ResultTooSlow(ResultError):
 
 class ResultNotMedia(ResultError):
     code = "RESULT_NOT_MEDIA"
-
-
-# Networks refused besides what ``ipaddress`` already calls non-global. Listed explicitly so
-# the policy does not move with the Python version's idea of "global".
-_REFUSED_V4 = tuple(
-    ipaddress.IPv4Network(n)
-    for n in (
-        "0.0.0.0/8",
-        "10.0.0.0/8",
-        "100.64.0.0/10",  # CGNAT
-        "127.0.0.0/8",
-        "169.254.0.0/16",  # link-local, and the metadata service 169.254.169.254
-        "172.16.0.0/12",
-        "192.0.0.0/24",
-        "192.0.2.0/24",
-        "192.88.99.0/24",
-        "192.168.0.0/16",
-        "198.18.0.0/15",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "224.0.0.0/4",  # multicast
-        "240.0.0.0/4",  # reserved, and broadcast
-    )
-)
-_REFUSED_V6 = tuple(
-    ipaddress.IPv6Network(n)
-    for n in (
-        "::/128",
-        "::1/128",
-        "64:ff9b:1::/48",  # local-use NAT64: whatever it embeds is a local decision
-        "100::/64",  # discard-only
-        "2001:db8::/32",  # documentation
-        "fc00::/7",  # unique local, and the EC2 metadata service fd00:ec2::254
-        "fe80::/10",  # link-local
-        "fec0::/10",  # site-local (deprecated)
-        "ff00::/8",  # multicast
-    )
-)
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # IPv4-translated (RFC 2765)
-_COMPATIBLE = ipaddress.IPv6Network("::/96")  # IPv4-compatible (deprecated)
-
-
-def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 transition form carries, if it is one."""
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip.teredo is not None:
-        return ip.teredo[1]  # the client address (``ipaddress`` undoes Teredo's obfuscation)
-    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    if ip in _NAT64 or ip in _TRANSLATED:
-        return low32
-    if ip in _COMPATIBLE and int(ip) > 1:
-        return low32
-    return None
-
-
-def address_refusal(ip: IPAddress) -> str | None:
-    """Why reelay must not connect to ``ip`` (None: a public address)."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.scope_id:
-            return "a scoped IPv6 address"
-        inner = _embedded_v4(ip)
-        if inner is not None:
-            reason = address_refusal(inner)
-            return f"an IPv6 form wrapping {reason}" if reason else None
-        if any(ip in net for net in _REFUSED_V6):
-            return "a loopback, private, link-local, multicast or reserved IPv6 address"
-    elif any(ip in net for net in _REFUSED_V4):
-        return "a loopback, private, link-local, CGNAT, multicast or reserved IPv4 address"
-    if not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified:
-        return "a non-public address"
-    return None
-
-
-def _literal_ip(host: str) -> IPAddress | None:
-    """``host`` as an address when it is one, in any form a C resolver accepts (``127.1``, ``0x7f.1``)."""
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    if host and all(c in "0123456789abcdefxABCDEFX." for c in host) and host[0].isdigit():
-        try:
-            return ipaddress.IPv4Address(socket.inet_aton(host))  # no network: inet_aton only parses
-        except OSError:
-            return None
-    return None
-
-
-def _system_resolver(host: str, port: int) -> list[str]:
-    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
-
-
-@dataclass(frozen=True)
-class Target:
-    """A checked URL: where to connect, and under which name to speak TLS."""
-
-    url: str
-    scheme: str
-    host: str
-    port: int
-    address: str
-
-
-class UrlPolicy:
-    """Parses and checks one URL; resolves its host once and picks the checked address."""
-
-    def __init__(self, allowed_hosts: frozenset[str] = frozenset(), resolver: Resolver | None = None) -> None:
-        self._allowed = frozenset(h.lower() for h in allowed_hosts)
-        self._resolve = resolver or _system_resolver
-
-    def check(self, url: str) -> Target:
-        """The checked target of ``url``, or ``UrlRefused`` saying why not."""
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-            host = (parts.hostname or "").rstrip(".").lower()
-        except ValueError as exc:
-            raise UrlRefused(f"malformed URL: {exc}") from None
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https"):
-            raise UrlRefused(f"URL scheme {scheme or '(none)'!r} not allowed; https only")
-        if not host:
-            raise UrlRefused("URL has no host")
-        if parts.username is not None or parts.password is not None:
-            raise UrlRefused("URL must not carry user info")
-        if any(c.isspace() or ord(c) < 0x20 for c in url):
-            raise UrlRefused("URL contains whitespace or control characters")
-        if port == 0:
-            raise UrlRefused("URL port 0 is not allowed")
-        port = port or (443 if scheme == "https" else 80)
-        allowed = f"{host}:{port}" in self._allowed
-        if scheme == "http" and not allowed:
-            raise UrlRefused(f"plain http is only allowed for listed hosts, not {host}:{port}")
-        literal = _literal_ip(host.strip("[]"))
-        if literal is not None:
-            addresses: list[IPAddress] = [literal]
-        else:
-            try:
-                host.encode("idna")
-            except UnicodeError:
-                raise UrlRefused("URL host is not a valid host name") from None
-            try:
-                answer = list(self._resolve(host, port))
-            except (OSError, UnicodeError) as exc:
-                raise ResultFetchError(f"cannot resolve {host}: {type(exc).__name__}") from exc
-            try:
-                addresses = [ipaddress.ip_address(a) for a in answer]
-            except ValueError:
-                raise UrlRefused(f"{host} resolved to something that is not an address") from None
-        if not addresses:
-            raise UrlRefused(f"{host} resolved to no address")
-        if not allowed:
-            for address in addresses:
-                reason = address_refusal(address)
-                if reason:
-                    raise UrlRefused(f"{host} resolves to {reason}; refused")
-        return Target(url=url, scheme=scheme, host=host, port=port, address=str(addresses[0]))
 
 
 class PinnedBackend(httpcore.NetworkBackend):
@@ -287,23 +122,12 @@ def pinned_transport(backend: PinnedBackend, *, max_connections: int = 10) -> ht
     # httpx 0.28 has no public hook for a network backend; its transport is a thin wrapper
     # over this pool, so the pool is replaced with one that dials through the pinned backend.
     transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
+        ssl_context=tls_context(trust_env=False),
         max_connections=max_connections,
         max_keepalive_connections=max_connections,
         network_backend=backend,
     )
     return transport
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one fetch may cost: bytes, time, and the slowest acceptable rate."""
-
-    max_bytes: int = 4 * 1024**3
-    deadline_seconds: float = 780.0
-    min_bytes_per_second: int = 64 * 1024
-    # The minimum rate is judged only after this long, so a slow start is not a failure.
-    rate_grace_seconds: float = 10.0
 
 
 class Body:
@@ -359,10 +183,17 @@ class Fetcher:
         self.limits = limits or Limits()
         # Tests pass an ``httpx.MockTransport``; then no connection is made at all.
         self._backend = backend or PinnedBackend()
-        self._client = httpx.Client(
-            transport=transport or pinned_transport(self._backend),
+        self._transport = transport
+        self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+
+    @cached_property
+    def _client(self) -> httpx.Client:
+        # Made on the first fetch: a function whose requests fetch nothing makes no client (and
+        # loads no CA bundle); the TLS context is the function's one (``reelay.tls``).
+        return httpx.Client(
+            transport=self._transport or pinned_transport(self._backend),
             trust_env=False,
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            timeout=self._timeout,
         )
 
     def open(
@@ -427,7 +258,8 @@ class Fetcher:
         return body.response
 
     def close(self) -> None:
-        self._client.close()
+        if "_client" in self.__dict__:
+            self._client.close()
 
 
 # -- media -------------------------------------------------------------------------------

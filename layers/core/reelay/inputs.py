@@ -16,9 +16,8 @@ from urllib.parse import urlsplit
 from reelay.aws import ResultBucket
 from reelay.errors import RequestInvalid, ResultFetchError, UnsafeResultUrl
 from reelay.fetch import Fetcher, Limits, ResultGone, ResultNotMedia, ResultTooLarge, ResultTooSlow, media_type
-from reelay.models import ImageRequest
+from reelay.models import UPLOADS_ROOT, ImageRequest
 from reelay.providers.base import ImageInput
-from reelay.tasks import UPLOADS_ROOT
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 _IMAGE_LIMITS = Limits(max_bytes=MAX_IMAGE_BYTES, deadline_seconds=30.0, min_bytes_per_second=16 * 1024)

@@ -169,9 +169,13 @@ class StrictBody(BaseModel):
 
     A JSON string is not an integer and 1 is not ``true``; but ``3.0`` *is* the integer 3 in
     JSON Schema, so integral numbers are taken as integers before the strict checks.
+
+    Each body's validator is built when its route first validates one (``defer_build``), not
+    at the cold start of every function that imports this module: only the API takes bodies,
+    and a request uses one route's.
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -220,6 +224,10 @@ class VideoRequest(BaseModel):
     previews: Annotated[bool, Field(description=PREVIEWS_DESCRIPTION)] = False
 
 
+# Where clients' input images are uploaded in the results bucket (POST /v1/uploads), one prefix
+# per owner; ``ImageRequest.image_keys`` may name keys under the caller's own only.
+UPLOADS_ROOT = "uploads/"
+
 ImageSize = Annotated[str, Field(pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$", description="WxH, e.g. 1024x1024")]
 S3Key = Annotated[
     str,
@@ -230,7 +238,8 @@ S3Key = Annotated[
 class ImageRequest(BaseModel):
     """The body of ``POST /v1/images``: text-to-image, or an edit of the given images."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use (image tasks only), like the request bodies (``StrictBody``).
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     provider: Annotated[str, Field(min_length=1, max_length=64)]
     prompt: Prompt
@@ -330,6 +339,7 @@ class BatchUploadRequest(StrictBody):
 class UploadTicket(BaseModel):
     """The answer of ``POST /v1/uploads``: a presigned PUT under the caller's own uploads prefix."""
 
+    model_config = ConfigDict(defer_build=True)  # built on that route's first answer
     key: str
     url: str
     method: Literal["PUT"] = "PUT"

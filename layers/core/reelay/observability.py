@@ -30,13 +30,25 @@ from reelay import costs
 from reelay.metrics import metrics
 
 logger = Logger()
-tracer = Tracer()
+# X-Ray traces boto3 calls from the start; httpx calls once the function builds an HTTP client
+# (``trace_http``). Patching everything Powertools supports would import httpx, sqlite3 and
+# more at every cold start, including in functions that never make an HTTP call.
+tracer = Tracer(patch_modules=("botocore",))
 # reelay's metrics are single-metric records (reelay.metrics), so the handler's own metric set is
 # often empty by design: Powertools' warning about it on every flush says nothing.
 warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
 T = TypeVar("T")
 Handler = Callable[[dict[str, Any], Any], T]
+
+
+def trace_http() -> None:
+    """Trace httpx calls (providers, fetches, webhooks) in X-Ray from now on.
+
+    The composition root (``reelay.bootstrap``) calls it before it builds an HTTP client; the
+    X-Ray SDK patches a module once, so calling it again costs nothing.
+    """
+    tracer.patch(("httpx",))
 
 
 def task_id_of(event: Any) -> str | None:

@@ -40,7 +40,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from reelay.aws import ResultBucket
 from reelay.bodies import MAX_JSON_DEPTH, json_depth
@@ -100,12 +100,19 @@ def is_openai_path(path: str) -> bool:
 # ----------------------------------------------------------------- OpenAI's objects
 
 
-class OpenAIVideoError(BaseModel):
+class _OpenAIObject(BaseModel):
+    """Base of OpenAI's objects: each is built on the first answer that needs it (``defer_build``),
+    not at the API's cold start (its first request may well be one of reelay's own routes)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class OpenAIVideoError(_OpenAIObject):
     code: str
     message: str
 
 
-class OpenAIVideo(BaseModel):
+class OpenAIVideo(_OpenAIObject):
     """OpenAI's ``Video`` object for one reelay task."""
 
     id: str
@@ -123,7 +130,7 @@ class OpenAIVideo(BaseModel):
     remixed_from_video_id: str | None = None
 
 
-class OpenAIVideoList(BaseModel):
+class OpenAIVideoList(_OpenAIObject):
     object: Literal["list"] = "list"
     data: list[OpenAIVideo]
     first_id: str | None = None
@@ -131,20 +138,20 @@ class OpenAIVideoList(BaseModel):
     has_more: bool
 
 
-class OpenAIVideoDeleted(BaseModel):
+class OpenAIVideoDeleted(_OpenAIObject):
     id: str
     object: Literal["video.deleted"] = "video.deleted"
     deleted: bool = True
 
 
-class OpenAIErrorInfo(BaseModel):
+class OpenAIErrorInfo(_OpenAIObject):
     message: str
     type: str
     param: str | None = None
     code: str | None = None
 
 
-class OpenAIErrorBody(BaseModel):
+class OpenAIErrorBody(_OpenAIObject):
     """OpenAI's error answer: ``{"error": {"message", "type", "param", "code"}}``."""
 
     error: OpenAIErrorInfo

@@ -26,6 +26,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -89,7 +90,7 @@ class PollService:
         self._rng = rng or random.Random()
         self._record_seconds = record_seconds
 
-    def handle_batch(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def handle_batch(self, event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
         """An SQS batch of poll messages; a message that raised comes back (partial failures).
 
         A message is only started while the most one can take (``record_seconds``) is left in
@@ -111,8 +112,8 @@ class PollService:
 
         # Every record failing is still a partial answer (each comes back on its own), not an error.
         processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-        return dict(
-            process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
         )
 
     def poll(self, message: PollMessage) -> str:

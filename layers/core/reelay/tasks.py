@@ -35,6 +35,7 @@ from reelay.errors import (
 )
 from reelay.models import (
     LOCAL_OWNER,
+    UPLOADS_ROOT,
     ImageRequest,
     RemixRequest,
     Task,
@@ -58,7 +59,6 @@ def new_task_id() -> str:
     return f"tsk_{int(time.time() * 1000):012x}{secrets.token_hex(8)}"
 
 
-UPLOADS_ROOT = "uploads/"
 _UPLOAD_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 
 

@@ -11,7 +11,8 @@ import binascii
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import cached_property
 from urllib.parse import quote
 
 from reelay.errors import RequestInvalid
@@ -64,10 +65,23 @@ class CursorSigner:
     is ``RequestInvalid`` (a 422), never a 500, and never reaches DynamoDB.
     """
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes | Callable[[], bytes]) -> None:
+        """``key``, or how to get it when a cursor is first sealed or opened (the API's cursor key
+        comes from the callback secret: a Secrets Manager read that only listing needs)."""
+        self._key_source = key
+        if isinstance(key, bytes):
+            self._checked(key)
+
+    @staticmethod
+    def _checked(key: bytes) -> bytes:
         if len(key) < 16:
             raise ValueError("cursor key too short")
-        self._key = key
+        return key
+
+    @cached_property
+    def _key(self) -> bytes:
+        source = self._key_source
+        return self._checked(source if isinstance(source, bytes) else source())
 
     def _mac(self, owner: str, query: Mapping[str, str | None], payload: bytes) -> bytes:
         bound = json.dumps({"owner": owner, "query": dict(query)}, sort_keys=True, separators=(",", ":")).encode()

@@ -40,16 +40,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
-import httpx
 from pydantic import AfterValidator, Field
 from standardwebhooks.webhooks import Webhook
 
 from reelay.errors import ResultError, UnsafeResultUrl
-from reelay.fetch import Fetcher, Limits, _literal_ip, address_refusal
+from reelay.fetch_policy import Limits, address_refusal, literal_ip
 from reelay.models import _PORT, URL_MAX_CHARS, Task, TaskStatus, WebhookAttempt, WebhookOutcome, utcnow
+
+if TYPE_CHECKING:
+    import httpx
+
+    from reelay.fetch import Fetcher
 
 # -- identity ------------------------------------------------------------------------------
 
@@ -90,7 +94,7 @@ def webhook_url_refusal(url: str, allowed_hosts: frozenset[str] = frozenset()) -
         return None
     if parts.scheme.lower() != "https":
         return "must be https (plain http only for receivers listed in REELAY_ALLOWED_WEBHOOK_HOSTS)"
-    literal = _literal_ip(host.strip("[]"))
+    literal = literal_ip(host.strip("[]"))
     if literal is not None:
         reason = address_refusal(literal)
         return f"names {reason}; refused" if reason else "must name a DNS host name, not an address"

@@ -5,6 +5,12 @@ after a backoff (``ChangeMessageVisibility``) instead of waiting out the queue's
 visibility timeout; any other exception is a plain failure, redelivered by SQS and, after
 ``maxReceiveCount``, parked in the DLQ. A message that can never succeed (no task id) is
 dropped with an error log rather than retried.
+
+Powertools' batch module imports its pydantic parser models (SQS, Kinesis, DynamoDB streams,
+Kafka), for type hints only, when pydantic is already imported: a good part of a cold start.
+So each SQS handler (``functions/<name>/app.py``) imports the batch types before anything of
+reelay, and this module imports the batch processor only in ``run_batch``;
+``tests/unit/test_cold_start.py`` checks that the models stay unimported.
 """
 
 from __future__ import annotations
@@ -12,14 +18,17 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from reelay import costs
-from reelay.aws import TaskQueue
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+    from reelay.aws import TaskQueue
 
 logger = Logger(child=True)
 
@@ -47,7 +56,7 @@ def run_batch(
     handle: Callable[[str, int], object],
     reserve_seconds: float = 0.0,
     retries_are_expected: bool = False,
-) -> dict[str, Any]:
+) -> PartialItemFailureResponse:
     """Handle each record's task id with ``handle(task_id, attempt)``; report failed items.
 
     A record is only started while at least ``reserve_seconds`` of the invocation are left
@@ -56,6 +65,9 @@ def run_batch(
     messages wait out webhook retries) a batch whose every record failed is still a partial
     response, not a failed invocation (no Lambda error for an expected retry).
     """
+    # Here, not at the top: the modules that only raise ``RetryLater`` (the tracker's notify
+    # hook in the callback and poll functions, reconcile's submitter) need no batch processor.
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
     def record_handler(record: SQSRecord) -> None:
         try:
@@ -81,6 +93,4 @@ def run_batch(
             raise
 
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=not retries_are_expected)
-    return dict(
-        process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
-    )
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 
@@ -145,14 +145,6 @@ class GenerateTaskProvider(HttpProvider):
 
     protocol = PROTOCOL
     supports_callbacks = True
-    config_defaults: ClassVar[Mapping[str, Any]] = {
-        "auth_prefix": "Bearer ",
-        "typical_seconds": 180.0,
-        "deadline_seconds": 2 * 3600.0,
-        # The seed's limits per account: 10 concurrent tasks, 60 requests a minute.
-        "max_in_flight": 10,
-        "requests_per_minute": 60,
-    }
 
     def capabilities(self) -> Capabilities:
         """Durations 4/8/12 s; text-to-video by size, image-to-video by resolution."""

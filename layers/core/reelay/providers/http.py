@@ -39,7 +39,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Protocol
+from functools import cached_property
+from typing import Any, Protocol
 
 import httpx
 from aws_lambda_powertools import Logger
@@ -58,6 +59,7 @@ from reelay.errors import (
     ProviderTransientError,
 )
 from reelay.providers.base import Provider, ProviderConfig
+from reelay.tls import tls_context
 
 logger = Logger(child=True)
 
@@ -151,9 +153,6 @@ class HttpProvider(Provider):
     governor) is asked before every request, so the provider's rate limit counts every call.
     """
 
-    # Defaults a configuration of this protocol starts from (see ``registry.PROTOCOL_DEFAULTS``).
-    config_defaults: ClassVar[Mapping[str, Any]] = {}
-
     def __init__(
         self,
         config: ProviderConfig,
@@ -166,10 +165,23 @@ class HttpProvider(Provider):
         self._gate = gate
         self.base_url = config.base_url.rstrip("/")
         self._origin = origin(self.base_url)
-        self._owns_client = client is None
-        self._client = client or httpx.Client(
-            timeout=httpx.Timeout(config.timeout_seconds, connect=config.connect_seconds),
-            transport=transport,
+        self._given_client = client
+        self._transport = transport
+
+    @cached_property
+    def client(self) -> httpx.Client:
+        """The HTTP client: the one passed in, else one made for the first request.
+
+        Made on first use: a function that only validates requests (the API) makes none, one
+        that calls a single provider makes one. Every client shares the function's TLS context
+        (``reelay.tls``), so the CA bundle is loaded once, not once per provider.
+        """
+        if self._given_client is not None:
+            return self._given_client
+        return httpx.Client(
+            timeout=httpx.Timeout(self.config.timeout_seconds, connect=self.config.connect_seconds),
+            transport=self._transport,
+            verify=tls_context() if self._transport is None else True,
             follow_redirects=False,
             headers={"User-Agent": USER_AGENT},
         )
@@ -191,8 +203,8 @@ class HttpProvider(Provider):
 
     def close(self) -> None:
         """Release connections of a client this provider made itself."""
-        if self._owns_client:
-            self._client.close()
+        if self._given_client is None and "client" in self.__dict__:
+            self.client.close()
 
     # ----------------------------------------------------------------- requests
 
@@ -213,7 +225,7 @@ class HttpProvider(Provider):
         if self._gate is not None:
             self._gate.before_request(self.name, paid=not call.safe)
         try:
-            response = self._client.request(
+            response = self.client.request(
                 call.method,
                 url,
                 params=params,

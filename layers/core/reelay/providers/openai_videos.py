@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import quote
 
 from reelay.errors import ProviderProtocolError, RequestInvalid
@@ -207,11 +207,6 @@ class OpenAIVideosProvider(HttpProvider):
 
     protocol = PROTOCOL
     supports_callbacks = False
-    config_defaults: ClassVar[Mapping[str, Any]] = {
-        "auth_prefix": "",
-        "typical_seconds": 240.0,
-        "deadline_seconds": 2 * 3600.0,
-    }
 
     def is_content_refusal(self, detail: ErrorDetail) -> bool:
         return str(detail.code or "").lower() in CONTENT_POLICY_CODES

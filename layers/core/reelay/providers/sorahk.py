@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -256,11 +256,6 @@ class SorahkProvider(HttpProvider):
     protocol = PROTOCOL
     supports_callbacks = False
     finds_lost_creates = True
-    config_defaults: ClassVar[Mapping[str, Any]] = {
-        "auth_prefix": "Bearer ",
-        "typical_seconds": 300.0,
-        "deadline_seconds": 3 * 3600.0,
-    }
 
     def __init__(
         self,
