@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from reelay import media
 from reelay_cli.main import create_app
 from reelay_local.aws_calls import AwsCallCounter, compare_task
 from tests.e2e.conftest import E2E_ENV, Api, running_api
@@ -75,15 +74,14 @@ def test_counted_costs_equal_the_independent_count_on_both_paths(api: Api, count
     problems = [p for t in tasks for p in compare_task(t["id"], t["cost"], counter, transitions[t["id"]])]
     assert problems == [], "\n".join(problems)
     callback, polled = tasks[0]["cost"], tasks[3]["cost"]
-    previews = int(media.available())
     # The paths differ where they should: only the poll path pays Step Functions.
     assert callback["aws"]["units"].get("sfn_transitions", 0) == 0
     assert polled["aws"]["units"]["sfn_transitions"] == transitions[tasks[3]["id"]] == 1  # one state: Poll
     assert polled["aws"]["calls"]["sfn.StartExecution"] == 1
     for cost in (callback, polled):
         assert cost["aws_usd"] == pytest.approx(sum(cost["aws"]["lines"].values()))
-        # The video's one PUT (256 KiB), and a thumbnail's and a spritesheet's where PyAV makes them
-        assert cost["aws"]["units"]["ddb_wu"] > 10 and cost["aws"]["calls"]["s3.PutObject"] == 1 + 2 * previews
+        # The video's one PUT (256 KiB), and no previews: these tasks did not ask for them
+        assert cost["aws"]["units"]["ddb_wu"] > 10 and cost["aws"]["calls"]["s3.PutObject"] == 1
         assert cost["generation_seconds"] > 0
     assert polled["provider_cents"] == 3 and polled["provider_cost_source"] == "reported"  # sorahk's own
     assert callback["provider_cost_source"] == "price_table"

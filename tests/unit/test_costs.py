@@ -53,8 +53,8 @@ def test_item_size_counts_names_and_values_and_units_round_up_per_kilobyte() -> 
 def test_index_writes_follow_key_changes_and_projections() -> None:
     old = {"pk": "p", "sk": "s", "owner": "o", "created_key": "c", "due_pk": "DUE", "due_at": "1", "x": "a"}
     # A new item: one write per index it is in (the listing indexes need their keys).
-    assert costs.index_write_units(None, old, INDEXES) == 1 + 1  # ByOwner and Due only carry keys here
-    # The Due key moves: a delete and a put on Due; ByOwner (keys only) is not written.
+    assert costs.index_write_units(None, old, INDEXES) == 1 + 1  # ByOwnerCreated and Due carry keys only
+    # The Due key moves: a delete and a put on Due; ByOwnerCreated (keys only) is not written.
     new = old | {"due_at": "2"}
     assert costs.index_write_units(old, new, INDEXES) == 2
     # An unprojected attribute changed: no index writes at all (every index holds keys only).
@@ -85,9 +85,9 @@ def test_store_operations_are_counted_per_task_and_flushed_with_one_add(aws: dic
         flushed = ledger.close(duration_ms=99.2, memory_mb=512, http=False)
     counts = flushed["tsk_1"]
     assert counts["n_ddb.PutItem"] == 2 and counts["n_ddb.GetItem"] == 1
-    # create: 1 table unit + ByOwner + Due; transition: 1 table unit and ByOwner's copy of the
-    # status rewritten (1); the Due entry, still ahead and earlier than the new due, stays.
-    assert counts["ddb_wu"] == (1 + 1 + 1) + (1 + 1)
+    # create: 1 table unit + ByOwnerCreated + Due; transition: 1 table unit (the listing index
+    # holds keys only; the Due entry, still ahead and earlier than the new due, stays).
+    assert counts["ddb_wu"] == (1 + 1 + 1) + 1
     assert counts["ddb_ru"] == 1
     assert counts["lambda_requests"] == 1
     assert counts["lambda_gb_s"] == Decimal("0.1") * Decimal("0.5")  # 100 ms billed at 512 MB

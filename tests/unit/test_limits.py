@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import boto3
+from boto3.dynamodb.types import Binary
 
 from reelay.api import MAX_BODY_BYTES, build_app
 from reelay.aws import ResultBucket, TaskQueue
@@ -46,6 +47,8 @@ def dynamodb_size(value: Any) -> int:
         return 3 + sum(len(k.encode()) + dynamodb_size(v) + 1 for k, v in value.items())
     if isinstance(value, list):
         return 3 + sum(dynamodb_size(v) + 1 for v in value)
+    if isinstance(value, Binary):  # the task's compressed document
+        return len(value.value)
     raise TypeError(type(value))
 
 

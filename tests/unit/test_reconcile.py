@@ -78,11 +78,9 @@ def test_a_callback_that_never_came_is_replaced_by_a_status_check_at_twice_the_t
     task_id = world.task()
     assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
     world.gt.succeed("https://cdn.example/v.mp4")
-    # When reconcile runs before twice the typical time: nothing is asked. (Its entry from when
-    # it was queued, due at the typical time, was kept by the submit write, being earlier than
-    # the callback check: reconcile only moves it on.)
+    # When reconcile runs before twice the typical time: nothing is due. (Its entry from when it
+    # was queued, at twice the typical time too, was kept by the submit write.)
     world.later(1.5 * TYPICAL)
-    assert world.reconciler.run() == {"not_due_yet": 1}
     assert world.reconciler.run() == {}
     assert world.get(task_id).status is TaskStatus.SUBMITTED and world.get(task_id).reconcile_count == 0
     # When it runs after it
@@ -92,6 +90,22 @@ def test_a_callback_that_never_came_is_replaced_by_a_status_check_at_twice_the_t
     assert counts == {"callback_missed_ingesting": 1}
     assert world.get(task_id).status is TaskStatus.INGESTING
     assert [m["task_id"] for m in drain(aws["INGEST_QUEUE_URL"])] == [task_id]
+
+
+def test_an_entry_kept_by_a_later_write_is_moved_on_when_reached_without_a_look(world: Any) -> None:
+    # Given a task created (due at twice the typical time) and then ingesting, whose own look is
+    # the ingest stall, 20 minutes on: the write kept the earlier entry instead of moving it
+    task_id = world.task()
+    world.submitter.submit(task_id)
+    task = world.get(task_id)
+    world.store.transition(task, TaskStatus.INGESTING, reason="provider succeeded")
+    assert world.get(task_id).stored_due == task.stored_due
+    # When reconcile reaches the entry: it moves it to the task's due time, and asks nobody
+    world.later(2 * TYPICAL + 1)
+    assert world.reconciler.run() == {"not_due_yet": 1}
+    assert world.reconciler.run() == {}
+    moved = world.get(task_id)
+    assert moved.stored_due == world.deadlines.due(moved).isoformat() and moved.version == task.version + 1
 
 
 def test_a_status_check_that_changes_nothing_moves_the_next_look_on(world: Any) -> None:
@@ -107,8 +121,8 @@ def test_a_status_check_that_changes_nothing_moves_the_next_look_on(world: Any) 
 def test_a_lost_submit_message_is_sent_again(world: Any, aws: dict[str, str]) -> None:
     # Given a stored task whose submit message was lost
     task_id = world.task()
-    # When reconcile runs after the queued task's look time
-    world.later(TYPICAL + 1)
+    # When reconcile runs after the queued task's look time (twice the typical time)
+    world.later(2 * TYPICAL + 1)
     assert world.reconciler.run() == {"submit_resent": 1}
     # Then its submit message is on the queue again, and no create was sent by reconcile
     assert [m["task_id"] for m in drain(aws["SUBMIT_QUEUE_URL"])] == [task_id]
@@ -228,7 +242,7 @@ def test_a_provider_that_is_down_leaves_the_task_for_a_later_look(world: Any) ->
 def test_a_run_stops_taking_tasks_when_its_time_is_nearly_up(world: Any) -> None:
     for _ in range(3):
         world.task()
-    world.later(TYPICAL + 1)
+    world.later(2 * TYPICAL + 1)
     left = iter([100.0, 100.0, 10.0, 10.0])
     counts = world.reconciler.run(seconds_left=lambda: next(left, 0.0))
     assert counts == {"left_for_next_run": 2, "submit_resent": 1}

@@ -12,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from reelay.aws import PollStarter, ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
+from reelay.deadlines import Deadlines
 from reelay.errors import (
     ConfigurationError,
     ContentRefused,
@@ -25,6 +26,7 @@ from reelay.errors import (
 )
 from reelay.models import ErrorCode, TaskStatus, VideoRequest, utcnow
 from reelay.providers.registry import build_provider, provider_config
+from reelay.reconcile import Reconciler
 from reelay.routing import AUTO, Router, allows_failover, auto_cells
 from reelay.settings import Settings
 from reelay.store import DynamoTaskStore
@@ -34,6 +36,7 @@ from reelay.tokens import CallbackTokens
 from reelay.tracking import TaskTracker
 from reelay.variants import video_body
 from reelay.workers import RetryLater
+from tests.unit.conftest import drain
 from tests.unit.fakes import FakeProvider, config
 
 
@@ -267,6 +270,65 @@ def test_no_capacity_fails_an_auto_task_over_but_a_named_task_waits(world: Any) 
     routed = world.queued()
     assert world.submit_until_done(routed) is SubmitOutcome.SUBMITTED
     assert world.store.get(routed).routing.failovers[0].code == "PROVIDER_AT_CAPACITY"
+
+
+@pytest.mark.parametrize("wait", [0.0, 300.0])
+def test_an_auto_task_waiting_for_a_slot_past_the_capacity_wait_fails_over_and_a_named_one_waits_on(
+    aws: dict[str, str], wait: float
+) -> None:
+    from reelay.governor import Governor, ProviderLimits
+    from reelay.governor_store import GovernorStore
+
+    # Given a first provider with one slot, taken, whose capacity wait is ``wait`` seconds
+    first = FakeProvider(config("first", priority=1, capacity_wait_seconds=wait))
+    second = FakeProvider(config("second", priority=2))
+    providers = catalog(first, second)
+    store = DynamoTaskStore("tasks", due=Deadlines((first.config, second.config)).due)
+    sent: list[str] = []
+    governor = Governor(GovernorStore("tasks"), {"first": ProviderLimits(max_in_flight=1)}, dispatch=sent.append)
+    tracker = TaskTracker(store, TaskQueue(aws["INGEST_QUEUE_URL"]))
+    submitter = Submitter(
+        store, providers, tracker, Starter(), tokens=None, callback_base_url=None, governor=governor
+    )  # fmt: skip
+    tasks = TaskService(store, providers, TaskQueue(aws["SUBMIT_QUEUE_URL"]), ResultBucket("results"))
+    holder = tasks.create(VideoRequest(provider="first", prompt="a cat"))[0].id
+    assert submitter.submit(holder) is SubmitOutcome.SUBMITTED
+    routed = tasks.create(VideoRequest(provider=AUTO, prompt="a dog"))[0].id
+    named = tasks.create(VideoRequest(provider="first", prompt="a fox"))[0].id
+    assert submitter.submit(routed) is SubmitOutcome.WAITING and submitter.submit(named) is SubmitOutcome.WAITING
+    # When reconcile looks at the waiting tasks (at their due time: twice the typical time)
+    deadlines = Deadlines((first.config, second.config))
+    reconciler = Reconciler(
+        store,
+        providers,
+        tracker,
+        submitter,
+        deadlines,
+        submit_queue=TaskQueue(aws["SUBMIT_QUEUE_URL"]),
+        ingest_queue=TaskQueue(aws["INGEST_QUEUE_URL"]),
+        governor=governor,
+        clock=lambda: utcnow() + timedelta(minutes=7),
+    )
+    drain(aws["SUBMIT_QUEUE_URL"])
+    counts = reconciler.run()
+    assert governor.is_waiting(store.get(named))  # a named task never fails over
+    if wait:
+        # Then, before the wait is over, the auto task waits on in its place
+        assert counts == {"waiting_for_slot": 2, "status_checked": 1}  # and the holder's callback check
+        assert governor.is_waiting(store.get(routed)) and store.get(routed).provider == "first"
+        return
+    # Then, past it, the auto task left the first's line for the second, without a create at the first
+    assert counts == {"capacity_failover": 1, "waiting_for_slot": 1, "status_checked": 1}
+    assert [m["task_id"] for m in drain(aws["SUBMIT_QUEUE_URL"])] == [routed]
+    task = store.get(routed)
+    assert task.provider == "second" and not governor.is_waiting(task)
+    assert task.routing is not None and task.routing.failovers[0].code == "PROVIDER_AT_CAPACITY"
+    assert "no free slot at first" in task.routing.failovers[0].message
+    assert submitter.submit(routed) is SubmitOutcome.SUBMITTED
+    assert len(first.creates) == 1 and len(second.creates) == 1  # the holder's, and the failed-over task's
+    # and the slot the holder frees goes to the named task, not to the task that left
+    governor.release(store.get(holder).model_copy(update={"status": TaskStatus.FAILED}))
+    assert sent == [named]
 
 
 def test_a_named_provider_out_of_balance_fails_without_failover(world: Any) -> None:

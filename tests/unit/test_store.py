@@ -184,3 +184,57 @@ def test_a_page_longer_than_one_batch_read_is_read_whole(aws: dict[str, str]) ->
         store.create(_task())
     tasks, _ = store.list(owner="local", status=None, provider=None, limit=101)
     assert len({t.id for t in tasks}) == 101
+
+
+def test_a_task_item_keeps_its_keys_plain_and_the_rest_in_one_compressed_document(aws: dict[str, str]) -> None:
+    import boto3
+
+    store = DynamoTaskStore("tasks")
+    task, _ = store.create(_task(request={"prompt": "a lighthouse at dusk " * 20, "duration": 4}))
+    task = store.transition(task, TaskStatus.SUBMITTED, reason="provider accepted", provider_task_id="pt_1")
+    table = boto3.resource("dynamodb").Table("tasks")
+    item = table.get_item(Key={"pk": f"TASK#{task.id}", "sk": "TASK"})["Item"]
+    assert set(item) == {"pk", "sk", "status", "version", "owner", "provider", "doc", "created_key", "due_pk", "due_at"}
+    assert item["status"] == "submitted" and item["version"] == task.version
+    assert len(item["doc"].value) < 400  # the 400-character prompt and the rest, compressed
+    assert store.get(task.id) == task
+    # An item written before the document (every field plain) is read as it is, and rewritten
+    # in the new layout by its next write.
+    legacy = {
+        **task.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "pk": f"TASK#{task.id}",
+        "sk": "TASK",
+        "created_key": item["created_key"],
+        "due_pk": "DUE",
+        "due_at": item["due_at"],
+    }
+    table.put_item(Item=legacy)
+    old = store.get(task.id)
+    assert old == task
+    assert store.due(before=datetime(9999, 1, 1, tzinfo=UTC), limit=10) == ([task.id], None)  # the legacy partition
+    store.transition(old, TaskStatus.RUNNING, reason="progress")
+    assert "doc" in table.get_item(Key={"pk": f"TASK#{task.id}", "sk": "TASK"})["Item"]
+
+
+def test_due_entries_are_spread_over_partitions_and_read_in_turn_with_a_cursor(aws: dict[str, str]) -> None:
+    from reelay.store import DUE_SHARDS, due_partition
+
+    store = DynamoTaskStore("tasks")
+    tasks = [store.create(_task())[0] for _ in range(40)]
+    assert len({due_partition(t.id) for t in tasks}) == DUE_SHARDS  # 40 ids fill the 8 partitions
+    before = datetime(9999, 1, 1, tzinfo=UTC)
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        ids, cursor = store.due(before=before, limit=7, after=cursor)
+        assert len(ids) <= 7
+        seen += ids
+        pages += 1
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(t.id for t in tasks) and len(seen) == 40 and pages >= 6
+    # A run starts from a partition that rotates each minute, so a run cut short leaves a
+    # different partition's tail each time.
+    firsts = {store.due(before=datetime(2030, 1, 1, 0, m, tzinfo=UTC), limit=1)[0][0] for m in range(DUE_SHARDS)}
+    assert len(firsts) > 1

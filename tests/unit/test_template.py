@@ -211,16 +211,13 @@ def test_reconcile_runs_on_a_schedule_whose_rate_is_a_parameter_of_two_minutes_b
     assert schedule["Type"] == "Schedule" and schedule["Properties"]["Schedule"] == {"Ref": "ReconcileRate"}
 
 
-def test_tasks_are_listed_by_one_owner_index_that_copies_only_what_its_filters_read() -> None:
+def test_tasks_are_listed_by_one_owner_index_of_keys_only() -> None:
     props = resource("TaskTable")["Properties"]
     indexes = {i["IndexName"]: [k["AttributeName"] for k in i["KeySchema"]] for i in props["GlobalSecondaryIndexes"]}
-    assert indexes == {"ByOwner": ["owner", "created_key"], "Due": ["due_pk", "due_at"]}
+    assert indexes == {"ByOwnerCreated": ["owner", "created_key"], "Due": ["due_pk", "due_at"]}
     projections = {i["IndexName"]: i["Projection"] for i in props["GlobalSecondaryIndexes"]}
-    # No index copies whole items: the listing carries only what its filters read.
-    assert projections == {
-        "ByOwner": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["status", "provider"]},
-        "Due": {"ProjectionType": "KEYS_ONLY"},
-    }
+    # No index copies anything but keys: a task's listing entry is written once, at its creation.
+    assert projections == {"ByOwnerCreated": {"ProjectionType": "KEYS_ONLY"}, "Due": {"ProjectionType": "KEYS_ONLY"}}
 
 
 def test_swagger_ui_is_a_client_route_and_the_api_may_read_the_cursor_key() -> None:

@@ -218,6 +218,8 @@ def attribute_size(value: Any) -> int:
         return len(value.encode())
     if isinstance(value, bytes | bytearray):
         return len(value)
+    if isinstance(getattr(value, "value", None), bytes):  # boto3's Binary, as a read returns it
+        return len(value.value)
     if isinstance(value, int | float | Decimal):
         digits = Decimal(str(value)).normalize().as_tuple().digits
         return (len(digits) + 1) // 2 + 1

@@ -7,8 +7,8 @@ task's provider configuration on every write:
 ========================  ===============================================================
 status                    next look
 ========================  ===============================================================
-queued                    ``updated_at`` + the provider's typical time (10 s to 10 min):
-                          a lost submit message is sent again, a held create settled
+queued                    ``updated_at`` + 2 x the provider's typical time (10 s to 10
+                          min): a lost submit message is sent again, a held create settled
 submitted / running,      ``clock_start`` + 2 x typical (a callback that never came gets
 callback protocol         a status check), then every typical time after each look
 submitted / running,      2 x typical after the last write or look (10 s to 30 min): a
@@ -100,7 +100,10 @@ class Deadlines:
         typical = self.typical(task)
         last_look = max(task.updated_at, task.reconciled_at or task.updated_at)
         if task.status is TaskStatus.QUEUED:
-            look = last_look + _clamp(typical, MIN_LOOK, MAX_QUEUED_LOOK)
+            # Twice the typical time, as for the states that follow: the entry a task is created
+            # with is then still ahead when it is submitted, runs and ends, so it stays as it is
+            # (``DynamoTaskStore``) and is removed once, with no move in between.
+            look = last_look + _clamp(2 * typical, MIN_LOOK, MAX_QUEUED_LOOK)
         elif follows_by_callback(self._config(task).protocol):
             first = self.callback_check(task)
             look = first if task.reconciled_at is None else max(first, task.reconciled_at + max(typical, MIN_LOOK))

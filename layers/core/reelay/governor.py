@@ -219,6 +219,17 @@ class Governor:
             return False
         return self._store.place_of(task.provider, task.id) is not None
 
+    def leave(self, task: Task) -> bool:
+        """Take a waiting ``task`` out of its provider's line (to fail it over). False when it is
+        not in the line (any more): a freed slot is letting it in, and it goes on where it is."""
+        if self.limits(task.provider).max_in_flight is None:
+            return False
+        place = self._store.place_of(task.provider, task.id)
+        if place is None or not self._store.take_from_line(task.provider, place):
+            return False
+        self._store.forget_place(task.provider, task.id)
+        return True
+
     def release(self, task: Task) -> None:
         """The provider reported a final state, or the task ended: free its slot, leave the line.
 

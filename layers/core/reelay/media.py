@@ -1,5 +1,9 @@
 """Previews of a copied video: a thumbnail and a spritesheet, made at ingest (the OpenAI ``variant``s).
 
+Made only for a task whose request asks for them (``previews: true``; every video created through
+``/v1/videos`` does, as OpenAI's clients expect them): a preview costs two S3 PUTs, a ranged read
+of the video and the rendering time, which nobody should pay for a task whose previews are never read.
+
 Made with PyAV (``av``), FFmpeg's Python bindings: its wheels carry their own FFmpeg libraries
 for manylinux x86_64 and aarch64 (so it runs in Lambda on arm64 with no system package), it is
 well kept (releases every few months), and it decodes from a seekable file object, so the video
@@ -39,6 +43,11 @@ def preview_key(task_id: str, variant: str) -> str:
     return f"previews/{task_id}/{variant}.jpg"
 
 
+def wanted(task: Task) -> bool:
+    """Whether a task's request asked for previews (every video made through ``/v1/videos`` does)."""
+    return bool(task.request.get("previews"))
+
+
 def available() -> bool:
     """Whether PyAV is installed (previews are optional)."""
     return importlib.util.find_spec("av") is not None
@@ -51,9 +60,10 @@ class PreviewMaker:
         self._bucket = bucket
 
     def make(self, task: Task, outputs: list[Output]) -> list[str]:
-        """Store the previews of ``task``'s video; the keys written (none without PyAV or a video)."""
+        """Store the previews of ``task``'s video; the keys written (none without PyAV or a video, or
+        for a task that did not ask for them: ``previews`` in its request)."""
         video = next((o for o in outputs if o.content_type.startswith("video/")), None)
-        if video is None or task.kind is TaskKind.IMAGE or not available():
+        if video is None or task.kind is TaskKind.IMAGE or not wanted(task) or not available():
             return []
         written = []
         try:

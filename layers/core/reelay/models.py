@@ -185,6 +185,12 @@ class StrictBody(BaseModel):
         return data
 
 
+PREVIEWS_DESCRIPTION = (
+    "Also make a thumbnail and a spritesheet of the video (the `thumbnail` and `spritesheet` variants of "
+    "`GET /v1/videos/{id}/content`); videos created through `/v1/videos` always have them."
+)
+
+
 class VideoRequest(BaseModel):
     """What a client asks for: the body of ``POST /v1/tasks`` (and a manifest line).
 
@@ -215,6 +221,7 @@ class VideoRequest(BaseModel):
         None
     )
     metadata: Metadata = None
+    previews: Annotated[bool, Field(description=PREVIEWS_DESCRIPTION)] = False
 
 
 # Where clients' input images are uploaded in the results bucket (POST /v1/uploads), one prefix

@@ -405,9 +405,8 @@ class VideoService:
         if form.image is not None:
             ask = _with_image(ask, self._store_image(form.image, owner))
         route = self._models.route(ask)
-        return self._tasks.create(
-            route.request, owner=owner, idempotency_key=idempotency_key, fingerprint=form.fingerprint()
-        )
+        request = route.request.model_copy(update={"previews": True})  # OpenAI's clients ask for variants
+        return self._tasks.create(request, owner=owner, idempotency_key=idempotency_key, fingerprint=form.fingerprint())
 
     def _store_image(self, image: InputImage, owner: str) -> str:
         """Put the image under the owner's uploads (same bytes, same key) and presign it for the provider."""

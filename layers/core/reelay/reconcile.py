@@ -6,8 +6,11 @@ The reconcile function runs on an EventBridge schedule. It reads the sparse ``Du
 ==========================  =====================================================================
 task                        what reconcile does
 ==========================  =====================================================================
-queued, waiting for a slot  nothing (the governor's line lets it in); every run first frees the
-                            slots of tasks that ended without freeing them, then lets tasks in
+queued, waiting for a slot  nothing (the governor's line lets it in), except for an ``auto`` task
+                            that has waited longer than its provider's capacity wait: out of the
+                            line, on to its next provider (``capacity_failover``); every run first
+                            frees the slots of tasks that ended without freeing them, then lets
+                            tasks in
 queued, never sent          its submit message was lost: the submit message is sent again
 queued, create held         the submit worker looks again (the provider's list; a 5xx'd create
                             is re-sent once after its hold): the submit message is sent again
@@ -173,6 +176,10 @@ class Reconciler:
             return self._past_deadline(task)
         if task.status is TaskStatus.QUEUED:
             if self._governor is not None and task.create_sent_at is None and self._governor.is_waiting(task):
+                if self._submitter.fail_over_waiting(task, self._governor):
+                    # An ``auto`` task past its provider's capacity wait: on to its next provider.
+                    self._submit.send(task.id)
+                    return "capacity_failover"
                 # In the governor's line: a freed slot (or this run's sweep) sends it; no resend.
                 self._looked(task.id)
                 return "waiting_for_slot"

@@ -28,11 +28,12 @@ Never after a create whose outcome is unknown (a lost answer; a 5xx nothing can 
 the request's own fault (a content refusal, a rejected request): so a task makes at most one
 paid create across all its providers. A task that named its provider never fails over.
 
-``NoCapacity`` (``reelay.errors``) is the one signal for "no capacity after waiting": whatever
-guards a provider's limits raises it before the create is claimed (within ``Submitter.submit``'s
-checks before the claim, beside ``preflight``) or from a provider call that made nothing. A
-named task is then retried later; an ``auto`` task fails over. A slot already taken at the
-refusing provider is that guard's to give back: failover is not a terminal state.
+``NoCapacity`` (``reelay.errors``) is the one signal for "no capacity after waiting": an ``auto``
+task that has waited in its provider's governor line longer than that provider's
+``capacity_wait_seconds`` (``REELAY_<NAME>_CAPACITY_WAIT_SECONDS``, 300 s by default) is taken
+out of the line by reconcile's look at it and fails over with it
+(``Submitter.fail_over_waiting``); it holds no slot there, and sent no create. A named task
+waits on in the line.
 """
 
 from __future__ import annotations

@@ -169,6 +169,7 @@ def _provider_configs(base: Settings, environ: Mapping[str, str]) -> tuple[Provi
             ("DEADLINE_SECONDS", "deadline_seconds"),
             ("MAX_IN_FLIGHT", "max_in_flight"),
             ("REQUESTS_PER_MINUTE", "requests_per_minute"),
+            ("CAPACITY_WAIT_SECONDS", "capacity_wait_seconds"),
         ):
             if prefix + env_name in environ:
                 fields[field] = environ[prefix + env_name]

@@ -37,6 +37,7 @@ from reelay.errors import (
     CreateOutcomeUnknown,
     CreateServerError,
     InsufficientBalance,
+    NoCapacity,
     ProviderAuthError,
     ProviderError,
     ProviderRateLimited,
@@ -342,6 +343,33 @@ class Submitter:
                 if task.status is not TaskStatus.QUEUED:
                     return task
         return task
+
+    def fail_over_waiting(self, task: Task, governor: Governor) -> bool:
+        """An ``auto`` task that has waited in its provider's line for a slot longer than the
+        provider's ``capacity_wait_seconds`` leaves the line and fails over (``NoCapacity``, before
+        any paid call) to its next capable provider. False where it stays: it named its provider,
+        no candidate is left, it has not waited that long, or a freed slot is letting it in."""
+        if task.routing is None or task.create_sent_at is not None:
+            return False
+        config = self._providers.get(task.provider).config
+        since = max([task.created_at, *(f.at for f in task.routing.failovers)])
+        waited = (utcnow() - since).total_seconds()
+        exc = NoCapacity(
+            f"no free slot at {task.provider} after {waited:.0f} s in its line "
+            f"(its {config.max_in_flight} tasks in flight are busy)",
+            provider=task.provider,
+            waited_seconds=waited,
+        )
+        if waited < config.capacity_wait_seconds or self._router.fail_over(task, exc) is None:
+            return False
+        if not governor.leave(task):
+            return False
+        try:
+            self._fail_over(task, exc)
+        except RetryLater:  # moved to the next provider: the caller sends its submit message
+            logger.info("failed over for capacity", extra={"task_id": task.id, "provider": task.provider})
+            return True
+        return False  # written meanwhile (claimed or adopted): out of the line, its next look sees it
 
     def _fail_over(self, task: Task, exc: Exception, *, refused_create: bool = False, unmade: bool = False) -> None:
         """Move an ``auto`` task to its next provider where ``exc`` proves nothing was made, and

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, Discriminator, Field, Tag, create_model
 
 from reelay.models import (
+    PREVIEWS_DESCRIPTION,
     ImageSize,
     Metadata,
     Orientation,
@@ -73,6 +74,7 @@ def _model(spec: _Spec, webhook_url: Any = None) -> type[BaseModel]:
             Field(default=None, description="Notified when the task ends."),
         ),
         "metadata": (Metadata, None),
+        "previews": (bool, Field(default=False, description=PREVIEWS_DESCRIPTION)),
         "image_url": _NOT_OFFERED,
         "duration": _NOT_OFFERED,
         "orientation": _NOT_OFFERED,

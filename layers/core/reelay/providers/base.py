@@ -77,6 +77,9 @@ class ProviderConfig(BaseModel):
     deadline_seconds: float = 3 * 3600.0
     # Routing order for ``provider: auto`` (REELAY_<NAME>_PRIORITY, lower first; None: unset, last).
     priority: int | None = None
+    # How long an ``auto`` task waits in this provider's line for a slot before it fails over to
+    # its next provider (REELAY_<NAME>_CAPACITY_WAIT_SECONDS; reconcile checks at its looks).
+    capacity_wait_seconds: float = Field(default=300.0, ge=0)
 
     # The governor's limits for this provider key (``reelay.governor``); None or 0: no limit.
     max_in_flight: int | None = Field(default=None, ge=1)
