@@ -56,7 +56,7 @@ from reelay.errors import (
     UploadNotFound,
     WebhookEndpointNotFound,
 )
-from reelay.fetch import sniff_media
+from reelay.fetch_policy import sniff_media
 from reelay.inputs import MAX_IMAGE_BYTES
 from reelay.media import PREVIEW_TYPE, VARIANTS, preview_key
 from reelay.models import RemixRequest, Task, TaskKind, TaskStatus, utcnow
