@@ -177,7 +177,7 @@ class Container:
         hooks: list[Any] = []
         if self.settings.batch_queue_url:
             # A batch's counters move when one of its tasks ends; the last one queues its report.
-            hooks.append(self.batch_progress.task_ended)
+            hooks.append(self._batch_task_ended)
         if self.settings.notify_queue_url:
             hooks.append(NotifyHook(self.notify_queue))
         slot_release = [self.governor.release] if self.governor.governed_providers else []
@@ -187,6 +187,11 @@ class Container:
             on_terminal=[self._terminal_metrics, *slot_release, *hooks],
             on_provider_final=slot_release,
         )
+
+    def _batch_task_ended(self, task: Task) -> None:
+        """Terminal hook: ``BatchProgress.task_ended``, its modules and clients built for a batch's task only."""
+        if task.batch_id:
+            self.batch_progress.task_ended(task)
 
     def _terminal_metrics(self, task: Task) -> None:
         """Terminal hook: succeeded/failed per provider and code, callback-to-succeeded latency."""
