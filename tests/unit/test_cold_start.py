@@ -92,3 +92,33 @@ def test_a_cold_start_imports_none_of_what_its_first_request_does_not_need(name:
         unwanted += API_ONLY
     assert "app" in loaded and "reelay.bootstrap" in loaded
     assert sorted(m for m in unwanted if m in loaded) == []
+
+
+def test_every_https_client_of_a_function_shares_one_ca_bundle_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssl
+
+    from reelay.fetch import Fetcher
+    from reelay.fetch_policy import UrlPolicy
+    from reelay.providers.registry import build_provider, provider_config
+    from reelay.tls import tls_context
+
+    # Given a process that has loaded no CA bundle yet (counting every load)
+    tls_context.cache_clear()
+    loads: list[object] = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def counted(self: ssl.SSLContext, *args: object, **kwargs: object) -> None:
+        loads.append(args)
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    # When three providers and two fetchers make their HTTP clients
+    for protocol in ("generate_task", "sorahk", "openai_videos"):
+        provider = build_provider(provider_config(protocol, protocol, f"https://{protocol}.example", "k"))
+        assert provider.client is provider.client  # type: ignore[attr-defined]
+    for _ in range(2):
+        assert Fetcher(UrlPolicy())._client is not None
+    # Then the bundle was loaded once for the providers and once for the fetchers (which ignore
+    # SSL_CERT_FILE and the like), not once per client
+    assert len(loads) == 2
+    tls_context.cache_clear()

@@ -98,11 +98,14 @@ class PinnedBackend(httpcore.NetworkBackend):
 
 def pinned_transport(backend: PinnedBackend, *, max_connections: int = 10) -> httpx.HTTPTransport:
     """An httpx transport whose connections go through ``backend`` (and never through a proxy)."""
-    transport = httpx.HTTPTransport(trust_env=False)
+    # The function's one TLS context (``reelay.tls``), also for the pool made here and replaced
+    # below: a transport made with ``verify=True`` would load the CA bundle only to drop it.
+    context = tls_context(trust_env=False)
+    transport = httpx.HTTPTransport(trust_env=False, verify=context)
     # httpx 0.28 has no public hook for a network backend; its transport is a thin wrapper
     # over this pool, so the pool is replaced with one that dials through the pinned backend.
     transport._pool = httpcore.ConnectionPool(
-        ssl_context=tls_context(trust_env=False),
+        ssl_context=context,
         max_connections=max_connections,
         max_keepalive_connections=max_connections,
         network_backend=backend,
