@@ -32,8 +32,9 @@ NEVER = (
 RESOLVER = "aws_lambda_powertools.event_handler"
 HTTP_FUNCTIONS = {"api", "callback"}
 API_ONLY = ("reelay.api", "reelay.openai_api", "reelay.variants", "reelay.webhook_endpoints_api", "reelay.contract")
-# Functions whose first request makes no HTTP call import no HTTP client library.
-NO_HTTP = {"authorizer": ("httpx", "httpcore"), "batch": ("httpx", "httpcore")}
+# Functions whose first request makes no HTTP call import no HTTP client library (the API's
+# provider adapters name httpx's types, but it makes no connection).
+NO_HTTP = {"authorizer": ("httpx", "httpcore"), "batch": ("httpx", "httpcore"), "api": ("httpcore",)}
 
 
 @cache

@@ -12,19 +12,18 @@ import httpx
 import pytest
 
 from reelay.errors import ResultFetchError
-from reelay.fetch import (
-    Fetcher,
+from reelay.fetch import Fetcher, PinnedBackend
+from reelay.fetch_policy import (
     Limits,
-    PinnedBackend,
     ResultGone,
     ResultNotMedia,
     ResultTooLarge,
     ResultTooSlow,
     UrlPolicy,
     UrlRefused,
+    address_refusal,
     media_type,
 )
-from reelay.fetch_policy import address_refusal
 
 NAMES = {
     "cdn.example": ["93.184.216.34"],

@@ -17,7 +17,8 @@ from reelay.aws import ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
 from reelay.copier import ResultCopier
 from reelay.errors import RequestInvalid, ResultFetchError, UnsafeResultUrl, UploadNotFound
-from reelay.fetch import Fetcher, Limits, ResultNotMedia, ResultTooLarge, UrlPolicy
+from reelay.fetch import Fetcher
+from reelay.fetch_policy import Limits, ResultNotMedia, ResultTooLarge, UrlPolicy
 from reelay.ingest import MAX_RECEIVES, IngestService
 from reelay.inputs import ImageInputs
 from reelay.models import ErrorCode, ImageRequest, Task, TaskStatus, UploadRequest, VideoRequest, utcnow

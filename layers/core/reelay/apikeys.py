@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from reelay.errors import ApiKeyNotFound, ApiKeyRejected, RequestInvalid
 from reelay.models import utcnow
@@ -71,6 +71,9 @@ class ApiKey(BaseModel):
 class ApiKeyView(BaseModel):
     """An API key as ``reelay keys list`` shows it (no hash)."""
 
+    # The admin tools' models are built on first use, not at the authorizer's or API's cold start.
+    model_config = ConfigDict(defer_build=True)
+
     key_id: str
     owner: str
     name: str
@@ -85,13 +88,15 @@ class NewApiKey(ApiKeyView):
 
 
 class ApiKeyList(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     keys: list[ApiKeyView]
 
 
 class ApiKeyRequest(BaseModel):
     """What to make a key for (``reelay keys create``)."""
 
-    model_config = {"extra": "forbid"}
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     owner: OwnerName = Field(description="Who the key's tasks belong to (any owner string: a name, an ARN, ...).")
     name: KeyName = Field(default="default", description="What the key is for (shown in lists).")

@@ -88,7 +88,12 @@ class PollStarter:
 
     def __init__(self, state_machine_arn: str | None, *, client: Any = None) -> None:
         self.arn = state_machine_arn
-        self._sfn = client or boto3.client("stepfunctions")
+        self._given_client = client
+
+    @cached_property
+    def _sfn(self) -> Any:
+        # Made on first use: a create for a provider that calls back starts no poll execution.
+        return self._given_client or boto3.client("stepfunctions")
 
     def start(self, name: str, payload: dict[str, Any], *, state_machine_arn: str | None = None) -> bool:
         """Start an execution named ``name``; False when one of that name already exists."""

@@ -3,8 +3,8 @@
 Handlers call ``Container.from_environ(os.environ)`` at import time (settings validated
 once) and take only the services they use, so a function builds only its own clients and
 imports only its own modules (the imports inside the properties keep cold starts short).
-Every DynamoDB adapter shares one boto3 resource (one client): each resource made costs a
-cold start more than any of its calls.
+Every DynamoDB adapter shares one boto3 resource, every queue one SQS client: each client
+made costs a cold start more than any of its calls.
 """
 
 from __future__ import annotations
@@ -83,6 +83,13 @@ class Container:
         return boto3.resource("dynamodb")
 
     @cached_property
+    def _sqs(self) -> Any:
+        """The one SQS client of the function's queues (boto3 clients are thread-safe)."""
+        import boto3
+
+        return boto3.client("sqs")
+
+    @cached_property
     def store(self) -> TaskStore:
         from reelay.store import DynamoTaskStore
 
@@ -137,7 +144,7 @@ class Container:
     def ingest_queue(self) -> TaskQueue:
         from reelay.aws import TaskQueue
 
-        return TaskQueue(self.settings.ingest_queue_url)
+        return TaskQueue(self.settings.ingest_queue_url, client=self._sqs)
 
     @cached_property
     def submit_queue(self) -> TaskQueue:
@@ -145,7 +152,7 @@ class Container:
 
         if not self.settings.submit_queue_url:
             raise ConfigurationError("SUBMIT_QUEUE_URL is not set")
-        return TaskQueue(self.settings.submit_queue_url)
+        return TaskQueue(self.settings.submit_queue_url, client=self._sqs)
 
     @cached_property
     def notify_queue(self) -> TaskQueue:
@@ -154,7 +161,7 @@ class Container:
 
         if not self.settings.notify_queue_url:
             raise ConfigurationError("NOTIFY_QUEUE_URL is not set")
-        return TaskQueue(self.settings.notify_queue_url)
+        return TaskQueue(self.settings.notify_queue_url, client=self._sqs)
 
     @cached_property
     def tokens(self) -> CallbackTokens:
@@ -170,7 +177,7 @@ class Container:
         hooks: list[Any] = []
         if self.settings.batch_queue_url:
             # A batch's counters move when one of its tasks ends; the last one queues its report.
-            hooks.append(self.batch_progress.task_ended)
+            hooks.append(self._batch_task_ended)
         if self.settings.notify_queue_url:
             hooks.append(NotifyHook(self.notify_queue))
         slot_release = [self.governor.release] if self.governor.governed_providers else []
@@ -180,6 +187,11 @@ class Container:
             on_terminal=[self._terminal_metrics, *slot_release, *hooks],
             on_provider_final=slot_release,
         )
+
+    def _batch_task_ended(self, task: Task) -> None:
+        """Terminal hook: ``BatchProgress.task_ended``, its modules and clients built for a batch's task only."""
+        if task.batch_id:
+            self.batch_progress.task_ended(task)
 
     def _terminal_metrics(self, task: Task) -> None:
         """Terminal hook: succeeded/failed per provider and code, callback-to-succeeded latency."""
@@ -204,7 +216,7 @@ class Container:
 
         if not self.settings.batch_queue_url:
             raise ConfigurationError("BATCH_QUEUE_URL is not set")
-        return BatchQueue(self.settings.batch_queue_url)
+        return BatchQueue(self.settings.batch_queue_url, client=self._sqs)
 
     @cached_property
     def batch_progress(self) -> BatchProgress:
@@ -403,7 +415,7 @@ class Container:
             self.store,
             self.providers,
             self.tracker,
-            TaskQueue(self.settings.poll_queue_url),
+            TaskQueue(self.settings.poll_queue_url, client=self._sqs),
             PollTokens(),
             record_seconds=self.settings.poll_record_seconds,
         )

@@ -18,7 +18,15 @@ from reelay.models import Routing, TaskKind, TaskStatus, UploadTicket
 from reelay.providers.base import AccountInfo, Capabilities
 
 
-class ErrorInfo(BaseModel):
+class _AnswerOfOtherRoutes(BaseModel):
+    """Base of the answers that a task's create and read do not give (errors, lists, batches,
+    providers, secrets): each is built on the first answer that needs it (``defer_build``), not
+    at the API's cold start. ``TaskView`` and what it holds are built at import."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class ErrorInfo(_AnswerOfOtherRoutes):
     """What went wrong: a stable ``code`` (see the README's error table), a human ``message``."""
 
     code: str = Field(description="Stable error code, e.g. VALIDATION_FAILED or RESULT_EXPIRED.")
@@ -26,7 +34,7 @@ class ErrorInfo(BaseModel):
     details: Any | None = Field(default=None, description="Field-level details of a validation failure.")
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(_AnswerOfOtherRoutes):
     """Every error answer of the API: ``{"error": {"code", "message", "details"?}}``."""
 
     error: ErrorInfo
@@ -72,7 +80,7 @@ class EndpointDeliveryView(WebhookView):
     endpoint_id: str
 
 
-class WebhookSecretList(BaseModel):
+class WebhookSecretList(_AnswerOfOtherRoutes):
     """Your webhook signing secrets, newest first: two during a rotation's overlap, else one."""
 
     secrets: list[str] = Field(description="Standard Webhooks secrets (whsec_...); verify with any of them.")
@@ -115,14 +123,14 @@ class TaskView(BaseModel):
     )
 
 
-class TaskPage(BaseModel):
+class TaskPage(_AnswerOfOtherRoutes):
     """A page of tasks, newest first; ``next_cursor`` fetches the next one."""
 
     tasks: list[TaskView]
     next_cursor: str | None = None
 
 
-class ProviderView(BaseModel):
+class ProviderView(_AnswerOfOtherRoutes):
     """A configured provider: its protocol, what it can do and, where it has them, live account data."""
 
     name: str
@@ -132,11 +140,11 @@ class ProviderView(BaseModel):
     account_error: ErrorInfo | None = None
 
 
-class ProviderList(BaseModel):
+class ProviderList(_AnswerOfOtherRoutes):
     providers: list[ProviderView]
 
 
-class BatchTicket(BaseModel):
+class BatchTicket(_AnswerOfOtherRoutes):
     """The answer of ``POST /v1/batches``: a presigned PUT of a manifest into your inbox.
 
     The MD5 is signed in, so the batch id is known before the upload: follow it with
@@ -152,7 +160,7 @@ class BatchTicket(BaseModel):
     expires_at: datetime
 
 
-class BatchView(BaseModel):
+class BatchView(_AnswerOfOtherRoutes):
     """A batch's progress: its lines, tasks made, ended and running, and where its report is."""
 
     id: str
@@ -177,7 +185,7 @@ class BatchView(BaseModel):
     summary: str | None = None
 
 
-class BatchReportLine(BaseModel):
+class BatchReportLine(_AnswerOfOtherRoutes):
     """One line of a batch report (``reports/<name>.jsonl``), in input order."""
 
     line: int = Field(description="1-based line number in the manifest.")
@@ -188,7 +196,7 @@ class BatchReportLine(BaseModel):
     error: TaskErrorView | None = None
 
 
-class BatchSummary(BaseModel):
+class BatchSummary(_AnswerOfOtherRoutes):
     """The summary beside a report (``reports/<name>.summary.json``)."""
 
     batch_id: str

@@ -36,7 +36,8 @@ from aws_lambda_powertools import Logger
 
 from reelay.aws import ResultBucket
 from reelay.errors import ResultFetchError
-from reelay.fetch import MAGIC_BYTES_NEEDED, MEDIA_TYPES, Body, Fetcher, HeadersFor, ResultTooLarge, media_type
+from reelay.fetch import Body, Fetcher, HeadersFor
+from reelay.fetch_policy import MAGIC_BYTES_NEEDED, MEDIA_TYPES, ResultTooLarge, media_type
 from reelay.models import Output, OutputUpload
 
 logger = Logger(child=True)

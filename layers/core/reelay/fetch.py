@@ -44,8 +44,8 @@ from urllib.parse import urljoin
 import httpcore
 import httpx
 
-from reelay.errors import ResultError, ResultFetchError
-from reelay.fetch_policy import Limits, UrlPolicy, UrlRefused
+from reelay.errors import ResultFetchError
+from reelay.fetch_policy import Limits, ResultGone, ResultTooLarge, ResultTooSlow, UrlPolicy, UrlRefused
 from reelay.tls import tls_context
 
 HeadersFor = Callable[[str], dict[str, str]]
@@ -53,26 +53,6 @@ HeadersFor = Callable[[str], dict[str, str]]
 MAX_REDIRECTS = 3
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 GONE_STATUSES = frozenset({403, 404, 410})
-
-
-class ResultGone(ResultFetchError):
-    """The host answered 403, 404 or 410: the result is not there (yet, or any more)."""
-
-    def __init__(self, message: str, *, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class ResultTooLarge(ResultError):
-    code = "RESULT_TOO_LARGE"
-
-
-class ResultTooSlow(ResultError):
-    code = "RESULT_TOO_SLOW"
-
-
-class ResultNotMedia(ResultError):
-    code = "RESULT_NOT_MEDIA"
 
 
 class PinnedBackend(httpcore.NetworkBackend):
@@ -260,50 +240,3 @@ class Fetcher:
     def close(self) -> None:
         if "_client" in self.__dict__:
             self._client.close()
-
-
-# -- media -------------------------------------------------------------------------------
-
-MEDIA_TYPES: dict[str, str] = {
-    "video/mp4": ".mp4",
-    "video/quicktime": ".mov",
-    "video/webm": ".webm",
-    "image/png": ".png",
-    "image/jpeg": ".jpg",
-    "image/webp": ".webp",
-}
-GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
-MAGIC_BYTES_NEEDED = 12
-_ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
-
-
-def sniff_media(head: bytes | memoryview) -> str | None:
-    """The media type the first bytes say (None when they are no video or image we accept)."""
-    head = bytes(head[:MAGIC_BYTES_NEEDED])
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "video/webm"
-    if head[4:8] in _ISO_BOXES:
-        return "video/quicktime" if head[8:10] == b"qt" else "video/mp4"
-    return None
-
-
-def media_type(declared: str | None, head: bytes | memoryview) -> str:
-    """The accepted media type of a body: its declared type, or its magic bytes when that is generic.
-
-    Raises ``ResultNotMedia`` for anything else (an HTML error page, JSON, text).
-    """
-    kind = (declared or "").split(";")[0].strip().lower()
-    if kind in MEDIA_TYPES:
-        return kind
-    if kind in GENERIC_TYPES:
-        sniffed = sniff_media(head)
-        if sniffed:
-            return sniffed
-        raise ResultNotMedia("the body is not a video or image (generic type, unknown magic bytes)")
-    raise ResultNotMedia(f"the body is {kind[:60]}, not a video or image")

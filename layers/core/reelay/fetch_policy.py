@@ -1,10 +1,11 @@
-"""What reelay may fetch, and how much: the checks of every untrusted URL and a fetch's limits.
+"""What reelay may fetch, how much, and what it must be: the rules ``reelay.fetch`` applies.
 
 ``UrlPolicy`` is steps 1 and 2 of ``reelay.fetch`` (the URL parsed strictly, the host resolved
 once and every address checked); ``reelay.fetch.Fetcher`` applies it on every hop and then
-connects to the checked address. ``Limits`` bound one fetch. Nothing here needs an HTTP client,
-so what only checks URLs (a webhook URL when a task is accepted, the webhook and endpoint
-models the store reads) imports no httpx.
+connects to the checked address. ``Limits`` bound one fetch, ``media_type`` says whether a
+body is a video or image; the errors are the fetcher's (see ``reelay.fetch``). Nothing here
+needs an HTTP client, so what only checks URLs or bodies (a webhook URL when a task is
+accepted, the models the store reads, an uploaded image) imports no httpx.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from reelay.errors import ResultFetchError, UnsafeResultUrl
+from reelay.errors import ResultError, ResultFetchError, UnsafeResultUrl
 
 Resolver = Callable[[str, int], Iterable[str]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -23,6 +24,26 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 class UrlRefused(UnsafeResultUrl):
     """The URL is malformed or unsafe to fetch (SSRF), or it redirected too often."""
+
+
+class ResultGone(ResultFetchError):
+    """The host answered 403, 404 or 410: the result is not there (yet, or any more)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ResultTooLarge(ResultError):
+    code = "RESULT_TOO_LARGE"
+
+
+class ResultTooSlow(ResultError):
+    code = "RESULT_TOO_SLOW"
+
+
+class ResultNotMedia(ResultError):
+    code = "RESULT_NOT_MEDIA"
 
 
 # Networks refused besides what ``ipaddress`` already calls non-global. Listed explicitly so
@@ -194,3 +215,50 @@ class Limits:
     min_bytes_per_second: int = 64 * 1024
     # The minimum rate is judged only after this long, so a slow start is not a failure.
     rate_grace_seconds: float = 10.0
+
+
+# -- media -------------------------------------------------------------------------------
+
+MEDIA_TYPES: dict[str, str] = {
+    "video/mp4": ".mp4",
+    "video/quicktime": ".mov",
+    "video/webm": ".webm",
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+}
+GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
+MAGIC_BYTES_NEEDED = 12
+_ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
+
+
+def sniff_media(head: bytes | memoryview) -> str | None:
+    """The media type the first bytes say (None when they are no video or image we accept)."""
+    head = bytes(head[:MAGIC_BYTES_NEEDED])
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video/webm"
+    if head[4:8] in _ISO_BOXES:
+        return "video/quicktime" if head[8:10] == b"qt" else "video/mp4"
+    return None
+
+
+def media_type(declared: str | None, head: bytes | memoryview) -> str:
+    """The accepted media type of a body: its declared type, or its magic bytes when that is generic.
+
+    Raises ``ResultNotMedia`` for anything else (an HTML error page, JSON, text).
+    """
+    kind = (declared or "").split(";")[0].strip().lower()
+    if kind in MEDIA_TYPES:
+        return kind
+    if kind in GENERIC_TYPES:
+        sniffed = sniff_media(head)
+        if sniffed:
+            return sniffed
+        raise ResultNotMedia("the body is not a video or image (generic type, unknown magic bytes)")
+    raise ResultNotMedia(f"the body is {kind[:60]}, not a video or image")

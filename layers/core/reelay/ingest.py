@@ -37,7 +37,7 @@ from reelay import metrics
 from reelay.catalog import ProviderCatalog
 from reelay.copier import ResultCopier
 from reelay.errors import ResultFetchError, TransitionConflict, UnsafeResultUrl
-from reelay.fetch import ResultGone, ResultNotMedia, ResultTooLarge, ResultTooSlow
+from reelay.fetch_policy import ResultGone, ResultNotMedia, ResultTooLarge, ResultTooSlow
 from reelay.media import PreviewMaker
 from reelay.models import ErrorCode, IngestState, OutputUpload, Task, TaskStatus, utcnow
 from reelay.store import TaskStore

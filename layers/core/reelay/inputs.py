@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import mimetypes
 from posixpath import basename
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from reelay.aws import ResultBucket
 from reelay.errors import RequestInvalid, ResultFetchError, UnsafeResultUrl
-from reelay.fetch import Fetcher, Limits, ResultGone, ResultNotMedia, ResultTooLarge, ResultTooSlow, media_type
+from reelay.fetch_policy import Limits, ResultGone, ResultNotMedia, ResultTooLarge, ResultTooSlow, media_type
 from reelay.models import UPLOADS_ROOT, ImageRequest
 from reelay.providers.base import ImageInput
+
+if TYPE_CHECKING:
+    from reelay.fetch import Fetcher
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 _IMAGE_LIMITS = Limits(max_bytes=MAX_IMAGE_BYTES, deadline_seconds=30.0, min_bytes_per_second=16 * 1024)

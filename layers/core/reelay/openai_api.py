@@ -32,8 +32,6 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from email import policy
-from email.parser import BytesParser
 from typing import Any, Literal
 
 from aws_lambda_powertools import Logger
@@ -56,7 +54,7 @@ from reelay.errors import (
     UploadNotFound,
     WebhookEndpointNotFound,
 )
-from reelay.fetch import sniff_media
+from reelay.fetch_policy import sniff_media
 from reelay.inputs import MAX_IMAGE_BYTES
 from reelay.media import PREVIEW_TYPE, VARIANTS, preview_key
 from reelay.models import RemixRequest, Task, TaskKind, TaskStatus, utcnow
@@ -265,6 +263,10 @@ def parse_create(event: Mapping[str, Any]) -> CreateForm:
     image: InputImage | None = None
     if media == "multipart/form-data":
         raw = _body_bytes(event, MAX_MULTIPART_BYTES)
+        # Here, not at the top: only a multipart create parses MIME (email.policy is large).
+        from email import policy
+        from email.parser import BytesParser
+
         document = BytesParser(policy=policy.HTTP).parsebytes(
             b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Annotated, Any, Literal, Union
 
@@ -36,14 +37,8 @@ from reelay.models import (
 from reelay.providers import generate_task, openai_videos, sorahk
 from reelay.providers.base import ProviderConfig
 
-# Every shape has the common fields; each names its own options. ``None``-typed fields are
-# the ones a shape does not offer: explicit ``null`` (what ``VideoRequest`` accepts) or absent.
-_COMMON: dict[str, Any] = {
-    "prompt": (Prompt, ...),
-    "webhook_url": (WebUrl | None, Field(default=None, description="Notified when the task ends.")),
-    "metadata": (Metadata, None),
-    "previews": (bool, Field(default=False, description=PREVIEWS_DESCRIPTION)),
-}
+# ``None``-typed fields are the ones a shape does not offer: explicit ``null`` (what
+# ``VideoRequest`` accepts) or absent.
 _NOT_OFFERED = (None, None)
 
 
@@ -51,10 +46,35 @@ def _literal(values: Iterable[Any]) -> Any:
     return Literal[tuple(values)]
 
 
-def _shape(cls_name: str, provider: str, description: str, options: dict[str, Any]) -> tuple[str, type[BaseModel]]:
+@dataclass(frozen=True)
+class _Spec:
+    """A shape before it is a model: its class name, provider, description and own options."""
+
+    name: str
+    provider: str
+    description: str
+    options: dict[str, Any]
+
+
+def _shape(cls_name: str, provider: str, description: str, options: dict[str, Any]) -> tuple[str, _Spec]:
+    return cls_name, _Spec(cls_name, provider, description, options)
+
+
+def _model(spec: _Spec, webhook_url: Any = None) -> type[BaseModel]:
+    """The shape's model: the common fields (``webhook_url`` of the stack's type), then its options.
+
+    Each model is made once, with its final ``webhook_url``; its validator is built on the
+    route's first request (``StrictBody`` defers it).
+    """
     fields: dict[str, Any] = {
-        "provider": (Literal[provider], Field(description="A configured provider.")),
-        **_COMMON,
+        "provider": (Literal[spec.provider], Field(description="A configured provider.")),
+        "prompt": (Prompt, ...),
+        "webhook_url": (
+            (webhook_url or WebUrl) | None,
+            Field(default=None, description="Notified when the task ends."),
+        ),
+        "metadata": (Metadata, None),
+        "previews": (bool, Field(default=False, description=PREVIEWS_DESCRIPTION)),
         "image_url": _NOT_OFFERED,
         "duration": _NOT_OFFERED,
         "orientation": _NOT_OFFERED,
@@ -62,10 +82,9 @@ def _shape(cls_name: str, provider: str, description: str, options: dict[str, An
         "model": _NOT_OFFERED,
         "pro": (Literal[False], False),
         "watermark": _NOT_OFFERED,
-        **options,
+        **spec.options,
     }
-    model = create_model(cls_name, __base__=StrictBody, __doc__=description, **fields)
-    return cls_name, model
+    return create_model(spec.name, __base__=StrictBody, __doc__=spec.description, **fields)
 
 
 def _camel(name: str) -> str:
@@ -75,7 +94,7 @@ def _camel(name: str) -> str:
 # ----------------------------------------------------------------- per protocol
 # Each returns (tag, model) pairs and a tag function over the raw body (a dict).
 
-Shapes = list[tuple[str, type[BaseModel]]]
+Shapes = list[tuple[str, _Spec]]
 TagFn = Callable[[dict[str, Any]], str | None]
 
 
@@ -351,17 +370,6 @@ def _unknown_shape_message(names: Sequence[str]) -> str:
     )
 
 
-def with_webhook_url(model: type[BaseModel], webhook_url: Any) -> type[BaseModel]:
-    """``model`` with its ``webhook_url`` of the given type (``reelay.webhooks.webhook_url_type``)."""
-    field = model.model_fields["webhook_url"]
-    return create_model(
-        model.__name__,
-        __base__=model,
-        __doc__=model.__doc__,
-        webhook_url=(webhook_url | None, Field(default=None, description=field.description)),
-    )
-
-
 def video_body(providers: Sequence[ProviderConfig], *, webhook_url: Any = None) -> Any:
     """The type of ``POST /v1/tasks``'s body: a union of every configured provider's shapes.
 
@@ -372,15 +380,11 @@ def video_body(providers: Sequence[ProviderConfig], *, webhook_url: Any = None) 
     for config in providers:
         build = _PROTOCOL_SHAPES.get(config.protocol, _generic)
         provider_shapes, tag = build(config.name)
-        if webhook_url is not None:
-            provider_shapes = [(t, with_webhook_url(m, webhook_url)) for t, m in provider_shapes]
         shapes += provider_shapes
         tags[config.name] = tag
     names = [c.name for c in providers]
     if providers:
         auto_shapes, tags["auto"] = _auto(providers)
-        if webhook_url is not None:
-            auto_shapes = [(t, with_webhook_url(m, webhook_url)) for t, m in auto_shapes]
         shapes += auto_shapes
         names.append("auto")
 
@@ -394,8 +398,8 @@ def video_body(providers: Sequence[ProviderConfig], *, webhook_url: Any = None) 
         return tag(body) if tag else None
 
     if not shapes:
-        return _shape("NoProvider", "none", "No provider is configured.", {})[1]
-    members = tuple(Annotated[model, Tag(tag)] for tag, model in shapes)
+        return _model(_shape("NoProvider", "none", "No provider is configured.", {})[1])
+    members = tuple(Annotated[_model(spec, webhook_url), Tag(tag)] for tag, spec in shapes)
     return Annotated[
         Union[members],  # noqa: UP007 - a runtime-built union
         Discriminator(pick, custom_error_type="provider_shape", custom_error_message=_unknown_shape_message(names)),
@@ -426,7 +430,7 @@ def image_body(providers: Sequence[ProviderConfig], *, webhook_url: Any = None) 
         cls = f"{_camel(config.name)}Images"
         shapes.append(create_model(cls, __base__=StrictBody, __doc__=f"Images from {config.name}.", **fields))
     if not shapes:
-        return _shape("NoImageProvider", "none", "No provider makes images.", {})[1]
+        return _model(_shape("NoImageProvider", "none", "No provider makes images.", {})[1])
     if len(shapes) == 1:
         return shapes[0]
     return Annotated[Union[tuple(shapes)], Field(discriminator="provider")]  # noqa: UP007
