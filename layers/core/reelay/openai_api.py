@@ -51,6 +51,7 @@ from reelay.errors import (
     RequestInvalid,
     TaskNotFound,
     TaskNotRemixable,
+    TransitionConflict,
     UploadNotFound,
     WebhookEndpointNotFound,
 )
@@ -453,6 +454,12 @@ class VideoService:
             raise _NotFinished(f"video {video_id} is {_STATUS[task.status]}; only a completed or failed one is deleted")
         for key in [o.key for o in task.outputs] + [preview_key(task.id, v) for v in VARIANTS]:
             self._bucket.delete(key)
+        for _ in range(_DELETE_ATTEMPTS - 1):
+            try:
+                return self._store.update(task, outputs=[], deleted_at=utcnow())
+            except TransitionConflict:
+                # Written meanwhile (the notifier records a just-finished task's event): read again.
+                task = self.get(video_id, owner=owner)
         return self._store.update(task, outputs=[], deleted_at=utcnow())
 
     def remix(self, video_id: str, prompt: str, *, owner: str, idempotency_key: str | None) -> tuple[Task, bool]:
@@ -483,6 +490,9 @@ class VideoService:
         if size <= self._inline_max:
             return Content(content_type=content_type, data=self._bucket.read_range(key, max(1, size)) if size else b"")
         return Content(content_type=content_type, url=self._bucket.presigned_get(key, self._presign_ttl))
+
+
+_DELETE_ATTEMPTS = 5
 
 
 class _NotFinished(RequestInvalid):
