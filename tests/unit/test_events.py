@@ -135,6 +135,45 @@ def test_a_terminal_task_stays_due_until_it_is_told_then_leaves_the_due_index(wo
     assert world.store.due(before=later + timedelta(days=30), limit=10)[0] == []
 
 
+def test_a_task_with_only_its_event_to_tell_is_told_with_one_write_and_no_claim(world: Any, monkeypatch: Any) -> None:
+    # Given an ended task with no webhook and no endpoint subscribed: only its event to put
+    task = world.tracker.fail(world.task(), ErrorCode.PROVIDER_FAILED, "boom")
+    writes: list[Any] = []
+    original = DynamoTaskStore.save
+
+    def save(store: DynamoTaskStore, new: Task, **kwargs: Any) -> Task:
+        writes.append(new.notify)
+        return original(store, new, **kwargs)
+
+    monkeypatch.setattr(DynamoTaskStore, "save", save)
+    world.notifier().notify(task.id)
+    # Then one write records the event (no claim before it: EventBridge's delivery is at least
+    # once anyway, so a claim would buy nothing), and a later copy of the message tells nothing
+    assert len(writes) == 1 and writes[0].lease_until is None and writes[0].event_sent_at is not None
+    assert writes[0].endpoints == []
+    world.notifier().notify(task.id)
+    assert len(writes) == 1 and len(world.events()) == 1
+
+
+def test_a_lone_event_that_cannot_be_put_writes_nothing_and_is_retried(world: Any, monkeypatch: Any) -> None:
+    from reelay.aws import EventPublishFailed
+    from reelay.workers import RetryLater
+
+    task = world.tracker.fail(world.task(), ErrorCode.PROVIDER_FAILED, "boom")
+    before = world.store.get(task.id)
+
+    def put(*args: Any, **kwargs: Any) -> str:
+        raise EventPublishFailed("EventBridge refused the event")
+
+    monkeypatch.setattr(EventBus, "put", put)
+    with pytest.raises(RetryLater):
+        world.notifier().notify(task.id)
+    # Nothing was claimed, so nothing is written; the task stays due for reconcile's resend
+    after = world.store.get(task.id)
+    assert after.version == before.version and after.notify is None
+    assert world.store.due(before=task.updated_at + NOTIFY_GRACE + timedelta(seconds=1), limit=10)[0] == [task.id]
+
+
 def test_a_notify_message_lost_after_the_terminal_write_is_sent_again_by_reconcile(world: Any) -> None:
     # Given a task that ended, and its notify message lost (a crash between the write and the send)
     task = world.tracker.fail(world.task(), ErrorCode.PROVIDER_FAILED, "boom")

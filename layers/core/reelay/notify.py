@@ -146,6 +146,16 @@ class Notifier:
             if not (event_due or webhook_due or endpoints_due):
                 waits = _next_attempt([delivery, *(targets or ())]) or now
                 raise RetryLater(_seconds_until(waits, now), "webhook not due yet")
+            if delivery is None and not targets:
+                # Only the event to put, no webhook: no claim, one write (the record). A second copy
+                # of the message (SQS delivers at least once) may put the event twice, which adds
+                # nothing: EventBridge itself delivers to its targets at least once, so they already
+                # tell repeats apart (the task id and status in the detail). The claim's write would
+                # be paid on every task for that.
+                return self._tell(
+                    task, event_due=True, webhook_due=False, endpoints_due=set(), known={}, attempt=attempt,
+                    claimed=False, targets=targets,
+                )  # fmt: skip
             # The claim: one conditional write, so two copies of the message never both tell.
             claimed = state.model_copy(update={"lease_until": now + LEASE, "webhook": delivery, "endpoints": targets})
             try:
@@ -155,7 +165,7 @@ class Notifier:
                 continue
             return self._tell(
                 task, event_due=event_due, webhook_due=webhook_due, endpoints_due=endpoints_due, known=known,
-                attempt=attempt,
+                attempt=attempt, claimed=True, targets=targets,
             )  # fmt: skip
         raise RetryLater(backoff_seconds(attempt), "the task's notify state kept changing")
 
@@ -168,15 +178,19 @@ class Notifier:
         endpoints_due: set[str],
         known: Mapping[str, WebhookEndpoint] | None,
         attempt: int,
+        claimed: bool,
+        targets: list[WebhookDelivery] | None,
     ) -> Task:
-        """Under the claim: the event (if not out yet), the due webhook attempts (the task's own and the
-        endpoints'), one record of all."""
+        """Under the claim (``claimed``; unclaimed only for a lone event): the event (if not out yet),
+        the due webhook attempts (the task's own and the endpoints'), one record of all, with the
+        endpoint deliveries (``targets``) looked up for it."""
         sent_at: datetime | None = None
         if event_due:
             try:
                 event_id_ = self._bus.put(DETAIL_TYPES[task.status], task_data(task), resources=[task.id])
             except EventPublishFailed as exc:
-                self._write(task, lambda state: state.model_copy(update={"lease_until": None}))
+                if claimed:
+                    self._write(task, lambda state: state.model_copy(update={"lease_until": None}))
                 raise RetryLater(backoff_seconds(attempt), exc.message) from exc
             logger.info("event put", extra={"task_id": task.id, "event_id": event_id_, "status": str(task.status)})
             sent_at = self._clock()
@@ -194,6 +208,8 @@ class Notifier:
                 update["webhook"] = done
             if sent:
                 update["endpoints"] = [sent.get(str(d.endpoint_id), d) for d in state.endpoints or ()]
+            elif state.endpoints is None and targets is not None:
+                update["endpoints"] = targets  # looked up (none subscribed): not looked up again
             return state.model_copy(update=update)
 
         task = self._write(task, recorded)
