@@ -100,6 +100,34 @@ def test_a_running_task_gets_its_next_poll_after_a_heartbeat_with_shrinking_wait
     assert world.store.get(task_id).status is TaskStatus.RUNNING
 
 
+def test_a_poll_that_only_moves_the_progress_writes_it_at_most_once_a_sixth_of_the_typical_time(
+    world: Any, monkeypatch: Any
+) -> None:
+    # Given a running task (typical 300 s: the stored progress may be 50 s stale)
+    task_id = world.submitted()
+    monkeypatch.setattr(TaskQueue, "send", lambda self, tid, **kw: None)
+    world.provider.running(50)
+    assert world.service.poll(_message(task_id)) == "next"
+    running = world.store.get(task_id)
+    assert (running.status, running.progress) == (TaskStatus.RUNNING, 50)
+    # When a poll 10 s later finds more progress: no write (the next poll near the end comes soon)
+    world.clock[0] += timedelta(seconds=10)
+    world.provider.running(90)
+    assert world.service.poll(_message(task_id, polls=1)) == "next"
+    assert world.store.get(task_id).version == running.version
+    # Then one 55 s after the last write writes it
+    world.clock[0] += timedelta(seconds=45)
+    world.provider.running(95)
+    assert world.service.poll(_message(task_id, polls=2)) == "next"
+    task = world.store.get(task_id)
+    assert (task.progress, task.version) == (95, running.version + 1)
+    # And the answer that ends it is never held back, however soon it comes
+    world.clock[0] += timedelta(seconds=1)
+    world.provider.succeed("https://cdn.example/v.mp4")
+    assert world.service.poll(_message(task_id, polls=3)) == "done"
+    assert (world.store.get(task_id).status, world.store.get(task_id).progress) == (TaskStatus.INGESTING, 100)
+
+
 def test_the_final_answer_hands_over_to_ingest_and_ends_the_execution(world: Any) -> None:
     task_id = world.submitted()
     world.provider.succeed("https://cdn.example/v.mp4")

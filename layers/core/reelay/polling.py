@@ -144,7 +144,9 @@ class PollService:
             return self._next(message.model_copy(update={"errors": errors}), wait)
         except ProviderError as exc:
             return self._failed(message, task, exc)
-        task = self._tracker.apply(task, status)
+        task = self._tracker.apply(
+            task, status, progress_written_before=now - timedelta(seconds=schedule.progress_every)
+        )
         if _settled(task):
             return self._done(message, task)
         polls = message.polls + 1

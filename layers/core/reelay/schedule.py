@@ -51,6 +51,13 @@ class PollSchedule:
         )
 
     @property
+    def progress_every(self) -> float:
+        """How stale the stored progress may get: a poll that only moves the progress writes it when
+        the task's last write is older than this (a sixth of the typical time: 30 s for 180 s). Near
+        the predicted end polls come a few seconds apart; each would rewrite the item otherwise."""
+        return self.typical / 6
+
+    @property
     def longest_wait(self) -> int:
         """The longest wait this schedule gives: the cap with the most jitter (<= 900 s, SQS's delay limit)."""
         return math.ceil(self.cap * (1 + self.jitter))
