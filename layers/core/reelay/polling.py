@@ -145,7 +145,10 @@ class PollService:
         except ProviderError as exc:
             return self._failed(message, task, exc)
         task = self._tracker.apply(
-            task, status, progress_written_before=now - timedelta(seconds=schedule.progress_every)
+            task,
+            status,
+            progress_step=schedule.progress_step,
+            progress_written_before=now - timedelta(seconds=schedule.progress_every),
         )
         if _settled(task):
             return self._done(message, task)

@@ -51,16 +51,24 @@ class TaskTracker:
         # task is no longer in flight (the governor frees its slot before the copy ends).
         self._on_provider_final = tuple(on_provider_final)
 
-    def apply(self, task: Task, status: ProviderStatus, *, progress_written_before: datetime | None = None) -> Task:
+    def apply(
+        self,
+        task: Task,
+        status: ProviderStatus,
+        *,
+        progress_step: int = 0,
+        progress_written_before: datetime | None = None,
+    ) -> Task:
         """Apply ``status`` to ``task``; returns the task as it now stands.
 
-        With ``progress_written_before``, a report that only moves the progress is written only if
-        the task's last write is older than that (the poll path near a task's end: polls a few
-        seconds apart would each rewrite the item for a point or two; the next one writes it).
+        A report that only moves the progress is written when it moved by ``progress_step`` points or
+        more, or when the task's last write is older than ``progress_written_before`` (the poll path:
+        near a task's end polls come seconds apart, each moving a point or two; each would rewrite
+        the item). Anything else (a status, a provider id) is always written.
         """
         for _ in range(_ATTEMPTS):
             try:
-                return self._apply_once(task, status, progress_written_before)
+                return self._apply_once(task, status, progress_step, progress_written_before)
             except TransitionConflict:
                 task = self._store.get(task.id)
         return task
@@ -102,7 +110,9 @@ class TaskTracker:
             except Exception:  # a hook's failure must not undo or repeat the write it follows
                 logger.exception("task hook failed", extra={"task_id": task.id})
 
-    def _apply_once(self, task: Task, status: ProviderStatus, progress_written_before: datetime | None) -> Task:
+    def _apply_once(
+        self, task: Task, status: ProviderStatus, progress_step: int, progress_written_before: datetime | None
+    ) -> Task:
         if task.status.terminal or task.status is TaskStatus.INGESTING:
             return task
         changes: dict[str, object] = {}
@@ -136,8 +146,7 @@ class TaskTracker:
             return self._store.transition(
                 task, TaskStatus.RUNNING, reason="provider running", progress=progress, **changes
             )
-        if changes or (
-            progress != task.progress and (progress_written_before is None or task.updated_at < progress_written_before)
-        ):
+        stale = progress_written_before is None or task.updated_at < progress_written_before
+        if changes or (progress != task.progress and (progress - task.progress >= progress_step or stale)):
             return self._store.update(task, progress=progress, **changes)
         return task
