@@ -97,6 +97,18 @@ def test_idempotency_key_with_other_body_is_409(api: Any) -> None:
     assert _count_tasks() == 1
 
 
+def test_a_write_that_lost_to_a_concurrent_one_is_409_not_a_5xx(api: Any, monkeypatch: Any) -> None:
+    from reelay.errors import TransitionConflict
+
+    def create(*args: Any, **kwargs: Any) -> Any:
+        raise TransitionConflict("task tsk_1 changed while it was being written")
+
+    monkeypatch.setattr(TaskService, "create", create)
+    status, body, _ = api("POST", "/v1/tasks", {"provider": "generate_task", "prompt": "a cat"})
+    assert (status, body["error"]["code"]) == (409, "CONFLICT")
+    assert "changed while" in body["error"]["message"]
+
+
 BAD_INPUTS: list[tuple[str, str | None, Any, int, str]] = [
     # (name, raw body, json body, expected status, field or code that must be named)
     ("malformed JSON", "{not json", None, 400, "MALFORMED_JSON"),

@@ -47,6 +47,7 @@ from reelay.errors import (
     RequestInvalid,
     TaskNotFound,
     TaskNotRemixable,
+    TransitionConflict,
     UploadNotFound,
 )
 from reelay.models import (
@@ -354,6 +355,12 @@ def build_app(
 
     @app.exception_handler(IdempotencyConflict)
     def _conflict(exc: IdempotencyConflict) -> Response[str]:
+        return _error(409, exc.code, exc.message)
+
+    @app.exception_handler(TransitionConflict)
+    def _moved_meanwhile(exc: TransitionConflict) -> Response[str]:
+        # The task changed under this request's write (a worker moved it on meanwhile): nothing was
+        # written by it; the client may read the task again and retry.
         return _error(409, exc.code, exc.message)
 
     @app.exception_handler(TaskNotRemixable)

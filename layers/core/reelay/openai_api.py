@@ -523,6 +523,10 @@ def openai_errors(app: Any, next_middleware: NextMiddleware) -> Response[Any]:
         return openai_error(404, exc.message, code="not_found")
     except IdempotencyConflict as exc:
         return openai_error(409, exc.message, code="idempotency_conflict")
+    except TransitionConflict as exc:
+        # The task changed under this request's write (a worker moved it on meanwhile): nothing was
+        # written by it; the client may read the task again and retry.
+        return openai_error(409, exc.message, code="conflict")
     except ConfigurationError as exc:
         logger.error("configuration error", extra={"error": exc.message})
         return openai_error(503, exc.message, code=exc.code.lower())
