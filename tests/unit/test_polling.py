@@ -269,7 +269,13 @@ def test_a_message_is_left_for_the_next_invocation_when_its_poll_would_not_fit(w
         def get_remaining_time_in_millis(self) -> int:
             return 10_000  # 10 s left, a poll may take 30
 
-    result = service.handle_batch({"Records": [record]}, Context())
+    from reelay import costs
+
+    with costs.invocation() as ledger:
+        result = service.handle_batch({"Records": [record]}, Context())
+        shares = ledger.close(duration_ms=100, memory_mb=256, http=False)
     assert result == {"batchItemFailures": [{"itemIdentifier": received["MessageId"]}]}
     assert world.provider.status_calls == []  # not started
     assert sqs.receive_message(QueueUrl=world.queue).get("Messages")  # visible again at once
+    # And its task still shares the invocation that received it (as an independent count sees it)
+    assert shares[task_id]["lambda_requests"] == 1

@@ -104,10 +104,12 @@ class PollService:
             except ValidationError:
                 logger.error("dropping a poll message without a task id and token", extra={"id": record.message_id})
                 return
-            if context is not None and context.get_remaining_time_in_millis() < self._record_seconds * 1000:
-                self._queue.retry_later(record.receipt_handle, 0)
-                raise TimeoutError("not enough time left in this invocation for another poll")
-            with task_keys(message.task_id):  # each record's logs carry its task id
+            # Each record's logs carry its task id, and its task shares the invocation's cost, the
+            # records put back unstarted included (the invocation received them).
+            with task_keys(message.task_id):
+                if context is not None and context.get_remaining_time_in_millis() < self._record_seconds * 1000:
+                    self._queue.retry_later(record.receipt_handle, 0)
+                    raise TimeoutError("not enough time left in this invocation for another poll")
                 self.poll(message)
 
         # Every record failing is still a partial answer (each comes back on its own), not an error.
