@@ -22,5 +22,7 @@ def lambda_handler(event: dict, context: LambdaContext) -> PartialItemFailureRes
         context,
         queue=container.submit_queue,
         handle=for_each_task(lambda task_id, attempt: submitter.submit(task_id, attempt=attempt)),
+        # A callback's status check that reelay's request limit held back (reelay.callbacks).
+        by_kind={"look": for_each_task(lambda task_id, attempt: submitter.look(task_id, attempt=attempt))},
         reserve_seconds=container.settings.submit_record_seconds,
     )

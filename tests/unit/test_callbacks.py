@@ -12,7 +12,7 @@ from reelay.aws import ResultBucket, TaskQueue
 from reelay.callback_api import build_callback_app
 from reelay.callbacks import CallbackReceiver
 from reelay.catalog import ProviderCatalog
-from reelay.errors import CallbackRejected
+from reelay.errors import CallbackRejected, ProviderRateLimited
 from reelay.models import ErrorCode, TaskStatus, VideoRequest
 from reelay.providers.base import ProviderState, ProviderStatus
 from reelay.store import DynamoTaskStore
@@ -138,3 +138,32 @@ def test_http_mapping_401_404_200(world: Any) -> None:
     assert call("nope") == 401
     assert call(TOKENS.token("generate_task", "tsk_missing"), "tsk_missing") == 404
     assert call(TOKENS.token("generate_task", task_id)) == 200
+
+
+class RecordingQueue:
+    """The submit queue, as the receiver uses it: what was sent, and with what delay."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, Any]] = []
+
+    def send(self, task_id: str, *, delay_seconds: int = 0, **extra: Any) -> None:
+        self.sent.append((task_id, delay_seconds, extra.get("kind")))
+
+
+def test_a_status_check_held_back_by_the_request_limit_is_queued_for_the_submit_worker_not_a_503(
+    world: Any,
+) -> None:
+    # generate_task never retries a callback: a 503 here would leave the task (and its slot)
+    # to reconcile's look minutes later.
+    looks = RecordingQueue()
+    receiver = CallbackReceiver(world.store, world.catalog, TOKENS, world.receiver._tracker, looks=looks)
+    task_id = world.submitted()
+    before = world.store.get(task_id)
+    world.provider.status_error = ProviderRateLimited("held", provider="generate_task", retry_after=2.2)
+    task = receiver.receive("generate_task", task_id, TOKENS.token("generate_task", task_id), _body())
+    assert task.status is TaskStatus.SUBMITTED
+    assert looks.sent == [(task_id, 3, "look")]  # when the request log has room, rounded up
+    assert world.store.get(task_id) == before  # nothing written
+    # Without a queue to hand it to, the provider is asked to deliver again (503), as before.
+    with pytest.raises(ProviderRateLimited):
+        world.receiver.receive("generate_task", task_id, TOKENS.token("generate_task", task_id), _body())

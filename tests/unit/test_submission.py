@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -434,3 +435,63 @@ def test_a_write_that_claims_nothing_does_not_stop_the_create(world: Any) -> Non
     # Then the claim is retried on the fresh task, and the create is sent once
     assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
     assert len(world.provider.creates) == 1 and looked
+
+
+def test_a_look_message_asks_a_callback_tasks_status_once_and_applies_it(world: Any) -> None:
+    # The callback receiver hands over a status check its request limit held back.
+    task_id = world.queued()
+    assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
+    assert world.submitter.submit(task_id) is SubmitOutcome.SKIPPED  # a duplicate submit asks nothing
+    assert world.provider.status_calls == []
+    world.provider.status_error = ProviderRateLimited("held", provider="generate_task", retry_after=1.4)
+    with pytest.raises(RetryLater) as retry:
+        world.submitter.look(task_id, attempt=1)
+    assert retry.value.seconds == 2  # back when the log has room (rounded up, never early)
+    world.provider.status_error = None
+    world.provider.succeed("https://cdn.provider.example/v.mp4")
+    assert world.submitter.look(task_id, attempt=2) is SubmitOutcome.LOOKED
+    task = world.store.get(task_id)
+    assert task.status is TaskStatus.INGESTING and task.result_urls == ["https://cdn.provider.example/v.mp4"]
+    assert len(world.provider.creates) == 1  # a look never creates
+    assert world.submitter.look(task_id) is SubmitOutcome.SKIPPED  # no longer at the provider: nothing asked
+    assert len(world.provider.status_calls) == 2
+    # Held back too often: left to reconcile, which looks at every overdue task.
+    other = world.queued()
+    world.submitter.submit(other)
+    world.provider.status_error = ProviderRateLimited("held", provider="generate_task", retry_after=1.0)
+    assert world.submitter.look(other, attempt=5) is SubmitOutcome.SKIPPED
+    assert world.store.get(other).status is TaskStatus.SUBMITTED
+
+
+def test_a_queue_worker_sends_a_message_of_a_kind_to_that_kinds_step_and_drops_an_unknown_kind(
+    aws: dict[str, str],
+) -> None:
+    from reelay.workers import run_batch
+
+    def record(n: int, body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "messageId": f"m{n}",
+            "receiptHandle": f"r{n}",
+            "body": json.dumps(body),
+            "attributes": {"ApproximateReceiveCount": "1"},
+            "messageAttributes": {},
+            "eventSource": "aws:sqs",
+        }
+
+    seen: list[tuple[str, str]] = []
+    event = {
+        "Records": [
+            record(1, {"task_id": "tsk_a"}),
+            record(2, {"task_id": "tsk_b", "kind": "look"}),
+            record(3, {"task_id": "tsk_c", "kind": "unheard-of"}),
+        ]
+    }
+    answer = run_batch(
+        event,
+        None,
+        queue=TaskQueue(aws["SUBMIT_QUEUE_URL"]),
+        handle=lambda task_id, attempt: seen.append(("submit", task_id)),
+        by_kind={"look": lambda task_id, attempt: seen.append(("look", task_id))},
+    )
+    assert seen == [("submit", "tsk_a"), ("look", "tsk_b")]
+    assert answer == {"batchItemFailures": []}  # the unknown kind is dropped, not retried forever

@@ -364,7 +364,8 @@ class Container:
     def callbacks(self) -> CallbackReceiver:
         from reelay.callbacks import CallbackReceiver
 
-        return CallbackReceiver(self.store, self.providers, self.tokens, self.tracker)
+        looks = self.submit_queue if self.settings.submit_queue_url else None
+        return CallbackReceiver(self.store, self.providers, self.tokens, self.tracker, looks=looks)
 
     @cached_property
     def guard(self) -> Fetcher:

@@ -8,15 +8,28 @@ Copying never happens here (ingest does it from a queue), so the answer is fast.
 from __future__ import annotations
 
 import contextlib
+import math
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
 from reelay.catalog import ProviderCatalog
-from reelay.errors import CallbackRejected, ProviderError, ProviderTaskUnknown, RequestInvalid, TransitionConflict
+from reelay.errors import (
+    CallbackRejected,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderTaskUnknown,
+    QueueSendFailed,
+    RequestInvalid,
+    TransitionConflict,
+)
 from reelay.models import Task, TaskStatus
 from reelay.store import TaskStore
 from reelay.tokens import CallbackTokens
 from reelay.tracking import TaskTracker
+
+if TYPE_CHECKING:
+    from reelay.aws import TaskQueue
 
 logger = Logger(child=True)
 
@@ -25,8 +38,15 @@ class CallbackReceiver:
     """Handles ``POST /callbacks/{provider}/{task_id}?t=<token>``."""
 
     def __init__(
-        self, store: TaskStore, providers: ProviderCatalog, tokens: CallbackTokens, tracker: TaskTracker
+        self,
+        store: TaskStore,
+        providers: ProviderCatalog,
+        tokens: CallbackTokens,
+        tracker: TaskTracker,
+        *,
+        looks: TaskQueue | None = None,
     ) -> None:
+        self._looks = looks
         self._store = store
         self._providers = providers
         self._tokens = tokens
@@ -61,6 +81,12 @@ class CallbackReceiver:
         except ProviderTaskUnknown:
             logger.warning("callback named a task the provider does not know", extra={"task_id": task_id})
             return task
+        except ProviderRateLimited as exc:
+            if task.provider_task_id is not None and self._look_later(task, exc):
+                return task
+            if task.provider_task_id is None:
+                self._remember_hint(task, provider_task_id)
+            raise
         except ProviderError:
             if task.provider_task_id is None:
                 # The status check could not confirm the hint now: keep it (unconfirmed) so a held
@@ -72,6 +98,20 @@ class CallbackReceiver:
             if task.provider_task_id != provider_task_id:
                 return task  # not ours to adopt
         return self._tracker.apply(task, status)
+
+    def _look_later(self, task: Task, held: ProviderRateLimited) -> bool:
+        """The status check was held back by reelay's own request limit (nothing was sent): the
+        submit worker asks instead once the request log has room (``Submitter.look``). A 503
+        would lose the news: a provider that never retries a callback (generate_task) leaves
+        the task, and its governor slot, to reconcile's look minutes later. False: not queued."""
+        if self._looks is None:
+            return False
+        try:
+            self._looks.send(task.id, delay_seconds=math.ceil(held.retry_after or 1.0), kind="look")
+        except QueueSendFailed:
+            return False
+        logger.info("status check held back by the request limit; the submit worker asks", extra={"task_id": task.id})
+        return True
 
     def _remember_hint(self, task: Task, provider_task_id: str) -> None:
         with contextlib.suppress(TransitionConflict):

@@ -25,6 +25,7 @@ queue with its new provider; a held create of unknown outcome never fails over.
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from enum import StrEnum
 
@@ -84,6 +85,9 @@ _PERMANENT_ERRORS: tuple[tuple[type[ReelayError], ErrorCode], ...] = (
 MAX_CREATES = 2
 # The longest backoff after a 429 without Retry-After.
 RATE_LIMITED_CAP_SECONDS = 60.0
+# A held-back status check of a callback task is tried this many times from the queue, then
+# left to reconcile.
+LOOK_ATTEMPTS = 5
 
 
 class SubmitOutcome(StrEnum):
@@ -92,6 +96,7 @@ class SubmitOutcome(StrEnum):
     HELD = "held"  # the create's outcome is unknown; reconcile looks again later
     FAILED = "failed"
     WAITING = "waiting"  # no free slot at the provider: in the governor's line, still queued
+    LOOKED = "looked"  # a look message: the task's status was asked and applied
 
 
 class Submitter:
@@ -537,6 +542,40 @@ class Submitter:
         self._poll.start(name, poll_input(task, provider))
         return task
 
+    def look(self, task_id: str, *, attempt: int = 0) -> SubmitOutcome:
+        """Ask a callback task's status and apply it (its slot is freed when it is final): a
+        ``look`` message, sent by a callback whose status check reelay's request limit held
+        back (``CallbackReceiver``). A task no longer waiting on its provider is skipped.
+
+        Waits for the request log like any read; a 429 or an answer that did not come is tried
+        again from the queue a few times, then left to reconcile, which looks at every task
+        overdue for its state.
+        """
+        task = self._store.get(task_id)
+        if task.status not in (TaskStatus.SUBMITTED, TaskStatus.RUNNING) or not task.provider_task_id:
+            return SubmitOutcome.SKIPPED
+        provider = self._providers.get(task.provider)
+        try:
+            status = provider.status(str(task.provider_task_id))
+        except ProviderTaskUnknown:
+            logger.warning("the provider does not know this task; reconcile settles it", extra={"task_id": task.id})
+            return SubmitOutcome.SKIPPED
+        except ProviderTransientError as exc:
+            if attempt >= LOOK_ATTEMPTS:
+                logger.warning(
+                    "status check not made; reconcile looks when the task is due", extra={"task_id": task.id}
+                )
+                return SubmitOutcome.SKIPPED
+            raise RetryLater(_look_retry_seconds(exc, attempt), exc.message) from exc
+        except ProviderError as exc:
+            logger.warning(
+                "status check failed; reconcile looks when the task is due",
+                extra={"task_id": task.id, "code": exc.code},
+            )
+            return SubmitOutcome.SKIPPED
+        self._tracker.apply(task, status)
+        return SubmitOutcome.LOOKED
+
     def _follow(self, task: Task, provider: Provider) -> None:
         """Start the poll path for protocols without callbacks (the execution name makes it start once)."""
         if provider.supports_callbacks:
@@ -578,6 +617,13 @@ def _request_of(task: Task) -> VideoRequest | ImageRequest:
     if task.kind is TaskKind.IMAGE:
         return ImageRequest.model_validate(task.request)
     return VideoRequest.model_validate(task.request)
+
+
+def _look_retry_seconds(exc: Exception, attempt: int) -> int:
+    """When a held-back status check is tried again: as soon as the request log has room."""
+    if isinstance(exc, ProviderRateLimited) and exc.retry_after:
+        return max(1, math.ceil(exc.retry_after))
+    return _retry_seconds(exc, attempt)
 
 
 def _retry_seconds(exc: Exception, attempt: int) -> int:

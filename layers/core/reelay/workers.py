@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
@@ -56,8 +56,12 @@ def run_batch(
     handle: Callable[[str, int], object],
     reserve_seconds: float = 0.0,
     retries_are_expected: bool = False,
+    by_kind: Mapping[str, Callable[[str, int], object]] | None = None,
 ) -> PartialItemFailureResponse:
     """Handle each record's task id with ``handle(task_id, attempt)``; report failed items.
+
+    A message with a ``kind`` (``TaskQueue.send(..., kind=...)``) goes to ``by_kind[kind]``
+    instead; one of a kind this worker does not know is dropped with an error.
 
     A record is only started while at least ``reserve_seconds`` of the invocation are left
     (the most one record can take); the rest go back to the queue at once, so a batch never
@@ -71,9 +75,15 @@ def run_batch(
 
     def record_handler(record: SQSRecord) -> None:
         try:
-            task_id = str(json.loads(record.body)["task_id"])
-        except (ValueError, KeyError, TypeError):
+            body = json.loads(record.body)
+            task_id = str(body["task_id"])
+            kind = body.get("kind")
+        except (ValueError, KeyError, TypeError, AttributeError):
             logger.error("dropping a message without a task id", extra={"message_id": record.message_id})
+            return
+        step = handle if kind is None else (by_kind or {}).get(str(kind))
+        if step is None:
+            logger.error("dropping a message of a kind this worker does not handle", extra={"task_id": task_id})
             return
         attempt = int(record.attributes.approximate_receive_count or 1) - 1
         # Lambda's queue poller received this message and deletes it: at most two SQS requests per record.
@@ -82,7 +92,7 @@ def run_batch(
             queue.retry_later(record.receipt_handle, 0)
             raise RetryLater(0, "not enough time left in this invocation")
         try:
-            handle(task_id, attempt)
+            step(task_id, attempt)
         except RetryLater as retry:
             logger.info("retrying later", extra={"task_id": task_id, "seconds": retry.seconds, "reason": retry.reason})
             queue.retry_later(record.receipt_handle, retry.seconds)
