@@ -28,7 +28,7 @@ DynamoDB (``reelay.governor_store``):
   ``Retry-After`` and runs the provider at 3/4 of its rate for five minutes. Creates wait at
   most 1 s and reads 3 s, so status checks (which free slots) go ahead of new creates when the
   log is busy; reconcile's calls (``Governor.background``) wait at most 1 s too. A create
-  refused for now keeps looking, holding no grant, for up to 8 s before it goes back to the
+  refused for now keeps looking, holding no grant, for up to 18 s before it goes back to the
   queue, so it takes the first time the reads leave free.
 
 **Fairness.** The waiting line is ordered by (class, virtual time): interactive tasks (no
@@ -81,8 +81,11 @@ CREATE_WAIT_SECONDS = 1.0
 READ_WAIT_SECONDS = 3.0
 BACKGROUND_WAIT_SECONDS = 1.0
 # A create refused for now looks again (holding no grant meanwhile) for up to this long, so
-# it takes the first time reads leave free instead of going back to the queue.
-CREATE_PATIENCE_SECONDS = 8.0
+# it takes the first time reads leave free instead of going back to the queue. It holds its
+# slot meanwhile, and so does one that went back (to wait in the queue, asking nothing): a few
+# creates sharing half the grants wait ~10 s, so 8 s sent many back. The submit function's
+# timeout budgets for it (Settings.submit_record_seconds).
+CREATE_PATIENCE_SECONDS = 18.0
 # After a 429 that still arrived: the rate is cut to this share for this long.
 PENALTY_SHARE = 0.75
 PENALTY_SECONDS = 300.0
