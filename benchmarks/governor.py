@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -166,6 +167,7 @@ def throughput(args: argparse.Namespace, env: Any, http: httpx.Client, out: IO[s
     )
     made = limits.get("requests", 0)
     out.write(f"  requests made: {made} (needed {needed}); duplicate provider tasks: {duplicates}\n")
+    timeline(env, first, last, r, out)
     return (
         len(done) == len(ids)
         and ratio <= 1.05
@@ -174,6 +176,46 @@ def throughput(args: argparse.Namespace, env: Any, http: httpx.Client, out: IO[s
         and duplicates == 0
         and ended.get("succeeded", 0) == len(ids)
     )
+
+
+def timeline(env: Any, first: float, last: float, rpm: int, out: IO[str]) -> None:
+    """Where the makespan went: the time to the first request, the send time left unused
+    between requests (beyond the governor's spacing) by how many tasks were in flight then
+    (10: the slots bound; fewer: nobody asked in time), and the tail after the last request."""
+    accepted = [
+        r
+        for r in env.sim.requests
+        if r["protocol"] == PROVIDER and r["kind"] in ("create", "status") and r.get("status") != 429
+    ]
+    sent = sorted((r["at"], r["kind"]) for r in accepted)
+    if not sent:
+        return
+    checked: dict[str, float] = {}
+    for r in accepted:
+        if r["kind"] == "status":
+            task_id = str(r["query"].get("taskId", ""))
+            checked[task_id] = max(checked.get(task_id, 0.0), r["at"])
+    spans = [(t["created_at"], checked.get(t["id"], last)) for t in env.sim.tasks(PROVIDER)]
+
+    def in_flight(moment: float) -> int:
+        return sum(1 for made, done in spans if made <= moment < done)
+
+    spacing = 61.0 / rpm
+    idle = [(a, b - a - spacing, kind) for (a, _), (b, kind) in itertools.pairwise(sent) if b - a > spacing]
+    by_load: Counter[int] = Counter()
+    for a, gap, _ in idle:
+        by_load[in_flight(a + 0.01)] += gap
+    out.write(
+        f"  timeline: first request {sent[0][0] - first:.1f} s after the first POST; requests span "
+        f"{sent[-1][0] - sent[0][0]:.1f} s (paced minimum {(len(sent) - 1) * spacing:.1f} s); last write "
+        f"{last - sent[-1][0]:.1f} s after the last request\n"
+        f"  send time unused between requests: {sum(g for _, g, _ in idle):.1f} s; by tasks in flight then: "
+        + ", ".join(f"{n}: {s:.1f} s" for n, s in sorted(by_load.items()))
+        + "\n"
+    )
+    worst = sorted(idle, key=lambda g: -g[1])[:10]
+    out.write("  longest gaps (s into the run: unused s, in flight, the request after): ")
+    out.write(", ".join(f"{a - first:.0f}: {gap:.2f} {in_flight(a + 0.01)} {kind}" for a, gap, kind in worst) + "\n")
 
 
 def fairness(args: argparse.Namespace, env: Any, http: httpx.Client, out: IO[str]) -> bool:
