@@ -81,13 +81,13 @@ class CallbackReceiver:
         except ProviderTaskUnknown:
             logger.warning("callback named a task the provider does not know", extra={"task_id": task_id})
             return task
-        except ProviderRateLimited as exc:
-            if task.provider_task_id is not None and self._look_later(task, exc):
+        except ProviderError as exc:
+            if (
+                isinstance(exc, ProviderRateLimited)
+                and task.provider_task_id is not None
+                and self._look_later(task, exc)
+            ):
                 return task
-            if task.provider_task_id is None:
-                self._remember_hint(task, provider_task_id)
-            raise
-        except ProviderError:
             if task.provider_task_id is None:
                 # The status check could not confirm the hint now: keep it (unconfirmed) so a held
                 # create can still be settled by asking later, even if the provider never calls again.
