@@ -149,7 +149,6 @@ class PollService:
         task = self._tracker.apply(
             task,
             status,
-            progress_step=schedule.progress_step,
             progress_written_before=now - timedelta(seconds=schedule.progress_every),
         )
         if _settled(task):

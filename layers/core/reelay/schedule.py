@@ -33,7 +33,6 @@ class PollSchedule:
     growth: float = 1.6  # without progress: each wait this much longer than the last
     blind_cap: float = 60.0  # without progress: never wait longer than this
     jitter: float = 0.1
-    progress_step: int = 10  # a poll that only moves the progress writes it once it moved this much
 
     @classmethod
     def for_provider(cls, config: ProviderConfig) -> PollSchedule:
@@ -53,10 +52,10 @@ class PollSchedule:
 
     @property
     def progress_every(self) -> float:
-        """How stale the stored progress may get: a poll that moved it by less than ``progress_step``
-        points writes it only when the task's last write is older than this (half the typical time:
-        90 s for 180 s). Near the predicted end polls come seconds apart, each moving a point or two;
-        each would rewrite the item otherwise."""
+        """How stale the stored progress may get: a poll that only moves the progress writes it only
+        when the task's last write is older than this (half the typical time: 90 s for 180 s),
+        however far it moved. Near the predicted end polls come seconds apart, and each would
+        rewrite the item otherwise."""
         return self.typical / 2
 
     @property

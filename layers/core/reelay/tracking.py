@@ -56,19 +56,19 @@ class TaskTracker:
         task: Task,
         status: ProviderStatus,
         *,
-        progress_step: int = 0,
         progress_written_before: datetime | None = None,
     ) -> Task:
         """Apply ``status`` to ``task``; returns the task as it now stands.
 
-        A report that only moves the progress is written when it moved by ``progress_step`` points or
-        more, or when the task's last write is older than ``progress_written_before`` (the poll path:
-        near a task's end polls come seconds apart, each moving a point or two; each would rewrite
-        the item). Anything else (a status, a provider id) is always written.
+        A report that only moves the progress is written only when the task's last write is older
+        than ``progress_written_before`` (the poll path: at most one progress write per half a
+        typical time, however far it moved; near a task's end polls come seconds apart, and each
+        would rewrite the item). Without it, every change is written. Anything else (a status, a
+        provider id) is always written.
         """
         for _ in range(_ATTEMPTS):
             try:
-                return self._apply_once(task, status, progress_step, progress_written_before)
+                return self._apply_once(task, status, progress_written_before)
             except TransitionConflict:
                 task = self._store.get(task.id)
         return task
@@ -111,7 +111,7 @@ class TaskTracker:
                 logger.exception("task hook failed", extra={"task_id": task.id})
 
     def _apply_once(
-        self, task: Task, status: ProviderStatus, progress_step: int, progress_written_before: datetime | None
+        self, task: Task, status: ProviderStatus, progress_written_before: datetime | None
     ) -> Task:
         if task.status.terminal or task.status is TaskStatus.INGESTING:
             return task
@@ -147,6 +147,6 @@ class TaskTracker:
                 task, TaskStatus.RUNNING, reason="provider running", progress=progress, **changes
             )
         stale = progress_written_before is None or task.updated_at < progress_written_before
-        if changes or (progress != task.progress and (progress - task.progress >= progress_step or stale)):
+        if changes or (progress != task.progress and stale):
             return self._store.update(task, progress=progress, **changes)
         return task
