@@ -110,9 +110,7 @@ class TaskTracker:
             except Exception:  # a hook's failure must not undo or repeat the write it follows
                 logger.exception("task hook failed", extra={"task_id": task.id})
 
-    def _apply_once(
-        self, task: Task, status: ProviderStatus, progress_written_before: datetime | None
-    ) -> Task:
+    def _apply_once(self, task: Task, status: ProviderStatus, progress_written_before: datetime | None) -> Task:
         if task.status.terminal or task.status is TaskStatus.INGESTING:
             return task
         changes: dict[str, object] = {}
