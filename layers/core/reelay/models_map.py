@@ -116,7 +116,7 @@ class ModelMap:
         return self._routes.get(family, self._order)
 
     def neutral(self, ask: VideoAsk) -> VideoRequest:
-        """The request as reelay takes it, without a provider yet (``provider`` is a placeholder)."""
+        """The request before routing: ``provider`` is ``"-"`` until ``routes`` sets each candidate."""
         family = self.family(ask.model)
         orientation, resolution = (None, None)
         if ask.size is not None:
