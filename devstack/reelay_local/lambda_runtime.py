@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import FrameType, ModuleType, SimpleNamespace
 from typing import Any, ClassVar
 
 LOG = logging.getLogger(__name__)
@@ -74,16 +74,35 @@ class LambdaTimeout(BaseException):
 
 @dataclass(frozen=True)
 class TimedOutInvocation:
-    """One invocation stopped at its timeout: which function, after how long, and its thread."""
+    """One invocation stopped at its timeout: which function, after how long, its thread, and
+    where its handler was (the innermost frames of the thread's stack) when the time ran out."""
 
     function: str
     timeout: float
     thread: threading.Thread = field(repr=False, compare=False)
+    where: str = field(default="", repr=False, compare=False)
 
     @property
     def stopped(self) -> bool:
         """Whether the handler's thread has ended (a thread blocked in a read ends when it returns)."""
         return not self.thread.is_alive()
+
+
+def _where(frame: FrameType) -> str:
+    """A stopped handler's stack, briefly: its own frames (the function's code and the layer's,
+    not the libraries'), the innermost frame, and the AWS call it was waiting on, if any."""
+    summary = traceback.extract_stack(frame)
+    own = [f for f in summary[:-1] if "site-packages" not in f.filename and "/lib/python3." not in f.filename]
+    lines = traceback.format_list([*own, summary[-1]])
+    walk: FrameType | None = frame
+    while walk is not None:
+        if walk.f_code.co_name == "_make_api_call" and "botocore" in walk.f_code.co_filename:
+            client = walk.f_locals.get("self")
+            service = getattr(getattr(getattr(client, "meta", None), "service_model", None), "service_name", "?")
+            lines.append(f"  waiting on {service}.{walk.f_locals.get('operation_name', '?')}\n")
+            break
+        walk = walk.f_back
+    return "".join(lines)
 
 
 @dataclass(frozen=True)
@@ -255,9 +274,14 @@ class FunctionRuntime:
         The exception arrives at the thread's next Python bytecode: a thread blocked in C (a
         socket read) gets it when that call returns.
         """
-        LOG.error("%s timed out after %ss; stopping its thread", spec.logical_id, spec.timeout)
+        # Lambda says only that it timed out; locally the handler's stack says where.
+        frame = sys._current_frames().get(thread.ident) if thread.ident is not None else None
+        where = _where(frame) if frame is not None else "(no frame)\n"
+        LOG.error(
+            "%s timed out after %ss; stopping its thread, which was at:\n%s", spec.logical_id, spec.timeout, where
+        )
         with self._timeouts_lock:
-            self._timeouts.append(TimedOutInvocation(spec.logical_id, float(spec.timeout), thread))
+            self._timeouts.append(TimedOutInvocation(spec.logical_id, float(spec.timeout), thread, where))
         if thread.ident is not None:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(LambdaTimeout))
 

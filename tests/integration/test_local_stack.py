@@ -625,6 +625,8 @@ class TestFixtureApplication:
         wait_for(lambda: {"slow#1#started", "slow#2#started"} <= {i["sk"] for i in records(fixture_stack, "sleep")})
         timed_out = fixture_stack.timeouts[before]
         assert (timed_out.function, timed_out.timeout) == ("SleepyFunction", 1.0)
+        # with where its handler was when the time ran out
+        assert "functions/sleepy/app.py" in timed_out.where and "time.sleep(0.05)" in timed_out.where
         # And the handler's thread was stopped, not left to finish its work
         wait_for(lambda: timed_out.stopped, timeout=5)
         assert not [i for i in records(fixture_stack, "sleep") if i["sk"].endswith("#finished")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -213,9 +214,7 @@ def test_a_dead_poll_execution_is_restarted_under_a_fresh_name(world: Any) -> No
     assert world.get(task_id).poll_execution == f"{task_id}-1"
 
 
-def test_a_stalled_ingest_is_enqueued_again_and_fails_past_the_ingest_deadline(
-    world: Any, aws: dict[str, str]
-) -> None:
+def test_a_stalled_ingest_is_enqueued_again_and_fails_past_the_ingest_deadline(world: Any, aws: dict[str, str]) -> None:
     task_id = world.task()
     world.submitter.submit(task_id)
     world.gt.succeed("https://cdn.example/v.mp4")
@@ -246,6 +245,18 @@ def test_a_run_stops_taking_tasks_when_its_time_is_nearly_up(world: Any) -> None
     left = iter([100.0, 100.0, 10.0, 10.0])
     counts = world.reconciler.run(seconds_left=lambda: next(left, 0.0))
     assert counts == {"left_for_next_run": 2, "submit_resent": 1}
+
+
+def test_a_run_keeps_time_for_the_cost_items_its_looks_leave_to_write(world: Any) -> None:
+    # Given 30 due tasks and a run whose every look takes 10 s of its 300
+    for _ in range(30):
+        world.task()
+    world.later(2 * TYPICAL + 1)
+    left = itertools.chain([300.0], itertools.count(300.0, -10.0))  # the first is the run's own check
+    counts = world.reconciler.run(seconds_left=lambda: next(left))
+    # Then it stops while half the time it spent looking is still left beyond the reserve (one
+    # cost-item write per task looked at follows the run): 17 looks, to 140 s left, not 26 to 50 s
+    assert counts == {"submit_resent": 17, "left_for_next_run": 13}
 
 
 def test_terminal_tasks_leave_the_due_index(world: Any) -> None:
