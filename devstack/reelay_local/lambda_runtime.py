@@ -75,7 +75,7 @@ class LambdaTimeout(BaseException):
 @dataclass(frozen=True)
 class TimedOutInvocation:
     """One invocation stopped at its timeout: which function, after how long, its thread, and
-    where its handler was (the innermost frames of the thread's stack) when the time ran out."""
+    where its handler was when the time ran out (``_where``: its own frames and the AWS call)."""
 
     function: str
     timeout: float
