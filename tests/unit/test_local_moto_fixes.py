@@ -7,6 +7,7 @@ to the unfixed one's answers, and to DynamoDB's all-or-nothing transactions.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -54,14 +55,20 @@ def table() -> Iterator[Any]:
         yield created
 
 
-@pytest.fixture
-def fixed() -> Iterator[None]:
+@contextlib.contextmanager
+def _fixes() -> Iterator[None]:
     server = MotoServer()
     server._install_fixes()  # what MotoServer.start installs, without a server
     try:
         yield
     finally:
         server._remove_fixes()
+
+
+@pytest.fixture
+def fixed() -> Iterator[None]:
+    with _fixes():
+        yield
 
 
 def _fill(table: Any, count: int) -> None:
@@ -128,14 +135,10 @@ def _answers(table: Any) -> list[list[Any]]:
 def test_queries_answer_as_unfixed_moto_does(table: Any) -> None:
     _fill(table, 400)
     unfixed = _answers(table)
-    server = MotoServer()
-    server._install_fixes()
-    try:
+    with _fixes():
         assert _answers(table) == unfixed
         # and a scan still returns every item
         assert table.scan()["Count"] == 400
-    finally:
-        server._remove_fixes()
     assert sum(len(items or []) for pages in unfixed for items, _, _ in pages) > 500  # the queries return items
 
 

@@ -122,16 +122,17 @@ class Reconciler:
             counts.update(self._sweep_slots(self._governor))
         cursor: str | None = None
         seen: set[str] = set()
-        started: list[float] = []
+        started: float | None = None
 
         def time_for_another() -> bool:
             # After the run, the invocation's cost ledger writes one item per task looked at
             # (``reelay.costs``), where each look made two or more table calls: the run keeps half
             # the time it has spent looking for those writes, besides RESERVE_SECONDS.
+            nonlocal started
             left = seconds_left()
-            if not started:
-                started.append(left)
-            return left > RESERVE_SECONDS + max(0.0, started[0] - left) / 2
+            if started is None:
+                started = left
+            return left > RESERVE_SECONDS + max(0.0, started - left) / 2
 
         while time_for_another():
             ids, cursor = self._store.due(before=now, limit=PAGE, after=cursor)
