@@ -356,6 +356,25 @@ def test_a_lost_count_is_recounted_by_the_check_and_the_batch_still_completes(ha
     assert harness.summary("lost")["by_status"] == {"succeeded": 3, "failed": 1}
 
 
+def test_a_count_that_arrives_after_the_recount_is_not_added_again(harness: Harness) -> None:
+    harness.deliver(harness.put("inbox/late.jsonl", [_line(1), _line(2)]))
+    batch_id = next(m for m in harness.handled if m.get("kind") == "chunk")["batch_id"]
+    records = list(harness.batches.lines(batch_id))
+    # Given both tasks ended, the second one's count not yet added (its hook is still to run)
+    harness.end(records[0].task_id or "", ok=True, cost=5)
+    late = harness.store.get(records[1].task_id or "")
+    refused = TaskError(code=ErrorCode.CONTENT_POLICY, message="x")
+    harness.store.transition(late, TaskStatus.FAILED, reason="test", error=refused)
+    # When the check recounts the batch, and then the late hook adds its count
+    settled = harness.runner.check(batch_id)
+    assert settled is not None and (settled.ended, settled.succeeded, settled.failed) == (2, 1, 1)
+    assert harness.batches.task_ended(batch_id, succeeded=False, code="CONTENT_POLICY", cost_cents=0) is None
+    # Then the task is counted once
+    batch = harness.batches.get(batch_id)
+    assert batch is not None
+    assert (batch.tasks, batch.ended, batch.failed, batch.codes) == (2, 2, 1, {"CONTENT_POLICY": 1})
+
+
 def test_a_check_before_every_task_ended_changes_nothing_and_comes_back(harness: Harness) -> None:
     harness.deliver(harness.put("inbox/early.jsonl", [_line(1), _line(2)]))
     batch_id = next(m for m in harness.handled if m.get("kind") == "chunk")["batch_id"]

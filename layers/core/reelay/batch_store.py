@@ -285,9 +285,16 @@ class DynamoBatchStore(BatchStore):
         names |= {"#cost": "cost_cents"}
         outcome = "succeeded" if succeeded else "failed"
         expression = f"ADD ended :one, {outcome} :one, #cost :cost SET " + ", ".join([*sets, "updated_at = :now"])
+        # After the check's recount (which ran once every task had ended) a task's count is already
+        # in the counters: one that arrives later (its hook ran after the recount read it) is not added.
         try:
             response = self._update(
-                batch_id, expression, names, values, ConditionExpression="attribute_exists(pk)", ReturnValues="ALL_NEW"
+                batch_id,
+                expression,
+                names,
+                values,
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(recounted_at)",
+                ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
@@ -321,7 +328,7 @@ class DynamoBatchStore(BatchStore):
         }
         sets = (
             "chunks_done = :chunks, #tasks = :tasks, invalid = :invalid, ended = :ended, succeeded = :succeeded, "
-            "failed = :failed, cost_cents = :cost, codes = :codes, updated_at = :now"
+            "failed = :failed, cost_cents = :cost, codes = :codes, updated_at = :now, recounted_at = :now"
         )
         if chunks:
             values[":committed"] = set(chunks)

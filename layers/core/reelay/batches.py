@@ -124,6 +124,9 @@ class Batch(BaseModel):
     cost_cents: int = 0
     codes: dict[str, int] = Field(default_factory=dict)
     committed: set[int] = Field(default_factory=set)  # indexes of the chunks whose counts are in
+    # When the check rewrote the counters from the records, every task having ended; a task's
+    # count that arrives after it is not added again (``BatchStore.task_ended``).
+    recounted_at: datetime | None = None
     report_key: str | None = None
     summary_key: str | None = None
 
