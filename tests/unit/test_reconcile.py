@@ -130,6 +130,24 @@ def test_a_lost_submit_message_is_sent_again(world: Any, aws: dict[str, str]) ->
     assert world.gt.creates == []
 
 
+def test_a_task_left_queued_is_sent_again_at_doubling_intervals_not_every_look_time(
+    world: Any, aws: dict[str, str]
+) -> None:
+    # Given a task whose submit message is not taken (a backlog in the submit queue)
+    task_id = world.task()
+    resent_at = []
+    # When reconcile runs every minute for 40 minutes
+    for minute in range(1, 41):
+        world.later(60 * minute)
+        if world.reconciler.run() == {"submit_resent": 1}:
+            resent_at.append(minute)
+        drain(aws["SUBMIT_QUEUE_URL"])
+    # Then its message is sent again 2, 4, 8, 10 (the cap) and 10 minutes apart (typical: 1 min):
+    # 5 times, where a look every twice the typical time sent it 20 times
+    assert resent_at == [2, 6, 14, 24, 34]
+    assert world.gt.creates == [] and world.get(task_id).reconcile_count == 5
+
+
 def test_a_held_create_nothing_settles_fails_create_unconfirmed_at_the_deadline(world: Any) -> None:
     task_id = world.task()
     world.gt.create_error = CreateOutcomeUnknown("read timeout", provider="generate_task")

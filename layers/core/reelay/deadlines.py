@@ -7,8 +7,10 @@ task's provider configuration on every write:
 ========================  ===============================================================
 status                    next look
 ========================  ===============================================================
-queued                    ``updated_at`` + 2 x the provider's typical time (10 s to 10
-                          min): a lost submit message is sent again, a held create settled
+queued                    ``updated_at`` + 2 x the provider's typical time, doubled by
+                          each look so far (10 s to 10 min; an ``auto`` task's capacity
+                          wait is not overrun): a lost submit message is sent again, a
+                          held create settled
 submitted / running,      ``clock_start`` + 2 x typical (a callback that never came gets
 callback protocol         a status check), then every typical time after each look
 submitted / running,      2 x typical after the last write or look (10 s to 30 min): a
@@ -37,6 +39,8 @@ from reelay.providers.base import ProviderConfig
 MIN_LOOK = timedelta(seconds=10)
 MAX_QUEUED_LOOK = timedelta(minutes=10)
 MAX_POLL_LOOK = timedelta(minutes=30)
+# A queued task's looks back off by doubling; 2**6 x the first interval exceeds the ten-minute cap.
+_MAX_DOUBLINGS = 6
 
 
 def follows_by_callback(protocol: str) -> bool:
@@ -102,8 +106,18 @@ class Deadlines:
         if task.status is TaskStatus.QUEUED:
             # Twice the typical time, as for the states that follow: the entry a task is created
             # with is then still ahead when it is submitted, runs and ends, so it stays as it is
-            # (``DynamoTaskStore``) and is removed once, with no move in between.
-            look = last_look + _clamp(2 * typical, MIN_LOOK, MAX_QUEUED_LOOK)
+            # (``DynamoTaskStore``) and is removed once, with no move in between. Each look that
+            # finds it still queued doubles the next wait (up to ten minutes): a look at a task
+            # never sent sends its submit message again, so a backlog (a submit queue behind, a
+            # long governor line) would otherwise gain a message per task every interval.
+            backoff = 2 ** min(task.reconcile_count, _MAX_DOUBLINGS)
+            look = last_look + _clamp(2 * typical * backoff, MIN_LOOK, MAX_QUEUED_LOOK)
+            if task.routing is not None and task.create_sent_at is None:
+                # An ``auto`` task fails over once its capacity wait is over: looked at by then.
+                since = max([task.created_at, *(f.at for f in task.routing.failovers)])
+                wait_over = since + timedelta(seconds=self._config(task).capacity_wait_seconds)
+                if wait_over > last_look:
+                    look = min(look, wait_over)
         elif follows_by_callback(self._config(task).protocol):
             first = self.callback_check(task)
             look = first if task.reconciled_at is None else max(first, task.reconciled_at + max(typical, MIN_LOOK))
