@@ -376,6 +376,44 @@ def test_offer_queues_bulk_tasks_and_sends_messages_only_to_those_let_in(aws: di
     assert sent == ["line-0", "line-1", "unlimited"] and gov.waiting("gt") == 3
 
 
+def test_a_new_task_takes_a_free_slot_or_joins_the_line_without_a_submit_message(aws: dict[str, str]) -> None:
+    from reelay.aws import ResultBucket
+    from reelay.tasks import TaskService
+    from tests.unit.conftest import drain
+
+    # Given a provider with two slots, and the API's task service with the governor
+    provider = FakeProvider(config("gt", max_in_flight=2))
+    store = DynamoTaskStore("tasks")
+    catalog = ProviderCatalog((provider.config,), factory=lambda c: provider)
+    queue = TaskQueue(aws["SUBMIT_QUEUE_URL"])
+    gov = Governor(GovernorStore("tasks"), {"gt": ProviderLimits(max_in_flight=2)}, dispatch=queue.send)
+    tasks = TaskService(store, catalog, queue, ResultBucket("results"), governor=gov)
+    # When five tasks are created
+    ids = [tasks.create(VideoRequest(provider="gt", prompt=f"shot {i}"))[0].id for i in range(5)]
+    # Then the first two hold the slots and have a submit message; the other three wait in
+    # line with none (a submit worker reads no message only to put its task in the line)
+    assert [m["task_id"] for m in drain(aws["SUBMIT_QUEUE_URL"])] == ids[:2]
+    assert sorted(s.holder for s in GovernorStore("tasks").slots("gt")) == sorted(ids[:2])
+    assert gov.waiting("gt") == 3 and all(gov.is_waiting(store.get(i)) for i in ids[2:])
+    # and a freed slot sends the next in line its message
+    gov.release(store.get(ids[0]).model_copy(update={"status": TaskStatus.FAILED}))
+    assert [m["task_id"] for m in drain(aws["SUBMIT_QUEUE_URL"])] == [ids[2]]
+
+
+def test_a_task_given_a_place_but_not_in_the_line_is_not_waiting(aws: dict[str, str]) -> None:
+    # Given a task whose joining the line was cut short after its place was marked
+    clock = FakeClock()
+    gov = governor({"gt": ProviderLimits(max_in_flight=1)}, clock, [])
+    gov.offer(task("holder"))
+    cut = task("cut")
+    GovernorStore("tasks").mark_place("gt", cut.id, f"0#{0:012d}#{cut.id}")
+    # Then it does not count as waiting (reconcile sends it its submit message), and joining
+    # again puts it in the line
+    assert not gov.is_waiting(cut)
+    gov.offer(cut)
+    assert gov.is_waiting(cut) and gov.waiting("gt") == 1
+
+
 def test_the_simulator_counts_what_its_limits_refused_and_the_most_it_saw() -> None:
     from reelay_sim.state import SimState
 

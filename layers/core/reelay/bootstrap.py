@@ -273,6 +273,7 @@ class Container:
             self.bucket,
             router=self.router,
             webhook_hosts=self.settings.allowed_webhook_hosts,
+            governor=self.governor if self.governor.governed_providers else None,
         )
 
     @cached_property
@@ -298,6 +299,7 @@ class Container:
             upload_ttl_seconds=self.settings.uploads_ttl_seconds,
             router=self.router,
             webhook_hosts=self.settings.allowed_webhook_hosts,
+            governor=self.governor if self.governor.governed_providers else None,
         )
 
     @cached_property

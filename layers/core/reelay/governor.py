@@ -45,9 +45,9 @@ never takes more than ~10 writes a second.
 
 **For other parts of reelay.** ``free_slots(provider)`` is a provider's free capacity for
 routing (one query; ``None``: no concurrency limit) and ``waiting(provider)`` its line's length.
-``offer(task)`` puts a task made in bulk (a batch line) in the line with no submit message of its
-own: only tasks let in get one, so a thousand waiting lines never stand in the submit queue ahead
-of an API task's message.
+``offer(task)`` takes a new task (an API request, a batch line) into a free slot, or puts it in
+the line with no submit message of its own: only tasks let in get one, so a thousand waiting
+lines never stand in the submit queue ahead of an API task's message.
 """
 
 from __future__ import annotations
@@ -204,13 +204,15 @@ class Governor:
         return self._take_slot(task.provider, task.id, free, now, limits.lease_seconds)
 
     def offer(self, task: Task) -> None:
-        """Put a new queued task in its provider's line without a submit message of its own.
+        """A new queued task (``TaskService.create``: an API request, a batch manifest's line):
+        it walks into a free slot and is sent its submit message, or joins the line without one.
 
-        For bulk creation (a batch manifest's lines): only the tasks let in get a submit
-        message, so a thousand waiting tasks put no thousand messages ahead of an API task's.
-        A provider without a concurrency limit gets the message at once.
+        Only the tasks that hold a slot get a submit message, so a thousand waiting tasks put no
+        thousand messages in the submit queue ahead of the ones let in (which a submit worker
+        would each have to read and put in the line before reaching them). A provider without a
+        concurrency limit gets the message at once.
         """
-        if self.limits(task.provider).max_in_flight is None:
+        if self.limits(task.provider).max_in_flight is None or self._walk_in(task, self._store.slots(task.provider)):
             self._send(task.id)
             return
         self._enqueue(task)
@@ -220,7 +222,10 @@ class Governor:
         """Whether ``task`` is in its provider's waiting line."""
         if self.limits(task.provider).max_in_flight is None:
             return False
-        return self._store.place_of(task.provider, task.id) is not None
+        place = self._store.place_of(task.provider, task.id)
+        # A place given but no entry in the line: being let in now, or its joining was cut short
+        # (it has no submit message of its own either way: reconcile sends it one).
+        return place is not None and self._store.is_in_line(task.provider, place)
 
     def leave(self, task: Task) -> bool:
         """Take a waiting ``task`` out of its provider's line (to fail it over). False when it is

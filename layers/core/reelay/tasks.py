@@ -8,7 +8,7 @@ import secrets
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
@@ -51,6 +51,9 @@ from reelay.store import TaskStore
 from reelay.tokens import CursorSigner
 from reelay.webhooks import webhook_id, webhook_url_refusal
 
+if TYPE_CHECKING:
+    from reelay.governor import Governor
+
 logger = Logger(child=True)
 
 
@@ -90,8 +93,11 @@ class TaskService:
         upload_ttl_seconds: int = 900,
         router: Router | None = None,
         webhook_hosts: frozenset[str] = frozenset(),
+        governor: Governor | None = None,
     ) -> None:
         self._store = store
+        # With providers that have limits: a new task takes a free slot or joins the line.
+        self._governor = governor
         self._providers = providers
         self._router = router or Router(providers)
         self._submit = submit_queue
@@ -163,12 +169,25 @@ class TaskService:
         digest = request_hash({"kind": kind.value, "parent": parent_task_id, **compared})
         task, created = self._store.create(task, idempotency_scope=scope, request_hash=digest)
         if created:
-            try:
-                self._submit.send(task.id)
-            except QueueSendFailed:
-                # The task is stored: it stays queued and reconcile sends its message again.
-                logger.warning("submit message not sent; reconcile will send it", extra={"task_id": task.id})
+            self._dispatch(task)
         return task, created
+
+    def _dispatch(self, task: Task) -> None:
+        """Send a new task on: its submit message, or (a governed provider, no free slot) a place
+        in the governor's line, where a freed slot sends it the message."""
+        if self._governor is not None:
+            try:
+                self._governor.offer(task)
+            except Exception:  # the task is stored: reconcile takes it from here
+                logger.exception(
+                    "task not given a slot or a place in line; reconcile sends it on", extra={"task_id": task.id}
+                )
+            return
+        try:
+            self._submit.send(task.id)
+        except QueueSendFailed:
+            # The task is stored: it stays queued and reconcile sends its message again.
+            logger.warning("submit message not sent; reconcile will send it", extra={"task_id": task.id})
 
     def remix(
         self, parent_id: str, remix: RemixRequest, *, owner: str = LOCAL_OWNER, idempotency_key: str | None = None
