@@ -21,12 +21,12 @@ through the HTTP API at once and waits until every one is terminal. It prints:
 - duplicate provider tasks (a task's ``[tag:…]`` on two provider tasks), target 0;
 - requests actually made, and how the tasks ended.
 
-With ``--fairness B`` it then measures an API task's wait while a batch runs: B batch tasks are
-put straight into the task table (with a ``batch_id``) and offered to the governor's line as a
-batch would be (``Governor.offer``: no submit message per line), then, once the batch is running,
-one interactive task is POSTed; its wait is the time from the POST to its create at the
-simulator, next to one task's generation time. The run stops after that (the batch is not
-waited for).
+With ``--fairness B`` it then measures an API task's wait while a batch runs: a B-line manifest
+is put at ``inbox/fairness.jsonl`` of the results bucket (the local owner's inbox: the batch
+function splits it, its chunks create the tasks and offer them to the governor's line), then,
+once its tasks fill the provider with a line behind them, one interactive task is POSTed; its
+wait is the time from the POST to its create at the simulator, next to one task's generation
+time. The run stops after that (the batch is not waited for).
 
 The handlers' logs go to a file (its path is printed). Exit status 1 when a target is missed.
 """
@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import logging
 import math
 import os
@@ -219,36 +220,35 @@ def timeline(env: Any, first: float, last: float, rpm: int, out: IO[str]) -> Non
 
 
 def fairness(args: argparse.Namespace, env: Any, http: httpx.Client, out: IO[str]) -> bool:
-    """Measure an interactive task's wait for a slot while a batch of ``--fairness`` tasks runs."""
-    from reelay.aws import TaskQueue
+    """Measure an interactive task's wait for a slot while a manifest of ``--fairness`` lines runs."""
+    import boto3
+
     from reelay.bootstrap import Container
-    from reelay.models import Task, utcnow
-    from reelay.tasks import new_task_id
 
     function_env = env.stack.functions["SubmitFunction"].environment
-    container = Container.from_environ(function_env)
-    store, governor = container.store, container.governor
-    queue = TaskQueue(function_env["SUBMIT_QUEUE_URL"])
-    governor._dispatch = queue.send  # the benchmark offers as a batch function would
-    batch_id = f"bench-{uuid.uuid4().hex[:6]}"
+    governor = Container.from_environ(function_env).governor
+    lines = [
+        json.dumps({"id": line, "provider": PROVIDER, "prompt": f"batch line {line}", "duration": 4})
+        for line in range(1, args.fairness + 1)
+    ]
+    s3 = boto3.client("s3", endpoint_url=env.stack.aws_endpoint)
     began = time.time()
-    for line in range(1, args.fairness + 1):
-        now = utcnow()
-        task = Task(
-            id=new_task_id(),
-            provider=PROVIDER,
-            protocol=PROVIDER,
-            request={"provider": PROVIDER, "prompt": f"batch line {line}", "duration": 4},
-            created_at=now,
-            updated_at=now,
-            batch_id=batch_id,
-            batch_line=line,
-        )
-        store.create(task)
-        governor.offer(task)
-    out.write(f"  fairness: {args.fairness} batch tasks offered in {time.time() - began:.1f} s\n")
-    # Let the batch fill the provider and start finishing (slots full, a line behind them).
-    time.sleep(args.generation * 2 + 5)
+    s3.put_object(Bucket=env.stack.bucket, Key="inbox/fairness.jsonl", Body=("\n".join(lines) + "\n").encode())
+    # Let the batch fill the provider and start finishing: every slot taken, a line behind
+    # them, and a generation's worth of batch tasks made.
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        made = sum(1 for t in env.sim.tasks(PROVIDER) if "batch line" in t.get("prompt", ""))
+        if made >= 2 * args.max_in_flight and governor.waiting(PROVIDER) >= 2 * args.max_in_flight:
+            break
+        time.sleep(1.0)
+    else:
+        out.write("  fairness: the manifest's tasks did not fill the provider in time\n")
+        return False
+    out.write(
+        f"  fairness: manifest of {args.fairness} lines put at inbox/fairness.jsonl; {made} of its tasks made "
+        f"and {governor.waiting(PROVIDER)} waiting {time.time() - began:.0f} s after the put\n"
+    )
     posted = time.time()
     body = {"provider": PROVIDER, "prompt": "interactive [tag:fair-api]", "duration": 4}
     response = http.post("/v1/tasks", json=body)
@@ -257,17 +257,19 @@ def fairness(args: argparse.Namespace, env: Any, http: httpx.Client, out: IO[str
     created_at = None
     deadline = time.monotonic() + 10 * args.generation + 120
     while created_at is None and time.monotonic() < deadline:
-        made = [t for t in env.sim.tasks(PROVIDER) if "[tag:fair-api]" in t.get("prompt", "")]
-        created_at = made[0]["created_at"] if made else None
+        made_now = [t for t in env.sim.tasks(PROVIDER) if "[tag:fair-api]" in t.get("prompt", "")]
+        created_at = made_now[0]["created_at"] if made_now else None
         time.sleep(0.2)
     view = http.get(f"/v1/tasks/{task_id}").json()
-    batch_done = sum(1 for t in env.sim.tasks(PROVIDER) if t.get("state") == "succeeded")
+    batch_done = sum(
+        1 for t in env.sim.tasks(PROVIDER) if t.get("state") == "succeeded" and "batch line" in t.get("prompt", "")
+    )
     if created_at is None:
         out.write("  fairness: the interactive task was not created in time\n")
         return False
     wait = created_at - posted
     out.write(
-        f"  fairness: an API task POSTed {posted - began:.0f} s into a {args.fairness}-task batch waited "
+        f"  fairness: an API task POSTed {posted - began:.0f} s after a {args.fairness}-line manifest's put waited "
         f"{wait:.1f} s for its slot and create (one generation: {args.generation:g} s); "
         f"waiting batch tasks then: {governor.waiting(PROVIDER)}; batch tasks done: {batch_done}; "
         f"the API task is {view['status']}\n"
@@ -282,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-in-flight", type=int, default=10)
     parser.add_argument("--rpm", type=int, default=60, help="requests per minute per key")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 10], help="submit workers (runs)")
-    parser.add_argument("--fairness", type=int, default=0, help="batch tasks for the fairness measurement")
+    parser.add_argument("--fairness", type=int, default=0, help="manifest lines for the fairness measurement")
     parser.add_argument("--reconcile-every", type=float, default=10.0)
     parser.add_argument("--typical", type=float, default=30.0, help="REELAY_GENERATE_TASK_TYPICAL_SECONDS")
     parser.add_argument("--timeout", type=float, default=1200.0)
