@@ -460,3 +460,57 @@ def test_the_cli_sends_provider_auto_and_shows_why_the_task_went_where_it_did() 
     assert json.loads(sent.content) == {"provider": "auto", "prompt": "a cat", "duration": 10}
     assert "routing\tsorahk refused before anything was made" in run.out
     assert "refused by\tsorahk: INSUFFICIENT_BALANCE: needs 30 cents, balance 0" in run.out
+
+
+def test_a_task_waiting_in_line_past_its_providers_deadline_is_not_failed_and_is_sent_when_let_in(
+    aws: dict[str, str],
+) -> None:
+    from reelay.governor import Governor, ProviderLimits
+    from reelay.governor_store import GovernorStore
+
+    # Given a provider with one slot (deadline one hour) whose holder is still running, and a
+    # task waiting in its line
+    first = FakeProvider(config("first", deadline_seconds=3600))
+    first.running(10)
+    providers = catalog(first)
+    deadlines = Deadlines((first.config,))
+    now = [utcnow()]
+    store = DynamoTaskStore("tasks", due=deadlines.due, clock=lambda: now[0])
+    sent: list[str] = []
+    governor = Governor(GovernorStore("tasks"), {"first": ProviderLimits(max_in_flight=1)}, dispatch=sent.append)
+    tracker = TaskTracker(store, TaskQueue(aws["INGEST_QUEUE_URL"]), on_terminal=[governor.release])
+    submitter = Submitter(
+        store, providers, tracker, Starter(), tokens=None, callback_base_url=None, governor=governor
+    )  # fmt: skip
+    tasks = TaskService(store, providers, TaskQueue(aws["SUBMIT_QUEUE_URL"]), ResultBucket("results"))
+    holder = tasks.create(VideoRequest(provider="first", prompt="a cat"))[0].id
+    assert submitter.submit(holder) is SubmitOutcome.SUBMITTED
+    waiter = tasks.create(VideoRequest(provider="first", prompt="a dog"))[0].id
+    assert submitter.submit(waiter) is SubmitOutcome.WAITING
+    reconciler = Reconciler(
+        store,
+        providers,
+        tracker,
+        submitter,
+        deadlines,
+        submit_queue=TaskQueue(aws["SUBMIT_QUEUE_URL"]),
+        ingest_queue=TaskQueue(aws["INGEST_QUEUE_URL"]),
+        governor=governor,
+        clock=lambda: now[0],
+    )
+    drain(aws["SUBMIT_QUEUE_URL"])
+    # When reconcile runs past the provider's deadline of both
+    now[0] = utcnow() + timedelta(seconds=3601)
+    counts = reconciler.run()
+    # Then the holder, which reached the provider, fails DEADLINE_EXCEEDED; the waiter, which did
+    # not, is not failed (still in line, or let in by the slot the holder freed, whichever this
+    # run looked at first): its deadline starts again from the look
+    assert counts.pop("deadline_exceeded") == 1 and list(counts.values()) == [1]
+    assert set(counts) <= {"waiting_for_slot", "submit_resent"}
+    assert store.get(holder).error.code is ErrorCode.DEADLINE_EXCEEDED
+    waiting = store.get(waiter)
+    assert waiting.status is TaskStatus.QUEUED and waiting.line_seen_at == now[0]
+    assert deadlines.deadline(waiting) == now[0] + timedelta(seconds=3600)
+    # and the freed slot lets it in: it is sent, with nothing of its wait charged to its deadline
+    assert sent == [waiter] and governor.holds_slot(waiting)
+    assert submitter.submit(waiter) is SubmitOutcome.SUBMITTED and len(first.creates) == 2

@@ -22,7 +22,8 @@ notification pending      attempt): the notify message is sent again (``reelay.n
 
 and never later than the provider's deadline (``clock_start`` + ``deadline_seconds``), where
 a queued, submitted or running task is ended. ``clock_start`` is when the first create was
-sent (or the task's creation, before that). An ``ingesting`` task has its own limit,
+sent (before that: the task's creation, or reconcile's last look that found it waiting in the
+governor's line or just let in, so a long line runs no deadline). An ``ingesting`` task has its own limit,
 ``ingest_give_up`` after it entered ``ingesting``.
 """
 

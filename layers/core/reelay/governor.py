@@ -218,6 +218,12 @@ class Governor:
         self._enqueue(task)
         self.pump(task.provider)
 
+    def holds_slot(self, task: Task) -> bool:
+        """Whether ``task`` holds a live slot of its provider (let in, or sent and not yet final)."""
+        if self.limits(task.provider).max_in_flight is None:
+            return False
+        return any(s.holder == task.id for s in self._live(self._store.slots(task.provider)))
+
     def is_waiting(self, task: Task) -> bool:
         """Whether ``task`` is in its provider's waiting line."""
         if self.limits(task.provider).max_in_flight is None:

@@ -513,6 +513,8 @@ class Task(BaseModel):
     # Reconcile's last look and how many it took (its due time moves on from the last look).
     reconciled_at: datetime | None = None
     reconcile_count: int = 0
+    # Reconcile's last look that found the task, never sent, in the governor's line for a slot.
+    line_seen_at: datetime | None = None
     # Ingest progress: open uploads and failure counts (see ``IngestState``).
     ingest: IngestState | None = None
     # Notifications of a terminal task (event, webhook): written by the notify worker only.
@@ -520,8 +522,12 @@ class Task(BaseModel):
 
     @property
     def clock_start(self) -> datetime:
-        """When the provider's clock started for this task: its first create, else its creation."""
-        return self.first_create_sent_at or self.created_at
+        """When the provider's clock started for this task: its first create; before that, its
+        creation, or the last time reconcile found it waiting in the governor's line (a task
+        waiting for a slot has not reached the provider: a long line does not run its deadline)."""
+        if self.first_create_sent_at is not None:
+            return self.first_create_sent_at
+        return max(self.created_at, self.line_seen_at or self.created_at)
 
     def entered(self, status: TaskStatus) -> datetime | None:
         """When the task last moved to ``status`` (from its history), if it did."""

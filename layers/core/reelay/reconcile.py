@@ -10,7 +10,8 @@ queued, waiting for a slot  nothing (the governor's line lets it in), except for
                             that has waited longer than its provider's capacity wait: out of the
                             line, on to its next provider (``capacity_failover``); every run first
                             frees the slots of tasks that ended without freeing them, then lets
-                            tasks in
+                            tasks in. Never sent, it has not reached the provider: the look
+                            restarts its deadline (so does one of a task just let in)
 queued, never sent          its submit message was lost: the submit message is sent again
 queued, create held         the submit worker looks again (the provider's list; a 5xx'd create
                             is re-sent once after its hold): the submit message is sent again
@@ -42,6 +43,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from aws_lambda_powertools import Logger
 
@@ -185,20 +187,28 @@ class Reconciler:
             return "provider_gone"
         if task.status is TaskStatus.INGESTING:
             return self._ingesting(task, now)
-        if now >= self._deadlines.deadline(task):
+        waiting = let_in = False
+        if task.status is TaskStatus.QUEUED and self._governor is not None and task.create_sent_at is None:
+            waiting = self._governor.is_waiting(task)
+            let_in = not waiting and task.first_create_sent_at is None and self._governor.holds_slot(task)
+        # A task never sent that waits in the governor's line, or was just let in, has not
+        # reached the provider: its deadline starts again from this look (``Task.clock_start``),
+        # so a line longer than a deadline fails none of it.
+        unsent = task.first_create_sent_at is None and (waiting or let_in)
+        if now >= self._deadlines.deadline(task) and not unsent:
             return self._past_deadline(task)
         if task.status is TaskStatus.QUEUED:
-            if self._governor is not None and task.create_sent_at is None and self._governor.is_waiting(task):
+            if waiting and self._governor is not None:
                 if self._submitter.fail_over_waiting(task, self._governor):
                     # An ``auto`` task past its provider's capacity wait: on to its next provider.
                     self._submit.send(task.id)
                     return "capacity_failover"
                 # In the governor's line: a freed slot (or this run's sweep) sends it; no resend.
-                self._looked(task.id)
+                self._looked(task.id, **({"line_seen_at": now} if unsent else {}))
                 return "waiting_for_slot"
             # The look is recorded before the message goes: a submit worker that takes the
             # message at once must not find its claim beaten by this write.
-            self._looked(task.id)
+            self._looked(task.id, **({"line_seen_at": now} if unsent else {}))
             self._submit.send(task.id)
             return "submit_resent" if task.create_sent_at is None else "held_create_rechecked"
         if provider.supports_callbacks:
@@ -319,14 +329,16 @@ class Reconciler:
         self._ingest.send(task.id)
         return "ingest_resent"
 
-    def _looked(self, task_id: str) -> Task:
-        """Record the look, which moves the task's due time on."""
+    def _looked(self, task_id: str, **found: Any) -> Task:
+        """Record the look (and what it ``found``), which moves the task's due time on."""
         for _ in range(3):
             task = self._store.get(task_id)
             if task.status.terminal:
                 return task
             try:
-                return self._store.update(task, reconciled_at=self._clock(), reconcile_count=task.reconcile_count + 1)
+                return self._store.update(
+                    task, reconciled_at=self._clock(), reconcile_count=task.reconcile_count + 1, **found
+                )
             except TransitionConflict:
                 continue
         return self._store.get(task_id)
