@@ -216,7 +216,8 @@ class Governor:
             self._send(task.id)
             return
         self._enqueue(task)
-        self.pump(task.provider)
+        if task.id not in self.pump(task.provider):
+            metrics.governor_waited(task.provider)
 
     def holds_slot(self, task: Task) -> bool:
         """Whether ``task`` holds a live slot of its provider (let in, or sent and not yet final)."""
