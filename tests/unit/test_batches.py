@@ -224,11 +224,13 @@ def test_a_chunk_that_died_after_making_tasks_makes_none_again_and_counts_once(h
     lines = [_line(i) for i in range(1, 4)]
     harness.runner.handle(harness.put("inbox/retry.jsonl", lines), seconds_left=lambda: 300.0)
     chunk = json.loads(boto3.client("sqs").receive_message(QueueUrl=harness.queue_url)["Messages"][0]["Body"])
-    # Given a chunk whose tasks were made but whose commit never happened (the worker died)
+    # Given a chunk whose tasks were made and sent on but whose commit never happened (the worker died)
     batch = harness.batches.get(chunk["batch_id"])
     assert batch is not None
+    made: list[Any] = []
     for n in (1, 2):
-        harness.runner._line(batch, n, lines[n - 1].encode())
+        harness.runner._line(batch, n, lines[n - 1].encode(), made)
+    harness.runner._tasks().dispatch_many(made)
     assert harness.submit_messages() == 2
     # When the chunk runs again
     harness.runner.handle(chunk, seconds_left=lambda: 300.0)

@@ -414,6 +414,23 @@ def test_a_task_given_a_place_but_not_in_the_line_is_not_waiting(aws: dict[str, 
     assert gov.is_waiting(cut) and gov.waiting("gt") == 1
 
 
+def test_a_chunk_of_lines_offered_together_keeps_the_fair_order_of_one_by_one(aws: dict[str, str]) -> None:
+    # Given two slots and a batch already waiting two lines
+    clock, sent = FakeClock(), []
+    gov = governor({"gt": ProviderLimits(max_in_flight=2), "free": ProviderLimits()}, clock, sent)
+    gov.offer_many([task("a-1", batch="a"), task("a-2", batch="a"), task("a-3", batch="a"), task("a-4", batch="a")])
+    # Then the first two walked into the slots and only they were sent their message
+    assert sent == ["a-1", "a-2"] and gov.waiting("gt") == 2
+    # When a second batch's chunk arrives (and an unlimited provider's line)
+    gov.offer_many([task("b-1", batch="b"), task("b-2", batch="b"), task("free-1", provider="free", batch="b")])
+    assert sent[2:] == ["free-1"] and gov.waiting("gt") == 4
+    # Then the freed slots let the batches in alternately, as one-by-one offers would
+    for holder in ["a-1", "a-2", "a-3", "b-1", "a-4", "b-2"]:
+        gov.release(task(holder).model_copy(update={"status": TaskStatus.FAILED}))
+    assert sent[3:] == ["a-3", "b-1", "a-4", "b-2"]
+    assert gov.waiting("gt") == 0
+
+
 def test_the_simulator_counts_what_its_limits_refused_and_the_most_it_saw() -> None:
     from reelay_sim.state import SimState
 

@@ -373,6 +373,7 @@ class BatchRunner:
         if batch is None or chunk.index in batch.committed:
             return
         records: list[LineRecord] = []
+        made: list[Task] = []  # the tasks this run made, sent on together
         end = chunk.end if chunk.end >= 0 else None
         stream = self._objects.stream(batch.key, batch.etag, start=chunk.start, end=end)
         try:
@@ -381,7 +382,7 @@ class BatchRunner:
                     break
                 if content is not None and not content.strip():
                     continue  # a blank line is no request
-                records.append(self._line(batch, number, content))
+                records.append(self._line(batch, number, content, made))
         except ManifestChanged:
             done = {r.line for r in records}
             records += [
@@ -393,6 +394,9 @@ class BatchRunner:
                 for n in range(chunk.first_line, chunk.first_line + chunk.lines)
                 if n not in done
             ]
+        # A run cut short before this leaves its new tasks queued with no message and no place:
+        # the chunk's redelivery finds them made (nothing to send); reconcile sends them on.
+        self._tasks().dispatch_many(made)
         self._store.put_lines(batch.id, records)
         valid = sum(1 for r in records if r.task_id)
         codes: dict[str, int] = {}
@@ -416,7 +420,7 @@ class BatchRunner:
         if committed is not None:
             self._maybe_complete(committed)
 
-    def _line(self, batch: Batch, number: int, content: bytes | None) -> LineRecord:
+    def _line(self, batch: Batch, number: int, content: bytes | None, made: list[Task]) -> LineRecord:
         """One line checked as ``POST /v1/tasks`` checks a body, and its task made (or found)."""
         from reelay.api import refuse_body
 
@@ -448,12 +452,19 @@ class BatchRunner:
             problems = "; ".join(f"{_field(e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()[:20])
             return _invalid(number, client_id, RequestInvalid.code, f"request is invalid: {problems}"[:2000])
         try:
-            task, _ = self._tasks().create(
-                request, owner=batch.owner, task_id=line_task_id(batch, number), batch_id=batch.id, batch_line=number
+            task, created = self._tasks().create(
+                request,
+                owner=batch.owner,
+                task_id=line_task_id(batch, number),
+                batch_id=batch.id,
+                batch_line=number,
+                dispatch=False,
             )
         except RequestInvalid as exc:
             prefix = f"{exc.field}: " if exc.field and not exc.message.startswith(exc.field) else ""
             return _invalid(number, client_id, exc.code, (prefix + exc.message)[:2000])
+        if created:
+            made.append(task)
         return LineRecord(line=number, client_id=client_id, task_id=task.id)
 
     def _body_type(self) -> TypeAdapter[Any]:

@@ -122,6 +122,7 @@ class TaskService:
         batch_id: str | None = None,
         batch_line: int | None = None,
         fingerprint: dict[str, Any] | None = None,
+        dispatch: bool = True,
     ) -> tuple[Task, bool]:
         """Validate against the provider, store as ``queued``, enqueue. ``(task, created)``.
 
@@ -168,9 +169,22 @@ class TaskService:
         compared = payload if fingerprint is None else fingerprint
         digest = request_hash({"kind": kind.value, "parent": parent_task_id, **compared})
         task, created = self._store.create(task, idempotency_scope=scope, request_hash=digest)
-        if created:
+        if created and dispatch:
             self._dispatch(task)
         return task, created
+
+    def dispatch_many(self, tasks: list[Task]) -> None:
+        """Send on many tasks made with ``dispatch=False`` (a manifest chunk's lines), together."""
+        if self._governor is None:
+            for task in tasks:
+                self._dispatch(task)
+            return
+        try:
+            self._governor.offer_many(tasks)
+        except Exception:  # the tasks are stored: reconcile takes them from here
+            logger.exception(
+                "tasks not given slots or places in line; reconcile sends them on", extra={"tasks": len(tasks)}
+            )
 
     def _dispatch(self, task: Task) -> None:
         """Send a new task on: its submit message, or (a governed provider, no free slot) a place
