@@ -45,9 +45,10 @@ never takes more than ~10 writes a second.
 
 **For other parts of reelay.** ``free_slots(provider)`` is a provider's free capacity for
 routing (one query; ``None``: no concurrency limit) and ``waiting(provider)`` its line's length.
-``offer(task)`` takes a new task (an API request, a batch line) into a free slot, or puts it in
-the line with no submit message of its own: only tasks let in get one, so a thousand waiting
-lines never stand in the submit queue ahead of an API task's message.
+``offer(task)`` takes a new task (an API request) into a free slot, or puts it in the line with
+no submit message of its own: only tasks let in get one, so a thousand waiting lines never stand
+in the submit queue ahead of an API task's message; ``offer_many(tasks)`` does the same for a
+manifest chunk's lines at once.
 """
 
 from __future__ import annotations
