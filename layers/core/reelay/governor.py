@@ -205,20 +205,15 @@ class Governor:
         return self._take_slot(task.provider, task.id, free, now, limits.lease_seconds)
 
     def offer(self, task: Task) -> None:
-        """A new queued task (``TaskService.create``: an API request, a batch manifest's line):
-        it walks into a free slot and is sent its submit message, or joins the line without one.
+        """A new queued task (``TaskService.create``: an API request): it walks into a free slot
+        and is sent its submit message, or joins the line without one (``offer_many``).
 
         Only the tasks that hold a slot get a submit message, so a thousand waiting tasks put no
         thousand messages in the submit queue ahead of the ones let in (which a submit worker
         would each have to read and put in the line before reaching them). A provider without a
         concurrency limit gets the message at once.
         """
-        if self.limits(task.provider).max_in_flight is None or self._walk_in(task, self._store.slots(task.provider)):
-            self._send(task.id)
-            return
-        self._enqueue(task)
-        if task.id not in self.pump(task.provider):
-            metrics.governor_waited(task.provider)
+        self.offer_many([task])
 
     def offer_many(self, tasks: Sequence[Task]) -> None:
         """``offer`` for many new tasks at once (a manifest chunk's lines): those that find a free

@@ -195,6 +195,7 @@ class Reconciler:
         # reached the provider: its deadline starts again from this look (``Task.clock_start``),
         # so a line longer than a deadline fails none of it.
         unsent = task.first_create_sent_at is None and (waiting or let_in)
+        found = {"line_seen_at": now} if unsent else {}
         if now >= self._deadlines.deadline(task) and not unsent:
             return self._past_deadline(task)
         if task.status is TaskStatus.QUEUED:
@@ -204,11 +205,11 @@ class Reconciler:
                     self._submit.send(task.id)
                     return "capacity_failover"
                 # In the governor's line: a freed slot (or this run's sweep) sends it; no resend.
-                self._looked(task.id, **({"line_seen_at": now} if unsent else {}))
+                self._looked(task.id, **found)
                 return "waiting_for_slot"
             # The look is recorded before the message goes: a submit worker that takes the
             # message at once must not find its claim beaten by this write.
-            self._looked(task.id, **({"line_seen_at": now} if unsent else {}))
+            self._looked(task.id, **found)
             self._submit.send(task.id)
             return "submit_resent" if task.create_sent_at is None else "held_create_rechecked"
         if provider.supports_callbacks:
