@@ -72,6 +72,33 @@ class LambdaTimeout(BaseException):
     """
 
 
+class _InHandler:
+    """Whether an invocation's thread is still in its handler, and its stop, under one lock.
+
+    ``stop`` raises ``LambdaTimeout`` in the thread only while it has not left the handler, and
+    ``leave`` (the thread's last step in the handler) takes the same lock and withdraws a stop
+    not yet delivered, so the exception cannot fire outside the handler, nor in a thread that
+    reuses a finished one's id.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inside = True
+        self._stopped = False
+
+    def stop(self, ident: int) -> None:
+        with self._lock:
+            if self._inside:
+                self._stopped = True
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(LambdaTimeout))
+
+    def leave(self) -> None:
+        with self._lock:
+            self._inside = False
+            if self._stopped:  # a pending exception is withdrawn (NULL clears it)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.get_ident()), None)
+
+
 @dataclass(frozen=True)
 class TimedOutInvocation:
     """One invocation stopped at its timeout: which function, after how long, its thread, and
@@ -244,21 +271,27 @@ class FunctionRuntime:
         payload = json.loads(json.dumps(event))
         context = LambdaContext(loaded.spec)
         outcome: dict[str, Any] = {}
+        running = _InHandler()
 
         def run() -> None:
-            with self._running_handler():
-                try:
-                    outcome["result"] = loaded.handler(payload, context)
-                except LambdaTimeout:
-                    LOG.info("%s stopped at its %ss timeout", loaded.spec.logical_id, loaded.spec.timeout)
-                except BaseException as exc:  # handed to the caller, as Lambda reports it
-                    outcome["error"] = exc
+            try:
+                with self._running_handler():
+                    try:
+                        outcome["result"] = loaded.handler(payload, context)
+                    except LambdaTimeout:
+                        LOG.info("%s stopped at its %ss timeout", loaded.spec.logical_id, loaded.spec.timeout)
+                    except BaseException as exc:  # handed to the caller, as Lambda reports it
+                        outcome["error"] = exc
+                    finally:
+                        running.leave()
+            except LambdaTimeout:
+                pass  # the stop arrived as the handler was returning: it has stopped either way
 
         thread = threading.Thread(target=run, name=f"reelay-local-{loaded.spec.logical_id}", daemon=True)
         thread.start()
         thread.join(loaded.spec.timeout)
         if thread.is_alive():
-            self._stop_timed_out(loaded.spec, thread)
+            self._stop_timed_out(loaded.spec, thread, running)
             raise FunctionTimedOut(loaded.spec.logical_id, loaded.spec.timeout)
         if "error" in outcome:
             error = outcome.pop("error")
@@ -268,11 +301,13 @@ class FunctionRuntime:
         except (TypeError, ValueError) as exc:
             raise MarshalError(f"{loaded.spec.logical_id} returned a value that is not JSON: {exc}") from exc
 
-    def _stop_timed_out(self, spec: FunctionSpec, thread: threading.Thread) -> None:
+    def _stop_timed_out(self, spec: FunctionSpec, thread: threading.Thread, running: _InHandler) -> None:
         """Record the timeout and raise ``LambdaTimeout`` in the handler's thread.
 
         The exception arrives at the thread's next Python bytecode: a thread blocked in C (a
-        socket read) gets it when that call returns.
+        socket read) gets it when that call returns. It is raised only while the thread is still
+        in the handler (``_InHandler``), so it can never reach another thread that took over a
+        finished thread's id.
         """
         # Lambda says only that it timed out; locally the handler's stack says where.
         frame = sys._current_frames().get(thread.ident) if thread.ident is not None else None
@@ -283,7 +318,7 @@ class FunctionRuntime:
         with self._timeouts_lock:
             self._timeouts.append(TimedOutInvocation(spec.logical_id, float(spec.timeout), thread, where))
         if thread.ident is not None:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(LambdaTimeout))
+            running.stop(thread.ident)
 
     @property
     def timeouts(self) -> list[TimedOutInvocation]:

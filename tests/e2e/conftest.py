@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+import traceback
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -93,10 +95,37 @@ def running_api(variables: dict[str, str], **dev_options: Any) -> Iterator[Api]:
     with pytest.MonkeyPatch.context() as patch:
         for key, value in variables.items():
             patch.setenv(key, value)
-        with DevEnvironment(REPO, **dev_options) as env:
+        env = _started(dev_options)
+        try:
             client = Api(env)
             yield client
             client.http.close()
+        finally:
+            env.stop()
+
+
+def _started(dev_options: dict[str, Any]) -> DevEnvironment:
+    """A started ``DevEnvironment``; a start cut short by a stray ``BaseException`` is tried once more.
+
+    An ``Exception`` (a template or configuration error) fails the module as it is. Any other
+    ``BaseException`` (``SystemExit``, the local runtime's ``LambdaTimeout``) comes from outside
+    the start (a CI run once saw one, unnamed in its log): it is reported as a warning, with its
+    traceback, and the start is tried again; a second one fails the module as a ``RuntimeError``,
+    since pytest keeps a fixture's error only when it is an ``Exception`` or one of its outcomes
+    (anything else leaves the fixture half set up, and every later module on the worker fails on
+    pytest's own internal assertion instead).
+    """
+    for attempt in (1, 2):
+        try:
+            return DevEnvironment(REPO, **dev_options).start()
+        except (Exception, KeyboardInterrupt, pytest.fail.Exception, pytest.skip.Exception):
+            raise
+        except BaseException as exc:
+            described = "".join(traceback.format_exception(exc))
+            if attempt == 2:
+                raise RuntimeError(f"the local stack did not start, twice: {described}") from exc
+            warnings.warn(f"the local stack's start was cut short; starting again: {described}", stacklevel=1)
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="module")
