@@ -443,6 +443,55 @@ def test_a_result_that_keeps_failing_ends_ingest_failed_on_the_last_attempt(
     assert s3_state() == ([], [])
 
 
+def test_a_download_with_the_providers_credential_waits_for_its_request_limit_and_never_gives_up_on_it(
+    aws: dict[str, str], copier: ResultCopier, server: Server
+) -> None:
+    from reelay.errors import ProviderRateLimited
+    from reelay.providers.registry import build_provider, provider_config
+
+    # Given a task whose result is on its provider's own origin (openai_videos' content URL:
+    # a request on the key), and a governor that holds that provider's requests for now
+    asked: list[bool] = []
+    held = {"on": True}
+
+    class Gate:
+        def before_request(self, provider: str, *, paid: bool) -> None:
+            asked.append(paid)
+            if held["on"]:
+                raise ProviderRateLimited("held to the limit", provider=provider, retry_after=4.2)
+
+        def rate_limited(self, provider: str, retry_after: float | None) -> None:
+            raise AssertionError("no 429 here")
+
+    url = "https://cdn.example/v1/videos/v1/content"
+    server.bodies[url] = _video(2048)
+    cdn = "https://other.example/r.mp4"
+    server.bodies[cdn] = _video(1024)
+    cfg = provider_config("generate_task", "openai_videos", "https://cdn.example/v1", "k-secret")
+    provider = build_provider(cfg, gate=Gate())
+    store = DynamoTaskStore("tasks")
+    catalog = ProviderCatalog((cfg,), factory=lambda c: provider)
+    service = IngestService(store, catalog, copier, TaskTracker(store, TaskQueue(aws["INGEST_QUEUE_URL"])))
+    task = _ingesting(aws, url)
+    # When the copy is tried, on any receive, the last one included
+    for attempt in (0, MAX_RECEIVES - 1):
+        with pytest.raises(RetryLater) as retry:
+            service.ingest_with_retry(task.id, attempt)
+        # Then nothing was sent, the task waits (not failed) and comes back once a grant is near
+        assert retry.value.seconds == 5 and server.seen == []
+        assert store.get(task.id).status is TaskStatus.INGESTING and s3_state() == ([], [])
+    # When the limit lets it through
+    held["on"] = False
+    asked.clear()
+    done = service.ingest_with_retry(task.id, 1)
+    # Then one request was counted for the one download, and it carried the credential
+    assert done.status is TaskStatus.SUCCEEDED and asked == [False]
+    assert [r.headers.get("Authorization") for r in server.seen] == ["k-secret"]
+    # And a download from anywhere else carries no credential and is not the provider's to count
+    asked.clear()
+    assert provider.result_headers(cdn) == {} and asked == []
+
+
 def test_a_result_gone_three_times_over_a_minute_is_expired(
     aws: dict[str, str], service: IngestService, server: Server, clock: Clock
 ) -> None:

@@ -15,7 +15,9 @@ DynamoDB (``reelay.governor_store``):
   minutes) after which anyone may take it.
 - **Requests** ≤ ``requests_per_minute`` (``REELAY_<NAME>_REQUESTS_PER_MINUTE``) in *any*
   60-second window, for every call made to the provider (creates, status checks, polls,
-  reconcile, balance: ``HttpProvider`` asks ``before_request`` before each one). The request
+  reconcile, balance: ``HttpProvider`` asks ``before_request`` before each one; a result
+  download that carries the provider's credential, from its own origin, too:
+  ``HttpProvider.download_headers``). The request
   log is a sliding-window log, not a bucket with a burst: a send time ``t`` is granted only if
   ``t`` ≥ the ``limit``-th latest grant + the window (60 s plus a second for clocks, transit and
   late wake-ups), and grants are handed out in time order, so any ``limit + 1`` consecutive

@@ -27,6 +27,7 @@ letting the message park in the DLQ.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -36,7 +37,7 @@ from aws_lambda_powertools import Logger
 from reelay import metrics
 from reelay.catalog import ProviderCatalog
 from reelay.copier import ResultCopier
-from reelay.errors import ResultFetchError, TransitionConflict, UnsafeResultUrl
+from reelay.errors import ProviderRateLimited, ResultFetchError, TransitionConflict, UnsafeResultUrl
 from reelay.fetch_policy import ResultGone, ResultNotMedia, ResultTooLarge, ResultTooSlow
 from reelay.media import PreviewMaker
 from reelay.models import ErrorCode, IngestState, OutputUpload, Task, TaskStatus, utcnow
@@ -111,6 +112,11 @@ class IngestService:
             raise RetryLater(backoff_seconds(attempt, base=self._retry_base, cap=300.0), exc.message) from exc
         except ResultGone as exc:
             return self._gone(run, exc, attempt, last)
+        except ProviderRateLimited as exc:
+            # reelay's own hold on the provider's request limit (a download that needs its
+            # credential is one of its requests); nothing was sent and the result is still there,
+            # so this never gives up, not even on the last receive (reconcile re-sends the copy).
+            raise RetryLater(max(1, math.ceil(exc.retry_after or 1.0)), exc.message) from exc
         except ResultFetchError as exc:
             if last:
                 return self._give_up(

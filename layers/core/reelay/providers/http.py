@@ -201,6 +201,19 @@ class HttpProvider(Provider):
             return {}
         return {self.config.auth_header: self.config.auth_prefix + self.config.key()}
 
+    def download_headers(self, url: str) -> dict[str, str]:
+        """The credential for a download from this provider's own origin, once it may be sent.
+
+        Such a download is a request on the provider's key like any other call, so it takes a
+        send time of the provider's request limit first (``RequestGate.before_request``, which
+        raises ``ProviderRateLimited`` when none is near); a download from anywhere else (a CDN)
+        carries no credential and is not the provider's to count.
+        """
+        headers = self.credential_headers(url)
+        if headers and self._gate is not None:
+            self._gate.before_request(self.name, paid=False)
+        return headers
+
     def close(self) -> None:
         """Release connections of a client this provider made itself."""
         if self._given_client is None and "client" in self.__dict__:

@@ -289,8 +289,8 @@ class OpenAIVideosProvider(HttpProvider):
         return self.base_url + CONTENT_PATH.format(video_id=quote(provider_task_id, safe=""))
 
     def result_headers(self, url: str) -> dict[str, str]:
-        """The licence for this provider's own origin; nothing for any other host."""
-        return self.credential_headers(url)
+        """The licence for this provider's own origin (one of its requests); nothing for any other host."""
+        return self.download_headers(url)
 
     # ----------------------------------------------------------------- images
 
