@@ -23,7 +23,10 @@ Not measured: the secrets' reads (one Secrets Manager call each, on first use, c
 Powertools Parameters): the provider keys are read when a provider is first called, after
 the wiring; the callback secret (``CALLBACK_SECRET_ARN``) is replaced by a value here.
 
-    .venv/bin/python benchmarks/cold_start.py [--runs 9] [--only api,submit]
+``--floor`` measures the libraries alone, the same way: boto3 with a DynamoDB resource, then
+pydantic with one model, then Powertools' Logger, Tracer and Metrics, each on top of the last.
+
+    .venv/bin/python benchmarks/cold_start.py [--runs 9] [--only api,submit] [--floor]
 """
 
 from __future__ import annotations
@@ -123,6 +126,18 @@ print(json.dumps((time.perf_counter() - t0) * 1000))
 """
 
 
+# ``--floor``: what the libraries every function is built on cost by themselves, each step on top
+# of the one before, measured as the handlers are (no reelay module imported).
+_FLOOR_STEPS = (
+    ("boto3 and a DynamoDB resource", "import boto3\nboto3.resource('dynamodb')"),
+    ("+ import pydantic", "import pydantic"),
+    ("+ one small pydantic model", "class M(pydantic.BaseModel):\n    a: int\n    b: str | None = None"),
+    ("+ Powertools Logger", "from aws_lambda_powertools import Logger\nLogger()"),
+    ("+ Tracer (X-Ray, botocore patched)", "import aws_lambda_powertools as pt\npt.Tracer(patch_modules=['botocore'])"),
+    ("+ Metrics", "from aws_lambda_powertools import Metrics\nMetrics()"),
+)
+
+
 def python313() -> str:
     for candidate in [*map(str, sorted(Path.home().glob(".pyenv/versions/3.13*/bin/python3.13"))), "python3.13"]:
         found = shutil.which(candidate)
@@ -211,6 +226,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--only", default="", help="comma-separated function names (default: every one)")
+    parser.add_argument("--floor", action="store_true", help="the libraries' own cost, without reelay's code")
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n] or FUNCTIONS
     unknown = set(names) - set(FUNCTIONS) or set(FUNCTIONS) - set(WIRING)
@@ -220,6 +236,9 @@ def main() -> None:
     environments = template_environments()
     the_layer, the_runtime = layer(python), runtime(python)
     print(f"layer: {the_layer.relative_to(REPO)}   runtime packages: {the_runtime.relative_to(REPO)}")
+    if args.floor:
+        floor(python, [the_layer, the_runtime], environments[names[0]], args.runs)
+        return
     print(f"{'function':11} {'handler+wiring ms':>18} {'import boto3 ms':>16} {'ratio':>7}  (medians of {args.runs})")
     worst = 0.0
     for name in names:
@@ -247,6 +266,20 @@ def main() -> None:
             f"{'' if ratio <= TARGET_RATIO else '  over target'}"
         )
     print(f"worst ratio {worst:.2f} (target <= {TARGET_RATIO})")
+
+
+def floor(python: str, paths: list[Path], function_env: dict[str, str], runs: int) -> None:
+    """The ratio of the libraries alone (``_FLOOR_STEPS``, cumulative), paired with ``import boto3``."""
+    env = {**LAMBDA_ENV, **function_env, "AWS_LAMBDA_FUNCTION_NAME": "reelay-floor", "LAMBDA_TASK_ROOT": "/var/task"}
+    print(f"{'libraries, each step on top of the ones above':45} {'ratio':>7}  (medians of {runs})")
+    code = ""
+    for label, step in _FLOOR_STEPS:
+        code += step + "\n"
+        ratios = []
+        for _ in range(runs):
+            boto = measure(python, "import boto3", [paths[-1]], env)
+            ratios.append(measure(python, code, paths, env) / boto)
+        print(f"{label:45} {statistics.median(ratios):>7.2f}")
 
 
 if __name__ == "__main__":
