@@ -81,9 +81,13 @@ def worker(way: str, url: str, endpoint: str, size: int, key: str, sim_host: str
         # The bucket adapter builds its client as the ingest function does (AWS_ENDPOINT_URL points it at moto).
         bucket = ResultBucket("bench")
         bucket.head("warm-up")
+        fetcher = Fetcher(UrlPolicy(frozenset({sim_host})))
+        # Its HTTP client (and TLS context) made before the baseline, as the other ways' httpx
+        # client is, and as a warm ingest function holds it.
+        assert fetcher._client is not None
         copier = ResultCopier(
             bucket,
-            Fetcher(UrlPolicy(frozenset({sim_host}))),
+            fetcher,
             part_bytes=int(os.environ["BENCH_PART_MIB"]) * MiB,
             parts_in_flight=int(os.environ["BENCH_IN_FLIGHT"]),
         )
