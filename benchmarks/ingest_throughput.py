@@ -10,8 +10,10 @@ fresh process of its own, several times, interleaved (so drift hits every way al
 - ``download``  the ceiling's first half: download and discard;
 - ``upload``    the ceiling's second half: upload the same number of bytes from memory (``upload_fileobj``).
 
-It prints medians: MiB/s and the peak RSS above the worker's baseline (its RSS after imports
-and client set-up), and reelay ÷ boto3. Every copy's object is checked (size and SHA-256).
+It prints medians: MiB/s, the peak RSS above the worker's baseline (its RSS after imports
+and client set-up) and the seconds spent in ``CompleteMultipartUpload`` (where moto copies
+every part into one object; S3's completion is a metadata operation), and reelay ÷ boto3.
+Every copy's object is checked (size and SHA-256).
 
     .venv/bin/python benchmarks/ingest_throughput.py [--mib 10 100 1024] [--reps 5 5 2]
 """
@@ -91,6 +93,23 @@ def worker(way: str, url: str, endpoint: str, size: int, key: str, sim_host: str
             part_bytes=int(os.environ["BENCH_PART_MIB"]) * MiB,
             parts_in_flight=int(os.environ["BENCH_IN_FLIGHT"]),
         )
+    # The time spent in CompleteMultipartUpload, for the ways that make one (moto copies every
+    # part into one object there; S3's completion is a metadata operation).
+    completing: list[float] = []
+
+    def timed(call: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                completing.append(time.perf_counter() - began)
+
+        return wrapped
+
+    s3.complete_multipart_upload = timed(s3.complete_multipart_upload)
+    if way == "reelay":
+        bucket.complete_multipart = timed(bucket.complete_multipart)  # type: ignore[method-assign]
     baseline = _rss_mib()
     started = time.perf_counter()
     if way == "reelay":
@@ -124,7 +143,7 @@ def worker(way: str, url: str, endpoint: str, size: int, key: str, sim_host: str
             ok = ok and digest.hexdigest() == sha
     if way != "download":
         s3.delete_object(Bucket="bench", Key=key)  # moto keeps objects in memory
-    return {"seconds": seconds, "rss": peak, "ok": ok}
+    return {"seconds": seconds, "rss": peak, "ok": ok, "complete": sum(completing)}
 
 
 def free_port() -> int:
@@ -200,7 +219,10 @@ def main() -> None:
 
         os.environ.update(ENV)
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
-        print(f"{'MiB':>5} {'way':>9} {'reps':>4} {'MiB/s':>7} {'(min-max)':>13} {'peak RSS MiB':>12} {'ok':>3}")
+        print(
+            f"{'MiB':>5} {'way':>9} {'reps':>4} {'MiB/s':>7} {'(min-max)':>13} {'peak RSS MiB':>12} {'ok':>3}"
+            f" {'completion s':>12}"
+        )
         for size_mib, reps in zip(args.mib, args.reps + [args.reps[-1]] * len(args.mib), strict=False):
             url, size = video_url(sim, size_mib * MiB)
             results: dict[str, list[dict[str, Any]]] = {w: [] for w in args.ways}
@@ -222,9 +244,11 @@ def main() -> None:
                 rates[way] = statistics.median(speeds)
                 rss = statistics.median(r["rss"] for r in runs)
                 ok = all(r["ok"] for r in runs)
+                completion = statistics.median(r["complete"] for r in runs)
                 print(
                     f"{size_mib:>5} {way:>9} {reps:>4} {rates[way]:>7.1f} "
-                    f"{f'({min(speeds):.0f}-{max(speeds):.0f})':>13} {rss:>12.1f} {'yes' if ok else 'NO':>3}",
+                    f"{f'({min(speeds):.0f}-{max(speeds):.0f})':>13} {rss:>12.1f} {'yes' if ok else 'NO':>3}"
+                    f" {completion:>12.2f}",
                     flush=True,
                 )
             if "reelay" in rates and "boto3" in rates:
