@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 from datetime import timedelta
 from decimal import Decimal
@@ -12,6 +14,7 @@ import pytest
 
 from reelay import costs
 from reelay.aws import ResultBucket, TaskQueue
+from reelay.errors import QueueSendFailed
 from reelay.models import ErrorCode, Task, TaskError, TaskStatus, utcnow
 from reelay.observability import observed
 from reelay.store import INDEXES, DynamoTaskStore
@@ -180,6 +183,127 @@ def test_observed_accounts_a_posted_request_but_not_a_client_read(aws: dict[str,
     handler(event("POST"), _Ctx())
     counts = store.costs(["tsk_1"])["tsk_1"]
     assert counts["apigw_requests"] == 1 and counts["lambda_requests"] == 1 and counts["n_ddb.GetItem"] == 1
+
+
+# -- counts carried on a task's message -----------------------------------------------------------
+
+
+def _records(*bodies: dict[str, Any]) -> dict[str, Any]:
+    return {"Records": [{"messageId": f"m{i}", "body": json.dumps(b)} for i, b in enumerate(bodies)]}
+
+
+def _received(sqs: Any, queue_url: str) -> dict[str, Any]:
+    [message] = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    return dict(json.loads(message["Body"]))
+
+
+def test_a_step_that_sends_its_task_on_carries_its_counts_and_writes_no_add(aws: dict[str, str]) -> None:
+    store = DynamoTaskStore(aws["TASK_TABLE_NAME"])
+    queue = TaskQueue(aws["SUBMIT_QUEUE_URL"])
+    sqs = boto3.client("sqs")
+    store.create(_task())
+
+    @observed()
+    def sender(event: dict[str, Any], context: Any) -> None:
+        with costs.received("tsk_1", json.loads(event["Records"][0]["body"])):
+            store.get("tsk_1")
+            queue.send("tsk_1")
+
+    sender(_records({"task_id": "tsk_1"}), _Ctx())
+    assert store.costs(["tsk_1"])["tsk_1"] == {}  # no ADD: the counts left with the message
+    body = _received(sqs, aws["SUBMIT_QUEUE_URL"])
+    carried = costs.carried(body)
+    assert carried["n_ddb.GetItem"] == 1 and carried["n_sqs.SendMessage"] == 1 and carried["sqs_requests"] == 1
+    assert carried["lambda_requests"] == 1 and carried["lambda_gb_s"] > 0 and "ddb_accounting_wu" not in carried
+
+    @observed()
+    def last_step(event: dict[str, Any], context: Any) -> None:
+        with costs.received("tsk_1", json.loads(event["Records"][0]["body"])):
+            store.get("tsk_1")
+
+    last_step(_records(body), _Ctx())
+    counts = store.costs(["tsk_1"])["tsk_1"]
+    # One ADD holds both steps: two reads, one send, two Lambda requests.
+    assert counts["n_ddb.GetItem"] == 2 and counts["n_sqs.SendMessage"] == 1 and counts["lambda_requests"] == 2
+    assert counts["ddb_accounting_wu"] == 1
+    assert counts["lambda_gb_s"] >= carried["lambda_gb_s"] + Decimal("0.0005")
+
+
+def test_a_failed_step_gives_back_what_it_received_and_its_redelivery_brings_it_again(aws: dict[str, str]) -> None:
+    store = DynamoTaskStore(aws["TASK_TABLE_NAME"])
+    store.create(_task())
+    body = {"task_id": "tsk_1", "costs": {"n_ddb.GetItem": "5", "ddb_ru": "5", "lambda_requests": "1"}}
+
+    @observed()
+    def failing(event: dict[str, Any], context: Any) -> None:
+        with contextlib.suppress(RuntimeError), costs.received("tsk_1", body):
+            store.get("tsk_1")
+            raise RuntimeError("step failed")
+
+    failing(_records(body), _Ctx())
+    counts = store.costs(["tsk_1"])["tsk_1"]
+    assert counts["n_ddb.GetItem"] == 1 and counts["lambda_requests"] == 1  # its own work only
+
+
+def test_counts_of_a_message_that_was_not_sent_are_added_at_the_end(aws: dict[str, str]) -> None:
+    store = DynamoTaskStore(aws["TASK_TABLE_NAME"])
+    store.create(_task())
+    queue = TaskQueue(aws["SUBMIT_QUEUE_URL"] + "-missing")
+
+    @observed()
+    def sender(event: dict[str, Any], context: Any) -> None:
+        store.get("tsk_1")
+        with contextlib.suppress(QueueSendFailed):
+            queue.send("tsk_1")
+
+    sender(_records({"task_id": "tsk_1"}), _Ctx())
+    counts = store.costs(["tsk_1"])["tsk_1"]
+    assert counts["n_ddb.GetItem"] == 1 and counts["n_sqs.SendMessage"] == 1 and counts["lambda_requests"] == 1
+
+
+def test_a_carried_share_is_corrected_when_the_step_worked_on_a_task_its_event_did_not_name(
+    aws: dict[str, str],
+) -> None:
+    store = DynamoTaskStore(aws["TASK_TABLE_NAME"])
+    queue = TaskQueue(aws["SUBMIT_QUEUE_URL"])
+    store.create(_task())
+    store.create(_task(id="tsk_2"))
+
+    @observed()
+    def sender(event: dict[str, Any], context: Any) -> None:
+        store.get("tsk_2")  # a task the event does not name (a freed slot's next task)
+        queue.send("tsk_1")  # carries a share of 1: the event names tsk_1 only
+        queue.send("tsk_2")  # not named: not carried, its counts are added at the end
+
+    sender(_records({"task_id": "tsk_1"}), _Ctx())
+    found = store.costs(["tsk_1", "tsk_2"])
+    carried = costs.carried(_received_all(aws["SUBMIT_QUEUE_URL"])["tsk_1"])
+    assert carried["lambda_requests"] == 1
+    # The invocation worked on two tasks: tsk_1's ADD takes back the half it carried too much.
+    assert found["tsk_1"]["lambda_requests"] == Decimal("-0.5") and found["tsk_2"]["lambda_requests"] == Decimal("0.5")
+    assert "costs" not in _received_all.last["tsk_2"]
+
+
+def _received_all(queue_url: str) -> dict[str, dict[str, Any]]:
+    sqs = boto3.client("sqs")
+    bodies = [
+        json.loads(m["Body"]) for m in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    ]
+    _received_all.last = {b["task_id"]: b for b in bodies}  # type: ignore[attr-defined]
+    return _received_all.last  # type: ignore[attr-defined,no-any-return]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"costs": "5"},
+        {"costs": {"n_ddb.GetItem": True, "bogus": "1", "ddb_ru": "NaN", "lambda_requests": "1e999999999"}},
+        {"costs": {"ddb_wu": None, "sqs_requests": [1], 3: "1", "ddb_ru": "-2", "s3_put_requests": "0"}},
+    ],
+)
+def test_carried_counts_from_a_message_keep_only_known_finite_counters(body: dict[str, Any]) -> None:
+    assert costs.carried(body) == {}
 
 
 # -- prices ------------------------------------------------------------------------------------

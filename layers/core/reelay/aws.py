@@ -30,17 +30,24 @@ class TaskQueue:
         self._sqs = client or boto3.client("sqs")
 
     def send(self, task_id: str, *, delay_seconds: int = 0, **extra: Any) -> None:
-        """Put a message for ``task_id``; ``QueueSendFailed`` when SQS does not take it."""
+        """Put a message for ``task_id``; ``QueueSendFailed`` when SQS does not take it.
+
+        The message carries the running invocation's counts for the task, this send included
+        (``reelay.costs.carry``); the step that receives it adds them to its own.
+        """
+        costs.record(task_id, "sqs.SendMessage", sqs_requests=1)
+        carried = costs.carry(task_id)
+        body: dict[str, Any] = {"task_id": task_id, **extra}
+        if carried:
+            body["costs"] = {name: str(value) for name, value in carried.items()}
         try:
             self._sqs.send_message(
-                QueueUrl=self.url,
-                MessageBody=json.dumps({"task_id": task_id, **extra}),
-                DelaySeconds=max(0, min(900, delay_seconds)),
+                QueueUrl=self.url, MessageBody=json.dumps(body), DelaySeconds=max(0, min(900, delay_seconds))
             )
         except (ClientError, BotoCoreError) as exc:
+            if carried:
+                costs.restore(task_id, carried)
             raise QueueSendFailed(f"could not queue task {task_id}: {type(exc).__name__}") from exc
-        finally:
-            costs.record(task_id, "sqs.SendMessage", sqs_requests=1)
 
     def retry_later(self, receipt_handle: str, seconds: int) -> None:
         """Make a received message visible again after ``seconds`` (backoff without a DLQ hit)."""

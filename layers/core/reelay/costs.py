@@ -7,6 +7,17 @@ invocation the Lambda request and its GB-seconds (and the HTTP API request, for 
 invocation) are shared evenly among the tasks it worked on, and each task's counts are added
 to its cost item with one ``UpdateItem ADD`` (``TaskStore.add_costs``).
 
+Most steps end by sending the task on (the API to submit, a callback or the last poll to ingest,
+ingest to notify, a poll to the next poll). Such a step's counts ride on that message instead
+(``carry``, called by ``reelay.aws.TaskQueue.send``): everything counted for the task so far,
+its share of the invocation's request, and the GB-seconds up to the send. The step that receives
+the message adds them to its own (``received``), and only a step that sends its task nowhere
+writes the ADD, so a task's counts take a couple of ADDs, not one per step. What a carrying step
+counts for the task after the send still goes into an ADD at its end; its GB-seconds after the
+send are not counted (a few milliseconds, as the ADD's own time is not). A step that fails gives
+back the counts it received, and its redelivered message brings them again; a message parked in
+the DLQ takes its counts with it.
+
 What the accounting itself costs: that one ``UpdateItem`` per task per invocation, on a small
 item outside every index (``COST#<task id>``), so 1 write unit. It is counted, as
 ``ddb_accounting_wu``, and priced on its own line, so a cost cut can be measured with and
@@ -24,6 +35,7 @@ import contextvars
 import math
 import re
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
@@ -91,6 +103,7 @@ CALL_PREFIX = "n_"
 Counts = dict[str, Decimal]
 Sink = Callable[[str, Mapping[str, Decimal]], None]
 _PLACES = Decimal("0.000001")
+_MOST_CARRIED = Decimal(10**9)  # far above any one task's count; a larger value is not a count
 
 
 # -- counting ----------------------------------------------------------------------------------
@@ -103,6 +116,25 @@ class Invocation:
         self._lock = threading.Lock()
         self._counts: dict[str, Counts] = defaultdict(dict)
         self.sink: Sink | None = None
+        # Carrying (``begin``): when the invocation started, its memory, and the tasks its event names.
+        self._started: float | None = None
+        self._memory_mb = 0
+        self._http = False
+        self._named: frozenset[str] = frozenset()
+        self._given: dict[str, tuple[Decimal, Decimal]] = {}  # task: (request share, GB-s) carried off
+        self._carries: dict[str, int] = defaultdict(int)
+
+    def begin(self, *, memory_mb: int, http: bool, tasks: Iterable[str]) -> None:
+        """Let counts be carried on messages: the invocation's memory, and the tasks its event names.
+
+        A task's share of the invocation is then known before its end: one over the tasks the
+        event names (an HTTP request that names none, such as a create: all of it).
+        """
+        with self._lock:
+            self._started = time.perf_counter()
+            self._memory_mb = memory_mb
+            self._http = http
+            self._named = frozenset(tasks)
 
     def add(self, task_id: str, call: str | None, units: Mapping[str, float | int | Decimal]) -> None:
         with self._lock:
@@ -119,26 +151,89 @@ class Invocation:
         with self._lock:
             return list(self._counts)
 
-    def close(self, *, duration_ms: float, memory_mb: int, http: bool) -> dict[str, Counts]:
-        """Share the invocation's own cost among its tasks; ``{task id: counts}`` to add (flushed to the sink)."""
+    def carry(self, task_id: str) -> Counts | None:
+        """The task's counts so far and its share of the invocation, taken out to ride on its message.
+
+        None when they cannot be carried: the ledger was not begun (unit tests, scripts), or the
+        event did not name the task, so its share is not known yet (a freed slot's next task, a
+        reconcile run).
+        """
         with self._lock:
-            counts = {k: dict(v) for k, v in self._counts.items()}
+            if self._started is None or not self._memory_mb:
+                return None
+            if task_id not in self._named and (self._named or not self._http):
+                return None
+            counts = self._counts.pop(task_id, {})
+            if task_id not in self._given:
+                share = Decimal(1) / (len(self._named) or 1)
+                billed_ms = Decimal(max(1, math.ceil((time.perf_counter() - self._started) * 1000)))
+                gb_s = (billed_ms / 1000 * Decimal(self._memory_mb) / 1024 * share).quantize(_PLACES)
+                self._given[task_id] = (share, gb_s)
+                shared = {"lambda_requests": share, "lambda_gb_s": gb_s} | (
+                    {"apigw_requests": share} if self._http else {}
+                )
+                for name, value in shared.items():
+                    counts[name] = counts.get(name, Decimal(0)) + value
+            self._carries[task_id] += 1
+            return {name: value.quantize(_PLACES) for name, value in counts.items() if value}
+
+    def restore(self, task_id: str, counts: Mapping[str, Decimal]) -> None:
+        """Counts ``carry`` took that never left (the message was not sent): back into the ledger."""
+        with self._lock:
+            _merge(self._counts[task_id], counts)
+
+    def take(self, task_id: str, counts: Mapping[str, Decimal]) -> int:
+        """A received message's carried counts, added to the task's (see ``received``)."""
+        with self._lock:
+            _merge(self._counts[task_id], counts)
+            return self._carries[task_id]
+
+    def give_back(self, task_id: str, counts: Mapping[str, Decimal], carries: int) -> None:
+        """Undo ``take`` for a step that failed, unless the counts were carried on since."""
+        with self._lock:
+            if self._carries[task_id] == carries:
+                _merge(self._counts[task_id], counts, sign=-1)
+
+    def close(self, *, duration_ms: float, memory_mb: int, http: bool) -> dict[str, Counts]:
+        """Share the invocation's own cost among its tasks; ``{task id: counts}`` to add (flushed to the sink).
+
+        A task whose counts were carried off gets no ADD, unless something was counted for it
+        after the send, or its share turned out other than the one it carried (the invocation
+        worked on tasks its event did not name): then the ADD holds the difference.
+        """
+        with self._lock:
+            counts = {k: {n: v for n, v in c.items() if v} for k, c in self._counts.items()}
             self._counts.clear()
-        if not counts:
+            given = dict(self._given)
+            self._given.clear()
+        tasks = set(counts) | set(given)
+        if not tasks:
             return {}
-        share = Decimal(1) / len(counts)
+        share = Decimal(1) / len(tasks)
         billed_ms = Decimal(max(1, math.ceil(duration_ms)))
         gb_s = billed_ms / 1000 * Decimal(memory_mb) / 1024
-        for task_counts in counts.values():
-            shared: dict[str, Decimal] = {"lambda_requests": share, "lambda_gb_s": gb_s * share}
+        for task_id in sorted(tasks):
+            task_counts = counts.get(task_id, {})
+            if task_id in given:
+                given_share, given_gb_s = given[task_id]
+                if not task_counts and given_share == share:
+                    counts.pop(task_id, None)
+                    continue
+                shared = {"lambda_requests": share - given_share, "lambda_gb_s": gb_s * share - given_gb_s}
+            else:
+                shared = {"lambda_requests": share, "lambda_gb_s": gb_s * share}
             if http:
-                shared["apigw_requests"] = share
+                shared["apigw_requests"] = shared["lambda_requests"]
             for name, value in shared.items():
                 task_counts[name] = task_counts.get(name, Decimal(0)) + value
+            counts[task_id] = task_counts
+        for task_counts in counts.values():
             # The ADD that records these counts is itself one write unit (see the module doc).
             task_counts["ddb_accounting_wu"] = task_counts.get("ddb_accounting_wu", Decimal(0)) + 1
-            for name in task_counts:
+            for name in list(task_counts):
                 task_counts[name] = task_counts[name].quantize(_PLACES)
+                if not task_counts[name]:
+                    del task_counts[name]
         if self.sink is not None:
             for task_id, task_counts in counts.items():
                 self.sink(task_id, task_counts)
@@ -185,6 +280,64 @@ def record(task_id: str | None, call: str | None = None, *, sink: Sink | None = 
     task_id = task_id or _TASK.get()
     if task_id:
         ledger.add(task_id, call, units)
+
+
+def carry(task_id: str) -> Counts | None:
+    """The running invocation's counts for ``task_id``, to ride on its message (``Invocation.carry``)."""
+    ledger = _INVOCATION.get()
+    return ledger.carry(task_id) if ledger is not None else None
+
+
+def restore(task_id: str, counts: Mapping[str, Decimal]) -> None:
+    """Carried counts whose message was not sent go back into the running invocation's ledger."""
+    ledger = _INVOCATION.get()
+    if ledger is not None:
+        ledger.restore(task_id, counts)
+
+
+def carried(body: Any) -> Counts:
+    """The counts a message body carries (``TaskQueue.send``): known counters with plausible values only."""
+    found = body.get("costs") if isinstance(body, Mapping) else None
+    if not isinstance(found, Mapping):
+        return {}
+    counts: Counts = {}
+    for name, value in found.items():
+        if not isinstance(name, str) or not (name in AWS_PRICES_USD or name.startswith(CALL_PREFIX)):
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            continue
+        try:
+            amount = Decimal(str(value))
+        except ArithmeticError:
+            continue
+        if amount.is_finite() and 0 < amount < _MOST_CARRIED:
+            counts[name] = amount.quantize(_PLACES)
+    return counts
+
+
+@contextlib.contextmanager
+def received(task_id: str, body: Any) -> Iterator[None]:
+    """The step run inside works on a message for ``task_id``: the counts it carries join this invocation's.
+
+    A step that raises gives them back (its message comes back with them), unless it already
+    carried them on with a message of its own.
+    """
+    ledger = _INVOCATION.get()
+    counts = carried(body)
+    if ledger is None or not counts:
+        yield
+        return
+    carries = ledger.take(task_id, counts)
+    try:
+        yield
+    except BaseException:
+        ledger.give_back(task_id, counts, carries)
+        raise
+
+
+def _merge(into: Counts, counts: Mapping[str, Decimal], *, sign: int = 1) -> None:
+    for name, value in counts.items():
+        into[name] = into.get(name, Decimal(0)) + sign * value
 
 
 def bind_sink(sink: Sink) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -61,6 +62,23 @@ def task_id_of(event: Any) -> str | None:
     return str(task_id) if isinstance(task_id, str) and task_id else None
 
 
+def tasks_named(event: Any) -> set[str]:
+    """The tasks an event names: its queue records' ``task_id`` s, or the one task of ``task_id_of``."""
+    records = event.get("Records") if isinstance(event, dict) else None
+    if not isinstance(records, list):
+        task_id = task_id_of(event)
+        return {task_id} if task_id else set()
+    named: set[str] = set()
+    for record in records:
+        try:
+            task_id = json.loads(record["body"])["task_id"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if isinstance(task_id, str) and task_id:
+            named.add(task_id)
+    return named
+
+
 @contextlib.contextmanager
 def task_keys(task_id: str | None) -> Iterator[None]:
     """``task_id`` on every record logged inside, removed after (a batch handles several tasks)."""
@@ -97,6 +115,9 @@ def observed(*, http: bool = False) -> Callable[[Handler[T]], Handler[T]]:
         def with_task(event: dict[str, Any], context: Any) -> T:
             with costs.invocation() as ledger, task_keys(task_id_of(event)):
                 started = time.perf_counter()
+                if not (http and _method(event) == "GET"):
+                    memory_mb = int(getattr(context, "memory_limit_in_mb", 0) or 0)
+                    ledger.begin(memory_mb=memory_mb, http=http, tasks=tasks_named(event))
                 try:
                     return handler(event, context)
                 finally:

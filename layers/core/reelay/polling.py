@@ -110,7 +110,8 @@ class PollService:
                 if context is not None and context.get_remaining_time_in_millis() < self._record_seconds * 1000:
                     self._queue.retry_later(record.receipt_handle, 0)
                     raise TimeoutError("not enough time left in this invocation for another poll")
-                self.poll(message)
+                with costs.received(message.task_id, json.loads(record.body)):
+                    self.poll(message)
 
         # Every record failing is still a partial answer (each comes back on its own), not an error.
         processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

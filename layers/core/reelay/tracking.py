@@ -127,13 +127,15 @@ class TaskTracker:
                 result_urls=[r.url for r in status.results],
                 **changes,
             )
+            # The hooks (the governor's slot) before the message: the ingest message is the step's
+            # last word on the task, so it carries the step's whole cost (reelay.costs).
+            self._run_hooks(self._on_provider_final, task)
             try:
                 self._ingest.send(task.id)
             except QueueSendFailed:
                 # The task is ingesting: reconcile sends the ingest again once it is due.
                 logger.warning("ingest message not sent; reconcile will send it", extra={"task_id": task.id})
             logger.info("task ready for ingest", extra={"task_id": task.id, "results": len(status.results)})
-            self._run_hooks(self._on_provider_final, task)
             return task
         if status.state is ProviderState.FAILED:
             code = status.error_code or ErrorCode.PROVIDER_FAILED

@@ -92,7 +92,8 @@ def run_batch(
             queue.retry_later(record.receipt_handle, 0)
             raise RetryLater(0, "not enough time left in this invocation")
         try:
-            step(task_id, attempt)
+            with costs.received(task_id, body):
+                step(task_id, attempt)
         except RetryLater as retry:
             logger.info("retrying later", extra={"task_id": task_id, "seconds": retry.seconds, "reason": retry.reason})
             queue.retry_later(record.receipt_handle, retry.seconds)
