@@ -147,11 +147,17 @@ class PollService:
             return self._next(message.model_copy(update={"errors": errors}), wait)
         except ProviderError as exc:
             return self._failed(message, task, exc)
+        ended: list[str] = []
         task = self._tracker.apply(
             task,
             status,
             progress_written_before=now - timedelta(seconds=schedule.progress_every),
+            # The execution ends before the ingest message goes: that message then carries this
+            # poll's whole cost, the SendTaskSuccess included (reelay.costs).
+            before_ingest=lambda ready: ended.append(self._done(message, ready)),
         )
+        if ended:
+            return ended[0]
         if _settled(task):
             return self._done(message, task)
         polls = message.polls + 1

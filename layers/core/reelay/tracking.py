@@ -57,8 +57,13 @@ class TaskTracker:
         status: ProviderStatus,
         *,
         progress_written_before: datetime | None = None,
+        before_ingest: TerminalHook | None = None,
     ) -> Task:
         """Apply ``status`` to ``task``; returns the task as it now stands.
+
+        ``before_ingest`` runs once this call moved the task to ``ingesting``, just before the
+        ingest message (the poll path ends its execution there, so the message carries that
+        step's whole cost: reelay.costs).
 
         A report that only moves the progress is written only when the task's last write is older
         than ``progress_written_before`` (the poll path: at most one progress write per half a
@@ -68,7 +73,7 @@ class TaskTracker:
         """
         for _ in range(_ATTEMPTS):
             try:
-                return self._apply_once(task, status, progress_written_before)
+                return self._apply_once(task, status, progress_written_before, before_ingest)
             except TransitionConflict:
                 task = self._store.get(task.id)
         return task
@@ -110,7 +115,13 @@ class TaskTracker:
             except Exception:  # a hook's failure must not undo or repeat the write it follows
                 logger.exception("task hook failed", extra={"task_id": task.id})
 
-    def _apply_once(self, task: Task, status: ProviderStatus, progress_written_before: datetime | None) -> Task:
+    def _apply_once(
+        self,
+        task: Task,
+        status: ProviderStatus,
+        progress_written_before: datetime | None,
+        before_ingest: TerminalHook | None = None,
+    ) -> Task:
         if task.status.terminal or task.status is TaskStatus.INGESTING:
             return task
         changes: dict[str, object] = {}
@@ -130,6 +141,8 @@ class TaskTracker:
             # The hooks (the governor's slot) before the message: the ingest message is the step's
             # last word on the task, so it carries the step's whole cost (reelay.costs).
             self._run_hooks(self._on_provider_final, task)
+            if before_ingest is not None:
+                before_ingest(task)
             try:
                 self._ingest.send(task.id)
             except QueueSendFailed:
