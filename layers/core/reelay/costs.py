@@ -18,8 +18,9 @@ send are not counted (a few milliseconds, as the ADD's own time is not). A step 
 back the counts it received, and its redelivered message brings them again; a message parked in
 the DLQ takes its counts with it.
 
-What the accounting itself costs: that one ``UpdateItem`` per task per invocation, on a small
-item outside every index (``COST#<task id>``), so 1 write unit. It is counted, as
+What the accounting itself costs: each ADD is one ``UpdateItem`` on a small item outside every
+index (``COST#<task id>``), so 1 write unit, and a carried message grows by its counts (well
+under SQS's 64 KB billing chunk). The ADDs are counted, as
 ``ddb_accounting_wu``, and priced on its own line, so a cost cut can be measured with and
 without it. Client reads (``GET`` on the API) are the client's and are not counted.
 
