@@ -140,6 +140,34 @@ def test_the_final_answer_hands_over_to_ingest_and_ends_the_execution(world: Any
     assert world.provider.status_calls == ["p-1"]
 
 
+def test_a_failure_to_end_the_execution_still_hands_over_to_ingest_and_the_poll_comes_back(
+    world: Any, monkeypatch: Any
+) -> None:
+    # Given a final answer, and Step Functions failing the SendTaskSuccess (it runs before the
+    # ingest message, so that message carries the poll's whole cost)
+    task_id = world.submitted()
+    world.provider.succeed("https://cdn.example/v.mp4")
+
+    succeed = RecordingTokens.succeed
+    down = [True]
+
+    def flaky(self: Any, token: str, output: dict[str, Any]) -> bool:
+        if down[0]:
+            raise RuntimeError("ServiceUnavailable")
+        return succeed(self, token, output)
+
+    monkeypatch.setattr(RecordingTokens, "succeed", flaky)
+    # When it polls: the error comes out, but only once the ingest message is out
+    with pytest.raises(RuntimeError, match="ServiceUnavailable"):
+        world.service.poll(_message(task_id, polls=3))
+    assert drain(world.ingest_queue) == [{"task_id": task_id}]
+    assert world.store.get(task_id).status is TaskStatus.INGESTING
+    # Then the poll's message comes back, finds the task settled and ends the execution
+    down[0] = False
+    assert world.service.poll(_message(task_id, polls=3)) == "done"
+    assert world.tokens.kinds() == ["succeed"] and drain(world.ingest_queue) == []
+
+
 def test_a_provider_reported_failure_ends_the_task_and_the_execution_cleanly(world: Any) -> None:
     from reelay.providers.base import ProviderState, ProviderStatus
 

@@ -148,14 +148,26 @@ class PollService:
         except ProviderError as exc:
             return self._failed(message, task, exc)
         ended: list[str] = []
+        unended: list[Exception] = []
+
+        def end_execution(ready: Task) -> None:
+            # The execution ends before the ingest message goes: that message then carries this
+            # poll's whole cost, the SendTaskSuccess included (reelay.costs). A failure to end it
+            # is raised once the message is out: the poll comes back, finds the task settled
+            # and ends the execution then.
+            try:
+                ended.append(self._done(message, ready))
+            except Exception as exc:
+                unended.append(exc)
+
         task = self._tracker.apply(
             task,
             status,
             progress_written_before=now - timedelta(seconds=schedule.progress_every),
-            # The execution ends before the ingest message goes: that message then carries this
-            # poll's whole cost, the SendTaskSuccess included (reelay.costs).
-            before_ingest=lambda ready: ended.append(self._done(message, ready)),
+            before_ingest=end_execution,
         )
+        if unended:
+            raise unended[0]
         if ended:
             return ended[0]
         if _settled(task):
