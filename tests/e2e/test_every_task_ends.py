@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -62,6 +63,14 @@ def failing_sends(queue_logical_id: str, api: Api, *, times: int = 1) -> Iterato
         sqs_models.SQSBackend.send_message = original  # type: ignore[method-assign]
 
 
+def wait_for(condition: Callable[[], bool], *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout} s")
+        time.sleep(0.1)
+
+
 def creates(api: Api, protocol: str) -> list[dict[str, Any]]:
     return api.sim_requests(kind="create", protocol=protocol)
 
@@ -87,7 +96,8 @@ def test_an_ingest_message_that_failed_to_send_is_sent_again_by_reconcile(api: A
     with failing_sends("IngestQueue", api) as failed:
         response = api.create({"provider": "generate_task", "prompt": "lost ingest", "duration": 4})
         assert response.status_code == 202, response.text
-        api.wait(response.json()["id"], until=("ingesting", "succeeded", "failed"), timeout=30)
+        # (the send comes a moment after the move to ingesting: wait for the send itself)
+        wait_for(lambda: len(failed) == 1, timeout=30)
     # Then reconcile found the stalled ingest and sent it again
     assert len(failed) == 1
     task = api.wait(response.json()["id"], timeout=30)
