@@ -21,13 +21,29 @@ from botocore.exceptions import BotoCoreError, ClientError
 from reelay import costs
 from reelay.errors import QueueSendFailed, ReelayError
 
+# Every AWS client reelay makes: a bounded wait, since a function's timeout is the whole budget
+# (botocore waits up to 60 s to connect and 60 s for each read), and the standard retry mode
+# (3 attempts with jittered backoff and a retry quota; the legacy default tries DynamoDB 10
+# times and backs off without jitter).
+CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=20, retries={"mode": "standard", "total_max_attempts": 3})
+
+
+def new_client(service: str, *, config: Config | None = None) -> Any:
+    """A boto3 client with ``CLIENT_CONFIG`` (and ``config`` on top of it)."""
+    return boto3.client(service, config=CLIENT_CONFIG.merge(config) if config is not None else CLIENT_CONFIG)
+
+
+def new_resource(service: str) -> Any:
+    """A boto3 resource with ``CLIENT_CONFIG``."""
+    return boto3.resource(service, config=CLIENT_CONFIG)
+
 
 class TaskQueue:
     """An SQS queue carrying ``{"task_id": ...}`` messages to the next step."""
 
     def __init__(self, queue_url: str, *, client: Any = None) -> None:
         self.url = queue_url
-        self._sqs = client or boto3.client("sqs")
+        self._sqs = client or new_client("sqs")
 
     def send(self, task_id: str, *, delay_seconds: int = 0, **extra: Any) -> None:
         """Put a message for ``task_id``; ``QueueSendFailed`` when SQS does not take it.
@@ -68,7 +84,7 @@ class EventBus:
 
     def __init__(self, bus_name: str, *, client: Any = None) -> None:
         self.name = bus_name
-        self._events = client or boto3.client("events")
+        self._events = client or new_client("events")
 
     def put(self, detail_type: str, detail: dict[str, Any], *, resources: list[str] | None = None) -> str:
         """Put one event; its EventBridge id. ``EventPublishFailed`` when it was not taken."""
@@ -100,7 +116,7 @@ class PollStarter:
     @cached_property
     def _sfn(self) -> Any:
         # Made on first use: a create for a provider that calls back starts no poll execution.
-        return self._given_client or boto3.client("stepfunctions")
+        return self._given_client or new_client("stepfunctions")
 
     def start(self, name: str, payload: dict[str, Any], *, state_machine_arn: str | None = None) -> bool:
         """Start an execution named ``name``; False when one of that name already exists."""
@@ -143,7 +159,7 @@ class PollTokens:
     _GONE = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
 
     def __init__(self, *, client: Any = None) -> None:
-        self._sfn = client or boto3.client("stepfunctions")
+        self._sfn = client or new_client("stepfunctions")
 
     def heartbeat(self, token: str) -> bool:
         return self._call(self._sfn.send_task_heartbeat, taskToken=token)
@@ -190,9 +206,12 @@ class ResultBucket:
         # this makes plain-http endpoints (the local stack) behave the same.
         # Presigned URLs are SigV4 (buckets made since 2020 refuse SigV2) on the regional endpoint:
         # in us-east-1 botocore would otherwise sign for the global s3.amazonaws.com host.
-        return self._given_client or boto3.client(
+        # botocore's 60 s read timeout stays: S3 may take a while to answer a large object's
+        # CompleteMultipartUpload (it sends whitespace meanwhile).
+        return self._given_client or new_client(
             "s3",
             config=Config(
+                read_timeout=60,
                 signature_version="s3v4",
                 max_pool_connections=32,
                 s3={"payload_signing_enabled": False, "us_east_1_regional_endpoint": "regional"},
@@ -205,7 +224,7 @@ class ResultBucket:
             # On AWS, sign for the bucket's virtual host in its region: botocore's "auto" style
             # would presign for the global s3.amazonaws.com host outside us-east-1. (A custom
             # endpoint, the local stack's, keeps path style: 127.0.0.1 has no bucket subdomains.)
-            return boto3.client(
+            return new_client(
                 "s3",
                 config=Config(
                     signature_version="s3v4",
@@ -400,7 +419,7 @@ class ApiKeyTable:
     """``reelay.apikeys.ApiKeyStore`` on the ``ApiKeyTable`` of template.yaml (hash key ``key_id``)."""
 
     def __init__(self, table_name: str, *, resource: Any = None) -> None:
-        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        self._table = (resource or new_resource("dynamodb")).Table(table_name)
 
     def put(self, key: Any) -> None:
         item = key.model_dump(mode="json", exclude_none=True)

@@ -24,9 +24,9 @@ from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from reelay.aws import new_client, new_resource
 from reelay.batches import Batch, BatchStatus, LineRecord
 from reelay.errors import ManifestChanged, QueueSendFailed
 from reelay.models import Task, utcnow
@@ -110,7 +110,7 @@ class DynamoBatchStore(BatchStore):
     """``BatchStore`` on the task table."""
 
     def __init__(self, table_name: str, *, resource: Any = None) -> None:
-        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        self._table = (resource or new_resource("dynamodb")).Table(table_name)
         self._client = self._table.meta.client
 
     @staticmethod
@@ -408,7 +408,7 @@ class ManifestObjects:
 
     def __init__(self, bucket: str, *, client: Any = None) -> None:
         self.bucket = bucket
-        self._s3 = client or boto3.client("s3")
+        self._s3 = client or new_client("s3")
 
     def head(self, key: str) -> tuple[str, int] | None:
         """``(ETag without quotes, size)``, or None when there is no such object."""
@@ -454,7 +454,7 @@ class BatchQueue:
 
     def __init__(self, queue_url: str, *, client: Any = None) -> None:
         self.url = queue_url
-        self._sqs = client or boto3.client("sqs")
+        self._sqs = client or new_client("sqs")
 
     def send_many(self, bodies: list[dict[str, Any]], *, delay_seconds: int = 0) -> None:
         delay = max(0, min(900, delay_seconds))

@@ -78,16 +78,16 @@ class Container:
     @cached_property
     def _dynamodb(self) -> Any:
         """The one DynamoDB resource of the function's tables (task table, API key table)."""
-        import boto3
+        from reelay.aws import new_resource
 
-        return boto3.resource("dynamodb")
+        return new_resource("dynamodb")
 
     @cached_property
     def _sqs(self) -> Any:
         """The one SQS client of the function's queues (boto3 clients are thread-safe)."""
-        import boto3
+        from reelay.aws import new_client
 
-        return boto3.client("sqs")
+        return new_client("sqs")
 
     @cached_property
     def store(self) -> TaskStore:

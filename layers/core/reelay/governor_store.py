@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import boto3
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from reelay import costs
+from reelay.aws import new_resource
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class GovernorStore:
     """Single-item conditional reads and writes of the governor's items."""
 
     def __init__(self, table_name: str, *, resource: Any = None) -> None:
-        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        self._table = (resource or new_resource("dynamodb")).Table(table_name)
 
     # -- slots -------------------------------------------------------------------------------
 

@@ -42,12 +42,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from reelay import costs, metrics
+from reelay.aws import new_resource
 from reelay.errors import IdempotencyConflict, RequestInvalid, TaskNotFound, TransitionConflict
 from reelay.models import ALLOWED_TRANSITIONS, Task, TaskStatus, Transition, utcnow
 from reelay.webhook_endpoints import WebhookEndpoint, WebhookEndpointStore
@@ -168,7 +168,7 @@ class DynamoTaskStore(TaskStore):
         due: DuePolicy = default_due,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        self._table = (resource or new_resource("dynamodb")).Table(table_name)
         # The resource's client (de)serialises attribute values itself: pass plain values.
         self._client = self._table.meta.client
         self._due = due
@@ -567,7 +567,7 @@ class DynamoWebhookSecretStore(WebhookSecretStore):
     """Owners' webhook secrets, one item per owner in the task table (never logged, never listed)."""
 
     def __init__(self, table_name: str, *, resource: Any = None) -> None:
-        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        self._table = (resource or new_resource("dynamodb")).Table(table_name)
 
     @staticmethod
     def _key(owner: str) -> dict[str, str]:
@@ -604,7 +604,7 @@ class DynamoWebhookEndpointStore(WebhookEndpointStore):
     """
 
     def __init__(self, table_name: str, *, resource: Any = None) -> None:
-        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        self._table = (resource or new_resource("dynamodb")).Table(table_name)
         # The resource's client: it takes and gives plain Python values, as the table does.
         self._client = self._table.meta.client
 
