@@ -11,9 +11,10 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from reelay import costs
-from reelay.aws import ResultBucket, TaskQueue
+from reelay.aws import PollStarter, ResultBucket, TaskQueue
 from reelay.errors import QueueSendFailed
 from reelay.models import ErrorCode, Task, TaskError, TaskStatus, utcnow
 from reelay.observability import observed
@@ -227,6 +228,54 @@ def test_a_step_that_sends_its_task_on_carries_its_counts_and_writes_no_add(aws:
     assert counts["n_ddb.GetItem"] == 2 and counts["n_sqs.SendMessage"] == 1 and counts["lambda_requests"] == 2
     assert counts["ddb_accounting_wu"] == 1
     assert counts["lambda_gb_s"] >= carried["lambda_gb_s"] + Decimal("0.0005")
+
+
+class _Executions:
+    """A Step Functions client that starts each name once (and keeps each execution's input)."""
+
+    def __init__(self) -> None:
+        self.inputs: dict[str, dict[str, Any]] = {}
+
+    def start_execution(self, *, stateMachineArn: str, name: str, input: str) -> dict[str, str]:
+        if name in self.inputs:
+            error = {"Error": {"Code": "ExecutionAlreadyExists", "Message": name}}
+            raise ClientError(error, "StartExecution")  # type: ignore[arg-type]
+        self.inputs[name] = json.loads(input)
+        return {"executionArn": f"{stateMachineArn}:{name}"}
+
+
+def test_a_poll_execution_s_input_carries_the_starting_step_s_counts_unless_it_was_not_started(
+    aws: dict[str, str],
+) -> None:
+    store = DynamoTaskStore(aws["TASK_TABLE_NAME"])
+    store.create(_task())
+    sfn = _Executions()
+    starter = PollStarter("arn:aws:states:us-east-1:123456789012:stateMachine:poll", client=sfn)
+
+    @observed()
+    def submit(event: dict[str, Any], context: Any) -> None:
+        with costs.received("tsk_1", json.loads(event["Records"][0]["body"])):
+            store.get("tsk_1")
+            starter.start("tsk_1", {"task_id": "tsk_1", "wait_seconds": 5})
+
+    # Given a step that starts the task's poll execution
+    submit(_records({"task_id": "tsk_1"}), _Ctx())
+    # Then the input carries its counts (for the state machine's first poll message), and no ADD
+    carried = costs.carried(sfn.inputs["tsk_1"])
+    assert carried["n_ddb.GetItem"] == 1 and carried["n_sfn.StartExecution"] == 1
+    assert carried["lambda_requests"] == 1 and carried["lambda_gb_s"] > 0
+    assert store.costs(["tsk_1"])["tsk_1"] == {}
+
+    # And when the execution already exists (a redelivered submit), its own counts stay with it
+    submit(_records({"task_id": "tsk_1"}), _Ctx())
+    counts = store.costs(["tsk_1"])["tsk_1"]
+    assert counts["n_sfn.StartExecution"] == 1 and counts["n_ddb.GetItem"] == 1 and counts["lambda_requests"] == 1
+
+
+def test_the_state_machine_puts_the_carried_counts_and_its_retry_number_on_its_first_message() -> None:
+    definition = json.loads((REPO / "statemachine/poll.asl.json").read_text())
+    body = definition["States"]["Poll"]["Parameters"]["MessageBody"]
+    assert body["costs.$"] == "$.costs" and body["attempt.$"] == "$$.State.RetryCount"
 
 
 def test_a_failed_step_gives_back_what_it_received_and_its_redelivery_brings_it_again(aws: dict[str, str]) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import boto3
 import pytest
 
+from reelay import costs
 from reelay.aws import PollTokens, ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
 from reelay.errors import ProviderAuthError, ProviderRateLimited, ProviderTransientError
@@ -271,6 +272,25 @@ def test_a_batch_reports_only_the_message_that_raised(world: Any) -> None:
     assert world.queued_polls() == 1  # the good one's next poll
 
 
+@pytest.mark.parametrize(("attempt", "taken"), [(0, True), (1, False)])
+def test_counts_carried_by_the_state_machine_are_taken_from_its_first_attempt_only(
+    world: Any, attempt: int, taken: bool
+) -> None:
+    # Given the state machine's message (a retry resends the same input, costs included)
+    task_id = world.submitted()
+    world.provider.running(10)
+    body = json.loads(_message(task_id, attempt=attempt).model_dump_json()) | {"costs": {"n_sfn.StartExecution": "1"}}
+    record = load_event("sqs_poll.json")["Records"][0] | {"messageId": "m", "body": json.dumps(body)}
+
+    # When the poll worker takes it
+    with costs.invocation() as ledger:
+        world.service.handle_batch({"Records": [record]}, None)
+        shares = ledger.close(duration_ms=100, memory_mb=256, http=False)
+
+    # Then the counts join the poll's on the first attempt only
+    assert ("n_sfn.StartExecution" in shares[task_id]) is taken
+
+
 def test_the_token_is_not_in_the_message_repr() -> None:
     assert "secret-token" not in repr(PollMessage(task_id="t", token="secret-token"))
 
@@ -293,8 +313,6 @@ def test_a_message_is_left_for_the_next_invocation_when_its_poll_would_not_fit(w
     class Context:
         def get_remaining_time_in_millis(self) -> int:
             return 10_000  # 10 s left, a poll may take 30
-
-    from reelay import costs
 
     with costs.invocation() as ledger:
         result = service.handle_batch({"Records": [record]}, Context())

@@ -119,16 +119,28 @@ class PollStarter:
         return self._given_client or new_client("stepfunctions")
 
     def start(self, name: str, payload: dict[str, Any], *, state_machine_arn: str | None = None) -> bool:
-        """Start an execution named ``name``; False when one of that name already exists."""
+        """Start an execution named ``name``; False when one of that name already exists.
+
+        The input's ``costs`` carries the running invocation's counts for its task, this start
+        included (``reelay.costs.carry``): the state machine puts them on its first poll message,
+        and the poll that receives it adds them to its own (statemachine/poll.asl.json). They go
+        back into the ledger when no execution was started.
+        """
         arn = state_machine_arn or self.arn
         if not arn:
             raise ReelayError("no poll state machine configured (POLL_STATE_MACHINE_ARN)")
+        task_id = str(payload.get("task_id") or "") or None
         # Step Functions bills state transitions (counted by the poll function), not API calls.
-        costs.record(str(payload.get("task_id") or "") or None, "sfn.StartExecution")
+        costs.record(task_id, "sfn.StartExecution")
+        carried = costs.carry(task_id) if task_id else None
+        # Always present (maybe empty): the state machine's "costs.$" path must resolve.
+        body = {**payload, "costs": {name: str(value) for name, value in (carried or {}).items()}}
         try:
-            self._sfn.start_execution(stateMachineArn=arn, name=name[:80], input=json.dumps(payload))
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ExecutionAlreadyExists":
+            self._sfn.start_execution(stateMachineArn=arn, name=name[:80], input=json.dumps(body))
+        except BaseException as exc:
+            if carried and task_id:
+                costs.restore(task_id, carried)
+            if isinstance(exc, ClientError) and exc.response["Error"]["Code"] == "ExecutionAlreadyExists":
                 return False
             raise
         return True

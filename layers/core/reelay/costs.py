@@ -9,7 +9,9 @@ to its cost item with one ``UpdateItem ADD`` (``TaskStore.add_costs``).
 
 Most steps end by sending the task on (the API to submit, a callback or the last poll to ingest,
 ingest to notify, a poll to the next poll). Such a step's counts ride on that message instead
-(``carry``, called by ``reelay.aws.TaskQueue.send``): everything counted for the task so far,
+(``carry``, called by ``reelay.aws.TaskQueue.send``, and by ``reelay.aws.PollStarter.start``
+for submit's start of a poll execution, whose input the state machine puts on its first poll
+message): everything counted for the task so far,
 its share of the invocation's request, and the GB-seconds up to the send. The step that receives
 the message adds them to its own (``received``), and only a step that sends its task nowhere
 writes the ADD, so a task's counts take a couple of ADDs, not one per step. What a carrying step
