@@ -272,10 +272,10 @@ def test_a_poll_execution_s_input_carries_the_starting_step_s_counts_unless_it_w
     assert counts["n_sfn.StartExecution"] == 1 and counts["n_ddb.GetItem"] == 1 and counts["lambda_requests"] == 1
 
 
-def test_the_state_machine_puts_the_carried_counts_and_its_retry_number_on_its_first_message() -> None:
+def test_the_state_machine_puts_the_input_and_its_retry_number_on_its_first_message() -> None:
     definition = json.loads((REPO / "statemachine/poll.asl.json").read_text())
     body = definition["States"]["Poll"]["Parameters"]["MessageBody"]
-    assert body["costs.$"] == "$.costs" and body["attempt.$"] == "$$.State.RetryCount"
+    assert body["input.$"] == "$" and body["attempt.$"] == "$$.State.RetryCount"
 
 
 def test_a_failed_step_gives_back_what_it_received_and_its_redelivery_brings_it_again(aws: dict[str, str]) -> None:

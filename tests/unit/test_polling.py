@@ -272,14 +272,18 @@ def test_a_batch_reports_only_the_message_that_raised(world: Any) -> None:
     assert world.queued_polls() == 1  # the good one's next poll
 
 
-@pytest.mark.parametrize(("attempt", "taken"), [(0, True), (1, False)])
+@pytest.mark.parametrize(("attempt", "with_costs", "taken"), [(0, True, True), (1, True, False), (0, False, False)])
 def test_counts_carried_by_the_state_machine_are_taken_from_its_first_attempt_only(
-    world: Any, attempt: int, taken: bool
+    world: Any, attempt: int, with_costs: bool, taken: bool
 ) -> None:
-    # Given the state machine's message (a retry resends the same input, costs included)
+    # Given the state machine's message (a retry resends the same input, costs included; an
+    # execution started with no counts to carry has none)
     task_id = world.submitted()
     world.provider.running(10)
-    body = json.loads(_message(task_id, attempt=attempt).model_dump_json()) | {"costs": {"n_sfn.StartExecution": "1"}}
+    execution_input: dict[str, Any] = {"task_id": task_id, "wait_seconds": 5}
+    if with_costs:
+        execution_input["costs"] = {"n_sfn.StartExecution": "1"}
+    body = json.loads(_message(task_id, attempt=attempt).model_dump_json()) | {"input": execution_input}
     record = load_event("sqs_poll.json")["Records"][0] | {"messageId": "m", "body": json.dumps(body)}
 
     # When the poll worker takes it
@@ -287,8 +291,9 @@ def test_counts_carried_by_the_state_machine_are_taken_from_its_first_attempt_on
         world.service.handle_batch({"Records": [record]}, None)
         shares = ledger.close(duration_ms=100, memory_mb=256, http=False)
 
-    # Then the counts join the poll's on the first attempt only
+    # Then the counts join the poll's on the first attempt only, and the poll is made either way
     assert ("n_sfn.StartExecution" in shares[task_id]) is taken
+    assert world.queued_polls() == 1
 
 
 def test_the_token_is_not_in_the_message_repr() -> None:

@@ -133,8 +133,7 @@ class PollStarter:
         # Step Functions bills state transitions (counted by the poll function), not API calls.
         costs.record(task_id, "sfn.StartExecution")
         carried = costs.carry(task_id) if task_id else None
-        # Always present (maybe empty): the state machine's "costs.$" path must resolve.
-        body = {**payload, "costs": {name: str(value) for name, value in (carried or {}).items()}}
+        body = {**payload, "costs": {name: str(value) for name, value in carried.items()}} if carried else payload
         try:
             self._sfn.start_execution(stateMachineArn=arn, name=name[:80], input=json.dumps(body))
         except BaseException as exc:

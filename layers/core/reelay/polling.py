@@ -64,9 +64,10 @@ class PollMessage(BaseModel):
     token: str = Field(min_length=1, repr=False)
     polls: int = Field(default=0, ge=0)  # polls made before this one
     errors: int = Field(default=0, ge=0)  # transient errors in a row before this one
-    # The Poll state's retry number (``$$.State.RetryCount``) on a message the state machine sent;
-    # 0 on the poll worker's own. A retry resends the execution's input, so only the first
-    # message's carried counts are taken (if that one was never received, they are lost).
+    # The Poll state's retry number (``$$.State.RetryCount``) on a message the state machine sent,
+    # with the execution's ``input`` (its ``costs``, carried by the step that started it); 0 on the
+    # poll worker's own, which carry their ``costs`` themselves. A retry resends the same input, so
+    # only the first message's counts are taken (if that one was never received, they are lost).
     attempt: int = Field(default=0, ge=0)
 
 
@@ -114,7 +115,9 @@ class PollService:
                 if context is not None and context.get_remaining_time_in_millis() < self._record_seconds * 1000:
                     self._queue.retry_later(record.receipt_handle, 0)
                     raise TimeoutError("not enough time left in this invocation for another poll")
-                with costs.received(message.task_id, json.loads(record.body) if message.attempt == 0 else {}):
+                body = json.loads(record.body)
+                carrier = body.get("input", body) if message.attempt == 0 else {}
+                with costs.received(message.task_id, carrier):
                     self.poll(message)
 
         # Every record failing is still a partial answer (each comes back on its own), not an error.
