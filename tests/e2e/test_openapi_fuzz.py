@@ -7,6 +7,7 @@ schema-valid request must be accepted and every schema-invalid one refused. The 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -23,6 +24,9 @@ from tests.template_support import REPO
 # on a loaded 2-core machine (≈350 s measured with 11 operations).
 @pytest.mark.timeout(660)
 def test_every_check_passes_on_every_generated_request(api: Api) -> None:
+    # Given a succeeded video a remix can start from (schemathesis.toml names it for the remix route)
+    remixable = api.submit_and_wait({"provider": "openai_videos", "prompt": "a remixable video", "duration": 10})
+    assert remixable["status"] == "succeeded", remixable
     cli = Path(sys.executable).with_name("schemathesis")
     started = time.monotonic()
     run = subprocess.run(
@@ -45,6 +49,7 @@ def test_every_check_passes_on_every_generated_request(api: Api) -> None:
         timeout=600,
         check=False,
         cwd=REPO,
+        env=os.environ | {"REELAY_FUZZ_REMIX_TASK_ID": remixable["id"]},
     )
     elapsed = time.monotonic() - started
     summary = run.stdout[-6000:]
