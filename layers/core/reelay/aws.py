@@ -49,20 +49,18 @@ class TaskQueue:
         """Put a message for ``task_id``; ``QueueSendFailed`` when SQS does not take it.
 
         The message carries the running invocation's counts for the task, this send included
-        (``reelay.costs.carry``); the step that receives it adds them to its own.
+        (``reelay.costs.carrying``); the step that receives it adds them to its own.
         """
         costs.record(task_id, "sqs.SendMessage", sqs_requests=1)
-        carried = costs.carry(task_id)
         body: dict[str, Any] = {"task_id": task_id, **extra}
-        if carried:
-            body["costs"] = {name: str(value) for name, value in carried.items()}
         try:
-            self._sqs.send_message(
-                QueueUrl=self.url, MessageBody=json.dumps(body), DelaySeconds=max(0, min(900, delay_seconds))
-            )
+            with costs.carrying(task_id) as carried:
+                if carried:
+                    body["costs"] = carried
+                self._sqs.send_message(
+                    QueueUrl=self.url, MessageBody=json.dumps(body), DelaySeconds=max(0, min(900, delay_seconds))
+                )
         except (ClientError, BotoCoreError) as exc:
-            if carried:
-                costs.restore(task_id, carried)
             raise QueueSendFailed(f"could not queue task {task_id}: {type(exc).__name__}") from exc
 
     def retry_later(self, receipt_handle: str, seconds: int) -> None:
@@ -122,7 +120,7 @@ class PollStarter:
         """Start an execution named ``name``; False when one of that name already exists.
 
         The input's ``costs`` carries the running invocation's counts for its task, this start
-        included (``reelay.costs.carry``): the state machine puts them on its first poll message,
+        included (``reelay.costs.carrying``): the state machine puts them on its first poll message,
         and the poll that receives it adds them to its own (statemachine/poll.asl.json). They go
         back into the ledger when no execution was started.
         """
@@ -132,14 +130,12 @@ class PollStarter:
         task_id = str(payload.get("task_id") or "") or None
         # Step Functions bills state transitions (counted by the poll function), not API calls.
         costs.record(task_id, "sfn.StartExecution")
-        carried = costs.carry(task_id) if task_id else None
-        body = {**payload, "costs": {name: str(value) for name, value in carried.items()}} if carried else payload
         try:
-            self._sfn.start_execution(stateMachineArn=arn, name=name[:80], input=json.dumps(body))
-        except BaseException as exc:
-            if carried and task_id:
-                costs.restore(task_id, carried)
-            if isinstance(exc, ClientError) and exc.response["Error"]["Code"] == "ExecutionAlreadyExists":
+            with costs.carrying(task_id) as carried:
+                body = {**payload, "costs": carried} if carried else payload
+                self._sfn.start_execution(stateMachineArn=arn, name=name[:80], input=json.dumps(body))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ExecutionAlreadyExists":
                 return False
             raise
         return True

@@ -9,7 +9,7 @@ to its cost item with one ``UpdateItem ADD`` (``TaskStore.add_costs``).
 
 Most steps end by sending the task on (the API to submit, a callback or the last poll to ingest,
 ingest to notify, a poll to the next poll). Such a step's counts ride on that message instead
-(``carry``, called by ``reelay.aws.TaskQueue.send``, and by ``reelay.aws.PollStarter.start``
+(``carrying``, used by ``reelay.aws.TaskQueue.send``, and by ``reelay.aws.PollStarter.start``
 for submit's start of a poll execution, whose input the state machine puts on its first poll
 message): everything counted for the task so far,
 its share of the invocation's request, and the GB-seconds up to the send. The step that receives
@@ -285,17 +285,22 @@ def record(task_id: str | None, call: str | None = None, *, sink: Sink | None = 
         ledger.add(task_id, call, units)
 
 
-def carry(task_id: str) -> Counts | None:
-    """The running invocation's counts for ``task_id``, to ride on its message (``Invocation.carry``)."""
-    ledger = _INVOCATION.get()
-    return ledger.carry(task_id) if ledger is not None else None
+@contextlib.contextmanager
+def carrying(task_id: str | None) -> Iterator[dict[str, str] | None]:
+    """The running invocation's counts for ``task_id`` as a message's ``"costs"`` field (None: none to carry).
 
-
-def restore(task_id: str, counts: Mapping[str, Decimal]) -> None:
-    """Carried counts whose message was not sent go back into the running invocation's ledger."""
+    Taken off the ledger (``Invocation.carry``) for the block that sends the message; if the
+    block raises, the message was not sent, and they go back (``Invocation.restore``) into the
+    ADD at the invocation's end.
+    """
     ledger = _INVOCATION.get()
-    if ledger is not None:
-        ledger.restore(task_id, counts)
+    counts = ledger.carry(task_id) if ledger is not None and task_id else None
+    try:
+        yield {name: str(value) for name, value in counts.items()} if counts else None
+    except BaseException:
+        if ledger is not None and counts and task_id:
+            ledger.restore(task_id, counts)
+        raise
 
 
 def carried(body: Any) -> Counts:

@@ -11,7 +11,7 @@ It also flushes the invocation's metrics (``reelay.metrics``, Powertools ``log_m
 the cold-start metric) and keeps its cost ledger (``reelay.costs``): the AWS operations the
 adapters count per task, plus the invocation's own request and GB-seconds, shared among the
 tasks it worked on and added to each task's cost record at its end, or carried on the task's
-next message (``reelay.costs.carry``: the ledger is begun with the tasks the event names). A
+next message (``reelay.costs.carrying``: the ledger is begun with the tasks the event names). A
 client's read (an HTTP ``GET``) is the client's and is not counted.
 """
 
