@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from moto.sqs import models as sqs_models
 from moto.sqs.exceptions import QueueDoesNotExist
 
 from tests.e2e.conftest import Api, running_api
+from tests.waiting import wait_for
 
 DEADLINE = 40
 ENV = {
@@ -61,14 +61,6 @@ def failing_sends(queue_logical_id: str, api: Api, *, times: int = 1) -> Iterato
         yield failed
     finally:
         sqs_models.SQSBackend.send_message = original  # type: ignore[method-assign]
-
-
-def wait_for(condition: Callable[[], bool], *, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout} s")
-        time.sleep(0.1)
 
 
 def creates(api: Api, protocol: str) -> list[dict[str, Any]]:

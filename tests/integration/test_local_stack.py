@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from reelay_local.event_sources import ScheduleExpression
 from reelay_local.lambda_runtime import FunctionTimedOut
 from tests.template_support import REPO
 from tests.template_support import template as sam_template
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -317,17 +318,6 @@ def write_fixture_app(root: Path) -> Path:
     return root
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1) -> Any:
-    """Poll ``condition`` until it returns something truthy; that value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
 def records(stack: LocalStack, pk: str) -> list[dict[str, Any]]:
     table = boto3.resource("dynamodb").Table(stack.resources["RecordTable"])
     return list(table.query(KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": pk})["Items"])
@@ -511,7 +501,7 @@ class TestFixtureApplication:
         sqs.send_message(
             QueueUrl=fixture_stack.resources["WorkQueue"], MessageBody=json.dumps({"id": "patient", "backoff": True})
         )
-        wait_for(lambda: [i for i in records(fixture_stack, "work") if i["sk"].startswith("patient#")])
+        wait_for(lambda: [i for i in records(fixture_stack, "work") if i["sk"].startswith("patient#")], 15)
 
         # When more than the local redelivery delay passes
         time.sleep(2.5)
@@ -578,8 +568,8 @@ class TestFixtureApplication:
 
     def test_schedules_fire_on_a_sped_up_clock(self, fixture_stack: LocalStack) -> None:
         # rate(10 minutes) at 600x fires about every second
-        ticks = wait_for(lambda: len(records(fixture_stack, "tick")) >= 2 and records(fixture_stack, "tick"))
-        tocks = wait_for(lambda: len(records(fixture_stack, "tock")) >= 2 and records(fixture_stack, "tock"))
+        ticks = wait_for(lambda: len(records(fixture_stack, "tick")) >= 2 and records(fixture_stack, "tick"), 15)
+        tocks = wait_for(lambda: len(records(fixture_stack, "tock")) >= 2 and records(fixture_stack, "tock"), 15)
         assert fixture_stack.schedule_fire_counts["RecorderFunctionTick"] >= 2
         assert json.loads(ticks[0]["event"]) == {"source": "tick"}  # the target's Input
         # Without an Input, the function gets EventBridge's Scheduled Event, naming the rule
@@ -622,7 +612,7 @@ class TestFixtureApplication:
         )
 
         # Then the invocation failed and the message came back: a second attempt started
-        wait_for(lambda: {"slow#1#started", "slow#2#started"} <= {i["sk"] for i in records(fixture_stack, "sleep")})
+        wait_for(lambda: {"slow#1#started", "slow#2#started"} <= {i["sk"] for i in records(fixture_stack, "sleep")}, 15)
         timed_out = fixture_stack.timeouts[before]
         assert (timed_out.function, timed_out.timeout) == ("SleepyFunction", 1.0)
         # with where its handler was when the time ran out

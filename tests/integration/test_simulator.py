@@ -12,7 +12,7 @@ import threading
 import time
 import tracemalloc
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,6 +22,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from reelay_sim import Simulator, media
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -100,16 +101,6 @@ HTTP = httpx.Client(timeout=10)  # one client: making one per call costs ~20 ms 
 def sim_http_client() -> Iterator[None]:
     yield
     HTTP.close()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def gt_headers(sim: Simulator, key: str | None = None) -> dict[str, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,6 +21,7 @@ from werkzeug.wrappers import Request, Response
 
 from reelay_sim import Simulator, media
 from reelay_sim.protocol import DEFAULT_DRIP_BYTES_PER_SECOND, download_fault
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -170,16 +171,6 @@ def download(url: str, hdrs: dict[str, str], **extra: str) -> tuple[int, int, in
         except httpx.RemoteProtocolError:
             early = True
         return reply.status_code, received, announced, early
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 # --- callbacks --------------------------------------------------------------------------------
