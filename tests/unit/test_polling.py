@@ -107,26 +107,46 @@ def test_a_poll_that_only_moves_the_progress_writes_it_at_most_once_half_a_typic
     # Given a running task (typical 300 s: its stored progress may be 150 s stale)
     task_id = world.submitted()
     monkeypatch.setattr(TaskQueue, "send", lambda self, tid, **kw: None)
-    world.provider.running(50)
+    world.provider.running(5)
     assert world.service.poll(_message(task_id)) == "next"
     running = world.store.get(task_id)
-    assert (running.status, running.progress) == (TaskStatus.RUNNING, 50)
+    assert (running.status, running.progress) == (TaskStatus.RUNNING, 5)
     # When polls within 150 s of that write find the progress on, by a little or by a lot: no write
-    for polls, (seconds, progress) in enumerate(((10, 55), (60, 59), (70, 85)), start=1):
+    for polls, (seconds, progress) in enumerate(((10, 8), (60, 12), (70, 30)), start=1):
         world.clock[0] += timedelta(seconds=seconds)
         world.provider.running(progress)
         assert world.service.poll(_message(task_id, polls=polls)) == "next"
     assert world.store.get(task_id).version == running.version
-    # Then one 155 s after the last write writes it
+    # Then one 155 s after the last write, far from the predicted end (≈ 390 s left), writes it
     world.clock[0] += timedelta(seconds=15)
-    world.provider.running(88)
+    world.provider.running(30)
     assert world.service.poll(_message(task_id, polls=4)) == "next"
-    assert (world.store.get(task_id).progress, world.store.get(task_id).version) == (88, running.version + 1)
+    assert (world.store.get(task_id).progress, world.store.get(task_id).version) == (30, running.version + 1)
     # And the answer that ends it is never held back, however soon it comes
     world.clock[0] += timedelta(seconds=1)
     world.provider.succeed("https://cdn.example/v.mp4")
     assert world.service.poll(_message(task_id, polls=5)) == "done"
     assert (world.store.get(task_id).status, world.store.get(task_id).progress) == (TaskStatus.INGESTING, 100)
+
+
+def test_stale_progress_is_not_rewritten_once_the_end_is_predicted_near(world: Any, monkeypatch: Any) -> None:
+    # Given a running task (typical 300 s) whose stored progress is 200 s old
+    task_id = world.submitted()
+    monkeypatch.setattr(TaskQueue, "send", lambda self, tid, **kw: None)
+    world.provider.running(20)
+    world.clock[0] += timedelta(seconds=100)
+    assert world.service.poll(_message(task_id)) == "next"
+    running = world.store.get(task_id)
+    world.clock[0] += timedelta(seconds=200)
+    # When a poll 300 s in finds 80 % (75 s left, under two thirds of the typical time): no write
+    world.provider.running(80)
+    assert world.service.poll(_message(task_id, polls=1)) == "next"
+    assert world.store.get(task_id).version == running.version
+    # Then the end is written at once
+    world.clock[0] += timedelta(seconds=40)
+    world.provider.succeed("https://cdn.example/v.mp4")
+    assert world.service.poll(_message(task_id, polls=2)) == "done"
+    assert world.store.get(task_id).status is TaskStatus.INGESTING
 
 
 def test_the_final_answer_hands_over_to_ingest_and_ends_the_execution(world: Any) -> None:

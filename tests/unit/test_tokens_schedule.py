@@ -64,3 +64,36 @@ def test_every_wait_is_a_positive_integer_within_the_cap(
     wait = schedule.wait(polls, task_id="x", elapsed=elapsed, progress=progress)
     assert isinstance(wait, int)
     assert 1 <= wait <= max(schedule.cap, typical) * 1.1 + 1
+
+
+def test_a_progress_only_write_needs_stale_progress_and_an_end_not_predicted_near() -> None:
+    schedule = PollSchedule.for_typical(180)  # progress_every 90 s; quiet once 120 s are left
+    # Fresh progress is not rewritten, however far it moved.
+    assert not schedule.writes_progress(since_write=90, elapsed=100, progress=10)
+    # Stale progress far from the end is (400 s in at 66 %: ≈ 206 s left).
+    assert schedule.writes_progress(since_write=300, elapsed=400, progress=66)
+    # Stale progress near the predicted end is not (510 s in at 85 %: ≈ 90 s left): the end comes next.
+    assert not schedule.writes_progress(since_write=120, elapsed=510, progress=85)
+    # No progress rate to go by: stale progress is written.
+    assert schedule.writes_progress(since_write=120, elapsed=510, progress=None)
+
+
+def _progress_writes(seconds: float, typical: float, task_id: str) -> int:
+    """The progress-only writes of a task whose progress grows linearly, polled on its schedule."""
+    schedule = PollSchedule.for_typical(typical)
+    t = float(schedule.wait(0, task_id=task_id))
+    written, writes, polls = t, 0, 0  # the first poll moves it to running (a write of its own)
+    while t < seconds:
+        progress = min(99, int(100 * t / seconds))
+        if polls and schedule.writes_progress(since_write=t - written, elapsed=t, progress=progress):
+            written, writes = t, writes + 1
+        polls += 1
+        t += schedule.wait(polls, task_id=task_id, elapsed=t, progress=progress)
+    return writes
+
+
+def test_a_ten_minute_task_at_a_three_minute_typical_time_writes_its_progress_once() -> None:
+    # The cost bench's poll-path tasks (benchmarks/cost.py): before the quiet end, 2 or 3.
+    assert {_progress_writes(600, 180, f"task-{n}") for n in range(200)} == {1}
+    # A three-minute task: none (its first poll's move to running shows 50 %).
+    assert {_progress_writes(180, 180, f"task-{n}") for n in range(200)} == {0}

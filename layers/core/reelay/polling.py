@@ -167,10 +167,13 @@ class PollService:
             except Exception as exc:
                 unended.append(exc)
 
+        elapsed = (now - _submitted_at(task)).total_seconds()
         task = self._tracker.apply(
             task,
             status,
-            progress_written_before=now - timedelta(seconds=schedule.progress_every),
+            writes_progress=lambda stored: schedule.writes_progress(
+                since_write=(now - stored.updated_at).total_seconds(), elapsed=elapsed, progress=status.progress
+            ),
             before_ingest=end_execution,
         )
         if unended:
@@ -180,7 +183,6 @@ class PollService:
         if _settled(task):
             return self._done(message, task)
         polls = message.polls + 1
-        elapsed = (now - _submitted_at(task)).total_seconds()
         wait = schedule.wait(polls, task_id=task.id, elapsed=elapsed, progress=status.progress)
         return self._next(message.model_copy(update={"polls": polls, "errors": 0}), wait)
 

@@ -33,6 +33,7 @@ class PollSchedule:
     growth: float = 1.6  # without progress: each wait this much longer than the last
     blind_cap: float = 60.0  # without progress: never wait longer than this
     jitter: float = 0.1
+    quiet_share: float = 2 / 3  # no progress-only write once the end is predicted within this share of typical
 
     @classmethod
     def for_provider(cls, config: ProviderConfig) -> PollSchedule:
@@ -57,6 +58,27 @@ class PollSchedule:
         however far it moved. Near the predicted end polls come seconds apart, and each would
         rewrite the item otherwise."""
         return self.typical / 2
+
+    def time_left(self, elapsed: float | None, progress: int | None) -> float | None:
+        """The generation's predicted time left from its progress rate (None: no progress to go by)."""
+        if progress is None or not 0 < progress < 100 or not elapsed or elapsed <= 0:
+            return None
+        return elapsed * (100 - progress) / progress
+
+    def writes_progress(self, *, since_write: float, elapsed: float | None, progress: int | None) -> bool:
+        """Whether a poll that only moves the progress writes it (each such write is a paid write).
+
+        Only when the task's last write is older than ``progress_every``, and not once the end is
+        predicted within ``quiet_share`` of a typical time (120 s for 180 s): the next write is
+        then the end itself. The shown progress is then about a typical time old at the most when
+        the task ends (a 10-minute task at 180 s typical: 1 progress write, not 2; its last one
+        ≈ 400 s in, when the polls far from the end are ≈ 300 s apart anyway), and the answer
+        that ends the task is never held back.
+        """
+        if since_write <= self.progress_every:
+            return False
+        left = self.time_left(elapsed, progress)
+        return left is None or left >= self.quiet_share * self.typical
 
     @property
     def longest_wait(self) -> int:
@@ -86,8 +108,7 @@ class PollSchedule:
         """Seconds to wait before poll number ``polls`` (0 = the first)."""
         if polls <= 0:
             base = min(self.cap, self.typical * self.first_share)
-        elif progress is not None and 0 < progress < 100 and elapsed and elapsed > 0:
-            eta = elapsed * (100 - progress) / progress
+        elif (eta := self.time_left(elapsed, progress)) is not None:
             base = min(self.cap, max(self.floor, eta * self.eta_share))
         else:
             base = min(self.blind_cap, self.floor * self.growth ** min(polls - 1, 64))

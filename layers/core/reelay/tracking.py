@@ -15,7 +15,6 @@ there, as the provider task is no longer in flight).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -56,7 +55,7 @@ class TaskTracker:
         task: Task,
         status: ProviderStatus,
         *,
-        progress_written_before: datetime | None = None,
+        writes_progress: Callable[[Task], bool] | None = None,
         before_ingest: TerminalHook | None = None,
     ) -> Task:
         """Apply ``status`` to ``task``; returns the task as it now stands.
@@ -65,15 +64,16 @@ class TaskTracker:
         ingest message (the poll path ends its execution there, so the message carries that
         step's whole cost: reelay.costs).
 
-        A report that only moves the progress is written only when the task's last write is older
-        than ``progress_written_before`` (the poll path: at most one progress write per half a
-        typical time, however far it moved; near a task's end polls come seconds apart, and each
-        would rewrite the item). Without it, every change is written. Anything else (a status, a
-        provider id) is always written.
+        A report that only moves the progress is written only when ``writes_progress`` says so of
+        the task as stored (the poll path, ``PollSchedule.writes_progress``: at most one progress
+        write per half a typical time, however far it moved, and none once the end is predicted
+        to be near; near a task's end polls come seconds apart, and each would rewrite the item).
+        Without it, every change is written. Anything else (a status, a provider id) is always
+        written.
         """
         for _ in range(_ATTEMPTS):
             try:
-                return self._apply_once(task, status, progress_written_before, before_ingest)
+                return self._apply_once(task, status, writes_progress, before_ingest)
             except TransitionConflict:
                 task = self._store.get(task.id)
         return task
@@ -119,7 +119,7 @@ class TaskTracker:
         self,
         task: Task,
         status: ProviderStatus,
-        progress_written_before: datetime | None,
+        writes_progress: Callable[[Task], bool] | None,
         before_ingest: TerminalHook | None = None,
     ) -> Task:
         if task.status.terminal or task.status is TaskStatus.INGESTING:
@@ -159,7 +159,6 @@ class TaskTracker:
             return self._store.transition(
                 task, TaskStatus.RUNNING, reason="provider running", progress=progress, **changes
             )
-        stale = progress_written_before is None or task.updated_at < progress_written_before
-        if changes or (progress != task.progress and stale):
+        if changes or (progress != task.progress and (writes_progress is None or writes_progress(task))):
             return self._store.update(task, progress=progress, **changes)
         return task
