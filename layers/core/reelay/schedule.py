@@ -70,10 +70,11 @@ class PollSchedule:
 
         Only when the task's last write is older than ``progress_every``, and not once the end is
         predicted within ``quiet_share`` of a typical time (120 s for 180 s): the next write is
-        then the end itself. The shown progress is then about a typical time old at the most when
-        the task ends (a 10-minute task at 180 s typical: 1 progress write, not 2; its last one
-        ≈ 400 s in, when the polls far from the end are ≈ 300 s apart anyway), and the answer
-        that ends the task is never held back.
+        then the end itself. A 10-minute task at 180 s typical writes its progress once, not
+        twice (≈ 400 s in). The progress shown when a task ends is then up to ≈ 2 typical times
+        old (simulated with linear progress: 237 s at most for 10-minute tasks, 344 s for
+        15-minute ones), less than the wait between such a task's first two polls (≈ 300 s and
+        ≈ 480 s); the answer that ends the task is never held back.
         """
         if since_write <= self.progress_every:
             return False
