@@ -117,7 +117,7 @@ def test_a_poll_that_only_moves_the_progress_writes_it_at_most_once_half_a_typic
         world.provider.running(progress)
         assert world.service.poll(_message(task_id, polls=polls)) == "next"
     assert world.store.get(task_id).version == running.version
-    # Then one 155 s after the last write, far from the predicted end (≈ 390 s left), writes it
+    # Then one 155 s after the last write, far from the predicted end (≈ 360 s left), writes it
     world.clock[0] += timedelta(seconds=15)
     world.provider.running(30)
     assert world.service.poll(_message(task_id, polls=4)) == "next"
