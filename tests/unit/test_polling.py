@@ -286,8 +286,9 @@ def test_a_batch_reports_only_the_message_that_raised(world: Any) -> None:
     event = load_event("sqs_poll.json")
     good = event["Records"][0] | {"messageId": "good", "body": _message(task_id).model_dump_json()}
     bad = event["Records"][0] | {"messageId": "bad", "body": _message("tsk_missing").model_dump_json()}
-    junk = event["Records"][0] | {"messageId": "junk", "body": "{}"}  # dropped: it can never succeed
-    result = world.service.handle_batch({"Records": [good, bad, junk]}, None)
+    # Dropped, as they can never succeed: no task id and token, not JSON, not an object.
+    junk = [event["Records"][0] | {"messageId": f"junk-{n}", "body": body} for n, body in enumerate(("{}", "{", "[1]"))]
+    result = world.service.handle_batch({"Records": [good, bad, *junk]}, None)
     assert result == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
     assert world.queued_polls() == 1  # the good one's next poll
 

@@ -28,7 +28,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from reelay import costs, metrics
 from reelay.aws import PollTokens, TaskQueue
@@ -105,8 +105,9 @@ class PollService:
 
         def record_handler(record: SQSRecord) -> None:
             try:
-                message = PollMessage.model_validate_json(record.body)
-            except ValidationError:
+                body = json.loads(record.body)  # parsed once: the message, and the counts it carries
+                message = PollMessage.model_validate(body)
+            except ValueError:  # not JSON, or not a poll message (ValidationError is a ValueError)
                 logger.error("dropping a poll message without a task id and token", extra={"id": record.message_id})
                 return
             # Each record's logs carry its task id, and its task shares the invocation's cost, the
@@ -115,7 +116,6 @@ class PollService:
                 if context is not None and context.get_remaining_time_in_millis() < self._record_seconds * 1000:
                     self._queue.retry_later(record.receipt_handle, 0)
                     raise TimeoutError("not enough time left in this invocation for another poll")
-                body = json.loads(record.body)
                 carrier = body.get("input", body) if message.attempt == 0 else {}
                 with costs.received(message.task_id, carrier):
                     self.poll(message)
