@@ -1,9 +1,11 @@
 """The functions' real handlers, run in this process instead of moto's Docker containers.
 
-``FunctionRuntime`` imports each function's handler module with ``os.environ`` set to exactly
-that function's environment (functions validate their settings at import, so a variable the
-template gives only to another function is missing here as it would be in AWS), invokes it with
-a Lambda-like context in a thread of its own, and stops it at its timeout as Lambda does. It
+``FunctionRuntime`` imports each function's handler module and invokes it as that function's
+``sandbox.Sandbox``: ``os.environ`` is exactly the function's environment at import and at every
+call (functions validate their settings at import, so a variable the template gives only to
+another function is missing here as it would be in AWS), and its boto3 default session and
+Powertools Parameters providers are its own. It invokes a handler with a Lambda-like context in
+a thread of its own, and stops it at its timeout as Lambda does. It
 takes over moto's Lambda execution so that everything moto itself invokes (Step Functions tasks,
 ``lambda.invoke``) runs the same handlers:
 
@@ -35,6 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, ModuleType, SimpleNamespace
 from typing import Any, ClassVar
+
+from reelay_local import sandbox
+from reelay_local.sandbox import Sandbox
 
 LOG = logging.getLogger(__name__)
 
@@ -187,6 +192,7 @@ class _LoadedFunction:
     spec: FunctionSpec
     module_name: str
     handler: Handler
+    sandbox: Sandbox
 
 
 class FunctionRuntime:
@@ -210,11 +216,12 @@ class FunctionRuntime:
         self._restore_patches: list[Callable[[], None]] = []
         self._closed = threading.Event()
         reset_process_caches()
+        sandbox.install()
 
     # -- loading ------------------------------------------------------------------------------
 
     def load(self, spec: FunctionSpec) -> None:
-        """Import ``spec``'s handler module with ``os.environ`` equal to ``spec.environment``.
+        """Import ``spec``'s handler module as its function (``os.environ`` is ``spec.environment``).
 
         Functions read and validate their settings at import (cold start), so a configuration
         error surfaces here, when the stack starts, with the function's name on it. Nothing of
@@ -230,12 +237,13 @@ class FunctionRuntime:
         if not module_file.is_file():
             raise FileNotFoundError(f"{spec.logical_id}: handler module {module_file} does not exist")
         module_name = f"_reelay_local_{self._instance}_{spec.logical_id}_{module_file.stem}"
-        with _exact_environment(spec.environment), _code_dir_on_path(spec.code_dir):
+        own = Sandbox(spec.logical_id, dict(spec.environment))
+        with sandbox.running_as(own), _code_dir_on_path(spec.code_dir):
             module = _import_file(module_name, module_file)
         handler = getattr(module, spec.function_name_in_module, None)
         if not callable(handler):
             raise AttributeError(f"{spec.logical_id}: {module_file} has no handler {spec.function_name_in_module!r}")
-        self._functions[spec.logical_id] = _LoadedFunction(spec, module_name, handler)
+        self._functions[spec.logical_id] = _LoadedFunction(spec, module_name, handler, own)
         self._by_name[spec.name] = spec.logical_id
         self._by_name[spec.arn] = spec.logical_id
 
@@ -275,7 +283,7 @@ class FunctionRuntime:
 
         def run() -> None:
             try:
-                with self._running_handler():
+                with sandbox.running_as(loaded.sandbox), self._running_handler():
                     try:
                         outcome["result"] = loaded.handler(payload, context)
                     except LambdaTimeout:
@@ -448,6 +456,7 @@ class FunctionRuntime:
                 sys.path.remove(entry)
         self._sys_path_added.clear()
         reset_process_caches()
+        sandbox.uninstall()
 
 
 def reset_process_caches() -> None:
@@ -499,23 +508,6 @@ def _import_file(module_name: str, path: Path) -> ModuleType:
         sys.modules.pop(module_name, None)
         raise
     return module
-
-
-@contextlib.contextmanager
-def _exact_environment(environment: Mapping[str, str]) -> Iterator[None]:
-    """``os.environ`` equal to ``environment`` (nothing else) for an import; restored afterwards.
-
-    Other threads of the process (moto, running handlers) see it too for the moment of the
-    import; the function environment carries the same endpoint and credentials they need.
-    """
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(environment)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @contextlib.contextmanager
