@@ -33,10 +33,12 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs
 
+from reelay_local.local_iam import SCOPE as _SCOPE
+from reelay_local.local_iam import peek_body as _peek_body
+
 OBSERVER_KEY = "observer"
 
 _TASK_ID = re.compile(rb"tsk_[A-Za-z0-9]+")
-_SCOPE = re.compile(r"Credential=([^/]+)/\d{8}/[^/]+/([^/]+)/aws4_request")
 _SERVICES = {"dynamodb": "ddb", "sqs": "sqs", "states": "sfn", "s3": "s3", "events": "events", "lambda": "lambda"}
 
 
@@ -210,16 +212,6 @@ class AwsCallCounter:
                     events = sfn.get_execution_history(executionArn=execution["executionArn"], maxResults=1000)
                     found[task] += sum(1 for e in events["events"] if e["type"].endswith("StateEntered"))
         return found
-
-
-def _peek_body(environ: dict[str, Any]) -> bytes:
-    """The request body, put back for moto to read."""
-    import io
-
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    body = environ["wsgi.input"].read(length) if length else b""
-    environ["wsgi.input"] = io.BytesIO(body)
-    return body
 
 
 def _form_action(body: bytes) -> str:

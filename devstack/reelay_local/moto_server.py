@@ -217,6 +217,16 @@ class MotoServer:
 
         self._restore_fixes.append(restore_listing)
 
+    def object_exists(self, bucket: str, key: str) -> bool:
+        """Whether ``bucket`` holds ``key`` (read from moto's state, not through a request)."""
+        from moto.s3.models import s3_backends
+
+        try:
+            found = s3_backends[ACCOUNT_ID]["aws"].buckets[bucket].keys.get(key)
+        except KeyError:
+            return False
+        return found is not None
+
     def message_visible_at(self, queue_name: str, message_id: str) -> float | None:
         """When an in-flight SQS message becomes visible again (epoch ms), or None if it is gone.
 

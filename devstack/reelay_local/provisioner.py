@@ -27,6 +27,7 @@ from typing import Any
 from reelay_local.event_sources import QueueMapping, ScheduleSpec
 from reelay_local.gateway import Route, routes_from_body
 from reelay_local.lambda_runtime import FunctionSpec
+from reelay_local.local_iam import Policy, Principal, function_key
 from reelay_local.template import (
     ACCOUNT_ID,
     PARTITION,
@@ -76,6 +77,8 @@ class Wiring:
     state_machines: dict[str, str] = field(default_factory=dict)  # logical id -> ARN
     event_buses: dict[str, str] = field(default_factory=dict)  # logical id -> bus name
     unserved: list[str] = field(default_factory=list)
+    # Each function's own access key -> the function and its role's policy (``local_iam``).
+    principals: dict[str, Principal] = field(default_factory=dict)
 
 
 class Provisioner:
@@ -84,8 +87,10 @@ class Provisioner:
     Each function's ``FunctionSpec.environment`` is the whole environment it runs with: its
     template variables (Globals and its own), then ``function_overrides``, then what the Lambda
     runtime sets, then ``runtime_environment`` (the local stand-ins for the execution role and
-    the endpoint: fake credentials, ``AWS_ENDPOINT_URL``, ``MOTO_PORT``). ``timeout_overrides``
-    (logical id -> seconds) replace template timeouts, for tests of timeouts that cannot wait.
+    the endpoint: fake credentials, ``AWS_ENDPOINT_URL``, ``MOTO_PORT``), then the function's
+    own access key (``Wiring.principals`` maps it to the function's role, for ``local_iam``).
+    ``timeout_overrides`` (logical id -> seconds) replace template timeouts, for tests of
+    timeouts that cannot wait.
     """
 
     def __init__(
@@ -114,6 +119,9 @@ class Provisioner:
         self._layer_dirs: dict[str, Path] = {}
         self._api_urls: dict[str, str] = {}
         self._roles: set[str] = set()
+        self._role_documents: dict[str, list[dict[str, Any]]] = {}  # role ARN -> its inline policies
+        self._role_managed: dict[str, list[str]] = {}  # role ARN -> the managed policies it attaches
+        self._function_keys: dict[str, tuple[str, str, str]] = {}  # key -> (logical id, name, role ARN)
         self._reserved_concurrency: dict[str, int] = {}  # function logical id -> reserved concurrency
 
     # -- orchestration ------------------------------------------------------------------------
@@ -155,7 +163,17 @@ class Provisioner:
             if kind in handled or logical_id in self.physical or not self._is_selected(resource):
                 continue
             self._other(logical_id, kind, resource)
+        self._principals()
         return self.wiring
+
+    def _principals(self) -> None:
+        """Each function's key, named with its role's policy, for ``local_iam`` to check."""
+        policies: dict[str, Policy] = {}
+        for key, (logical_id, name, role) in self._function_keys.items():
+            if role not in policies:
+                policies[role] = Policy.of(role, self._role_documents.get(role, []), self._role_managed.get(role, []))
+                self.wiring.unserved.extend(policies[role].problems)
+            self.wiring.principals[key] = Principal(logical_id, name, policies[role])
 
     def _selected(self, kinds: tuple[str, ...]) -> Iterator[tuple[str, dict[str, Any]]]:
         for logical_id, resource in self._template.resources.items():
@@ -190,13 +208,15 @@ class Provisioner:
             AssumeRolePolicyDocument=json.dumps(props.get("AssumeRolePolicyDocument") or {}),
         )["Role"]
         self._roles.add(role["Arn"])
+        self._role_managed[role["Arn"]] = [str(arn) for arn in props.get("ManagedPolicyArns") or []]
         self.physical[logical_id] = Physical(name, {"Arn": role["Arn"], "RoleId": role["RoleId"]})
 
     def _role_policies(self, logical_id: str, resource: dict[str, Any]) -> None:
-        # Kept for inspection only: moto does not enforce IAM here.
+        # Put in moto for inspection; enforced by ``local_iam`` (moto does not enforce IAM here).
         iam = self._client("iam")
         for policy in self.resolver.resolve((resource.get("Properties") or {}).get("Policies") or []):
             document = {"Version": "2012-10-17", **policy["PolicyDocument"]}
+            self._role_documents.setdefault(self.physical[logical_id].attributes["Arn"], []).append(document)
             iam.put_role_policy(
                 RoleName=self.physical[logical_id].ref,
                 PolicyName=policy["PolicyName"],
@@ -438,6 +458,8 @@ class Provisioner:
         handler = props.get("Handler", "app.lambda_handler")
         role = props.get("Role") or self._arn("iam", "role/reelay-local-function", region="")
         self._ensure_role(role)
+        key = function_key(logical_id)
+        self._function_keys[key] = (logical_id, name, role)
         self._client("lambda").create_function(
             FunctionName=name,
             Runtime=props.get("Runtime", "python3.13"),
@@ -469,6 +491,8 @@ class Provisioner:
                 **variables,
                 **self._lambda_environment(name, handler, code_dir, timeout, memory_size, props),
                 **self._runtime_environment,
+                # The function's own credentials: its calls are checked against its role.
+                "AWS_ACCESS_KEY_ID": key,
             },
             layer_dirs=tuple(layer_dirs),
         )
@@ -491,6 +515,7 @@ class Provisioner:
             "AWS_LAMBDA_FUNCTION_TIMEOUT": f"{timeout:g}",
             "LAMBDA_TASK_ROOT": str(code_dir),
             "LANG": "en_US.UTF-8",
+            "PATH": "/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin",
             "TZ": ":UTC",
         }
 

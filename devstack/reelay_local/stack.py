@@ -5,12 +5,14 @@ point this process's AWS SDK at it, bind the gateway's port (its URL is the API'
 the resources from the template, import every handler with exactly its own environment, then
 start the gateway, the SQS pollers and the schedules.
 
-Handlers run in this process, so ``os.environ`` is shared. Each handler module is imported with
-``os.environ`` set to that function's environment alone (functions read their settings at
-import); between imports the process keeps only what every function's environment has in common
-and boto3 reads when a client is made (endpoint, fake credentials, region, ``MOTO_PORT``), never
-one function's variables. One ``LocalStack`` runs at a time in a process, and ``stop()`` puts
-the environment back as it found it.
+Handlers run in this process, each as a sandbox of its own (``sandbox``): inside a function,
+``os.environ`` is that function's environment alone, at import and at every call, and its boto3
+default session signs with the function's own access key, which ``local_iam`` checks at the
+endpoint against the function's role, so a call the template does not allow fails here as it
+would after ``sam deploy``. The process's own environment (the local stack, the tests) keeps
+only the endpoint, the stack's own fake credentials, the region and ``MOTO_PORT``, never one
+function's variables. One ``LocalStack`` runs at a time in a process, and ``stop()`` puts the
+environment back as it found it.
 
 A handler that runs past its timeout is stopped and fails as in AWS (``Sandbox.Timedout``);
 ``timeouts`` lists every such invocation, for tests to fail on.
@@ -34,10 +36,11 @@ from reelay_local.event_bus import BusRecorder
 from reelay_local.event_sources import QueueMapping, ScheduleSpec, ScheduleTimer, SqsPoller
 from reelay_local.gateway import Gateway, Route
 from reelay_local.lambda_runtime import FunctionRuntime, FunctionSpec, TimedOutInvocation
+from reelay_local.local_iam import EndpointCheck, LocalIam
 from reelay_local.local_jwt import LocalJwtIssuer
 from reelay_local.moto_server import MotoServer
 from reelay_local.provisioner import Provisioner, Wiring
-from reelay_local.template import REGION, CloudTemplate, TemplateError, translate
+from reelay_local.template import ACCOUNT_ID, REGION, CloudTemplate, TemplateError, translate
 
 LOG = logging.getLogger(__name__)
 
@@ -103,6 +106,8 @@ class LocalStack:
         self._timers: list[ScheduleTimer] = []
         self._saved_environ: dict[str, str | None] = {}
         self._saved_session: boto3.session.Session | None = None
+        self._iam: LocalIam | None = None
+        self._endpoint_check: EndpointCheck | None = None
         self._started = False
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -162,6 +167,11 @@ class LocalStack:
         self._bus.bus_names = set(self._wiring.event_buses.values())
         self._bus.install()
         self._resources = {logical_id: physical.ref for logical_id, physical in provisioner.physical.items()}
+        self._iam = LocalIam(
+            self._wiring.principals, secret_arn=self._secret_arn, object_exists=self._moto.object_exists
+        )
+        self._endpoint_check = EndpointCheck(self._iam)
+        self._endpoint_check.install()
         for problem in self._wiring.unserved:
             LOG.warning("not served locally: %s", problem)
         for spec in self._wiring.functions.values():
@@ -207,6 +217,9 @@ class LocalStack:
             LOG.warning("handlers still running while the local stack stops")
         if self._runtime is not None:
             self._runtime.close()
+        if self._endpoint_check is not None:
+            self._endpoint_check.uninstall()
+            self._endpoint_check = None
         self._moto.stop()
         self._bus.restore()
         for key, value in self._saved_environ.items():
@@ -247,6 +260,19 @@ class LocalStack:
     def aws_endpoint(self) -> str:
         """moto's endpoint (also this process's ``AWS_ENDPOINT_URL`` while the stack runs)."""
         return self._moto.endpoint
+
+    @property
+    def iam(self) -> LocalIam:
+        """The functions' roles as enforced at the endpoint, and the requests refused so far."""
+        return self._require(self._iam)
+
+    def _secret_arn(self, name: str) -> str:
+        """A secret's ARN from its name (a policy names the ARN, a caller may name the secret)."""
+        for logical_id, _ in self._require(self._template).of_type("AWS::SecretsManager::Secret"):
+            arn = str(self._resources.get(logical_id, ""))
+            if arn.rsplit(":", 1)[-1].rsplit("-", 1)[0] == name:
+                return arn
+        return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:{name}"
 
     @property
     def bucket(self) -> str:

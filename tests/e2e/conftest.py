@@ -4,7 +4,8 @@ One ``DevEnvironment`` per test module (the local stack runs handlers in-process
 time). The stack serves four providers: the three defaults on the simulator, plus
 ``sorahk_short``, a second sorahk instance with a 6 s deadline, for the deadline test.
 A handler that runs
-past its template timeout fails the test it ran in (``tests.lambda_timeouts``).
+past its template timeout fails the test it ran in (``tests.lambda_timeouts``), and so does a
+call that a function's role does not allow (``tests.access_denials``).
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ import httpx
 import pytest
 
 from reelay_local import DevEnvironment
+from tests import access_denials
+from tests.access_denials import _unexpected_access_denials_fail_the_test
 from tests.lambda_timeouts import _unexpected_lambda_timeouts_fail_the_test, register_marker
 from tests.template_support import REPO
 
-__all__ = ["_unexpected_lambda_timeouts_fail_the_test"]
+__all__ = ["_unexpected_access_denials_fail_the_test", "_unexpected_lambda_timeouts_fail_the_test"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
     register_marker(config)
+    access_denials.register_marker(config)
 
 
 E2E_ENV = {

@@ -9,6 +9,7 @@ local stack the way the application does. The last tests run the real template.y
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 import time
 from collections.abc import Iterator
@@ -118,6 +119,9 @@ Resources:
       Environment:
         Variables:
           WORKER_ONLY: "1"
+      Policies:
+        - DynamoDBCrudPolicy: {TableName: !Ref RecordTable}
+        - SQSPollerPolicy: {QueueName: !GetAtt WorkQueue.QueueName}  # its backoff
       Events:
         Work:
           Type: SQS
@@ -129,10 +133,14 @@ Resources:
     Type: AWS::Serverless::Function
     Properties:
       CodeUri: functions/step/
+      Policies:
+        - DynamoDBCrudPolicy: {TableName: !Ref RecordTable}
   RecorderFunction:
     Type: AWS::Serverless::Function
     Properties:
       CodeUri: functions/recorder/
+      Policies:
+        - DynamoDBWritePolicy: {TableName: !Ref RecordTable}
       Events:
         Tick: {Type: Schedule, Properties: {Schedule: rate(10 minutes), Input: '{"source": "tick"}'}}
         Tock: {Type: Schedule, Properties: {Schedule: rate(10 minutes)}}
@@ -141,6 +149,8 @@ Resources:
     Properties:
       CodeUri: functions/sleepy/
       Timeout: 30  # the tests shorten it to 1 s with timeout_overrides
+      Policies:
+        - DynamoDBWritePolicy: {TableName: !Ref RecordTable}
       Events:
         Sleep: {Type: SQS, Properties: {Queue: !GetAtt SleepQueue.Arn, BatchSize: 2}}
   FlowStateMachine:
@@ -183,9 +193,33 @@ HANDLERS = {
         import base64
         import json
         import os
+        import threading
         import time
 
         IMPORT_ENVIRON = dict(os.environ)
+
+
+        def denied():
+            import boto3
+            from botocore.exceptions import ClientError
+
+            errors = {}
+
+            def attempt(name, call):
+                try:
+                    call()
+                except ClientError as exc:
+                    errors[name] = [exc.response["Error"]["Code"], exc.response["Error"]["Message"]]
+
+            table = boto3.resource("dynamodb").Table(os.environ["RECORD_TABLE"])
+            attempt("put_item", lambda: table.put_item(Item={"pk": "denied", "sk": "1", "kind": "denied"}))
+            # A thread the handler starts signs as the function too
+            bucket = os.environ["BUCKET_ARN"].rsplit(":", 1)[-1]
+            put = threading.Thread(target=attempt, args=(
+                "put_object", lambda: boto3.client("s3").put_object(Bucket=bucket, Key="denied", Body=b"x")))
+            put.start()
+            put.join()
+            return errors
 
 
         def lambda_handler(event, context):
@@ -196,15 +230,22 @@ HANDLERS = {
                 time.sleep(0.5)
             if kind == "plain":
                 return {"plain": True}
+            if kind == "denied":  # EchoFunction's role grants nothing but logs
+                return denied()
             if kind == "binary":
                 data = base64.b64encode(bytes(range(256))).decode()
                 return {"statusCode": 200, "headers": {"content-type": "application/octet-stream"},
                         "body": data, "isBase64Encoded": True}
+            in_thread = {}
+            thread = threading.Thread(target=lambda: in_thread.update(os.environ))
+            thread.start()
+            thread.join()
             seen = {
                 "event": event,
                 "greeting": IMPORT_ENVIRON["GREETING"],
                 "import_environ": IMPORT_ENVIRON,
-                "invoke_environ_keys": sorted(os.environ),
+                "invoke_environ": dict(os.environ),
+                "thread_environ": in_thread,
                 "context": {
                     "function_name": context.function_name,
                     "memory_limit_in_mb": context.memory_limit_in_mb,
@@ -222,8 +263,7 @@ HANDLERS = {
 
         import boto3
 
-        # Read at import, as reelay's handlers do: while handlers run, os.environ holds no
-        # function's variables.
+        # Read at import, as reelay's handlers do.
         TABLE = boto3.resource("dynamodb").Table(os.environ["RECORD_TABLE"])
         WORK_QUEUE_URL = os.environ["WORK_QUEUE_URL"]
         SQS = boto3.client("sqs")
@@ -577,7 +617,30 @@ class TestFixtureApplication:
         assert (event["source"], event["detail-type"], event["detail"]) == ("aws.events", "Scheduled Event", {})
         assert event["resources"] == [s.arn for s in fixture_stack.schedules if s.logical_id == "RecorderFunctionTock"]
 
-    def test_each_function_imports_with_exactly_its_own_environment(self, fixture_stack: LocalStack) -> None:
+    @pytest.mark.expect_access_denied
+    def test_a_call_the_functions_role_does_not_allow_fails_as_in_aws(self, fixture_stack: LocalStack) -> None:
+        # Given EchoFunction, whose template entry attaches no policy (its role has SAM's
+        # logging and tracing managed policies only)
+        # When it writes the table, and uploads to the bucket from a thread it starts
+        errors = httpx.get(f"{fixture_stack.api_url}/behaviour/denied").json()
+
+        # Then both calls fail as IAM fails them, naming the role's session and what was needed
+        echo = fixture_stack.functions["EchoFunction"]
+        table_arn = f"arn:aws:dynamodb:us-east-1:123456789012:table/{fixture_stack.resources['RecordTable']}"
+        code, message = errors["put_item"]
+        assert code == "AccessDeniedException"
+        assert "assumed-role/reelay-local-EchoFunctionRole-" in message and f"/{echo.name} " in message
+        assert f"is not authorized to perform: dynamodb:PutItem on resource: {table_arn}" in message
+        assert errors["put_object"][0] == "AccessDenied"
+        bucket = fixture_stack.resources["Bucket"]
+        denied = [(f, a, r) for f, a, r in fixture_stack.iam.denied if f == "EchoFunction"]
+        assert ("EchoFunction", "dynamodb:PutItem", table_arn) in denied
+        assert ("EchoFunction", "s3:PutObject", f"arn:aws:s3:::{bucket}/denied") in denied
+        # And nothing was written
+        assert records(fixture_stack, "denied") == []
+        assert "Contents" not in boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="denied")
+
+    def test_each_function_imports_and_runs_with_exactly_its_own_environment(self, fixture_stack: LocalStack) -> None:
         # Given a function whose template entry has a variable of its own (WorkerFunction)
         # When another function's handler is imported and invoked
         seen = httpx.get(f"{fixture_stack.api_url}/items/1").json()
@@ -595,9 +658,14 @@ class TestFixtureApplication:
         assert seen["import_environ"]["LAMBDA_TASK_ROOT"] == str(echo.code_dir)
         assert seen["import_environ"]["AWS_ENDPOINT_URL"] == fixture_stack.aws_endpoint
         assert seen["import_environ"]["MOTO_PORT"] == fixture_stack.aws_endpoint.rsplit(":", 1)[1]
-        # And while it runs, the process environment holds no function's variables either
-        assert not {"RECORD_TABLE", "GREETING", "WORKER_ONLY", "EXTRA"} & set(seen["invoke_environ_keys"])
-        assert "AWS_ENDPOINT_URL" in seen["invoke_environ_keys"]
+        # And it runs with the same, also in a thread it starts (what a library reads late, such
+        # as boto3 making a client on first use, is the function's, as in its own sandbox)
+        assert seen["invoke_environ"] == dict(echo.environment)
+        assert seen["thread_environ"] == dict(echo.environment)
+        # While the process's own environment (the local stack's, outside every function) holds
+        # no function's variables
+        assert not {"RECORD_TABLE", "GREETING", "WORKER_ONLY", "EXTRA"} & set(os.environ)
+        assert "AWS_ENDPOINT_URL" in os.environ
 
     @pytest.mark.expect_lambda_timeouts
     def test_a_handler_past_its_timeout_fails_and_its_message_is_redelivered(self, fixture_stack: LocalStack) -> None:
