@@ -32,6 +32,7 @@ pydantic with one model, then Powertools' Logger, Tracer and Metrics, each on to
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -147,13 +148,24 @@ def python313() -> str:
 
 
 def layer(python: str) -> Path:
-    """The core layer as sam build makes it (this machine's wheels)."""
-    if not (BENCH_LAYER / ".done").exists():
+    """The core layer as sam build makes it (this machine's wheels), rebuilt when its sources changed."""
+    fingerprint = _layer_fingerprint()
+    done = BENCH_LAYER / ".done"
+    if not done.exists() or done.read_text() != fingerprint:
         shutil.rmtree(BENCH_LAYER, ignore_errors=True)
         build = [python, str(REPO / "layers/core/build_layer.py"), "--host-platform", str(BENCH_LAYER)]
         subprocess.run(build, check=True)
-        (BENCH_LAYER / ".done").write_text("ok")
+        done.write_text(fingerprint)
     return BENCH_LAYER / "python"
+
+
+def _layer_fingerprint() -> str:
+    """A hash of what the layer is built from: the reelay package, the pins and the build script."""
+    core = REPO / "layers" / "core"
+    digest = hashlib.sha256()
+    for path in sorted([*(core / "reelay").rglob("*.py"), core / "requirements.txt", core / "build_layer.py"]):
+        digest.update(str(path.relative_to(core)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def runtime(python: str) -> Path:
