@@ -129,9 +129,10 @@ class LocalStack:
         self._started = True
         self._template = translate(self._template_path, self._parameter_overrides, stack_name=self._stack_name)
         endpoint = self._moto.start()
-        # The local stand-ins for what a function gets from AWS: the endpoint (moto), the
-        # execution role's credentials (fake), the region. They stay in the process
-        # environment, since boto3 reads them whenever a handler makes a client.
+        # The local stand-ins for what a function gets from AWS: the endpoint (moto), credentials
+        # (fake; each function's own access key is added by the provisioner), the region. Each
+        # function's environment carries them; the process keeps them too, for the local stack's
+        # own clients (and the tests').
         runtime_environment = {
             "AWS_ENDPOINT_URL": endpoint,
             "AWS_ACCESS_KEY_ID": "testing",
