@@ -52,14 +52,14 @@ PATHS: dict[str, dict[str, Any]] = {
 }
 
 
-def _environment(speedup: float) -> dict[str, str]:
+def _environment(speedup: float, reconcile_every: float = 3600.0) -> dict[str, str]:
     typical = f"{TYPICAL_SECONDS / speedup:g}"
     return {
         "REELAY_PROVIDERS": "generate_task,sorahk",
         "REELAY_GENERATE_TASK_TYPICAL_SECONDS": typical,
         "REELAY_SORAHK_TYPICAL_SECONDS": typical,
         "REELAY_LOG_LEVEL": "WARNING",
-        "REELAY_RECONCILE_EVERY_SECONDS": "3600",
+        "REELAY_RECONCILE_EVERY_SECONDS": f"{reconcile_every:g}",
         # A task's own cost, not that of waiting: 100 tasks at once at generate_task's documented
         # 60 requests a minute would add retries and waits (the simulator's limits are lifted
         # too). Its slots stay (each task takes and frees one); the request log is off ("0").
@@ -108,12 +108,12 @@ def reelay_cost(api_url: str, task_ids: list[str]) -> dict[str, Any]:
     return {"tasks": {r["key"]: r for r in rows if r["scope"] == "task"}, "total": rows[-1]}
 
 
-def run(tasks: int, speedup: float, timeout: float, rate: float) -> int:
+def run(tasks: int, speedup: float, timeout: float, rate: float, reconcile_every: float = 3600.0) -> int:
     from reelay.costs import price
     from reelay_local import DevEnvironment
     from reelay_local.aws_calls import AwsCallCounter, compare_task
 
-    for key, value in _environment(speedup).items():
+    for key, value in _environment(speedup, reconcile_every).items():
         os.environ[key] = value
     started = time.monotonic()
     with AwsCallCounter() as counter, DevEnvironment(REPO) as env:
@@ -213,8 +213,15 @@ def main() -> None:
     parser.add_argument("--speedup", type=float, default=10.0, help="time runs this many times faster")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds for every task to end")
     parser.add_argument("--rate", type=float, default=1.5, help="tasks started per second, the paths in turn")
+    parser.add_argument(
+        "--reconcile-every",
+        type=float,
+        default=3600.0,
+        help="seconds between reconcile runs, local time (default: out of the way; 12 at --speedup 10 is the "
+        "deployed ReconcileRate of 2 minutes, its looks counted too)",
+    )
     args = parser.parse_args()
-    sys.exit(run(args.tasks, args.speedup, args.timeout, args.rate))
+    sys.exit(run(args.tasks, args.speedup, args.timeout, args.rate, args.reconcile_every))
 
 
 if __name__ == "__main__":
