@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from reelay_local import LocalStack
+from tests.lambda_timeouts import fail_on_new
 
 EXPECT_MARKER = "expect_access_denied"
 
@@ -25,16 +25,9 @@ def register_marker(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def _unexpected_access_denials_fail_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
-    stack = LocalStack.running()
-    before = len(stack.iam.denied) if stack is not None else 0
-    yield
-    if stack is None or LocalStack.running() is not stack or request.node.get_closest_marker(EXPECT_MARKER):
-        return
-    new = stack.iam.denied[before:]
-    if new:
-        described = "; ".join(
-            sorted({f"{function} may not {action} on {resource}" for function, action, resource in new})
-        )
-        pytest.fail(
-            f"calls refused by the functions' roles during the test: {described} (mark it {EXPECT_MARKER} if expected)"
-        )
+    yield from fail_on_new(
+        request,
+        EXPECT_MARKER,
+        lambda stack: [f"{function} may not {action} on {resource}" for function, action, resource in stack.iam.denied],
+        "calls refused by the functions' roles",
+    )

@@ -9,7 +9,7 @@ redelivery is still seen. A test that times a handler out on purpose says so wit
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -22,14 +22,26 @@ def register_marker(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{EXPECT_MARKER}: the test times out a handler on purpose")
 
 
+def fail_on_new(
+    request: pytest.FixtureRequest, marker: str, seen: Callable[[LocalStack], Sequence[str]], what: str
+) -> Iterator[None]:
+    """Fail the test at teardown if ``seen(stack)`` (what went wrong, one line each) grew during
+    it, unless the test carries ``marker``; the body of a watching fixture (``yield from``)."""
+    stack = LocalStack.running()
+    before = len(seen(stack)) if stack is not None else 0
+    yield
+    if stack is None or LocalStack.running() is not stack or request.node.get_closest_marker(marker):
+        return
+    new = seen(stack)[before:]
+    if new:
+        pytest.fail(f"{what} during the test: {'; '.join(sorted(set(new)))} (mark it {marker} if expected)")
+
+
 @pytest.fixture(autouse=True)
 def _unexpected_lambda_timeouts_fail_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
-    stack = LocalStack.running()
-    before = len(stack.timeouts) if stack is not None else 0
-    yield
-    if stack is None or LocalStack.running() is not stack or request.node.get_closest_marker(EXPECT_MARKER):
-        return
-    new = stack.timeouts[before:]
-    if new:
-        described = ", ".join(f"{t.function} after {t.timeout:g}s" for t in new)
-        pytest.fail(f"handlers timed out during the test: {described} (mark it {EXPECT_MARKER} if expected)")
+    yield from fail_on_new(
+        request,
+        EXPECT_MARKER,
+        lambda stack: [f"{t.function} after {t.timeout:g}s" for t in stack.timeouts],
+        "handlers timed out",
+    )

@@ -29,6 +29,7 @@ machine's Lambda and SQS tasks) are not requests here.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -267,6 +268,11 @@ def _bus(name: Any) -> str:
     return name if name.startswith("arn:") else _arn("events", f"event-bus/{name}")
 
 
+def _secret_named(name: str) -> str:
+    """A secret's ARN from its name alone (without the suffix AWS adds to a secret's ARN)."""
+    return _arn("secretsmanager", f"secret:{name}")
+
+
 def _secretsmanager(operation: str, body: dict[str, Any], secret_arn: Callable[[str], str]) -> list[Need] | None:
     secret = str(body.get("SecretId") or "")
     if not secret:
@@ -363,7 +369,7 @@ def required(
     headers: dict[str, str],
     body: Callable[[], bytes],
     *,
-    secret_arn: Callable[[str], str] = lambda name: _arn("secretsmanager", f"secret:{name}"),
+    secret_arn: Callable[[str], str] = _secret_named,
 ) -> list[Need] | None:
     """The IAM actions and resources a request needs; None when the local stack cannot tell."""
     if service == "s3":
@@ -424,17 +430,17 @@ def denial(service: str, principal: Principal, needs: list[Need] | None, *, quer
             f"User: {principal.arn} is not authorized to perform: {action} on resource: {resource} "
             f"because no identity-based policy allows the {action} action"
         )
-    if service == "s3" or (service == "sqs" and query_protocol):
-        code = "AccessDenied"
+    if service == "s3":
         body = (
-            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
             f"<Message>{_xml(message)}</Message><RequestId>{uuid.uuid4()}</RequestId></Error>"
         )
-        if service == "sqs":
-            body = (
-                f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>"
-                f"<Message>{_xml(message)}</Message></Error></ErrorResponse>"
-            )
+        return Denial("403 Forbidden", [("Content-Type", "application/xml")], body.encode())
+    if service == "sqs" and query_protocol:
+        body = (
+            "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>"
+            f"<Message>{_xml(message)}</Message></Error></ErrorResponse>"
+        )
         return Denial("403 Forbidden", [("Content-Type", "application/xml")], body.encode())
     if service == "lambda":
         return Denial(
@@ -461,7 +467,7 @@ class LocalIam:
         self,
         principals: dict[str, Principal],
         *,
-        secret_arn: Callable[[str], str] | None = None,
+        secret_arn: Callable[[str], str] = _secret_named,
         object_exists: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.principals = principals
@@ -489,10 +495,15 @@ class LocalIam:
         def body() -> bytes:
             return peek_body(environ)
 
-        kwargs = {"secret_arn": self._secret_arn} if self._secret_arn else {}
         try:
             needs = required(
-                service, environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""), query, headers, body, **kwargs
+                service,
+                environ.get("REQUEST_METHOD", ""),
+                environ.get("PATH_INFO", ""),
+                query,
+                headers,
+                body,
+                secret_arn=self._secret_arn,
             )
         except (ValueError, ET.ParseError, AttributeError, TypeError):
             needs = None
@@ -504,8 +515,8 @@ class LocalIam:
                 return None
             needs = refused
         with self._lock:
-            for action, resource in needs or [("?", "?")]:
-                self.denied.append((principal.function, f"{service}:{action}" if action == "?" else action, resource))
+            for action, resource in needs if needs is not None else [(f"{service}:?", "?")]:
+                self.denied.append((principal.function, action, resource))
         LOG.warning(
             "AccessDenied: %s (%s) may not %s",
             principal.function,
@@ -528,8 +539,6 @@ class LocalIam:
 
 def peek_body(environ: dict[str, Any]) -> bytes:
     """The request body, put back for moto to read."""
-    import io
-
     cached = environ.get("reelay.local_iam.body")
     if cached is not None:
         return bytes(cached)
