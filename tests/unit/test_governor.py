@@ -260,6 +260,24 @@ def test_sweep_frees_the_slot_of_a_task_that_ended_without_freeing_it(aws: dict[
     assert sent == ["next"]
 
 
+def test_sweep_reads_no_holder_while_nobody_waits_for_a_slot(aws: dict[str, str]) -> None:
+    clock, sent = FakeClock(), []
+    gov = governor({"gt": ProviderLimits(max_in_flight=2)}, clock, sent)
+    gov.admit(task("lost"))
+    asked: list[str] = []
+
+    def in_flight(task_id: str) -> bool:
+        asked.append(task_id)
+        return task_id != "lost"
+
+    # A stale slot keeps nobody out yet: no holder is read (each read is a paid read of a task)
+    assert gov.sweep("gt", in_flight) == 0 and asked == []
+    gov.admit(task("b"))
+    gov.admit(task("c"))  # both slots taken: c waits
+    assert gov.sweep("gt", in_flight) == 1 and sorted(asked) == ["b", "lost"]
+    assert sent == ["c"]
+
+
 def test_a_slot_whose_lease_ran_out_is_taken_by_the_next_task(aws: dict[str, str]) -> None:
     clock, sent = FakeClock(), []
     gov = governor({"gt": ProviderLimits(max_in_flight=1, lease_seconds=100)}, clock, sent)

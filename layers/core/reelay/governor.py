@@ -10,9 +10,9 @@ DynamoDB (``reelay.governor_store``):
   takes it at once (no place in the line: the line's writes are saved); a task without a
   slot joins the *waiting line* and stays ``queued``; whoever frees a slot lets the next task
   in (``pump``) and sends its submit message at once, so it moves when a slot frees, not at
-  the next schedule tick. Reconcile frees the slots of tasks that ended or vanished without
-  it (``sweep``) and pumps too; a slot also carries a lease (the provider's deadline and ten
-  minutes) after which anyone may take it.
+  the next schedule tick. While a task waits, reconcile frees the slots of tasks that ended or
+  vanished without it (``sweep``) and pumps too; a slot also carries a lease (the provider's
+  deadline and ten minutes) after which anyone may take it.
 - **Requests** ≤ ``requests_per_minute`` (``REELAY_<NAME>_REQUESTS_PER_MINUTE``) in *any*
   60-second window, for every call made to the provider (creates, status checks, polls,
   reconcile, balance: ``HttpProvider`` asks ``before_request`` before each one; a result
@@ -297,8 +297,14 @@ class Governor:
             self.pump(provider)
 
     def sweep(self, provider: str, in_flight: Callable[[str], bool]) -> int:
-        """Free the slots whose holders are no longer in flight (reconcile); then let tasks in."""
+        """While a task waits for a slot: free the slots whose holders are no longer in flight
+        (reconcile), then let tasks in."""
         if self.limits(provider).max_in_flight is None:
+            return 0
+        if not self._store.head(provider, 1):
+            # Nobody waits for a slot: a stale one keeps no task out yet, and checking each holder
+            # would read every task in flight (and write its cost record) at every run. The first
+            # run after a task joins the line frees them.
             return 0
         freed = 0
         for slot in self._store.slots(provider):
