@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import boto3
 import pytest
 
+import reelay.store
 from reelay import costs
 from reelay.aws import PollTokens, ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
+from reelay.deadlines import Deadlines
 from reelay.errors import ProviderAuthError, ProviderRateLimited, ProviderTransientError
 from reelay.models import ErrorCode, TaskStatus, VideoRequest, utcnow
 from reelay.polling import MAX_TRANSIENT_ERRORS, PollMessage, PollService
@@ -127,6 +129,46 @@ def test_a_poll_that_only_moves_the_progress_writes_it_at_most_once_half_a_typic
     world.provider.succeed("https://cdn.example/v.mp4")
     assert world.service.poll(_message(task_id, polls=5)) == "done"
     assert (world.store.get(task_id).status, world.store.get(task_id).progress) == (TaskStatus.INGESTING, 100)
+
+
+def test_a_long_task_is_polled_as_its_due_entry_passes_and_that_poll_moves_the_entry_on(
+    world: Any, aws: dict[str, str], monkeypatch: Any
+) -> None:
+    # Given a task (typical 300 s) whose entry from when it was created comes due 600 s on, and
+    # whose progress rate puts its next poll after that
+    deadlines = Deadlines((world.provider.config,))
+    store = DynamoTaskStore("tasks", due=deadlines.due, clock=lambda: world.clock[0])
+    tracker = TaskTracker(store, TaskQueue(aws["INGEST_QUEUE_URL"]))
+    service = PollService(
+        store, world.catalog, tracker, TaskQueue(world.queue), world.tokens, clock=lambda: world.clock[0]
+    )
+    tasks = TaskService(store, world.catalog, TaskQueue(aws["SUBMIT_QUEUE_URL"]), ResultBucket("results"))
+    created = tasks.create(VideoRequest(provider="sorahk", prompt="a cat"))[0]
+    world.clock[0] = created.created_at
+    monkeypatch.setattr(reelay.store, "utcnow", lambda: world.clock[0])  # the writes' time is the test's
+    store.transition(created, TaskStatus.SUBMITTED, reason="t", provider_task_id="p-1")
+    entry = datetime.fromisoformat(str(store.get(created.id).stored_due))
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(TaskQueue, "send", lambda self, tid, **kw: sent.append({"task_id": tid, **kw}))
+    world.clock[0] = created.created_at + timedelta(seconds=150)
+    world.provider.running(10)
+    assert service.poll(_message(created.id)) == "next"
+    running = store.get(created.id)
+    assert running.status is TaskStatus.RUNNING and running.stored_due == entry.isoformat()  # kept
+    # When it is polled: the wait (60 % of the 1,350 s left) is cut to land just after the entry
+    wait = sent[-1]["delay_seconds"]
+    assert wait < 0.6 * 1350 * 0.9
+    poll_at = world.clock[0] + timedelta(seconds=wait)
+    assert entry < poll_at <= entry + timedelta(seconds=2)
+    # Then that poll writes its progress though the last write is recent, and the entry moves on
+    world.clock[0] = poll_at
+    world.provider.running(35)
+    assert service.poll(_message(created.id, polls=1)) == "next"
+    moved = store.get(created.id)
+    assert moved.progress == 35 and moved.stored_due == deadlines.due(moved).isoformat()
+    assert datetime.fromisoformat(str(moved.stored_due)) > poll_at + timedelta(seconds=500)
+    # And the wait after it is the schedule's own again (the entry is far ahead)
+    assert sent[-1]["delay_seconds"] > 60
 
 
 def test_stale_progress_is_not_rewritten_once_the_end_is_predicted_near(world: Any, monkeypatch: Any) -> None:

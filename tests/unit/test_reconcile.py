@@ -109,6 +109,31 @@ def test_an_entry_kept_by_a_later_write_is_moved_on_when_reached_without_a_look(
     assert moved.stored_due == world.deadlines.due(moved).isoformat() and moved.version == task.version + 1
 
 
+def test_a_running_poll_task_found_early_gets_its_look_at_once_not_a_move_to_be_found_again(world: Any) -> None:
+    # Given a poll-path task whose progress write, 1.5 typical times on, kept its entry from
+    # when it was queued (twice the typical time) though its own due time is 3.5 typical times
+    task_id = world.task("sorahk")
+    world.submitter.submit(task_id)
+    task = world.get(task_id)
+    world.later(1.5 * TYPICAL)
+    progressed = world.store.save(
+        task.model_copy(update={"status": TaskStatus.RUNNING, "progress": 40, "updated_at": world.now[0]}),
+        expected=task,
+    )
+    assert progressed.stored_due == task.stored_due
+    # When reconcile reaches the entry: the execution is asked about at once and the look recorded
+    world.later(2 * TYPICAL + 1)
+    assert world.reconciler.run() == {"poll_alive": 1}
+    looked = world.get(task_id)
+    assert looked.reconcile_count == 1 and looked.stored_due == world.deadlines.due(looked).isoformat()
+    # Then the next due time is twice the typical time from the look, not the 3.5 typical times a
+    # move would have left (to be found early again by the run after)
+    world.later(3.5 * TYPICAL + 1)
+    assert world.reconciler.run() == {}
+    world.later(4 * TYPICAL + 2)
+    assert world.reconciler.run() == {"poll_alive": 1}
+
+
 def test_a_status_check_that_changes_nothing_moves_the_next_look_on(world: Any) -> None:
     task_id = world.task()
     world.submitter.submit(task_id)

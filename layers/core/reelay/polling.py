@@ -19,6 +19,7 @@ that: benchmarks/poll_cost.md). Each message ``{task_id, token, polls, errors}``
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -171,8 +172,11 @@ class PollService:
         task = self._tracker.apply(
             task,
             status,
-            writes_progress=lambda stored: schedule.writes_progress(
-                since_write=(now - stored.updated_at).total_seconds(), elapsed=elapsed, progress=status.progress
+            writes_progress=lambda stored: (
+                _entry_passed(stored, now)
+                or schedule.writes_progress(
+                    since_write=(now - stored.updated_at).total_seconds(), elapsed=elapsed, progress=status.progress
+                )
             ),
             before_ingest=end_execution,
         )
@@ -183,7 +187,9 @@ class PollService:
         if _settled(task):
             return self._done(message, task)
         polls = message.polls + 1
-        wait = schedule.wait(polls, task_id=task.id, elapsed=elapsed, progress=status.progress)
+        wait = _meeting_entry(
+            task, now, schedule.wait(polls, task_id=task.id, elapsed=elapsed, progress=status.progress)
+        )
         return self._next(message.model_copy(update={"polls": polls, "errors": 0}), wait)
 
     def fail(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -228,6 +234,32 @@ class PollService:
     def _record_failure(self, task: Task, name: str, message: str) -> Task:
         code = _CAUGHT_CODES.get(name, ErrorCode.PROVIDER_FAILED)
         return self._tracker.fail(task, code, message or f"polling failed: {name}")
+
+
+def _entry_passed(task: Task, now: datetime) -> bool:
+    """Whether the task's ``Due`` entry has passed: a poll that moves its progress then writes it.
+
+    A write keeps an entry still ahead (``DynamoTaskStore``), so the entry the task was created
+    with (twice the typical time) passes while a long task still runs. The write that moves it
+    on costs its index a delete and a put; left for reconcile, the same move costs a read, the
+    write and the run's cost record for the task.
+    """
+    return task.stored_due is not None and datetime.fromisoformat(task.stored_due) <= now
+
+
+def _meeting_entry(task: Task, now: datetime, wait: int) -> int:
+    """``wait``, cut to land just after the task's ``Due`` entry passes if it passes before then.
+
+    That poll writes (``_entry_passed``) and moves the entry on, instead of leaving a gap in
+    which a reconcile run finds a live task early. It takes the place of the poll it moves
+    forward: the waits after it follow from it.
+    """
+    if task.stored_due is None:
+        return wait
+    until = (datetime.fromisoformat(task.stored_due) - now).total_seconds()
+    if 0 <= until < wait - 1:
+        return max(1, math.ceil(until) + 1)
+    return wait
 
 
 def _settled(task: Task) -> bool:

@@ -8,9 +8,9 @@ task                        what reconcile does
 ==========================  =====================================================================
 queued, waiting for a slot  nothing (the governor's line lets it in), except for an ``auto`` task
                             that has waited longer than its provider's capacity wait: out of the
-                            line, on to its next provider (``capacity_failover``); every run first
-                            frees the slots of tasks that ended without freeing them, then lets
-                            tasks in. Never sent, it has not reached the provider: the look
+                            line, on to its next provider (``capacity_failover``); while tasks
+                            wait, every run first frees the slots of tasks that ended without
+                            freeing them, then lets tasks in. Never sent, it has not reached the provider: the look
                             restarts its deadline (so does one of a task just let in)
 queued, never sent          its submit message was lost: the submit message is sent again
 queued, create held         the submit worker looks again (the provider's list; a 5xx'd create
@@ -31,7 +31,9 @@ deadline                    task exists: a charge is likely), or ``CREATE_UNCONF
 ==========================  =====================================================================
 
 A task found in the index before its due time (a write keeps an entry still ahead rather than
-move it later) is only moved to its due time (``not_due_yet``). Each look is recorded on the
+move it later) is only moved to its due time (``not_due_yet``), except a poll-path task that is
+submitted or running, which gets its look at once (``poll_alive``: as cheap as the move, and its
+next due time is further on). Each look is recorded on the
 task (``reconciled_at``), which moves its due time on. A run
 stops taking tasks when its time is nearly up (keeping time for the cost items its looks leave
 to write), logs what it fixed, and returns the counts.
@@ -47,7 +49,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from reelay import metrics
+from reelay import costs, metrics
 from reelay.aws import TaskQueue
 from reelay.catalog import ProviderCatalog
 from reelay.deadlines import Deadlines, notification_pending
@@ -154,10 +156,14 @@ class Reconciler:
         return fixed
 
     def _reconcile_safely(self, task_id: str) -> str:
+        with costs.working_on(task_id):  # its calls that name no task (an execution's status) are its own
+            return self._reconcile_one(task_id)
+
+    def _reconcile_one(self, task_id: str) -> str:
         try:
             task = self._store.get(task_id)
             due = self._deadlines.due(task)
-            if due is not None and self._clock() < due:
+            if due is not None and self._clock() < due and not self._looks_early(task):
                 # Its entry was left early (a write keeps an entry still ahead rather than move
                 # it later: ``DynamoTaskStore``): nothing to do yet but move it to when it is due,
                 # without a new version (a submit worker mid-create still records its answer).
@@ -172,6 +178,22 @@ class Reconciler:
         except ReelayError as exc:
             logger.warning("reconcile skipped a task", extra={"task_id": task_id, "error": exc.code})
             return "skipped"
+
+    def _looks_early(self, task: Task) -> bool:
+        """Whether a task found before its due time is looked at now rather than moved.
+
+        A poll-path task that is submitted or running: its look (is the execution alive?) is a
+        Step Functions read, no provider request, and records the look with one write, as the
+        move would. The look puts its next due time 2 x typical from now, where the move would
+        put it at the due time of its last write, often only seconds ahead, to be found early
+        again by the next run.
+        """
+        if task.status not in (TaskStatus.SUBMITTED, TaskStatus.RUNNING):
+            return False
+        try:
+            return not self._providers.get(task.provider).supports_callbacks
+        except RequestInvalid:
+            return True  # a provider no longer configured: its look fails the task
 
     def reconcile(self, task: Task) -> str:
         """Drive one task forward; the name of what was done."""
