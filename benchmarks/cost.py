@@ -8,8 +8,12 @@ Runs N tasks per path on the embedded local stack and the simulator, started ``-
 - ``poll-10min``: sorahk, a 10-minute task.
 
 Time runs ``--speedup`` times faster than real (generation and typical times divided by it; the
-adaptive schedule scales with the typical time), reconcile stays out of the way (every hour), the
-simulator's generate_task limits are lifted (no governor yet: 429 backoffs would be noise).
+adaptive schedule scales with the typical time), reconcile runs at the deployed ``ReconcileRate``
+(template.yaml's default, 2 minutes) sped up as much (``--reconcile-every`` overrides it; 3600
+keeps it out of the way), and the simulator's generate_task limits are lifted (429 backoffs would
+be noise). Its runs are counted too: each is shared among the tasks it looked at, by reelay and by
+the independent count alike. Time x10 compresses the tasks and the schedules but not every fixed
+constant of reconcile's looks (``reelay.deadlines.MIN_LOOK``, the notify grace).
 
 While they run, ``reelay_local.aws_calls.AwsCallCounter`` counts every AWS request the moto
 server answers and every Lambda invocation, per task, from outside reelay's code, and afterwards
@@ -108,11 +112,22 @@ def reelay_cost(api_url: str, task_ids: list[str]) -> dict[str, Any]:
     return {"tasks": {r["key"]: r for r in rows if r["scope"] == "task"}, "total": rows[-1]}
 
 
-def run(tasks: int, speedup: float, timeout: float, rate: float, reconcile_every: float = 3600.0) -> int:
+def deployed_reconcile_seconds() -> float:
+    """The period of template.yaml's default ``ReconcileRate``, in seconds."""
+    from reelay_local.environment import rate_seconds
+    from reelay_local.template import load_yaml
+
+    parameters = load_yaml((REPO / "template.yaml").read_text())["Parameters"]
+    return rate_seconds(str(parameters["ReconcileRate"]["Default"]))
+
+
+def run(tasks: int, speedup: float, timeout: float, rate: float, reconcile_every: float | None = None) -> int:
     from reelay.costs import price
     from reelay_local import DevEnvironment
     from reelay_local.aws_calls import AwsCallCounter, compare_task
 
+    if reconcile_every is None:
+        reconcile_every = deployed_reconcile_seconds() / speedup
     for key, value in _environment(speedup, reconcile_every).items():
         os.environ[key] = value
     started = time.monotonic()
@@ -152,7 +167,7 @@ def run(tasks: int, speedup: float, timeout: float, rate: float, reconcile_every
             results[path] = (report["total"], [statuses[t] for t in group])
         http.close()
         totals = counter.totals()
-    _print(results, tasks, speedup, rate, wall, totals, price, counter.invocations)
+    _print(results, tasks, speedup, rate, wall, totals, price, counter.invocations, reconcile_every)
     for problem in problems[:20]:
         print("MISMATCH", problem, file=sys.stderr)
     print(
@@ -162,10 +177,19 @@ def run(tasks: int, speedup: float, timeout: float, rate: float, reconcile_every
 
 
 def _print(
-    results: dict[str, Any], tasks: int, speedup: float, rate: float, wall: float, totals: Any, price: Any, lambdas: Any
+    results: dict[str, Any],
+    tasks: int,
+    speedup: float,
+    rate: float,
+    wall: float,
+    totals: Any,
+    price: Any,
+    lambdas: Any,
+    reconcile_every: float,
 ) -> None:
     print(
-        f"{tasks} tasks per path, started {rate:g} a second, time x{speedup:g}, {wall:.0f} s wall; "
+        f"{tasks} tasks per path, started {rate:g} a second, time x{speedup:g}, reconcile every "
+        f"{reconcile_every:g} s ({reconcile_every * speedup:g} s deployed), {wall:.0f} s wall; "
         "us-east-1 list prices (reelay.costs)\n"
     )
     header = ("path", "ok", "$ / 1,000 tasks", "lambda", "step fn", "dynamodb", "s3", "sqs", "api gw", "accounting")
@@ -216,9 +240,9 @@ def main() -> None:
     parser.add_argument(
         "--reconcile-every",
         type=float,
-        default=3600.0,
-        help="seconds between reconcile runs, local time (default: out of the way; 12 at --speedup 10 is the "
-        "deployed ReconcileRate of 2 minutes, its looks counted too)",
+        default=None,
+        help="seconds between reconcile runs, local time (default: the deployed ReconcileRate sped up as the "
+        "rest, 12 s at --speedup 10; 3600 keeps reconcile out of the way)",
     )
     args = parser.parse_args()
     sys.exit(run(args.tasks, args.speedup, args.timeout, args.rate, args.reconcile_every))

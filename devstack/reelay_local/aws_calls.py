@@ -8,6 +8,8 @@ same work where the local stack serves it, to check those counts:
   path names (``tsk_...``; a DynamoDB key, a queue message, an execution name, a bucket key);
 - every Lambda invocation the local runtime runs, by function, shared evenly among the tasks its
   event names (a path parameter, the state machine's input, each queue record), with its wall time;
+  an event that names none (reconcile's schedule) is shared among the tasks its requests named,
+  told by the function's own access key while it is that function's only invocation running;
 - Step Functions state transitions, from each execution's history (one per state entered).
 
 Requests signed with the access key ``OBSERVER_KEY`` are the observer's own and are not counted.
@@ -34,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from reelay_local.local_iam import SCOPE as _SCOPE
+from reelay_local.local_iam import function_of_key
 from reelay_local.local_iam import peek_body as _peek_body
 
 OBSERVER_KEY = "observer"
@@ -61,6 +64,9 @@ class AwsCallCounter:
         self._lock = threading.Lock()
         self.calls: Counter[tuple[str | None, str]] = Counter()
         self._tokens: dict[str, str] = {}  # a Step Functions task token -> its task (from poll messages)
+        # Function -> the tasks named by the requests of each of its running invocations whose event
+        # names no task (a schedule's): the tasks such an invocation is shared among.
+        self._unnamed: dict[str, list[set[str]]] = defaultdict(list)
         self.invocations = Invocations()
         self._restore: list[Any] = []
         self.counting = True
@@ -81,14 +87,24 @@ class AwsCallCounter:
             return served(app, environ, start_response)
 
         def counted_invoke(runtime: Any, function: str, event: Any) -> Any:
+            spec = runtime._find(function).spec
+            touched: set[str] | None = None
+            if not _event_tasks(event) and not (isinstance(event, dict) and "requestContext" in event):
+                touched = set()
+                with counter._lock:
+                    counter._unnamed[spec.logical_id].append(touched)
             started = time.perf_counter()
             result = None
             try:
                 result = invoke(runtime, function, event)
                 return result
             finally:
-                spec = runtime._find(function).spec
-                counter._invocation(spec.logical_id, spec.memory_size, event, result, time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                if touched is not None:
+                    with counter._lock:
+                        running = counter._unnamed[spec.logical_id]
+                        running[:] = [t for t in running if t is not touched]  # by identity: sets compare equal
+                counter._invocation(spec.logical_id, spec.memory_size, event, result, seconds, touched or set())
 
         DomainDispatcherApplication.__call__ = counted_request  # type: ignore[method-assign,assignment]
         FunctionRuntime.invoke = counted_invoke  # type: ignore[method-assign,assignment]
@@ -133,9 +149,13 @@ class AwsCallCounter:
                 tasks = self._token_tasks(body)
         # Each distinct task named shares nothing: a request naming two tasks (a batch read) counts for each.
         names = sorted({t.decode() for t in tasks}) or [None]
+        function = function_of_key(scope.group(1))
         with self._lock:
             for task in names:
                 self.calls[(task, f"{service}.{operation}")] += 1
+            running = self._unnamed.get(function or "")
+            if running and len(running) == 1:  # two at once: whose request it is cannot be told
+                running[0].update(t for t in names if t)
 
     def _learn_token(self, body: bytes) -> None:
         """A poll message names its task and its execution's task token: remember which is whose."""
@@ -157,10 +177,12 @@ class AwsCallCounter:
             task = self._tokens.get(str(token)) if token else None
         return [task.encode()] if task else []
 
-    def _invocation(self, function: str, memory_mb: int, event: Any, result: Any, seconds: float) -> None:
+    def _invocation(
+        self, function: str, memory_mb: int, event: Any, result: Any, seconds: float, touched: set[str]
+    ) -> None:
         if _client_read(event) or not self.counting:
             return
-        tasks = sorted(_event_tasks(event) | _result_tasks(event, result))
+        tasks = sorted((_event_tasks(event) | _result_tasks(event, result)) or touched)
         gb_s = max(1, round(seconds * 1000)) / 1000 * memory_mb / 1024
         with self._lock:
             self.invocations.by_function[function] += 1

@@ -173,9 +173,20 @@ class Principal:
         return f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{role}/{self.function_name}"
 
 
+_KEY_PREFIX = "LOCAL"
+_KEY_NONCE = 12
+
+
 def function_key(logical_id: str) -> str:
     """A fresh access key id for a function (unique per stack, readable in a request's scope)."""
-    return f"LOCAL{uuid.uuid4().hex[:12].upper()}{logical_id}"
+    return f"{_KEY_PREFIX}{uuid.uuid4().hex[:_KEY_NONCE].upper()}{logical_id}"
+
+
+def function_of_key(key: str) -> str | None:
+    """The logical id of the function whose key ``function_key`` made (None: not a function's)."""
+    if not key.startswith(_KEY_PREFIX) or len(key) <= len(_KEY_PREFIX) + _KEY_NONCE:
+        return None
+    return key[len(_KEY_PREFIX) + _KEY_NONCE :]
 
 
 # -- what a request needs --------------------------------------------------------------------
