@@ -241,3 +241,24 @@ def test_due_entries_are_spread_over_partitions_and_read_in_turn_with_a_cursor(a
     # different partition's tail each time.
     firsts = {store.due(before=datetime(2030, 1, 1, 0, m, tzinfo=UTC), limit=1)[0][0] for m in range(DUE_SHARDS)}
     assert len(firsts) > 1
+
+
+def test_a_write_keeps_an_entry_still_ahead_but_moves_one_about_to_pass(aws: dict[str, str]) -> None:
+    from datetime import timedelta
+
+    from reelay.store import PASSING
+
+    now = [utcnow()]
+    due = [now[0] + timedelta(minutes=1)]
+    store = DynamoTaskStore("tasks", due=lambda task: due[0], clock=lambda: now[0])
+    task, _ = store.create(_task())
+    entry = task.stored_due
+    # A later due time: the entry still ahead stays (no delete and put in the index)
+    due[0] = now[0] + timedelta(minutes=9)
+    task = store.update(task, progress=5)
+    assert task.stored_due == entry
+    # Within PASSING of the entry, the next write moves it: kept, a reconcile run would find the
+    # task early seconds later
+    now[0] = datetime.fromisoformat(str(entry)) - PASSING + timedelta(seconds=1)
+    task = store.update(task, progress=6)
+    assert task.stored_due == due[0].isoformat() == store.get(task.id).stored_due

@@ -38,10 +38,14 @@ from reelay.errors import ProviderError, ProviderRateLimited, ProviderTaskUnknow
 from reelay.models import ErrorCode, Task, TaskStatus, utcnow
 from reelay.observability import task_keys
 from reelay.schedule import PollSchedule
-from reelay.store import TaskStore
+from reelay.store import PASSING, TaskStore
 from reelay.tracking import TaskTracker
 
 logger = Logger(child=True)
+
+# How long before the task's Due entry passes a poll cut to meet it lands (inside ``PASSING``,
+# with room for the message's delivery).
+_LAND_BEFORE = 2.0
 
 # Transient errors in a row before the poll path gives up on a task (as the old Retry did).
 MAX_TRANSIENT_ERRORS = 8
@@ -173,7 +177,7 @@ class PollService:
             task,
             status,
             writes_progress=lambda stored: (
-                _entry_passed(stored, now)
+                _entry_passing(stored, now)
                 or schedule.writes_progress(
                     since_write=(now - stored.updated_at).total_seconds(), elapsed=elapsed, progress=status.progress
                 )
@@ -236,29 +240,30 @@ class PollService:
         return self._tracker.fail(task, code, message or f"polling failed: {name}")
 
 
-def _entry_passed(task: Task, now: datetime) -> bool:
-    """Whether the task's ``Due`` entry has passed: a poll that moves its progress then writes it.
+def _entry_passing(task: Task, now: datetime) -> bool:
+    """Whether the task's ``Due`` entry has passed or is about to: a poll that moves its progress
+    then writes it, and the write moves the entry on (``reelay.store.PASSING``).
 
     A write keeps an entry still ahead (``DynamoTaskStore``), so the entry the task was created
     with (twice the typical time) passes while a long task still runs. The write that moves it
     on costs its index a delete and a put; left for reconcile, the same move costs a read, the
     write and the run's cost record for the task.
     """
-    return task.stored_due is not None and datetime.fromisoformat(task.stored_due) <= now
+    return task.stored_due is not None and datetime.fromisoformat(task.stored_due) <= now + PASSING
 
 
 def _meeting_entry(task: Task, now: datetime, wait: int) -> int:
-    """``wait``, cut to land just after the task's ``Due`` entry passes if it passes before then.
+    """``wait``, cut to land just before the task's ``Due`` entry passes if it passes before then.
 
-    That poll writes (``_entry_passed``) and moves the entry on, instead of leaving a gap in
-    which a reconcile run finds a live task early. It takes the place of the poll it moves
-    forward: the waits after it follow from it.
+    That poll writes (``_entry_passing``) and moves the entry on before any reconcile run can find
+    a live task early. It takes the place of the poll it moves forward: the waits after it follow
+    from it.
     """
     if task.stored_due is None:
         return wait
-    until = (datetime.fromisoformat(task.stored_due) - now).total_seconds()
-    if 0 <= until < wait - 1:
-        return max(1, math.ceil(until) + 1)
+    land = (datetime.fromisoformat(task.stored_due) - now).total_seconds() - _LAND_BEFORE
+    if (PASSING.total_seconds() - _LAND_BEFORE) < land < wait:
+        return math.floor(land)
     return wait
 
 

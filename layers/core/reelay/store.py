@@ -70,6 +70,13 @@ DuePolicy = Callable[[Task], datetime | None]
 PageKey = dict[str, str]
 
 
+# A write moves a stored Due entry that passes within this long rather than keep it: kept, it
+# would be found early by a reconcile run seconds later (a read, a write and a cost record),
+# where this write moves it for the index's delete and put alone. The poll path lands a poll
+# inside it (``reelay.polling``).
+PASSING = timedelta(seconds=5)
+
+
 def default_due(task: Task) -> datetime | None:
     return None if task.status.terminal else task.updated_at + DUE_AFTER[task.status]
 
@@ -194,13 +201,14 @@ class DynamoTaskStore(TaskStore):
         """The ``Due`` entry a write of ``task`` leaves: None (out of the index), or when reconcile
         should look. An entry still ahead that is no later than the new due time stays as it is:
         the key (a delete and a put in the index) moves only when the look must come sooner, or
-        once the stored look has passed; reconcile re-checks a task it finds due early."""
+        once the stored look has passed or is about to (within ``PASSING``); reconcile re-checks a
+        task it finds due early."""
         due = self._due(task)
         if due is None:
             return None
         if stored is not None:
             kept = datetime.fromisoformat(stored)
-            if self._clock() < kept <= due:
+            if self._clock() + PASSING < kept <= due:
                 return stored
         return due.isoformat()
 
