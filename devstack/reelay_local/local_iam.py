@@ -24,7 +24,8 @@ Requests signed with any other key (the local stack's own, a test's) are not che
 emulated: resource-based policies (bucket and queue policies, which same-account identity
 policies do not need), statements with a ``Condition`` (never used to allow or deny; a
 warning names them), permission boundaries and SCPs. Calls moto makes itself (a state
-machine's Lambda and SQS tasks) are not requests here.
+machine's Lambda and SQS tasks) are not requests here: the provisioner checks a state
+machine's role against its definition when the stack starts (``state_machine_needs``).
 """
 
 from __future__ import annotations
@@ -187,6 +188,82 @@ def function_of_key(key: str) -> str | None:
     if not key.startswith(_KEY_PREFIX) or len(key) <= len(_KEY_PREFIX) + _KEY_NONCE:
         return None
     return key[len(_KEY_PREFIX) + _KEY_NONCE :]
+
+
+# -- what a state machine's states need ------------------------------------------------------
+
+# Service integrations (``arn:aws:states:::<service>:<api>[.sync|.waitForTaskToken]``): the
+# parameter naming the resource, and that resource's ARN from its value.
+_INTEGRATIONS: dict[str, tuple[str, str, Callable[[str, str], str]]] = {
+    "sqs:sendMessage": ("QueueUrl", "sqs:SendMessage", lambda url, region: _queue_arn(url, region)),
+    "lambda:invoke": ("FunctionName", "lambda:InvokeFunction", lambda name, region: _function_arn(name, region)),
+    "events:putEvents": ("", "events:PutEvents", lambda _, region: f"arn:aws:events:{region}:{ACCOUNT_ID}:event-bus/*"),
+}
+_XRAY_ACTIONS = (
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+)
+
+
+def state_machine_needs(
+    definition: dict[str, Any], *, tracing: bool = False, region: str = REGION
+) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """What an execution of ``definition`` calls as its role: ``(state, action, resource)`` for
+    each Task state (in Parallel and Map states too), and X-Ray's writes when ``tracing``; and the
+    states whose needs cannot be told (an unknown integration, a resource chosen at run time).
+
+    moto makes a state machine's calls in-process, past the endpoint where ``LocalIam`` checks
+    a function's, so the local stack checks a state machine's role against these when it starts.
+    """
+    needs: list[tuple[str, str, str]] = []
+    unknown: list[str] = []
+
+    def visit(states: dict[str, Any]) -> None:
+        for name, state in states.items():
+            kind = state.get("Type")
+            if kind == "Parallel":
+                for branch in state.get("Branches") or []:
+                    visit(branch.get("States") or {})
+            elif kind == "Map":
+                inner = state.get("ItemProcessor") or state.get("Iterator") or {}
+                visit(inner.get("States") or {})
+            elif kind == "Task":
+                resource = str(state.get("Resource", ""))
+                parameters = state.get("Parameters") or {}
+                if resource.startswith("arn:aws:lambda:"):
+                    needs.append((name, "lambda:InvokeFunction", resource))
+                    continue
+                api = resource.removeprefix("arn:aws:states:::").split(".", 1)[0]
+                known = _INTEGRATIONS.get(api) if resource.startswith("arn:aws:states:::") else None
+                if known is None:
+                    unknown.append(f"{name}: {resource}")
+                    continue
+                parameter, action, arn_of = known
+                value = parameters.get(parameter) if parameter else ""
+                if not isinstance(value, str):  # chosen at run time (``<parameter>.$``)
+                    unknown.append(f"{name}: {resource} with {parameter} chosen at run time")
+                    continue
+                needs.append((name, action, arn_of(value, region)))
+
+    visit(definition.get("States") or {})
+    if tracing:
+        needs.extend(("(tracing)", action, "*") for action in _XRAY_ACTIONS)
+    return needs, unknown
+
+
+def _queue_arn(url: str, region: str) -> str:
+    """A queue URL's ARN: ``https://sqs.<region>.amazonaws.com/<account>/<name>`` (or the local one)."""
+    account, name = url.rstrip("/").split("/")[-2:]
+    host = re.match(r"https?://sqs\.([a-z0-9-]+)\.", url)
+    return f"arn:aws:sqs:{host.group(1) if host else region}:{account}:{name}"
+
+
+def _function_arn(name: str, region: str) -> str:
+    """The ARN IAM checks for invoking ``name``: a (qualified) ARN as it is, else built from the
+    name (``name:alias`` stays qualified, as Lambda checks it)."""
+    return name if name.startswith("arn:") else f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}"
 
 
 # -- what a request needs --------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any
 from reelay_local.event_sources import QueueMapping, ScheduleSpec
 from reelay_local.gateway import Route, routes_from_body
 from reelay_local.lambda_runtime import FunctionSpec
-from reelay_local.local_iam import Policy, Principal, function_key
+from reelay_local.local_iam import Policy, Principal, function_key, state_machine_needs
 from reelay_local.template import (
     ACCOUNT_ID,
     PARTITION,
@@ -122,6 +122,8 @@ class Provisioner:
         self._role_documents: dict[str, list[dict[str, Any]]] = {}  # role ARN -> its inline policies
         self._role_managed: dict[str, list[str]] = {}  # role ARN -> the managed policies it attaches
         self._function_keys: dict[str, tuple[str, str, str]] = {}  # key -> (logical id, name, role ARN)
+        # state machine -> (its role ARN, what its states call: ``local_iam.state_machine_needs``)
+        self._machine_needs: dict[str, tuple[str, list[tuple[str, str, str]]]] = {}
         self._reserved_concurrency: dict[str, int] = {}  # function logical id -> reserved concurrency
 
     # -- orchestration ------------------------------------------------------------------------
@@ -167,13 +169,28 @@ class Provisioner:
         return self.wiring
 
     def _principals(self) -> None:
-        """Each function's key, named with its role's policy, for ``local_iam`` to check."""
+        """Each function's key, named with its role's policy, for ``local_iam`` to check; and each
+        state machine's role checked against what its states call."""
         policies: dict[str, Policy] = {}
         for key, (logical_id, name, role) in self._function_keys.items():
             if role not in policies:
                 policies[role] = Policy.of(role, self._role_documents.get(role, []), self._role_managed.get(role, []))
                 self.wiring.unserved.extend(policies[role].problems)
             self.wiring.principals[key] = Principal(logical_id, name, policies[role])
+        refused = []
+        for logical_id, (role, needs) in self._machine_needs.items():
+            policy = policies.get(role) or Policy.of(
+                role, self._role_documents.get(role, []), self._role_managed.get(role, [])
+            )
+            refused += [
+                f"{logical_id}: its role may not {action} on {resource} ({state})"
+                for state, action, resource in needs
+                if not policy.decide(action, resource)
+            ]
+        if refused:
+            # moto makes these calls in-process, past the endpoint's check: refused here, or every
+            # execution would fail at these states after ``sam deploy`` while passing locally.
+            raise TemplateError("state machine permissions missing: " + "; ".join(refused))
 
     def _selected(self, kinds: tuple[str, ...]) -> Iterator[tuple[str, dict[str, Any]]]:
         for logical_id, resource in self._template.resources.items():
@@ -548,6 +565,10 @@ class Provisioner:
         for key, value in (props.get("DefinitionSubstitutions") or {}).items():
             definition = definition.replace("${" + key + "}", str(value))
         role = props.get("RoleArn") or self._arn("iam", "role/reelay-local-states", region="")
+        tracing = bool((props.get("TracingConfiguration") or {}).get("Enabled"))
+        needs, unknown = state_machine_needs(json.loads(definition), tracing=tracing, region=REGION)
+        self._machine_needs[logical_id] = (str(role), needs)
+        self.wiring.unserved.extend(f"{logical_id}: its role is not checked for {state}" for state in unknown)
         created = self._client("stepfunctions").create_state_machine(
             name=planned.attributes["Name"],
             definition=definition,

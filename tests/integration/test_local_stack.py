@@ -25,6 +25,7 @@ import pytest
 from reelay_local import DevEnvironment, LocalStack
 from reelay_local.event_sources import ScheduleExpression
 from reelay_local.lambda_runtime import FunctionTimedOut
+from reelay_local.template import TemplateError
 from tests.template_support import REPO
 from tests.template_support import template as sam_template
 from tests.waiting import wait_for
@@ -737,6 +738,23 @@ class TestFixtureApplication:
         assert queued["StatusCode"] == 202
         fixture_stack.drain()
         assert [i["attempts"] for i in records(fixture_stack, "step") if i["sk"] == "async"] == [1]
+
+
+def test_a_state_machine_whose_role_may_not_call_its_states_integrations_does_not_start(tmp_path: Path) -> None:
+    # Given the fixture application with its state machine's invoke policy taken out: moto would
+    # make its Lambda calls in-process, past the endpoint's check, and every execution would pass
+    # locally and fail at its Step and Integration states after sam deploy
+    root = write_fixture_app(tmp_path)
+    template = root / "template.yaml"
+    policy = "      Policies:\n        - LambdaInvokePolicy: {FunctionName: !Ref StepFunction}\n"
+    assert policy in template.read_text()
+    template.write_text(template.read_text().replace(policy, ""))
+    # When the stack starts: it refuses, naming each call the role may not make
+    with pytest.raises(TemplateError) as refused:
+        LocalStack(root).start()
+    message = str(refused.value)
+    assert "FlowStateMachine: its role may not lambda:InvokeFunction on arn:aws:lambda:us-east-1:" in message
+    assert "(Step)" in message and "(Integration)" in message
 
 
 def test_schedule_expressions() -> None:

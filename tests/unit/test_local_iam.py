@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from reelay_local.local_iam import MANAGED_POLICIES, LocalIam, Policy, Principal, required
+from reelay_local.template import ACCOUNT_ID
 
 REGION, ACCOUNT = "us-east-1", "123456789012"
 TABLE = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/Tasks"
@@ -258,3 +259,82 @@ def test_a_missing_key_is_a_403_to_a_role_that_may_not_list_the_bucket() -> None
     refused = iam.check(get_object("LOCALKEYBatch", "/results/inbox/gone.jsonl"))
     assert refused is not None and refused.status.startswith("403")
     assert iam.denied == [("BatchFunction", "s3:ListBucket", "arn:aws:s3:::results")]
+
+
+# -- a state machine's calls ----------------------------------------------------------------------
+
+
+def test_a_state_machines_needs_are_each_task_states_integration_in_every_branch() -> None:
+    from reelay_local.local_iam import state_machine_needs
+
+    queue = "https://sqs.eu-west-1.amazonaws.com/123456789012/polls"
+    definition = {
+        "StartAt": "Send",
+        "States": {
+            "Send": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                "Parameters": {"QueueUrl": queue, "MessageBody.$": "$"},
+                "Next": "Fan",
+            },
+            "Fan": {
+                "Type": "Parallel",
+                "Branches": [
+                    {
+                        "StartAt": "Direct",
+                        "States": {
+                            "Direct": {
+                                "Type": "Task",
+                                "Resource": "arn:aws:lambda:us-east-1:123456789012:function:f",
+                                "End": True,
+                            }
+                        },
+                    },
+                    {
+                        "StartAt": "Each",
+                        "States": {
+                            "Each": {
+                                "Type": "Map",
+                                "ItemProcessor": {
+                                    "StartAt": "Invoke",
+                                    "States": {
+                                        "Invoke": {
+                                            "Type": "Task",
+                                            "Resource": "arn:aws:states:::lambda:invoke",
+                                            "Parameters": {"FunctionName": "g:live"},
+                                            "End": True,
+                                        },
+                                        "Chosen": {
+                                            "Type": "Task",
+                                            "Resource": "arn:aws:states:::lambda:invoke",
+                                            "Parameters": {"FunctionName.$": "$.fn"},
+                                            "End": True,
+                                        },
+                                        "Odd": {
+                                            "Type": "Task",
+                                            "Resource": "arn:aws:states:::glue:startJobRun",
+                                            "End": True,
+                                        },
+                                    },
+                                },
+                                "End": True,
+                            }
+                        },
+                    },
+                ],
+                "End": True,
+            },
+        },
+    }
+    needs, unknown = state_machine_needs(definition, tracing=True, region="us-east-1")
+    assert needs[:3] == [
+        ("Send", "sqs:SendMessage", "arn:aws:sqs:eu-west-1:123456789012:polls"),
+        ("Direct", "lambda:InvokeFunction", "arn:aws:lambda:us-east-1:123456789012:function:f"),
+        ("Invoke", "lambda:InvokeFunction", f"arn:aws:lambda:us-east-1:{ACCOUNT_ID}:function:g:live"),
+    ]
+    assert ("(tracing)", "xray:PutTraceSegments", "*") in needs
+    # A resource chosen at run time, an integration the check does not know: not told, reported
+    assert unknown == [
+        "Chosen: arn:aws:states:::lambda:invoke with FunctionName chosen at run time",
+        "Odd: arn:aws:states:::glue:startJobRun",
+    ]

@@ -8,12 +8,13 @@ abandoned multipart copy, a read of a manifest deleted since its event.
 
 from __future__ import annotations
 
+import json
 from functools import cache
 
 import pytest
 
-from reelay_local.local_iam import Policy
-from reelay_local.template import Physical, Resolver, translate
+from reelay_local.local_iam import Policy, state_machine_needs
+from reelay_local.template import CloudTemplate, Physical, Resolver, translate
 from tests.template_support import TEMPLATE
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -21,7 +22,7 @@ PARAMETERS = {"GenerateTaskBaseUrl": "https://gt.example", "OpenaiVideosBaseUrl"
 
 
 @cache
-def policies() -> dict[str, Policy]:
+def _translated() -> tuple[CloudTemplate, Resolver]:
     cloud = translate(TEMPLATE, PARAMETERS, stack_name="reelay")
 
     def physical(logical: str) -> Physical:
@@ -36,9 +37,16 @@ def policies() -> dict[str, Policy]:
             return Physical(name, {"Arn": f"arn:aws:iam::{ACCOUNT}:role/{name}"})
         if kind == "AWS::StepFunctions::StateMachine":
             return Physical(f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{name}", {"Name": name})
+        if kind == "AWS::Lambda::Function":
+            return Physical(name, {"Arn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"})
         return Physical(name, {"Arn": f"arn:aws:{kind.split('::')[1].lower()}:{REGION}:{ACCOUNT}:{name}"})
 
-    resolver = Resolver(cloud, physical, stack_name="reelay")
+    return cloud, Resolver(cloud, physical, stack_name="reelay")
+
+
+@cache
+def policies() -> dict[str, Policy]:
+    cloud, resolver = _translated()
     found = {}
     for logical, role in cloud.of_type("AWS::IAM::Role"):
         props = resolver.resolve(role["Properties"])
@@ -100,3 +108,24 @@ def test_a_functions_role_allows_no_more_than_it_needs_there(function: str, acti
 def test_every_role_is_fully_understood_by_the_local_check() -> None:
     # No managed policy the local stack does not know, no condition it would not evaluate
     assert {name: policy.problems for name, policy in policies().items() if policy.problems} == {}
+
+
+def test_the_state_machines_role_allows_what_its_states_call() -> None:
+    # Derived from the definition, not listed: each Task state's integration and X-Ray's writes
+    cloud, resolver = _translated()
+    [(logical, machine)] = cloud.of_type("AWS::StepFunctions::StateMachine")
+    props = resolver.resolve(machine["Properties"])
+    definition = (TEMPLATE.parent / "statemachine/poll.asl.json").read_text()
+    for key, value in props["DefinitionSubstitutions"].items():
+        definition = definition.replace("${" + key + "}", str(value))
+    needs, unknown = state_machine_needs(
+        json.loads(definition), tracing=props["TracingConfiguration"]["Enabled"], region=REGION
+    )
+    assert unknown == []
+    assert {(state, action) for state, action, _ in needs} >= {
+        ("Poll", "sqs:SendMessage"),
+        ("RecordFailure", "lambda:InvokeFunction"),
+        ("(tracing)", "xray:PutTraceSegments"),
+    }
+    refused = [need for need in needs if not policies()[logical].decide(need[1], need[2])]
+    assert refused == []
