@@ -179,9 +179,10 @@ class Provisioner:
             self.wiring.principals[key] = Principal(logical_id, name, policies[role])
         refused = []
         for logical_id, (role, needs) in self._machine_needs.items():
-            policy = policies.get(role) or Policy.of(
-                role, self._role_documents.get(role, []), self._role_managed.get(role, [])
-            )
+            policy = policies.get(role)
+            if policy is None:
+                policy = Policy.of(role, self._role_documents.get(role, []), self._role_managed.get(role, []))
+                self.wiring.unserved.extend(policy.problems)
             refused += [
                 f"{logical_id}: its role may not {action} on {resource} ({state})"
                 for state, action, resource in needs

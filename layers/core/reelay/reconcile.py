@@ -10,8 +10,9 @@ queued, waiting for a slot  nothing (the governor's line lets it in), except for
                             that has waited longer than its provider's capacity wait: out of the
                             line, on to its next provider (``capacity_failover``); while tasks
                             wait, every run first frees the slots of tasks that ended without
-                            freeing them, then lets tasks in. Never sent, it has not reached the provider: the look
-                            restarts its deadline (so does one of a task just let in)
+                            freeing them, then lets tasks in. Never sent, it has not reached the
+                            provider: the look restarts its deadline (so does one of a task just
+                            let in)
 queued, never sent          its submit message was lost: the submit message is sent again
 queued, create held         the submit worker looks again (the provider's list; a 5xx'd create
                             is re-sent once after its hold): the submit message is sent again
@@ -31,8 +32,8 @@ deadline                    task exists: a charge is likely), or ``CREATE_UNCONF
 ==========================  =====================================================================
 
 A task found in the index before its due time (a write keeps an entry still ahead rather than
-move it later) is only moved to its due time (``not_due_yet``), except a poll-path task that is
-submitted or running, which gets its look at once (``poll_alive``: as cheap as the move, and its
+move it later) is only moved to its due time (``not_due_yet``), except a running poll-path
+task, which gets its look at once (``poll_alive``: as cheap as the move, and its
 next due time is further on). Each look is recorded on the
 task (``reconciled_at``), which moves its due time on. A run
 stops taking tasks when its time is nearly up (keeping time for the cost items its looks leave
@@ -182,13 +183,14 @@ class Reconciler:
     def _looks_early(self, task: Task) -> bool:
         """Whether a task found before its due time is looked at now rather than moved.
 
-        A poll-path task that is submitted or running: its look (is the execution alive?) is a
-        Step Functions read, no provider request, and records the look with one write, as the
-        move would. The look puts its next due time 2 x typical from now, where the move would
-        put it at the due time of its last write, often only seconds ahead, to be found early
-        again by the next run.
+        A running poll-path task: its look (is the execution alive?) is a Step Functions read, no
+        provider request, and records the look with one write, as the move would. The look puts
+        its next due time 2 x typical from now, where the move would put it at the due time of
+        its last write, often only seconds ahead, to be found early again by the next run. (Not a
+        task just submitted: its execution may not have started yet, and the look would start a
+        second one.)
         """
-        if task.status not in (TaskStatus.SUBMITTED, TaskStatus.RUNNING):
+        if task.status is not TaskStatus.RUNNING:
             return False
         try:
             return not self._providers.get(task.provider).supports_callbacks
