@@ -50,7 +50,7 @@ from typing import Any
 
 import boto3
 import httpx
-from boto3.dynamodb.types import TypeDeserializer
+from boto3.dynamodb.types import Binary, TypeDeserializer
 from botocore.client import BaseClient
 
 # us-east-1 list prices (December 2026), in $ per unit.
@@ -273,6 +273,8 @@ def _size(value: Any) -> int:
         return len(value.encode())
     if isinstance(value, bytes | bytearray):
         return len(value)
+    if isinstance(value, Binary):  # the resource layer's binary (the task item's compressed document)
+        return len(value.value)
     if isinstance(value, bool) or value is None:
         return 1
     if isinstance(value, int | float | Decimal):
