@@ -131,7 +131,7 @@ def test_a_poll_that_only_moves_the_progress_writes_it_at_most_once_half_a_typic
     assert (world.store.get(task_id).status, world.store.get(task_id).progress) == (TaskStatus.INGESTING, 100)
 
 
-def test_a_long_task_is_polled_as_its_due_entry_passes_and_that_poll_moves_the_entry_on(
+def test_a_long_task_is_polled_just_before_its_due_entry_passes_and_that_poll_moves_the_entry_on(
     world: Any, aws: dict[str, str], monkeypatch: Any
 ) -> None:
     # Given a task (typical 300 s) whose entry from when it was created comes due 600 s on, and
