@@ -646,6 +646,12 @@ def judge(env: Any, item: Planned, provider_tasks: list[dict[str, Any]], objects
     """Record the task's problems: lost, partial, foreign, duplicate (each a line starting so)."""
     if len(provider_tasks) > 1:
         item.problems.append(f"duplicate: {len(provider_tasks)} provider tasks for one reelay task")
+        # What the simulator's callbacks for them did (a lost one leaves a held create nothing to find)
+        ids = {t["id"] for t in provider_tasks}
+        for entry in env.sim.callback_deliveries:
+            if entry["task_id"] in ids:
+                outcome = entry["status_code"] if entry["error"] is None else entry["error"]
+                item.problems.append(f"  callback for {entry['task_id']} ({entry['label']}): {outcome}")
     provider_succeeded = [t for t in provider_tasks if t["state"] == "succeeded"]
     mine = {key: value for key, value in objects.items() if item.task_id and key.split("/")[1] == item.task_id}
     outputs = (item.view or {}).get("outputs") or [] if item.status == "succeeded" else []
