@@ -192,13 +192,6 @@ def function_of_key(key: str) -> str | None:
 
 # -- what a state machine's states need ------------------------------------------------------
 
-# Service integrations (``arn:aws:states:::<service>:<api>[.sync|.waitForTaskToken]``): the
-# parameter naming the resource, and that resource's ARN from its value.
-_INTEGRATIONS: dict[str, tuple[str, str, Callable[[str, str], str]]] = {
-    "sqs:sendMessage": ("QueueUrl", "sqs:SendMessage", lambda url, region: _queue_arn(url, region)),
-    "lambda:invoke": ("FunctionName", "lambda:InvokeFunction", lambda name, region: _function_arn(name, region)),
-    "events:putEvents": ("", "events:PutEvents", lambda _, region: f"arn:aws:events:{region}:{ACCOUNT_ID}:event-bus/*"),
-}
 _XRAY_ACTIONS = (
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
@@ -264,6 +257,15 @@ def _function_arn(name: str, region: str) -> str:
     """The ARN IAM checks for invoking ``name``: a (qualified) ARN as it is, else built from the
     name (``name:alias`` stays qualified, as Lambda checks it)."""
     return name if name.startswith("arn:") else f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}"
+
+
+# Service integrations (``arn:aws:states:::<service>:<api>[.sync|.waitForTaskToken]``): the
+# parameter naming the resource, and that resource's ARN from its value.
+_INTEGRATIONS: dict[str, tuple[str, str, Callable[[str, str], str]]] = {
+    "sqs:sendMessage": ("QueueUrl", "sqs:SendMessage", _queue_arn),
+    "lambda:invoke": ("FunctionName", "lambda:InvokeFunction", _function_arn),
+    "events:putEvents": ("", "events:PutEvents", lambda _, region: f"arn:aws:events:{region}:{ACCOUNT_ID}:event-bus/*"),
+}
 
 
 # -- what a request needs --------------------------------------------------------------------

@@ -174,15 +174,11 @@ class Provisioner:
         policies: dict[str, Policy] = {}
         for key, (logical_id, name, role) in self._function_keys.items():
             if role not in policies:
-                policies[role] = Policy.of(role, self._role_documents.get(role, []), self._role_managed.get(role, []))
-                self.wiring.unserved.extend(policies[role].problems)
+                policies[role] = self._policy(role)
             self.wiring.principals[key] = Principal(logical_id, name, policies[role])
         refused = []
         for logical_id, (role, needs) in self._machine_needs.items():
-            policy = policies.get(role)
-            if policy is None:
-                policy = Policy.of(role, self._role_documents.get(role, []), self._role_managed.get(role, []))
-                self.wiring.unserved.extend(policy.problems)
+            policy = policies.get(role) or self._policy(role)
             refused += [
                 f"{logical_id}: its role may not {action} on {resource} ({state})"
                 for state, action, resource in needs
@@ -192,6 +188,12 @@ class Provisioner:
             # moto makes these calls in-process, past the endpoint's check: refused here, or every
             # execution would fail at these states after ``sam deploy`` while passing locally.
             raise TemplateError("state machine permissions missing: " + "; ".join(refused))
+
+    def _policy(self, role: str) -> Policy:
+        """The role's policy for ``local_iam``; what the local check cannot evaluate is reported."""
+        policy = Policy.of(role, self._role_documents.get(role, []), self._role_managed.get(role, []))
+        self.wiring.unserved.extend(policy.problems)
+        return policy
 
     def _selected(self, kinds: tuple[str, ...]) -> Iterator[tuple[str, dict[str, Any]]]:
         for logical_id, resource in self._template.resources.items():
