@@ -43,6 +43,7 @@ class FakeProvider(Provider):
         self.found: str | None = None
         self.find_calls: list[datetime] = []
         self.on_create: Callable[[str], None] | None = None
+        self.on_status: Callable[[str], None] | None = None
         self.state = ProviderStatus(provider_task_id="p-1", state=ProviderState.PENDING, progress=0)
 
     def capabilities(self) -> Capabilities:
@@ -72,6 +73,8 @@ class FakeProvider(Provider):
 
     def status(self, provider_task_id: str) -> ProviderStatus:
         self.status_calls.append(provider_task_id)
+        if self.on_status:
+            self.on_status(provider_task_id)
         if self.status_error:
             raise self.status_error
         return self.state.model_copy(update={"provider_task_id": provider_task_id})

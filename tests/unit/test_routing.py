@@ -237,7 +237,7 @@ def test_a_5xx_create_the_provider_list_does_not_show_fails_over_instead_of_bein
         world.submitter.submit(task_id)
     # When its hold has ended and the list shows nothing
     task = world.store.get(task_id)
-    world.store.update(task, create_sent_at=utcnow() - timedelta(hours=1))
+    world.store.update(task, create_sent_at=utcnow() - timedelta(hours=1), held_at=utcnow() - timedelta(hours=1))
     with pytest.raises(RetryLater):
         world.submitter.recover(world.store.get(task_id))
     # Then it was not sent to the first again: the second makes it
@@ -253,7 +253,7 @@ def test_a_5xx_create_held_by_a_provider_without_a_task_list_stays_with_it(world
     with pytest.raises(RetryLater):
         world.submitter.submit(task_id)
     task = world.store.get(task_id)
-    world.store.update(task, create_sent_at=utcnow() - timedelta(hours=1))
+    world.store.update(task, create_sent_at=utcnow() - timedelta(hours=1), held_at=utcnow() - timedelta(hours=1))
     # After the hold, a provider without a task list has it sent once more, to itself (the money rule's re-send)
     world.first.create_error = None
     assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED

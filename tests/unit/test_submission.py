@@ -198,10 +198,10 @@ def _adopted_by_callback(world: Any, task_id: str, provider_task_id: str) -> Non
 
 
 def _age_the_create(world: Any, task_id: str, seconds: float) -> None:
-    """Pretend the task's (last) create was sent ``seconds`` ago."""
+    """Pretend the task's (last) create was sent, and a hold's answer came, ``seconds`` ago."""
     task = world.store.get(task_id)
     ago = utcnow() - timedelta(seconds=seconds)
-    world.store.update(task, create_sent_at=ago, first_create_sent_at=ago)
+    world.store.update(task, create_sent_at=ago, first_create_sent_at=ago, held_at=ago if task.held_at else None)
 
 
 def test_a_5xx_create_the_task_list_never_shows_is_sent_once_more_after_the_hold(world: Any) -> None:
@@ -267,6 +267,64 @@ def test_a_5xx_create_on_a_callback_protocol_is_held_then_resent_once(world: Any
     _age_the_create(world, task_id, 2 * world.provider.config.typical_seconds + 1)
     assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
     assert len(world.provider.creates) == 2
+
+
+def test_a_5xx_create_answered_slowly_is_held_twice_the_typical_time_from_its_answer(world: Any) -> None:
+    # Given a create the provider took long to answer with a 500 (it may have made the task,
+    # whose callback is then due about a typical time after the answer, not after the send)
+    task_id = world.queued()
+    world.provider.create_error = CreateServerError("HTTP 500", provider="generate_task")
+    with pytest.raises(RetryLater):
+        world.submitter.submit(task_id)
+    world.provider.create_error = None
+    hold = 2 * world.provider.config.typical_seconds
+    ago = utcnow() - timedelta(seconds=hold + 1)  # sent long ago: the answer came just now
+    world.store.update(world.store.get(task_id), create_sent_at=ago, first_create_sent_at=ago)
+    # Then the hold still runs, counted from the answer: no second create
+    with pytest.raises(RetryLater) as held:
+        world.submitter.submit(task_id)
+    assert hold - 1 <= held.value.seconds <= hold + 1
+    assert len(world.provider.creates) == 1
+    # And once the hold has passed since the answer, the create is sent once more
+    task = world.store.get(task_id)
+    world.store.update(task, held_at=utcnow() - timedelta(seconds=hold + 1))
+    assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
+    assert len(world.provider.creates) == 2
+    assert world.store.get(task_id).held_at is None
+
+
+def test_a_callback_hint_outlives_the_hold_written_while_its_status_check_ran(world: Any) -> None:
+    from reelay.callbacks import CallbackReceiver
+
+    # Given a create in flight whose provider task calls back before its 5xx answer is in: the
+    # callback reads the task, its status check is held back by the request limit, and the
+    # submit worker writes the hold meanwhile
+    task_id = world.queued()
+    task = world.store.get(task_id)
+    world.store.update(task, create_sent_at=utcnow(), first_create_sent_at=utcnow(), create_attempts=1)
+    tokens = CallbackTokens(b"s" * 32)
+    receiver = CallbackReceiver(world.store, world.catalog, tokens, world.tracker)
+
+    def submitter_holds(_: str) -> None:
+        current = world.store.get(task_id)
+        world.store.update(current, create_outcome_unknown=True, create_hold=CreateHold.SERVER_ERROR, held_at=utcnow())
+
+    world.provider.on_status = submitter_holds
+    world.provider.status_error = ProviderRateLimited("slow down", provider="generate_task")
+    body = json.dumps({"taskId": "p-made", "state": "success"}).encode()
+    with pytest.raises(ProviderRateLimited):
+        receiver.receive("generate_task", task_id, tokens.token("generate_task", task_id), body)
+    # Then the hint is kept on the held task, and when the hold ends the named task is adopted
+    # instead of a second create being sent
+    held = world.store.get(task_id)
+    assert held.create_hold is CreateHold.SERVER_ERROR and held.callback_provider_task_id == "p-made"
+    world.provider.on_status = None
+    world.provider.status_error = None
+    world.provider.succeed("https://cdn.example/v.mp4")
+    world.store.update(held, held_at=utcnow() - timedelta(seconds=2 * world.provider.config.typical_seconds + 1))
+    assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
+    assert world.store.get(task_id).provider_task_id == "p-made"
+    assert world.provider.creates == []
 
 
 def test_a_5xx_create_where_nothing_can_tell_is_resent_at_most_once_recording_a_possible_second_charge(

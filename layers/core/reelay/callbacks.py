@@ -7,7 +7,6 @@ Copying never happens here (ingest does it from a queue), so the answer is fast.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import TYPE_CHECKING
 
@@ -114,8 +113,17 @@ class CallbackReceiver:
         return True
 
     def _remember_hint(self, task: Task, provider_task_id: str) -> None:
-        with contextlib.suppress(TransitionConflict):
-            self._store.update(task, callback_provider_task_id=provider_task_id)
+        """Keep the hint although another writer wrote the task since it was read: most often
+        the submit worker holding the create whose 5xx (or silence) the callback outran. A hint
+        lost here is a provider task the hold cannot find, and a second create when it ends."""
+        for _ in range(5):
+            try:
+                self._store.update(task, callback_provider_task_id=provider_task_id)
+                return
+            except TransitionConflict:
+                task = self._store.get(task.id)
+                if task.status is not TaskStatus.QUEUED or task.provider_task_id is not None:
+                    return  # settled meanwhile: the hint is not needed
 
     def _adopt(self, task: Task, provider_task_id: str) -> Task:
         """Adopt the provider task the callback named, unless another reelay task owns it."""
@@ -131,6 +139,7 @@ class CallbackReceiver:
                 provider_task_id=provider_task_id,
                 create_outcome_unknown=False,
                 create_hold=None,
+                held_at=None,
             )
         except TransitionConflict:
             return self._store.get(task.id)

@@ -497,12 +497,15 @@ class Task(BaseModel):
     version: int = 0
     history: list[Transition] = Field(default_factory=list)
     # Money rule bookkeeping: when a create was (first) sent, how many were sent, and whether
-    # the last one's outcome is unknown ("held") and why.
+    # the last one's outcome is unknown ("held"), why, and since when (the hold runs from the
+    # moment the create's answer, or its lack, was known: a slow 5xx leaves the provider's
+    # callback the whole hold to come).
     create_sent_at: datetime | None = None
     first_create_sent_at: datetime | None = None
     create_attempts: int = 0
     create_outcome_unknown: bool = False
     create_hold: CreateHold | None = None
+    held_at: datetime | None = None
     # A provider task id named by a token-verified callback whose status check failed: a hint,
     # confirmed with the status endpoint before a held create adopts it.
     callback_provider_task_id: str | None = None

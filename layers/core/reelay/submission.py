@@ -9,9 +9,9 @@ can never both send it. When the create's outcome is unknown the task is *held* 
   provider's task list or the callback that carries reelay's task id settles it; where
   neither can, reconcile fails it as ``CREATE_UNCONFIRMED`` at the provider's deadline.
 - a 5xx answer: where the provider can tell reelay later (its task list, or a callback that
-  names our task), held for twice the typical generation time, then re-sent once if nothing
-  turned up; where it cannot (openai_videos), re-sent at most once at once, and the task
-  records ``possible_duplicate_charge``.
+  names our task), held for twice the typical generation time from the answer, then re-sent
+  once if nothing turned up; where it cannot (openai_videos), re-sent at most once at once, and
+  the task records ``possible_duplicate_charge``.
 
 A lost create is adopted only if the provider made it at or after our first send and no
 other reelay task owns it (``TaskStore.claim_provider_task``).
@@ -254,6 +254,7 @@ class Submitter:
                     cost_cents=result.cost_cents,
                     create_outcome_unknown=False,
                     create_hold=None,
+                    held_at=None,
                     poll_execution=None if provider.supports_callbacks else task.id,
                 )
                 break
@@ -342,7 +343,7 @@ class Submitter:
         then the task is returned as it now stands (no longer queued), unheld."""
         for _ in range(3):
             try:
-                return self._store.update(task, create_outcome_unknown=True, create_hold=hold)
+                return self._store.update(task, create_outcome_unknown=True, create_hold=hold, held_at=utcnow())
             except TransitionConflict:
                 task = self._store.get(task.id)
                 if task.status is not TaskStatus.QUEUED:
@@ -407,6 +408,7 @@ class Submitter:
                     first_create_sent_at=task.first_create_sent_at if attempts else None,
                     create_outcome_unknown=False,
                     create_hold=None,
+                    held_at=None,
                     callback_provider_task_id=None,
                 )
             except TransitionConflict:
@@ -431,8 +433,8 @@ class Submitter:
 
         Found (a callback's hint the status endpoint confirms, or a task in the provider's list
         created at or after our first send, owned by no other reelay task): adopted. A 5xx'd
-        create still within its hold (twice the typical generation time) raises ``RetryLater``
-        until the hold ends, then is sent once more. A create the provider's task list shows no
+        create still within its hold (twice the typical generation time since its answer)
+        raises ``RetryLater`` until the hold ends, then is sent once more. A create the provider's task list shows no
         trace of after the hold is failed as ``CREATE_UNCONFIRMED`` (no charge is likely).
         Otherwise the task stays held (``HELD``) until reconcile looks again; with ``final``
         (the provider's deadline has passed) it is failed as ``CREATE_UNCONFIRMED``. A held
@@ -450,7 +452,7 @@ class Submitter:
                 if self._store.claim_provider_task(provider.name, candidate, task.id) == task.id:
                     return self._adopt(task, provider, candidate)
         sent_at = task.create_sent_at or task.updated_at
-        held_for = utcnow() - sent_at
+        held_for = utcnow() - max(sent_at, task.held_at or sent_at)
         held_long_enough = held_for >= _hold_time(provider)
         may_resend = not final and task.create_hold is CreateHold.SERVER_ERROR and task.create_attempts < MAX_CREATES
         if may_resend and not held_long_enough:
@@ -467,7 +469,9 @@ class Submitter:
         if may_resend:
             logger.info("nothing turned up for a 5xx'd create; sending it once more", extra={"task_id": task.id})
             try:
-                self._store.update(task, create_sent_at=None, create_outcome_unknown=False, create_hold=None)
+                self._store.update(
+                    task, create_sent_at=None, create_outcome_unknown=False, create_hold=None, held_at=None
+                )
             except TransitionConflict:
                 return SubmitOutcome.SKIPPED
             return self.submit(task.id)
@@ -516,6 +520,7 @@ class Submitter:
                 provider_task_id=provider_task_id,
                 create_outcome_unknown=False,
                 create_hold=None,
+                held_at=None,
                 poll_execution=None if provider.supports_callbacks else task.id,
             )
         except TransitionConflict:
