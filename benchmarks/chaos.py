@@ -12,8 +12,10 @@ code:
 
 - a 503'd callback: the gateway answers the provider's one callback for the task with 503, as API
   Gateway or a throttled Lambda would; the simulator never retries a callback;
-- a failed queue send: moto's SQS ``send_message`` refuses every send of the task's submit message
-  while its ``POST /v1/tasks`` is in flight (botocore retries included), then works again;
+- a failed queue send: moto's SQS ``send_message`` refuses the task's first submit message
+  (botocore retries included), then works again: the API's send while its ``POST /v1/tasks`` is
+  in flight or, for a task that joined the governor's line there, the send that lets it in when
+  a slot frees;
 - a worker killed mid-copy: the task's result drips, and the ingest handler's thread gets an
   exception it cannot catch (``ChaosKill``, a ``BaseException``, via
   ``PyThreadState_SetAsyncExc``) a few seconds into the download, so the invocation fails like a
@@ -291,6 +293,7 @@ class Harness:
         self.failed_sends: dict[str, int] = {}
         self.kills: dict[str, _Kill] = {}
         self.fail_next_submit_send = False
+        self.fail_first_send_of: set[str] = set()  # fail_send tasks whose POST sent nothing
         self.hooks: list[str] = []
         self._restore: list[Callable[[], None]] = []
         self._submit_queue = str(env.stack.resources["SubmitQueue"]).rsplit("/", 1)[-1]
@@ -303,6 +306,9 @@ class Harness:
         with self.lock:
             if item.task_id:
                 self.by_id[item.task_id] = item
+                if item.row and item.row.harness == "fail_send" and item.task_id not in self.failed_sends:
+                    # It joined the governor's line: its first send is the one that lets it in.
+                    self.fail_first_send_of.add(item.task_id)
 
     def install(self) -> None:
         self._wrap_gateway()
@@ -362,13 +368,16 @@ class Harness:
         original = SQSBackend.send_message
 
         def send_message(backend: Any, queue_name: str, message_body: str, *args: Any, **kwargs: Any) -> Any:
-            if self.fail_next_submit_send and queue_name == self._submit_queue:
+            if queue_name == self._submit_queue and (self.fail_next_submit_send or self.fail_first_send_of):
                 with contextlib.suppress(ValueError, AttributeError):
                     task_id = str(json.loads(message_body).get("task_id"))
                     with self.lock:
                         # A task this harness does not know yet is the one whose POST is in flight
                         # (tasks are submitted one at a time); reconcile's re-sends name known ones.
-                        fail = task_id not in self.by_id
+                        fail = (self.fail_next_submit_send and task_id not in self.by_id) or (
+                            task_id in self.fail_first_send_of
+                        )
+                        self.fail_first_send_of.discard(task_id)
                         if fail:
                             self.failed_sends[task_id] = self.failed_sends.get(task_id, 0) + 1
                     if fail:
