@@ -283,7 +283,7 @@ class FunctionRuntime:
 
         def run() -> None:
             try:
-                with sandbox.running_as(loaded.sandbox), self._running_handler():
+                with sandbox.running_as(loaded.sandbox), sandbox.invocation(), self._running_handler():
                     try:
                         outcome["result"] = loaded.handler(payload, context)
                     except LambdaTimeout:

@@ -14,21 +14,30 @@ per function here, for as long as a ``FunctionRuntime`` is open (``install``/``u
   ``local_iam`` checks against its role), made on first use and sharing the stack's warmed
   botocore loader;
 - Powertools Parameters' default providers (``parameters.get_secret``): one set per function,
-  so that a provider's client, and its cache, are the function's own.
+  so that a provider's client, and its cache, are the function's own;
+- Powertools' per-sandbox state of logs and metrics: the Logger formatter's keys (the function's
+  name and request id that ``inject_lambda_context`` appends, the keys a handler appends) and
+  the EMF provider's metrics, dimensions and metadata. These are per invocation (``invocation``):
+  Lambda runs one invocation at a time in a sandbox, while here a function's invocations run
+  side by side, so each has the state the function had when it began, and the function keeps
+  the state its invocation left, as a warm sandbox does.
 
 Which function a thread runs for is a context variable: the runtime sets it around a handler's
 import and each invocation (``running_as``), and a thread started inside a function carries it
-(``threading.Thread.start`` copies it from the starting thread, as Python 3.14's
-``thread_inherit_context`` would), so the parts a handler uploads from a thread pool are signed
-as the function. Outside every function (the local stack itself, the tests) nothing changes.
+(``threading.Thread.start`` copies it, and the invocation, from the starting thread, as
+Python 3.14's ``thread_inherit_context`` would), so the parts a handler uploads from a thread
+pool are signed as the function. Outside every function (the local stack itself, the tests) nothing changes.
 
 Not isolated: module-level state of the code the functions share (the layer's ``reelay``
-package and its libraries are imported once for all of them).
+package and its libraries are imported once for all of them), such as Powertools' cold-start
+flags (module globals: only the process's first invocation reports a cold start).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import importlib
 import os
 import sys
@@ -46,6 +55,8 @@ class Sandbox:
     name: str
     environ: dict[str, str]
     providers: dict[str, Any] = field(default_factory=dict)
+    # Library state kept per function (``_scoped``), by (attribute, object).
+    state: dict[tuple[str, Any], Any] = field(default_factory=dict, repr=False)
     _session: Any = field(default=None, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -58,6 +69,8 @@ class Sandbox:
 
 
 _CURRENT: ContextVar[Sandbox | None] = ContextVar("reelay_local_sandbox", default=None)
+# The running invocation's own library state (``invocation``), None outside an invocation.
+_INVOCATION: ContextVar[dict[tuple[str, Any], Any] | None] = ContextVar("reelay_local_invocation", default=None)
 _installed = 0
 _install_lock = threading.Lock()
 _restore: list[Callable[[], None]] = []
@@ -76,6 +89,89 @@ def running_as(sandbox: Sandbox) -> Iterator[None]:
         yield
     finally:
         _CURRENT.reset(token)
+
+
+@contextlib.contextmanager
+def invocation() -> Iterator[None]:
+    """Run the body as one invocation of the running function: the library state it changes
+    (see the module doc) is its own while it runs, and the function's once it ends."""
+    own: dict[tuple[str, Any], Any] = {}
+    box = _CURRENT.get()
+    token = _INVOCATION.set(own)
+    try:
+        yield
+    finally:
+        _INVOCATION.reset(token)
+        if box is not None:
+            box.state.update(own)
+
+
+def _scopes() -> list[dict[tuple[str, Any], Any]]:
+    """Where the running code's library state lives, innermost first; empty outside functions."""
+    box = _CURRENT.get()
+    if box is None:
+        return []
+    own = _INVOCATION.get()
+    return [box.state] if own is None else [own, box.state]
+
+
+def _scoped(key: tuple[str, Any], shared: Any) -> Any:
+    """The running code's own value of a piece of library state (``shared`` outside functions).
+    Inside a function it is first copied from the next scope out (or from ``shared``) into the
+    innermost, so a change in place, such as a dict's ``update``, stays where it was made."""
+    scopes = _scopes()
+    if not scopes:
+        return shared
+    value = shared
+    for depth, scope in enumerate(scopes):
+        if key in scope:
+            if depth == 0:
+                return scope[key]
+            value = scope[key]
+            break
+    own = scopes[0][key] = _copy(value)
+    return own
+
+
+def _copy(value: Any) -> Any:
+    try:
+        return copy.deepcopy(value)
+    except Exception:  # something a deep copy cannot take (a lock, say): its containers are copied
+        return copy.copy(value)
+
+
+class _ScopedAttribute:
+    """An instance attribute of a library class that is per function and per invocation inside
+    functions (``_scoped``), and the instance's own outside them."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return _scoped((self.name, obj), obj.__dict__.get(self.name))
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        scopes = _scopes()
+        if not scopes:
+            obj.__dict__[self.name] = value
+            return
+        scopes[0][(self.name, obj)] = value
+        if self.name not in obj.__dict__:
+            obj.__dict__[self.name] = _copy(value)  # made inside a function: the others start so
+
+
+# Powertools' state that a Lambda sandbox holds for its one invocation at a time: the Logger
+# formatter's keys; the metrics, dimensions and metadata that every ``Metrics`` shares (class
+# dicts, handed to each instance's EMF provider) and the provider's extra dimension sets.
+_SCOPED_ATTRIBUTES = {
+    "aws_lambda_powertools.logging.formatter:LambdaPowertoolsFormatter": ("log_format",),
+    "aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch:AmazonCloudWatchEMFProvider": ("dimension_sets",),
+}
+_SCOPED_CLASS_DICTS = {
+    "aws_lambda_powertools.metrics.metrics:Metrics": ("_metrics", "_dimensions", "_metadata", "_default_dimensions"),
+}
 
 
 class _PerSandbox(MutableMapping[str, Any]):
@@ -136,6 +232,7 @@ def install() -> None:
         _install_thread_context()
         _install_boto3()
         _install_parameters()
+        _install_scoped_attributes()
 
 
 def uninstall() -> None:
@@ -163,10 +260,15 @@ def _install_thread_context() -> None:
         sandbox = _CURRENT.get()
         if sandbox is not None:
             run = thread.run
+            own = _INVOCATION.get()
 
             def run_as_sandbox() -> None:
-                with running_as(sandbox):
-                    run()
+                token = _INVOCATION.set(own)
+                try:
+                    with running_as(sandbox):
+                        run()
+                finally:
+                    _INVOCATION.reset(token)
 
             thread.run = run_as_sandbox  # type: ignore[method-assign]
         start(thread)
@@ -252,3 +354,39 @@ def _install_parameters() -> None:
             module.DEFAULT_PROVIDERS = real  # type: ignore[attr-defined]
 
     _restore.append(restore)
+
+
+def _install_scoped_attributes() -> None:
+    """Put a ``_ScopedAttribute`` on each attribute of ``_SCOPED_ATTRIBUTES``, and a view scoped
+    the same way in place of each class dict of ``_SCOPED_CLASS_DICTS``. Objects made before
+    keep what they have (the functions' modules are imported after ``install``)."""
+    for where, names in (_SCOPED_ATTRIBUTES | _SCOPED_CLASS_DICTS).items():
+        module_name, class_name = where.split(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError):
+            continue
+        for name in names:
+            before = cls.__dict__.get(name, _MISSING)
+            if where in _SCOPED_CLASS_DICTS:
+                if not isinstance(before, dict):
+                    continue
+                key = ("dict", f"{where}.{name}")
+                setattr(cls, name, _PerSandbox(before, functools.partial(_scoped_of, key, before)))
+            else:
+                setattr(cls, name, _ScopedAttribute(name))
+            _restore.append(functools.partial(_put_back, cls, name, before))
+
+
+_MISSING = object()
+
+
+def _scoped_of(key: tuple[str, Any], shared: Any, _: Sandbox) -> Any:
+    return _scoped(key, shared)
+
+
+def _put_back(cls: type, name: str, before: Any) -> None:
+    if before is _MISSING:
+        delattr(cls, name)
+    else:
+        setattr(cls, name, before)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import boto3
 import pytest
@@ -110,3 +113,88 @@ def test_os_environ_keeps_what_os_environ_offers_besides_a_mapping(installed: No
         assert merged == {**api.environ, "EXTRA": "1"}
         assert os.environ.copy() == api.environ
         assert os.environ.get("PROCESS_ONLY", "absent") == "absent"
+
+
+class _Lines(logging.Handler):
+    """Keeps each formatted line, by message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: dict[str, dict[str, Any]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = json.loads(self.format(record))
+        self.lines[line["message"]] = line
+
+
+def _log_line(logger: Any, handler: _Lines, message: str) -> dict[str, Any]:
+    logger.info(message)
+    return handler.lines[message]
+
+
+def test_powertools_log_keys_are_per_function_and_per_invocation(installed: None) -> None:
+    from aws_lambda_powertools import Logger
+
+    # Given one Logger, made at import inside a function, as the layer's modules are
+    handler = _Lines()
+    api, submit = Sandbox("ApiFunction", function_env("a")), Sandbox("SubmitFunction", function_env("s"))
+    with sandbox.running_as(api):
+        logger = Logger(service="sandbox-test", logger_handler=handler)
+        logger.append_keys(loaded_by="api")
+    # When two invocations of one function and one of another append their request ids at once
+    lines: dict[str, dict[str, Any]] = {}
+    appended = threading.Barrier(3)
+
+    def invoke(box: Sandbox, request_id: str) -> None:
+        with sandbox.running_as(box), sandbox.invocation():
+            logger.append_keys(function_request_id=request_id)
+            appended.wait(timeout=5)  # every invocation has appended before any logs
+            lines[request_id] = _log_line(logger, handler, f"hello from {request_id}")
+            appended.wait(timeout=5)
+
+    threads = [threading.Thread(target=invoke, args=args) for args in ((api, "a-1"), (api, "a-2"), (submit, "s-1"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then each line carries its own invocation's id, and its function's import-time keys
+    assert lines["a-1"]["function_request_id"] == "a-1" and lines["a-2"]["function_request_id"] == "a-2"
+    assert lines["s-1"]["function_request_id"] == "s-1"
+    assert lines["a-1"]["loaded_by"] == "api" and "loaded_by" not in lines["s-1"]
+    # And a function keeps what its last invocation left (a warm sandbox), the other never saw it
+    with sandbox.running_as(api):
+        assert _log_line(logger, handler, "later in api")["function_request_id"] in {"a-1", "a-2"}
+    with sandbox.running_as(submit):
+        line = _log_line(logger, handler, "later in submit")
+    assert line["function_request_id"] == "s-1" and "loaded_by" not in line
+
+
+def test_powertools_metrics_are_flushed_by_the_invocation_that_added_them(installed: None, capsys: Any) -> None:
+    from aws_lambda_powertools import Metrics
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    api, submit = Sandbox("ApiFunction", function_env("a")), Sandbox("SubmitFunction", function_env("s"))
+    with sandbox.running_as(api):
+        metrics = Metrics(namespace="SandboxTest", service="sandbox-test")
+    added = threading.Event()
+    flushed_by_submit = threading.Event()
+
+    def api_invocation() -> None:
+        with sandbox.running_as(api), sandbox.invocation():
+            metrics.add_metric(name="ApiOnly", unit=MetricUnit.Count, value=1)
+            added.set()
+            flushed_by_submit.wait(timeout=5)
+            metrics.flush_metrics()
+
+    thread = threading.Thread(target=api_invocation)
+    thread.start()
+    added.wait(timeout=5)
+    # Another function's invocation, flushing while the API's metric is pending, flushes only its own
+    with sandbox.running_as(submit), sandbox.invocation():
+        metrics.add_metric(name="SubmitOnly", unit=MetricUnit.Count, value=1)
+        metrics.flush_metrics()
+    flushed_by_submit.set()
+    thread.join()
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    names = [[m["Name"] for m in blob["_aws"]["CloudWatchMetrics"][0]["Metrics"]] for blob in blobs]
+    assert names == [["SubmitOnly"], ["ApiOnly"]]
