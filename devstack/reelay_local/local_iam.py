@@ -21,9 +21,10 @@ request that arrives at the moto server with such a key is checked before moto s
   the bucket, as S3 answers it.
 
 Requests signed with any other key (the local stack's own, a test's) are not checked. Not
-emulated: resource-based policies (bucket and queue policies, which same-account identity
-policies do not need), statements with a ``Condition`` (never used to allow or deny; a
-warning names them), permission boundaries and SCPs. Calls moto makes itself (a state
+emulated: resource-based policies for the functions' requests (bucket and queue policies,
+which same-account identity policies do not need; ``service_may`` evaluates a queue's policy
+for the EventBridge rule that delivers to it), statements with a ``Condition`` in a role
+(never used to allow or deny; a warning names them), permission boundaries and SCPs. Calls moto makes itself (a state
 machine's Lambda and SQS tasks) are not requests here: the provisioner checks a state
 machine's role against its definition when the stack starts (``state_machine_needs``).
 """
@@ -158,6 +159,70 @@ class Policy:
         """Whether the role may do ``action`` on ``resource`` (no explicit deny, one allow)."""
         applying = [s for s in self.statements if s.applies(action, resource)]
         return bool(applying) and all(s.effect == "Allow" for s in applying)
+
+
+# Condition operators ``service_may`` evaluates, by how a value is compared with the pattern.
+_CONDITION_OPERATORS: dict[str, Callable[[str, str], bool]] = {
+    "StringEquals": lambda value, pattern: value == pattern,
+    "StringLike": lambda value, pattern: bool(_pattern(pattern, ignore_case=False).match(value)),
+    "ArnEquals": lambda value, pattern: bool(_pattern(pattern, ignore_case=False).match(value)),
+    "ArnLike": lambda value, pattern: bool(_pattern(pattern, ignore_case=False).match(value)),
+}
+
+
+def service_may(
+    document: dict[str, Any] | None, service: str, action: str, resource: str, context: dict[str, str]
+) -> tuple[bool, list[str]]:
+    """Whether a resource policy (a queue's) lets an AWS service principal (``events.amazonaws.com``)
+    do ``action`` on ``resource`` for a request whose condition keys are ``context``
+    (``aws:SourceArn``, ``aws:SourceAccount``): no explicit ``Deny`` applies and an ``Allow`` does.
+
+    A service principal acts in no account of its own, so only the resource's policy can let it
+    in. The second value lists the statements that could not be evaluated (a condition operator
+    or key not known here); they allow nothing and deny nothing."""
+    unknown: list[str] = []
+    allowed = denied = False
+    statements = (document or {}).get("Statement") or []
+    for statement in [statements] if isinstance(statements, dict) else statements:
+        if not _names_service(statement.get("Principal"), service):
+            continue
+        if not _Statement.of(statement).applies(action, resource):
+            continue
+        met = _conditions_met(statement.get("Condition") or {}, context)
+        if met is None:
+            unknown.append(str(statement.get("Sid") or statement.get("Action")))
+        elif met and statement.get("Effect", "Allow") == "Deny":
+            denied = True
+        elif met:
+            allowed = True
+    return allowed and not denied, unknown
+
+
+def _names_service(principal: Any, service: str) -> bool:
+    if principal == "*":
+        return True
+    if not isinstance(principal, dict):
+        return False
+    return service in _listed(principal.get("Service")) or "*" in _listed(principal.get("AWS"))
+
+
+def _conditions_met(conditions: dict[str, Any], context: dict[str, str]) -> bool | None:
+    """Whether every condition holds (a key holds when any of its values matches; a key the
+    request lacks fails a positive test), or None when one cannot be evaluated here."""
+    for operator, tests in conditions.items():
+        negated = "Not" in operator
+        compare = _CONDITION_OPERATORS.get(operator.replace("Not", "", 1))
+        if compare is None or not isinstance(tests, dict):
+            return None
+        for key, patterns in tests.items():
+            value = next((v for k, v in context.items() if k.lower() == str(key).lower()), None)
+            if value is None:
+                if not negated:
+                    return False
+                continue
+            if any(compare(value, str(p)) for p in _listed(patterns)) == negated:
+                return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import Any
 from reelay_local.event_sources import QueueMapping, ScheduleSpec
 from reelay_local.gateway import Route, routes_from_body
 from reelay_local.lambda_runtime import FunctionSpec
-from reelay_local.local_iam import Policy, Principal, function_key, state_machine_needs
+from reelay_local.local_iam import Policy, Principal, function_key, service_may, state_machine_needs
 from reelay_local.template import (
     ACCOUNT_ID,
     PARTITION,
@@ -124,6 +124,10 @@ class Provisioner:
         self._function_keys: dict[str, tuple[str, str, str]] = {}  # key -> (logical id, name, role ARN)
         # state machine -> (its role ARN, what its states call: ``local_iam.state_machine_needs``)
         self._machine_needs: dict[str, tuple[str, list[tuple[str, str, str]]]] = {}
+        # event-pattern rule -> (its ARN, the ARNs of the queues it delivers to); queue URL -> the
+        # policy its AWS::SQS::QueuePolicy gives it (``_rule_deliveries`` checks one against the other)
+        self._rule_queues: dict[str, tuple[str, list[str]]] = {}
+        self._queue_policies: dict[str, dict[str, Any]] = {}
         self._reserved_concurrency: dict[str, int] = {}  # function logical id -> reserved concurrency
 
     # -- orchestration ------------------------------------------------------------------------
@@ -166,6 +170,7 @@ class Provisioner:
                 continue
             self._other(logical_id, kind, resource)
         self._principals()
+        self._rule_deliveries()
         return self.wiring
 
     def _principals(self) -> None:
@@ -188,6 +193,29 @@ class Provisioner:
             # moto makes these calls in-process, past the endpoint's check: refused here, or every
             # execution would fail at these states after ``sam deploy`` while passing locally.
             raise TemplateError("state machine permissions missing: " + "; ".join(refused))
+
+    def _rule_deliveries(self) -> None:
+        """Each event-pattern rule's queues checked against their queue policies. EventBridge
+        sends as ``events.amazonaws.com``, which only the queue's own policy can let in; moto
+        delivers regardless, so a rule the policy does not admit is refused here, or its events
+        would be dropped after ``sam deploy`` (the rule's ``FailedInvocations``) while passing locally."""
+        arns = {p.attributes.get("QueueUrl"): p.attributes.get("Arn") for p in self.physical.values()}
+        policies = {arns.get(url): document for url, document in self._queue_policies.items()}
+        refused = []
+        for logical_id, (rule_arn, queues) in self._rule_queues.items():
+            for queue in queues:
+                context = {"aws:SourceArn": rule_arn, "aws:SourceAccount": ACCOUNT_ID}
+                allowed, unknown = service_may(
+                    policies.get(queue), "events.amazonaws.com", "sqs:SendMessage", queue, context
+                )
+                self.wiring.unserved.extend(
+                    f"{queue}: queue policy statement {sid} (a condition not evaluated locally)" for sid in unknown
+                )
+                if not allowed:
+                    why = "has no queue policy" if queue not in policies else "has a policy that does not admit it"
+                    refused.append(f"{logical_id} -> {queue}: the queue {why}")
+        if refused:
+            raise TemplateError("event rules whose queues may not receive their events: " + "; ".join(refused))
 
     def _policy(self, role: str) -> Policy:
         """The role's policy for ``local_iam``; what the local check cannot evaluate is reported."""
@@ -698,11 +726,14 @@ class Provisioner:
         ]
         if copies:
             events.put_targets(Rule=name, Targets=copies)
+        rule_arn = self.physical[logical_id].attributes["Arn"]
+        self._rule_queues[logical_id] = (rule_arn, [str(t["Arn"]) for t in served])
 
     def _queue_policy(self, logical_id: str, resource: dict[str, Any]) -> None:
-        # Kept for inspection: moto does not enforce who may send to a queue.
+        # moto does not enforce who may send to a queue: ``_rule_deliveries`` checks the rules'.
         props = self._properties(resource)
         for url in props.get("Queues") or []:
+            self._queue_policies[str(url)] = dict(props["PolicyDocument"])
             self._client("sqs").set_queue_attributes(
                 QueueUrl=url, Attributes={"Policy": json.dumps({"Version": "2012-10-17", **props["PolicyDocument"]})}
             )

@@ -865,3 +865,39 @@ def test_dev_environment_simulates_unconfigured_providers(monkeypatch: pytest.Mo
         assert functions["REELAY_ALLOWED_RESULT_HOSTS"] == env.sim.host_port
         providers = httpx.get(f"{env.stack.api_url}/v1/providers", timeout=30)
         assert providers.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ("drop", "has no queue policy"),  # the queue policy taken out
+        ("other-rule", "has a policy that does not admit it"),  # it admits another rule only
+    ],
+)
+def test_an_event_rule_whose_queue_policy_does_not_admit_it_does_not_start(
+    tmp_path: Path, change: str, why: str
+) -> None:
+    # Given template.yaml with the batch queue's policy taken out, or naming another rule:
+    # moto would deliver the manifests' events anyway, and after sam deploy EventBridge would
+    # drop every one (the queue refuses events.amazonaws.com), so no batch would ever start
+    text = (REPO / "template.yaml").read_text()
+    condition = 'Condition: {ArnEquals: {"aws:SourceArn": !GetAtt ManifestArrivedRule.Arn}}'
+    assert condition in text
+    if change == "drop":
+        start = text.index("  BatchQueuePolicy:\n")
+        end = text.index("\n\n", start)
+        text = text[:start] + text[end + 2 :]
+    else:
+        text = text.replace(
+            condition, condition.replace("!GetAtt ManifestArrivedRule.Arn", '!Sub "${ManifestArrivedRule.Arn}-old"')
+        )
+    for entry in REPO.iterdir():  # the code the template names, beside the changed template
+        if entry.name != "template.yaml" and not entry.name.startswith("."):
+            (tmp_path / entry.name).symlink_to(entry)
+    (tmp_path / "template.yaml").write_text(text)
+    # When the stack starts: it refuses, naming the rule and the queue
+    with pytest.raises(TemplateError) as refused:
+        LocalStack(tmp_path).start()
+    message = str(refused.value)
+    assert "event rules whose queues may not receive their events" in message
+    assert "ManifestArrivedRule -> arn:aws:sqs:us-east-1:" in message and why in message

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from reelay_local.local_iam import MANAGED_POLICIES, LocalIam, Policy, Principal, required
+from reelay_local.local_iam import MANAGED_POLICIES, LocalIam, Policy, Principal, required, service_may
 from reelay_local.template import ACCOUNT_ID
 
 REGION, ACCOUNT = "us-east-1", "123456789012"
@@ -338,3 +338,66 @@ def test_a_state_machines_needs_are_each_task_states_integration_in_every_branch
         "Chosen: arn:aws:states:::lambda:invoke with FunctionName chosen at run time",
         "Odd: arn:aws:states:::glue:startJobRun",
     ]
+
+
+_RULE = "arn:aws:events:us-east-1:123456789012:rule/manifest"
+_QUEUE = "arn:aws:sqs:us-east-1:123456789012:batch"
+
+
+def _queue_policy(*statements: dict[str, Any]) -> dict[str, Any]:
+    return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+_FROM_THE_RULE = {
+    "Effect": "Allow",
+    "Principal": {"Service": "events.amazonaws.com"},
+    "Action": "sqs:SendMessage",
+    "Resource": _QUEUE,
+    "Condition": {"ArnEquals": {"aws:SourceArn": _RULE}},
+}
+
+
+@pytest.mark.parametrize(
+    ("document", "rule", "allowed"),
+    [
+        (_queue_policy(_FROM_THE_RULE), _RULE, True),
+        (_queue_policy(_FROM_THE_RULE), _RULE + "-other", False),  # the condition names another rule
+        (None, _RULE, False),  # no queue policy: a service principal has no identity policy to lean on
+        (_queue_policy({**_FROM_THE_RULE, "Principal": {"Service": "sns.amazonaws.com"}}), _RULE, False),
+        (_queue_policy({**_FROM_THE_RULE, "Resource": _QUEUE + "-dlq"}), _RULE, False),
+        (_queue_policy({**_FROM_THE_RULE, "Action": "sqs:ReceiveMessage"}), _RULE, False),
+        (_queue_policy({**_FROM_THE_RULE, "Action": "sqs:*", "Principal": "*"}), _RULE, True),
+        (
+            _queue_policy({**_FROM_THE_RULE, "Condition": {"ArnLike": {"aws:SourceArn": "arn:aws:events:*:*:rule/*"}}}),
+            _RULE,
+            True,
+        ),
+        (
+            _queue_policy({**_FROM_THE_RULE, "Condition": {"StringEquals": {"aws:SourceAccount": "123456789012"}}}),
+            _RULE,
+            True,
+        ),
+        (
+            _queue_policy({**_FROM_THE_RULE, "Condition": {"StringEquals": {"aws:SourceAccount": "999999999999"}}}),
+            _RULE,
+            False,
+        ),
+        (_queue_policy({**_FROM_THE_RULE, "Condition": {"ArnNotEquals": {"aws:SourceArn": _RULE}}}), _RULE, False),
+        # an explicit deny wins over the allow
+        (_queue_policy(_FROM_THE_RULE, {**_FROM_THE_RULE, "Effect": "Deny", "Condition": {}}), _RULE, False),
+    ],
+)
+def test_a_queue_policy_admits_the_event_rule_it_names_and_nothing_else(
+    document: dict[str, Any] | None, rule: str, allowed: bool
+) -> None:
+    context = {"aws:SourceArn": rule, "aws:SourceAccount": "123456789012"}
+    assert service_may(document, "events.amazonaws.com", "sqs:SendMessage", _QUEUE, context) == (allowed, [])
+
+
+def test_a_queue_policy_condition_it_cannot_evaluate_is_reported_and_allows_nothing() -> None:
+    statement = {**_FROM_THE_RULE, "Sid": "Dated", "Condition": {"DateGreaterThan": {"aws:CurrentTime": "2026-01-01"}}}
+    context = {"aws:SourceArn": _RULE}
+    assert service_may(_queue_policy(statement), "events.amazonaws.com", "sqs:SendMessage", _QUEUE, context) == (
+        False,
+        ["Dated"],
+    )
