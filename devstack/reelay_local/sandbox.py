@@ -26,7 +26,8 @@ Which function a thread runs for is a context variable: the runtime sets it arou
 import and each invocation (``running_as``), and a thread started inside a function carries it
 (``threading.Thread.start`` copies it, and the invocation, from the starting thread, as
 Python 3.14's ``thread_inherit_context`` would), so the parts a handler uploads from a thread
-pool are signed as the function. Outside every function (the local stack itself, the tests) nothing changes.
+pool are signed as the function. Outside every function (the local stack itself, the tests)
+nothing changes.
 
 Not isolated: module-level state of the code the functions share (the layer's ``reelay``
 package and its libraries are imported once for all of them), such as Powertools' cold-start

@@ -434,8 +434,9 @@ class Submitter:
         Found (a callback's hint the status endpoint confirms, or a task in the provider's list
         created at or after our first send, owned by no other reelay task): adopted. A 5xx'd
         create still within its hold (twice the typical generation time since its answer)
-        raises ``RetryLater`` until the hold ends, then is sent once more. A create the provider's task list shows no
-        trace of after the hold is failed as ``CREATE_UNCONFIRMED`` (no charge is likely).
+        raises ``RetryLater`` until the hold ends, then is sent once more. A create the
+        provider's task list shows no trace of after the hold is failed as
+        ``CREATE_UNCONFIRMED`` (no charge is likely).
         Otherwise the task stays held (``HELD``) until reconcile looks again; with ``final``
         (the provider's deadline has passed) it is failed as ``CREATE_UNCONFIRMED``. A held
         create is never re-sent blindly.
