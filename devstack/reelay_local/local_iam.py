@@ -24,9 +24,10 @@ Requests signed with any other key (the local stack's own, a test's) are not che
 emulated: resource-based policies for the functions' requests (bucket and queue policies,
 which same-account identity policies do not need; ``service_may`` evaluates a queue's policy
 for the EventBridge rule that delivers to it), statements with a ``Condition`` in a role
-(never used to allow or deny; a warning names them), permission boundaries and SCPs. Calls moto makes itself (a state
-machine's Lambda and SQS tasks) are not requests here: the provisioner checks a state
-machine's role against its definition when the stack starts (``state_machine_needs``).
+(never used to allow or deny; a warning names them), permission boundaries and SCPs. Calls
+moto makes itself (a state machine's Lambda and SQS tasks) are not requests here: the
+provisioner checks a state machine's role against its definition when the stack starts
+(``state_machine_needs``).
 """
 
 from __future__ import annotations
@@ -161,12 +162,17 @@ class Policy:
         return bool(applying) and all(s.effect == "Allow" for s in applying)
 
 
-# Condition operators ``service_may`` evaluates, by how a value is compared with the pattern.
+def _like(value: str, pattern: str) -> bool:
+    return bool(_pattern(pattern, ignore_case=False).match(value))
+
+
+# Condition operators ``service_may`` evaluates, by how a value is compared with the pattern
+# (``ArnEquals`` takes wildcards as ``ArnLike`` does).
 _CONDITION_OPERATORS: dict[str, Callable[[str, str], bool]] = {
     "StringEquals": lambda value, pattern: value == pattern,
-    "StringLike": lambda value, pattern: bool(_pattern(pattern, ignore_case=False).match(value)),
-    "ArnEquals": lambda value, pattern: bool(_pattern(pattern, ignore_case=False).match(value)),
-    "ArnLike": lambda value, pattern: bool(_pattern(pattern, ignore_case=False).match(value)),
+    "StringLike": _like,
+    "ArnEquals": _like,
+    "ArnLike": _like,
 }
 
 

@@ -198,13 +198,16 @@ class Provisioner:
         """Each event-pattern rule's queues checked against their queue policies. EventBridge
         sends as ``events.amazonaws.com``, which only the queue's own policy can let in; moto
         delivers regardless, so a rule the policy does not admit is refused here, or its events
-        would be dropped after ``sam deploy`` (the rule's ``FailedInvocations``) while passing locally."""
-        arns = {p.attributes.get("QueueUrl"): p.attributes.get("Arn") for p in self.physical.values()}
+        would be dropped after ``sam deploy`` (the rule's ``FailedInvocations``) while passing
+        locally."""
+        arns = {
+            p.attributes["QueueUrl"]: p.attributes["Arn"] for p in self.physical.values() if "QueueUrl" in p.attributes
+        }
         policies = {arns.get(url): document for url, document in self._queue_policies.items()}
         refused = []
         for logical_id, (rule_arn, queues) in self._rule_queues.items():
+            context = {"aws:SourceArn": rule_arn, "aws:SourceAccount": ACCOUNT_ID}
             for queue in queues:
-                context = {"aws:SourceArn": rule_arn, "aws:SourceAccount": ACCOUNT_ID}
                 allowed, unknown = service_may(
                     policies.get(queue), "events.amazonaws.com", "sqs:SendMessage", queue, context
                 )

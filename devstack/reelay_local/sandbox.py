@@ -43,7 +43,7 @@ import importlib
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -361,25 +361,30 @@ def _install_scoped_attributes() -> None:
     """Put a ``_ScopedAttribute`` on each attribute of ``_SCOPED_ATTRIBUTES``, and a view scoped
     the same way in place of each class dict of ``_SCOPED_CLASS_DICTS``. Objects made before
     keep what they have (the functions' modules are imported after ``install``)."""
-    for where, names in (_SCOPED_ATTRIBUTES | _SCOPED_CLASS_DICTS).items():
+    for cls, name, before in _class_attributes(_SCOPED_ATTRIBUTES):
+        setattr(cls, name, _ScopedAttribute(name))
+        _restore.append(functools.partial(_put_back, cls, name, before))
+    for cls, name, before in _class_attributes(_SCOPED_CLASS_DICTS):
+        if isinstance(before, dict):
+            key = ("dict", f"{cls.__module__}.{cls.__qualname__}.{name}")
+            setattr(cls, name, _PerSandbox(before, functools.partial(_scoped_of, key, before)))
+            _restore.append(functools.partial(_put_back, cls, name, before))
+
+
+_MISSING = object()
+
+
+def _class_attributes(table: Mapping[str, tuple[str, ...]]) -> Iterator[tuple[type, str, Any]]:
+    """Each (class, attribute name, its value on the class or ``_MISSING``) the table names, of
+    the libraries installed."""
+    for where, names in table.items():
         module_name, class_name = where.split(":")
         try:
             cls = getattr(importlib.import_module(module_name), class_name)
         except (ImportError, AttributeError):
             continue
         for name in names:
-            before = cls.__dict__.get(name, _MISSING)
-            if where in _SCOPED_CLASS_DICTS:
-                if not isinstance(before, dict):
-                    continue
-                key = ("dict", f"{where}.{name}")
-                setattr(cls, name, _PerSandbox(before, functools.partial(_scoped_of, key, before)))
-            else:
-                setattr(cls, name, _ScopedAttribute(name))
-            _restore.append(functools.partial(_put_back, cls, name, before))
-
-
-_MISSING = object()
+            yield cls, name, cls.__dict__.get(name, _MISSING)
 
 
 def _scoped_of(key: tuple[str, Any], shared: Any, _: Sandbox) -> Any:
