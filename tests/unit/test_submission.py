@@ -19,6 +19,7 @@ from reelay.errors import (
     ProviderAuthError,
     ProviderRateLimited,
     ProviderRejectedRequest,
+    ProviderTaskUnknown,
     ProviderTransientError,
 )
 from reelay.models import CreateHold, ErrorCode, TaskStatus, VideoRequest, utcnow
@@ -325,6 +326,49 @@ def test_a_callback_hint_outlives_the_hold_written_while_its_status_check_ran(wo
     assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
     assert world.store.get(task_id).provider_task_id == "p-made"
     assert world.provider.creates == []
+
+
+def test_a_newer_callback_hint_written_while_an_unknown_one_is_checked_is_checked_next(world: Any) -> None:
+    # Given a held create whose callback hint the provider does not know, and a second callback
+    # naming the real task while that hint's status is asked
+    task_id = world.queued()
+    world.provider.create_error = CreateServerError("HTTP 500", provider="generate_task")
+    with pytest.raises(RetryLater):
+        world.submitter.submit(task_id)
+    world.provider.create_error = None
+    world.store.update(world.store.get(task_id), callback_provider_task_id="p-stale")
+
+    def unknown_then_a_newer_hint(provider_task_id: str) -> None:
+        if provider_task_id == "p-stale":
+            world.store.update(world.store.get(task_id), callback_provider_task_id="p-made")
+            raise ProviderTaskUnknown("no such task", provider="generate_task")
+
+    world.provider.on_status = unknown_then_a_newer_hint
+    # Then the stale read's write is not forced: the step comes back, keeping the newer hint
+    with pytest.raises(RetryLater):
+        world.submitter.submit(task_id)
+    assert world.store.get(task_id).callback_provider_task_id == "p-made"
+    # And the next look adopts the task it names, with no second create
+    world.provider.succeed("https://cdn.example/v.mp4")
+    assert world.submitter.submit(task_id) is SubmitOutcome.SUBMITTED
+    assert world.store.get(task_id).provider_task_id == "p-made"
+    assert len(world.provider.creates) == 1  # the 5xx'd one
+
+
+def test_reconciles_last_look_at_a_held_create_keeps_a_hint_written_while_it_checked_another(world: Any) -> None:
+    task_id = world.queued()
+    world.provider.create_error = CreateOutcomeUnknown("read timeout", provider="generate_task")
+    assert world.submitter.submit(task_id) is SubmitOutcome.HELD
+    world.store.update(world.store.get(task_id), callback_provider_task_id="p-stale")
+
+    def unknown_then_a_newer_hint(provider_task_id: str) -> None:
+        world.store.update(world.store.get(task_id), callback_provider_task_id="p-made")
+        raise ProviderTaskUnknown("no such task", provider="generate_task")
+
+    world.provider.on_status = unknown_then_a_newer_hint
+    assert world.submitter.recover(world.store.get(task_id), final=True) is SubmitOutcome.SKIPPED
+    task = world.store.get(task_id)
+    assert task.status is TaskStatus.QUEUED and task.callback_provider_task_id == "p-made"
 
 
 def test_a_5xx_create_where_nothing_can_tell_is_resent_at_most_once_recording_a_possible_second_charge(

@@ -499,7 +499,14 @@ class Submitter:
         try:
             status = provider.status(hint)
         except ProviderTaskUnknown:
-            self._store.update(task, callback_provider_task_id=None)
+            try:
+                self._store.update(task, callback_provider_task_id=None)
+            except TransitionConflict:
+                # Written while the status was asked (a hold, a newer hint, an adoption): the next
+                # look starts from what the task is then, not from this stale read.
+                if final:
+                    return SubmitOutcome.SKIPPED
+                raise RetryLater(1, "the task changed while a callback's hint was checked") from None
             return None
         except ProviderError:
             # Cannot ask now. A callback named this task, so it likely exists: never re-send
