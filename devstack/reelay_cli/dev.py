@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -84,6 +85,8 @@ def open_environment(repo_root: Path, api_port: int | None, client_auth: str = "
     from reelay_local import DevEnvironment
 
     # Readable logs (Powertools' development mode): one record per task state change, and the rest.
+    # Asked for here, so Powertools' warning that it is on says nothing new.
+    warnings.filterwarnings("ignore", message="POWERTOOLS_DEV environment variable is enabled")
     return DevEnvironment(
         repo_root, api_port=api_port or 0, client_auth=client_auth, env_overrides={"POWERTOOLS_DEV": "true"}
     )

@@ -76,6 +76,27 @@ def test_create_task_answers_202_stores_queued_and_enqueues(api: Any) -> None:
     assert drain(api.submit_queue) == [{"task_id": body["id"]}]
 
 
+def test_powertools_development_mode_prints_no_request_and_no_traceback(
+    api: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_DEV", "true")  # reelay dev's readable logs
+    from reelay.api import build_app
+
+    def broken() -> Any:
+        raise RuntimeError("internal detail")
+
+    app = build_app(broken, None)
+    event = load_event("api_create_task.json")
+    event["headers"] = {"content-type": "application/json", "authorization": "Bearer rk_live_secret_value"}
+    event["body"] = json.dumps({"provider": "generate_task", "prompt": "a cat"})
+    # An unhandled error is the function's error (the HTTP API answers its own bare 500), not a
+    # response carrying the traceback
+    with pytest.raises(RuntimeError):
+        app.resolve(event, _Ctx())
+    printed = capsys.readouterr()
+    assert "rk_live_secret_value" not in printed.out + printed.err
+
+
 def test_idempotency_key_same_body_returns_same_task_and_enqueues_once(api: Any) -> None:
     req = {"provider": "generate_task", "prompt": "a cat"}
     s1, first, _ = api("POST", "/v1/tasks", req, headers={"idempotency-key": "k1"})

@@ -140,6 +140,23 @@ def test_http_mapping_401_404_200(world: Any) -> None:
     assert call(TOKENS.token("generate_task", task_id)) == 200
 
 
+def test_powertools_development_mode_prints_no_callback_token(
+    world: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("POWERTOOLS_DEV", "true")  # reelay dev's readable logs
+    app = build_callback_app(lambda: world.receiver)
+    task_id = world.submitted()
+    world.provider.running(5)
+    token = TOKENS.token("generate_task", task_id)
+    event = load_event("callback_generate_task.json")
+    event["rawPath"] = event["requestContext"]["http"]["path"] = f"/callbacks/generate_task/{task_id}"
+    event["queryStringParameters"] = {"t": token}
+    event["rawQueryString"] = f"t={token}"
+    assert app.resolve(event, _Ctx())["statusCode"] == 200
+    printed = capsys.readouterr()
+    assert token not in printed.out + printed.err
+
+
 class RecordingQueue:
     """The submit queue, as the receiver uses it: what was sent, and with what delay."""
 

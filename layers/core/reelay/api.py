@@ -300,7 +300,10 @@ def build_app(
     ``videos`` adds the OpenAI-shaped ``/v1/videos`` routes (``reelay.openai_api``),
     ``webhook_endpoints`` OpenAI's ``/v1/webhook_endpoints`` (``reelay.webhook_endpoints``).
     """
-    app = JsonApiResolver(enable_validation=True)
+    # Never Powertools' debug mode, which POWERTOOLS_DEV (``reelay dev``'s readable logs) turns
+    # on: it prints every event, the caller's Authorization header included, and answers an
+    # unhandled error with its traceback.
+    app = JsonApiResolver(enable_validation=True, debug=False)
     VideoBody: Any = VideoRequest
     ImageBody: Any = ImageRequest
     RemixBody: Any = _remix_body(None)

@@ -70,7 +70,8 @@ def callback_body(event: Mapping[str, Any]) -> bytes:
 
 
 def build_callback_app(receiver: Callable[[], CallbackReceiver]) -> APIGatewayHttpResolver:
-    app = APIGatewayHttpResolver()
+    # Not in debug mode (POWERTOOLS_DEV turns it on): it would print each event, token included.
+    app = APIGatewayHttpResolver(debug=False)
 
     @app.post("/callbacks/<provider>/<task_id>")
     def callback(provider: str, task_id: str) -> Response:

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from reelay import costs
 from reelay.metrics import metrics
@@ -126,7 +127,9 @@ def observed(*, http: bool = False) -> Callable[[Handler[T]], Handler[T]]:
 
         traced = tracer.capture_lambda_handler(with_task, capture_response=False)
         # Metrics need a namespace (POWERTOOLS_METRICS_NAMESPACE, set by the template for every function).
-        measured = metrics.log_metrics(traced, capture_cold_start_metric=True) if metrics.namespace else traced
+        # Powertools prints the cold-start metric even with metrics disabled (as locally): asked only when on.
+        cold_start = not is_metrics_disabled()
+        measured = metrics.log_metrics(traced, capture_cold_start_metric=cold_start) if metrics.namespace else traced
         path = correlation_paths.API_GATEWAY_HTTP if http else None
         return logger.inject_lambda_context(measured, correlation_id_path=path, clear_state=True)
 
