@@ -18,6 +18,7 @@ from reelay.aws import ResultBucket, TaskQueue
 from reelay.callback_api import build_callback_app
 from reelay.callbacks import CallbackReceiver
 from reelay.catalog import ProviderCatalog
+from reelay.errors import RequestInvalid
 from reelay.models import TaskStatus, VideoRequest
 from reelay.store import DynamoTaskStore
 from reelay.tasks import TaskService
@@ -61,6 +62,14 @@ API_CASES = [
     Bad("bad orientation", 422, body=OK | {"orientation": "diagonal"}),
     Bad("image_url not a URL", 422, body=OK | {"image_url": "not a url"}),
     Bad("image_url ftp scheme", 422, body=OK | {"image_url": "ftp://h.example/x.png"}),
+    # The provider fetches a reference image from the internet: an address or name it cannot reach
+    # there (or reaches inside its own network) fails before the paid create.
+    Bad("image_url on the metadata address", 422, body=OK | {"image_url": "http://169.254.169.254/latest/meta-data"}),
+    Bad("image_url on localhost", 422, body=OK | {"image_url": "http://localhost:8080/cat.png"}),
+    Bad("image_url on a private address", 422, body=OK | {"image_url": "https://10.1.2.3/cat.png"}),
+    Bad("image_url on IPv6 loopback", 422, body=OK | {"image_url": "http://[::1]/cat.png"}),
+    Bad("image_url on IPv4-mapped loopback", 422, body=OK | {"image_url": "http://[::ffff:127.0.0.1]/cat.png"}),
+    Bad("image_url on a .internal name", 422, body=OK | {"image_url": "https://img.corp.internal/cat.png"}),
     Bad("unknown field", 422, body=OK | {"colour": "red"}),
     Bad("pro not a boolean", 422, body=OK | {"pro": 1}),
     Bad("metadata not strings", 422, body=OK | {"metadata": {"a": {"b": 1}}}),
@@ -142,6 +151,26 @@ def test_bad_input_to_the_api_is_a_clear_4xx_and_stores_nothing(world: Any, case
     error = json.loads(out["body"])["error"]
     assert error["code"] and error["message"]
     assert _tasks_stored() == 0
+
+
+def test_a_reference_image_on_a_listed_simulator_host_is_let_through_and_no_other(aws: dict[str, str]) -> None:
+    provider = FakeProvider(config("generate_task"))
+    catalog = ProviderCatalog((provider.config,), factory=lambda c: provider)
+    service = TaskService(
+        DynamoTaskStore("tasks"),
+        catalog,
+        TaskQueue(aws["SUBMIT_QUEUE_URL"]),
+        ResultBucket("results"),
+        result_hosts=frozenset({"127.0.0.1:9999"}),  # REELAY_ALLOWED_RESULT_HOSTS: a local simulator
+    )
+    listed = VideoRequest(provider="generate_task", prompt="a cat", image_url="http://127.0.0.1:9999/cat.png")
+    assert service.create(listed)[1]
+    other_port = listed.model_copy(update={"image_url": "http://127.0.0.1:9998/cat.png"})
+    with pytest.raises(RequestInvalid, match="loopback"):
+        service.create(other_port)
+    public = listed.model_copy(update={"image_url": "https://img.example/cat.png"})
+    assert service.create(public)[1]
+    assert _tasks_stored() == 2
 
 
 class BadCallback(NamedTuple):

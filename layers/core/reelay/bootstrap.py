@@ -273,6 +273,7 @@ class Container:
             self.bucket,
             router=self.router,
             webhook_hosts=self.settings.allowed_webhook_hosts,
+            result_hosts=self.settings.allowed_result_hosts,
             governor=self.governor if self.governor.governed_providers else None,
         )
 
@@ -299,6 +300,7 @@ class Container:
             upload_ttl_seconds=self.settings.uploads_ttl_seconds,
             router=self.router,
             webhook_hosts=self.settings.allowed_webhook_hosts,
+            result_hosts=self.settings.allowed_result_hosts,
             governor=self.governor if self.governor.governed_providers else None,
         )
 

@@ -135,6 +135,37 @@ def literal_ip(host: str) -> IPAddress | None:
     return None
 
 
+# Names that never denote a public host (RFC 6761 / 6762 / 8375 and the common private suffixes).
+PRIVATE_SUFFIXES = (".localhost", ".local", ".localdomain", ".internal", ".home.arpa", ".lan", ".intranet")
+
+
+def host_refusal(host: str) -> str | None:
+    """Why ``host`` (a URL's host name or address, lower case) is not a public host, without DNS:
+    an address that is not public (``address_refusal``), a single label, or a private suffix."""
+    literal = literal_ip(host.strip("[]"))
+    if literal is not None:
+        reason = address_refusal(literal)
+        return f"names {reason}" if reason else None
+    if "." not in host or host.endswith(PRIVATE_SUFFIXES):
+        return f"{host} is not a public host name"
+    return None
+
+
+def public_url_refusal(url: str, allowed_hosts: frozenset[str] = frozenset()) -> str | None:
+    """Why a URL that a provider fetches from the internet (a client's reference image) cannot be
+    one it reaches (None: it may be), without DNS; a listed ``host:port`` (``allowed_hosts``,
+    the local simulators) always may."""
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".").lower()
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError:
+        return "is not a valid URL"
+    if f"{host}:{port}" in allowed_hosts:
+        return None
+    return host_refusal(host)
+
+
 def _system_resolver(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
 

@@ -409,7 +409,13 @@ class VideoService:
             ask = _with_image(ask, self._store_image(form.image, owner))
         route = self._models.route(ask)
         request = route.request.model_copy(update={"previews": True})  # OpenAI's clients ask for variants
-        return self._tasks.create(request, owner=owner, idempotency_key=idempotency_key, fingerprint=form.fingerprint())
+        return self._tasks.create(
+            request,
+            owner=owner,
+            idempotency_key=idempotency_key,
+            fingerprint=form.fingerprint(),
+            image_url_is_ours=form.image is not None,
+        )
 
     def _store_image(self, image: InputImage, owner: str) -> str:
         """Put the image under the owner's uploads (same bytes, same key) and presign it for the provider."""

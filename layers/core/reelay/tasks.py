@@ -33,6 +33,7 @@ from reelay.errors import (
     TaskNotRemixable,
     UploadNotFound,
 )
+from reelay.fetch_policy import public_url_refusal
 from reelay.models import (
     LOCAL_OWNER,
     UPLOADS_ROOT,
@@ -93,6 +94,7 @@ class TaskService:
         upload_ttl_seconds: int = 900,
         router: Router | None = None,
         webhook_hosts: frozenset[str] = frozenset(),
+        result_hosts: frozenset[str] = frozenset(),
         governor: Governor | None = None,
     ) -> None:
         self._store = store
@@ -108,6 +110,9 @@ class TaskService:
         self._upload_ttl = upload_ttl_seconds
         # host:port receivers allowed over plain http on any address (REELAY_ALLOWED_WEBHOOK_HOSTS).
         self._webhook_hosts = webhook_hosts
+        # host:port the providers may be sent to for a reference image on any address: the local
+        # simulators (REELAY_ALLOWED_RESULT_HOSTS, the result fetcher's own exemption).
+        self._result_hosts = result_hosts
 
     def create(
         self,
@@ -123,6 +128,7 @@ class TaskService:
         batch_line: int | None = None,
         fingerprint: dict[str, Any] | None = None,
         dispatch: bool = True,
+        image_url_is_ours: bool = False,
     ) -> tuple[Task, bool]:
         """Validate against the provider, store as ``queued``, enqueue. ``(task, created)``.
 
@@ -131,7 +137,17 @@ class TaskService:
         ``batch_line``): a line made before is that task again, ``created`` False, nothing sent.
         ``fingerprint`` replaces the stored request as what an Idempotency-Key replay must match
         (the OpenAI routes compare their parsed fields and the image's hash, not a fresh upload URL).
+        A client's ``image_url`` must name a host the provider can reach from the internet
+        (``public_url_refusal``: no private, loopback or link-local address, no private name), or
+        the paid create would fail at the provider, or make it fetch from its own network;
+        ``image_url_is_ours``: reelay presigned it (the OpenAI routes' uploaded reference).
         """
+        if isinstance(request, VideoRequest) and request.image_url and not image_url_is_ours:
+            refusal = public_url_refusal(str(request.image_url), self._result_hosts)
+            if refusal:
+                raise RequestInvalid(
+                    f"image_url {refusal}: the provider fetches the image from the internet", field="image_url"
+                )
         routing = None
         if isinstance(request, VideoRequest) and request.provider == AUTO:
             routing = self._router.plan(request)

@@ -47,7 +47,7 @@ from pydantic import AfterValidator, Field
 from standardwebhooks.webhooks import Webhook
 
 from reelay.errors import ResultError, UnsafeResultUrl
-from reelay.fetch_policy import Limits, address_refusal, literal_ip
+from reelay.fetch_policy import Limits, host_refusal, literal_ip
 from reelay.models import _PORT, URL_MAX_CHARS, Task, TaskStatus, WebhookAttempt, WebhookOutcome, utcnow
 
 if TYPE_CHECKING:
@@ -71,8 +71,6 @@ def event_id(task_id: str) -> str:
 
 # -- URLs ----------------------------------------------------------------------------------
 
-# Names that never denote a public host (RFC 6761 / 6762 / 8375 and the common private suffixes).
-_PRIVATE_SUFFIXES = (".localhost", ".local", ".localdomain", ".internal", ".home.arpa", ".lan", ".intranet")
 _DNS_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _PATH_QUERY = r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?(?:\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?"
 
@@ -94,13 +92,10 @@ def webhook_url_refusal(url: str, allowed_hosts: frozenset[str] = frozenset()) -
         return None
     if parts.scheme.lower() != "https":
         return "must be https (plain http only for receivers listed in REELAY_ALLOWED_WEBHOOK_HOSTS)"
-    literal = literal_ip(host.strip("[]"))
-    if literal is not None:
-        reason = address_refusal(literal)
-        return f"names {reason}; refused" if reason else "must name a DNS host name, not an address"
-    if "." not in host or host.endswith(_PRIVATE_SUFFIXES):
-        return f"{host} is not a public host name"
-    return None
+    refusal = host_refusal(host)
+    if literal_ip(host.strip("[]")) is not None:
+        return f"{refusal}; refused" if refusal else "must name a DNS host name, not an address"
+    return refusal
 
 
 def webhook_url_type(allowed_hosts: frozenset[str] = frozenset()) -> Any:
