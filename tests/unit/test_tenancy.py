@@ -161,6 +161,20 @@ def test_images_take_only_the_callers_own_uploads(stack: dict[str, Any]) -> None
     assert other["key"].split("/")[1] != ticket["key"].split("/")[1]
 
 
+def test_an_image_edit_from_a_url_reelay_would_never_fetch_is_refused_when_asked(stack: dict[str, Any]) -> None:
+    ann = Client(stack["app"], ANN)
+    for url in ("http://127.0.0.1:22/x.png", "https://169.254.169.254/x.png", "https://files.lan/x.png"):
+        request = {
+            "provider": "openai_videos",
+            "prompt": "make it blue",
+            "image_urls": ["https://img.example/a.png", url],
+        }
+        status, body = ann("POST", "/v1/images", request)
+        assert status == 422 and body["error"]["code"] == "VALIDATION_FAILED", body
+        assert "image_urls[1]" in body["error"]["message"]
+    assert ann.ids() == []
+
+
 def test_idempotency_keys_are_per_owner(stack: dict[str, Any]) -> None:
     ann, bob = Client(stack["app"], ANN), Client(stack["app"], BOB)
     body = {"provider": "generate_task", "prompt": "same"}

@@ -140,13 +140,22 @@ class TaskService:
         A client's ``image_url`` must name a host the provider can reach from the internet
         (``public_url_refusal``: no private, loopback or link-local address, no private name), or
         the paid create would fail at the provider, or make it fetch from its own network;
-        ``image_url_is_ours``: reelay presigned it (the OpenAI routes' uploaded reference).
+        ``image_url_is_ours``: reelay presigned it (the OpenAI routes' uploaded reference). An
+        image edit's ``image_urls`` are held to the same rule (reelay's fetcher, which reads them,
+        checks each address it resolves as well).
         """
         if isinstance(request, VideoRequest) and request.image_url and not image_url_is_ours:
             refusal = public_url_refusal(str(request.image_url), self._result_hosts)
             if refusal:
                 raise RequestInvalid(
                     f"image_url {refusal}: the provider fetches the image from the internet", field="image_url"
+                )
+        for n, url in enumerate(request.image_urls if isinstance(request, ImageRequest) else ()):
+            # Fetched by reelay (``reelay.inputs``), whose fetcher would refuse it before the paid call.
+            refusal = public_url_refusal(str(url), self._result_hosts)
+            if refusal:
+                raise RequestInvalid(
+                    f"image_urls[{n}] {refusal}: reelay fetches it from the internet", field="image_urls"
                 )
         routing = None
         if isinstance(request, VideoRequest) and request.provider == AUTO:
