@@ -67,24 +67,25 @@ def test_every_wait_is_a_positive_integer_within_the_cap(
 
 
 def test_a_progress_only_write_needs_stale_progress_and_an_end_not_predicted_near() -> None:
-    schedule = PollSchedule.for_typical(180)  # progress_every 90 s; quiet once 120 s are left
+    schedule = PollSchedule.for_typical(180)  # progress_every 180 s; quiet once 120 s are left
     # Fresh progress is not rewritten, however far it moved.
-    assert not schedule.writes_progress(since_write=90, elapsed=100, progress=10)
+    assert not schedule.writes_progress(since_write=180, elapsed=200, progress=10)
     # Stale progress far from the end is (400 s in at 66 %: ≈ 206 s left).
     assert schedule.writes_progress(since_write=300, elapsed=400, progress=66)
     # Stale progress near the predicted end is not (510 s in at 85 %: ≈ 90 s left): the end comes next.
-    assert not schedule.writes_progress(since_write=120, elapsed=510, progress=85)
+    assert not schedule.writes_progress(since_write=200, elapsed=510, progress=85)
     # No progress rate to go by: stale progress is written.
-    assert schedule.writes_progress(since_write=120, elapsed=510, progress=None)
+    assert schedule.writes_progress(since_write=200, elapsed=510, progress=None)
 
 
-def _progress_writes(seconds: float, typical: float, task_id: str) -> int:
-    """The progress-only writes of a task whose progress grows linearly, polled on its schedule."""
+def _progress_writes(seconds: float, typical: float, task_id: str, *, late_start: float = 0.0) -> int:
+    """The progress-only writes of a task whose progress grows linearly, polled on its schedule
+    (``late_start``: how long after the submit the provider's clock starts)."""
     schedule = PollSchedule.for_typical(typical)
     t = float(schedule.wait(0, task_id=task_id))
     written, writes, polls = t, 0, 0  # the first poll moves it to running (a write of its own)
-    while t < seconds:
-        progress = min(99, int(100 * t / seconds))
+    while t < seconds + late_start:
+        progress = max(0, min(99, int(100 * (t - late_start) / seconds)))
         if polls and schedule.writes_progress(since_write=t - written, elapsed=t, progress=progress):
             written, writes = t, writes + 1
         polls += 1
@@ -97,3 +98,10 @@ def test_a_ten_minute_task_at_a_three_minute_typical_time_writes_its_progress_on
     assert {_progress_writes(600, 180, f"task-{n}") for n in range(200)} == {1}
     # A three-minute task: none (its first poll's move to running shows 50 %).
     assert {_progress_writes(180, 180, f"task-{n}") for n in range(200)} == {0}
+    # And never twice when the provider's clock starts up to 5 % of a typical time after the
+    # submit (its progress then reads as a slower rate), at the deployed typical time and at the
+    # cost bench's ten times faster one (whole-second waits)
+    for typical, seconds in ((180, 600), (18, 60)):
+        late = [typical * 0.05 * n / 200 for n in range(200)]
+        writes = {_progress_writes(seconds, typical, f"task-{n}", late_start=late[n]) for n in range(200)}
+        assert max(writes) == 1, (typical, writes)

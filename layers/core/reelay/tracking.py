@@ -66,7 +66,7 @@ class TaskTracker:
 
         A report that only moves the progress is written only when ``writes_progress`` says so of
         the task as stored (the poll path, ``PollSchedule.writes_progress``: at most one progress
-        write per half a typical time, however far it moved, and none once the end is predicted
+        write per typical time, however far it moved, and none once the end is predicted
         to be near; near a task's end polls come seconds apart, and each would rewrite the item).
         Without it, every change is written. Anything else (a status, a provider id) is always
         written.
