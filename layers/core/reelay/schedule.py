@@ -76,7 +76,7 @@ class PollSchedule:
         predicted within ``quiet_share`` of a typical time (120 s for 180 s): the next write is
         then the end itself. A 10-minute task at 180 s typical writes its progress once, not
         twice (≈ 400 s in). The progress shown when a task ends is then up to ≈ 2 typical times
-        old (simulated with linear progress: 237 s at most for 10-minute tasks, 344 s for
+        old (simulated with linear progress: 237 s at most for 10-minute tasks, 335 s for
         15-minute ones), less than the wait between such a task's first two polls (≈ 300 s and
         ≈ 480 s); the answer that ends the task is never held back.
         """
