@@ -15,6 +15,7 @@ app = build_app(
     lambda: container.batches,
     webhook_secrets=lambda: container.webhook_secrets,
     webhook_hosts=container.settings.allowed_webhook_hosts,
+    image_hosts=container.settings.allowed_result_hosts,
     videos=lambda: container.openai_videos,
     webhook_endpoints=lambda: container.webhook_endpoints,
 )

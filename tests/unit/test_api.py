@@ -97,6 +97,24 @@ def test_powertools_development_mode_prints_no_request_and_no_traceback(
     assert "rk_live_secret_value" not in printed.out + printed.err
 
 
+@pytest.mark.parametrize(
+    ("field", "url", "said"),
+    [
+        ("image_url", "http://localhost:8080/cat.png", "localhost is not a public host name"),
+        ("image_url", "http://10.0.0.7/cat.png", "names a loopback, private"),
+        ("image_url", "https://8.8.8.8/cat.png", "must name a DNS host name, not an address"),
+        ("image_url", "https://img.corp.internal/cat.png", "img.corp.internal is not a public host name"),
+        ("webhook_url", "http://hooks.example/x", "must be https"),
+    ],
+)
+def test_a_refused_url_is_told_why_in_words_not_by_its_pattern(api: Any, field: str, url: str, said: str) -> None:
+    status, body, _ = api("POST", "/v1/tasks", {"provider": "generate_task", "prompt": "a cat", field: url})
+    assert status == 422
+    (detail,) = body["error"]["details"]
+    assert detail["field"] == field and said in detail["message"] and "pattern" not in detail["message"]
+    assert _count_tasks() == 0
+
+
 def test_idempotency_key_same_body_returns_same_task_and_enqueues_once(api: Any) -> None:
     req = {"provider": "generate_task", "prompt": "a cat"}
     s1, first, _ = api("POST", "/v1/tasks", req, headers={"idempotency-key": "k1"})

@@ -50,6 +50,7 @@ from reelay.errors import (
     TransitionConflict,
     UploadNotFound,
 )
+from reelay.fetch_policy import public_url_refusal
 from reelay.models import (
     LOCAL_OWNER,
     BatchUploadRequest,
@@ -73,7 +74,7 @@ if TYPE_CHECKING:
 from reelay.variants import image_body, remix_models, video_body
 from reelay.webhook_endpoints import WebhookEndpoints
 from reelay.webhook_endpoints_api import webhook_endpoints_router
-from reelay.webhooks import WebhookSecrets, webhook_url_type
+from reelay.webhooks import WebhookSecrets, image_url_type, webhook_url_refusal, webhook_url_type
 
 logger = Logger(child=True)
 M = TypeVar("M", bound=BaseModel)
@@ -288,6 +289,7 @@ def build_app(
     *,
     webhook_secrets: Callable[[], WebhookSecrets] | None = None,
     webhook_hosts: frozenset[str] = frozenset(),
+    image_hosts: frozenset[str] = frozenset(),
     videos: Callable[[], VideoService] | None = None,
     webhook_endpoints: Callable[[], WebhookEndpoints] | None = None,
 ) -> APIGatewayHttpResolver:
@@ -296,7 +298,8 @@ def build_app(
 
     ``providers`` (the stack's configured providers) shape the request bodies and the document;
     without them the bodies are the provider-neutral models and the adapters alone validate.
-    ``webhook_hosts`` (``REELAY_ALLOWED_WEBHOOK_HOSTS``) widen ``webhook_url`` in those shapes.
+    ``webhook_hosts`` (``REELAY_ALLOWED_WEBHOOK_HOSTS``) widen ``webhook_url`` in those shapes,
+    ``image_hosts`` (``REELAY_ALLOWED_RESULT_HOSTS``) ``image_url`` and ``image_urls``.
     ``videos`` adds the OpenAI-shaped ``/v1/videos`` routes (``reelay.openai_api``),
     ``webhook_endpoints`` OpenAI's ``/v1/webhook_endpoints`` (``reelay.webhook_endpoints``).
     """
@@ -310,8 +313,9 @@ def build_app(
     ProviderName: Any = Annotated[str, Field(min_length=1, max_length=64)]
     if providers is not None:
         webhook_url = webhook_url_type(webhook_hosts)
-        VideoBody = video_body(providers, webhook_url=webhook_url)
-        ImageBody = image_body(providers, webhook_url=webhook_url)
+        image_url = image_url_type(image_hosts)
+        VideoBody = video_body(providers, webhook_url=webhook_url, image_url=image_url)
+        ImageBody = image_body(providers, webhook_url=webhook_url, image_url=image_url)
         RemixBody = _remix_body(remix_models(providers), webhook_url=webhook_url)
         names = tuple(p.name for p in providers)
         if names:
@@ -331,9 +335,24 @@ def build_app(
         errors = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
             return _error(400, "MALFORMED_JSON", "request body is not valid JSON")
-        details = [{"field": _field(e.get("loc", ())), "message": str(e.get("msg", ""))} for e in errors]
+        details = [{"field": _field(e.get("loc", ())), "message": _message(e)} for e in errors]
         message = "request is invalid: " + "; ".join(f"{d['field']}: {d['message']}" for d in details)
         return _error(422, "VALIDATION_FAILED", message[:2000], details[:20])
+
+    # A URL its field refuses is told why in words, not by the pattern it missed.
+    url_refusals: dict[str, Callable[[str], str | None]] = {
+        "webhook_url": lambda url: webhook_url_refusal(url, webhook_hosts),
+        "image_url": lambda url: public_url_refusal(url, image_hosts),
+        "image_urls": lambda url: public_url_refusal(url, image_hosts),
+    }
+
+    def _message(error: Any) -> str:
+        names = [p for p in error.get("loc", ()) if isinstance(p, str)]
+        refused = error.get("type") in ("string_pattern_mismatch", "value_error")
+        refusal = url_refusals.get(names[-1]) if names and refused else None
+        if refusal is not None and isinstance(error.get("input"), str):
+            return refusal(error["input"]) or "is not an http(s) URL this API takes (see /v1/openapi.json)"
+        return str(error.get("msg", ""))
 
     @app.exception_handler(RequestInvalid)
     def _request_invalid(exc: RequestInvalid) -> Response[str]:

@@ -139,22 +139,11 @@ def literal_ip(host: str) -> IPAddress | None:
 PRIVATE_SUFFIXES = (".localhost", ".local", ".localdomain", ".internal", ".home.arpa", ".lan", ".intranet")
 
 
-def host_refusal(host: str) -> str | None:
-    """Why ``host`` (a URL's host name or address, lower case) is not a public host, without DNS:
-    an address that is not public (``address_refusal``), a single label, or a private suffix."""
-    literal = literal_ip(host.strip("[]"))
-    if literal is not None:
-        reason = address_refusal(literal)
-        return f"names {reason}" if reason else None
-    if "." not in host or host.endswith(PRIVATE_SUFFIXES):
-        return f"{host} is not a public host name"
-    return None
-
-
 def public_url_refusal(url: str, allowed_hosts: frozenset[str] = frozenset()) -> str | None:
-    """Why a URL that a provider fetches from the internet (a client's reference image) cannot be
-    one it reaches (None: it may be), without DNS; a listed ``host:port`` (``allowed_hosts``,
-    the local simulators) always may."""
+    """Why ``url`` does not name a public DNS host (None: it does), without DNS: an address (one
+    that is not public is named), a single label or a private suffix. A listed ``host:port``
+    (``allowed_hosts``: local receivers and simulators) always passes. Fetching still checks
+    every address the name resolves to; this is what can be told when the URL is given."""
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").rstrip(".").lower()
@@ -163,7 +152,13 @@ def public_url_refusal(url: str, allowed_hosts: frozenset[str] = frozenset()) ->
         return "is not a valid URL"
     if f"{host}:{port}" in allowed_hosts:
         return None
-    return host_refusal(host)
+    literal = literal_ip(host.strip("[]"))
+    if literal is not None:
+        reason = address_refusal(literal)
+        return f"names {reason}; refused" if reason else "must name a DNS host name, not an address"
+    if "." not in host or host.endswith(PRIVATE_SUFFIXES):
+        return f"{host} is not a public host name"
+    return None
 
 
 def _system_resolver(host: str, port: int) -> list[str]:

@@ -60,12 +60,20 @@ def _shape(cls_name: str, provider: str, description: str, options: dict[str, An
     return cls_name, _Spec(cls_name, provider, description, options)
 
 
-def _model(spec: _Spec, webhook_url: Any = None) -> type[BaseModel]:
-    """The shape's model: the common fields (``webhook_url`` of the stack's type), then its options.
+def _model(spec: _Spec, webhook_url: Any = None, image_url: Any = None) -> type[BaseModel]:
+    """The shape's model: the common fields (``webhook_url`` of the stack's type), then its options
+    (an offered ``image_url`` of the stack's type, when given).
 
-    Each model is made once, with its final ``webhook_url``; its validator is built on the
-    route's first request (``StrictBody`` defers it).
+    Each model is made once, with its final URL types; its validator is built on the route's
+    first request (``StrictBody`` defers it).
     """
+    options = dict(spec.options)
+    if image_url is not None and "image_url" in options:
+        annotation, default = options["image_url"]
+        if annotation == WebUrl:
+            options["image_url"] = (image_url, default)
+        elif annotation == (WebUrl | None):
+            options["image_url"] = (image_url | None, default)
     fields: dict[str, Any] = {
         "provider": (Literal[spec.provider], Field(description="A configured provider.")),
         "prompt": (Prompt, ...),
@@ -82,7 +90,7 @@ def _model(spec: _Spec, webhook_url: Any = None) -> type[BaseModel]:
         "model": _NOT_OFFERED,
         "pro": (Literal[False], False),
         "watermark": _NOT_OFFERED,
-        **spec.options,
+        **options,
     }
     return create_model(spec.name, __base__=StrictBody, __doc__=spec.description, **fields)
 
@@ -370,10 +378,11 @@ def _unknown_shape_message(names: Sequence[str]) -> str:
     )
 
 
-def video_body(providers: Sequence[ProviderConfig], *, webhook_url: Any = None) -> Any:
+def video_body(providers: Sequence[ProviderConfig], *, webhook_url: Any = None, image_url: Any = None) -> Any:
     """The type of ``POST /v1/tasks``'s body: a union of every configured provider's shapes.
 
-    ``webhook_url``, when given, is the type of every shape's ``webhook_url`` (the stack's rule).
+    ``webhook_url`` and ``image_url``, when given, are the types of every shape's fields of
+    those names (the stack's rules: ``reelay.webhooks.webhook_url_type``, ``image_url_type``).
     """
     shapes: Shapes = []
     tags: dict[str, TagFn] = {}
@@ -399,7 +408,7 @@ def video_body(providers: Sequence[ProviderConfig], *, webhook_url: Any = None) 
 
     if not shapes:
         return _model(_shape("NoProvider", "none", "No provider is configured.", {})[1])
-    members = tuple(Annotated[_model(spec, webhook_url), Tag(tag)] for tag, spec in shapes)
+    members = tuple(Annotated[_model(spec, webhook_url, image_url), Tag(tag)] for tag, spec in shapes)
     return Annotated[
         Union[members],  # noqa: UP007 - a runtime-built union
         Discriminator(pick, custom_error_type="provider_shape", custom_error_message=_unknown_shape_message(names)),
@@ -407,8 +416,9 @@ def video_body(providers: Sequence[ProviderConfig], *, webhook_url: Any = None) 
     ]
 
 
-def image_body(providers: Sequence[ProviderConfig], *, webhook_url: Any = None) -> Any:
-    """The type of ``POST /v1/images``'s body: one shape per provider whose protocol makes images."""
+def image_body(providers: Sequence[ProviderConfig], *, webhook_url: Any = None, image_url: Any = None) -> Any:
+    """The type of ``POST /v1/images``'s body: one shape per provider whose protocol makes images
+    (``image_url``, when given, the type of each of ``image_urls``)."""
     shapes = []
     for config in providers:
         if config.protocol != openai_videos.PROTOCOL:
@@ -419,7 +429,10 @@ def image_body(providers: Sequence[ProviderConfig], *, webhook_url: Any = None) 
             "n": (int, Field(default=1, ge=openai_videos.IMAGE_COUNT_RANGE[0], le=openai_videos.IMAGE_COUNT_RANGE[1])),
             "size": (ImageSize | None, None),
             "model": (Literal[openai_videos.IMAGE_MODEL] | None, None),
-            "image_urls": (list[WebUrl], Field(default_factory=list, max_length=4, description="Images to edit.")),
+            "image_urls": (
+                list[image_url or WebUrl],  # type: ignore[misc]
+                Field(default_factory=list, max_length=4, description="Images to edit."),
+            ),
             "image_keys": (
                 list[S3Key],
                 Field(default_factory=list, max_length=4, description="Your uploads to edit (POST /v1/uploads)."),

@@ -47,7 +47,7 @@ from pydantic import AfterValidator, Field
 from standardwebhooks.webhooks import Webhook
 
 from reelay.errors import ResultError, UnsafeResultUrl
-from reelay.fetch_policy import Limits, host_refusal, literal_ip
+from reelay.fetch_policy import Limits, public_url_refusal
 from reelay.models import _PORT, URL_MAX_CHARS, Task, TaskStatus, WebhookAttempt, WebhookOutcome, utcnow
 
 if TYPE_CHECKING:
@@ -92,38 +92,56 @@ def webhook_url_refusal(url: str, allowed_hosts: frozenset[str] = frozenset()) -
         return None
     if parts.scheme.lower() != "https":
         return "must be https (plain http only for receivers listed in REELAY_ALLOWED_WEBHOOK_HOSTS)"
-    refusal = host_refusal(host)
-    if literal_ip(host.strip("[]")) is not None:
-        return f"{refusal}; refused" if refusal else "must name a DNS host name, not an address"
-    return refusal
+    return public_url_refusal(url, allowed_hosts)
 
 
-def webhook_url_type(allowed_hosts: frozenset[str] = frozenset()) -> Any:
-    """The API schema's ``webhook_url``: https with a public DNS name, or a listed ``host:port`` (http too).
+def _public_url_type(
+    field: str, schemes: str, allowed_hosts: frozenset[str], refusal: Callable[[str], str | None], description: str
+) -> Any:
+    """A URL field of the API's schema: ``schemes`` with a public DNS name, or a listed ``host:port``
+    (http too); what the pattern cannot say (a private suffix) is refused by ``refusal``.
 
     Built at cold start from the allowed hosts, so the OpenAPI document says exactly what passes.
     """
-    alternatives = [rf"https://{_DNS_HOST}(?::{_PORT})?"]
+    alternatives = [rf"{schemes}://{_DNS_HOST}(?::{_PORT})?"]
     if allowed_hosts:
         listed = "|".join(sorted(h.replace(".", r"\.") for h in allowed_hosts))
         alternatives.append(rf"https?://(?:{listed})")
     pattern = rf"^(?:{'|'.join(alternatives)}){_PATH_QUERY}$"
 
     def refuse(value: str) -> str:
-        reason = webhook_url_refusal(value, allowed_hosts)
+        reason = refusal(value)
         if reason:
-            raise ValueError(f"webhook_url {reason}")
+            raise ValueError(f"{field} {reason}")
         return value
 
     return Annotated[
-        str,
-        Field(
-            max_length=URL_MAX_CHARS,
-            pattern=pattern,
-            description="Notified with a signed webhook (Standard Webhooks) when the task ends: https, a public host.",
-        ),
-        AfterValidator(refuse),
+        str, Field(max_length=URL_MAX_CHARS, pattern=pattern, description=description), AfterValidator(refuse)
     ]
+
+
+def webhook_url_type(allowed_hosts: frozenset[str] = frozenset()) -> Any:
+    """The API schema's ``webhook_url``: https with a public DNS name, or a listed ``host:port`` (http too)."""
+    return _public_url_type(
+        "webhook_url",
+        "https",
+        allowed_hosts,
+        lambda url: webhook_url_refusal(url, allowed_hosts),
+        "Notified with a signed webhook (Standard Webhooks) when the task ends: https, a public host.",
+    )
+
+
+def image_url_type(allowed_hosts: frozenset[str] = frozenset()) -> Any:
+    """The API schema's image URLs (``image_url``, ``image_urls``): http(s) with a public DNS name,
+    or a listed ``host:port`` (``REELAY_ALLOWED_RESULT_HOSTS``: the local simulators). They are
+    fetched from the internet: by the provider (a reference image) or by reelay (an edit's)."""
+    return _public_url_type(
+        "image URL",
+        "https?",
+        allowed_hosts,
+        lambda url: public_url_refusal(url, allowed_hosts),
+        "An image on the internet: http(s), a public host name.",
+    )
 
 
 # -- secrets -------------------------------------------------------------------------------
