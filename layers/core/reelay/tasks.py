@@ -138,8 +138,9 @@ class TaskService:
         ``fingerprint`` replaces the stored request as what an Idempotency-Key replay must match
         (the OpenAI routes compare their parsed fields and the image's hash, not a fresh upload URL).
         A client's ``image_url`` must name a host the provider can reach from the internet
-        (``public_url_refusal``: no private, loopback or link-local address, no private name), or
-        the paid create would fail at the provider, or make it fetch from its own network;
+        (``public_url_refusal``: a public DNS name, no address, no private name; the API's schema
+        says the same), or the paid create would fail at the provider, or make it fetch from its
+        own network;
         ``image_url_is_ours``: reelay presigned it (the OpenAI routes' uploaded reference). An
         image edit's ``image_urls`` are held to the same rule (reelay's fetcher, which reads them,
         checks each address it resolves as well).
@@ -148,14 +149,14 @@ class TaskService:
             refusal = public_url_refusal(str(request.image_url), self._result_hosts)
             if refusal:
                 raise RequestInvalid(
-                    f"image_url {refusal}: the provider fetches the image from the internet", field="image_url"
+                    f"image_url {refusal} (the provider fetches the image from the internet)", field="image_url"
                 )
         for n, url in enumerate(request.image_urls if isinstance(request, ImageRequest) else ()):
             # Fetched by reelay (``reelay.inputs``), whose fetcher would refuse it before the paid call.
             refusal = public_url_refusal(str(url), self._result_hosts)
             if refusal:
                 raise RequestInvalid(
-                    f"image_urls[{n}] {refusal}: reelay fetches it from the internet", field="image_urls"
+                    f"image_urls[{n}] {refusal} (reelay fetches it from the internet)", field="image_urls"
                 )
         routing = None
         if isinstance(request, VideoRequest) and request.provider == AUTO:
