@@ -139,11 +139,14 @@ def literal_ip(host: str) -> IPAddress | None:
 PRIVATE_SUFFIXES = (".localhost", ".local", ".localdomain", ".internal", ".home.arpa", ".lan", ".intranet")
 
 
-def public_url_refusal(url: str, allowed_hosts: frozenset[str] = frozenset()) -> str | None:
+def public_url_refusal(
+    url: str, allowed_hosts: frozenset[str] = frozenset(), *, not_https: str | None = None
+) -> str | None:
     """Why ``url`` does not name a public DNS host (None: it does), without DNS: an address (one
-    that is not public is named), a single label or a private suffix. A listed ``host:port``
-    (``allowed_hosts``: local receivers and simulators) always passes. Fetching still checks
-    every address the name resolves to; this is what can be told when the URL is given."""
+    that is not public is named), a single label or a private suffix; with ``not_https``, that
+    refusal for a URL that is not https. A listed ``host:port`` (``allowed_hosts``: local
+    receivers and simulators) always passes. Fetching still checks every address the name
+    resolves to; this is what can be told when the URL is given."""
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").rstrip(".").lower()
@@ -152,6 +155,8 @@ def public_url_refusal(url: str, allowed_hosts: frozenset[str] = frozenset()) ->
         return "is not a valid URL"
     if f"{host}:{port}" in allowed_hosts:
         return None
+    if not_https is not None and parts.scheme.lower() != "https":
+        return not_https
     literal = literal_ip(host.strip("[]"))
     if literal is not None:
         reason = address_refusal(literal)

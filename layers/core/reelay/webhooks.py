@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field
 from standardwebhooks.webhooks import Webhook
@@ -82,17 +81,11 @@ def parse_hosts(listed: str) -> frozenset[str]:
 
 def webhook_url_refusal(url: str, allowed_hosts: frozenset[str] = frozenset()) -> str | None:
     """Why ``url`` cannot be a webhook URL (None: it can). No DNS here; delivery checks every address."""
-    try:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").rstrip(".").lower()
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-    except ValueError:
-        return "is not a valid URL"
-    if f"{host}:{port}" in allowed_hosts:
-        return None
-    if parts.scheme.lower() != "https":
-        return "must be https (plain http only for receivers listed in REELAY_ALLOWED_WEBHOOK_HOSTS)"
-    return public_url_refusal(url, allowed_hosts)
+    return public_url_refusal(
+        url,
+        allowed_hosts,
+        not_https="must be https (plain http only for receivers listed in REELAY_ALLOWED_WEBHOOK_HOSTS)",
+    )
 
 
 def _public_url_type(
