@@ -115,6 +115,58 @@ def test_a_refused_url_is_told_why_in_words_not_by_its_pattern(api: Any, field: 
     assert _count_tasks() == 0
 
 
+def _refused_field(body: dict[str, Any]) -> dict[str, Any]:
+    """The one 422 detail of a POST /v1/tasks body against the three real protocols' shapes."""
+    protocols = ("sorahk", "openai_videos", "generate_task")
+    app = build_app(lambda: None, [config(p, p) for p in protocols])
+    event = load_event("api_create_task.json")
+    event["headers"] = {"content-type": "application/json"}
+    event["body"] = json.dumps({"prompt": "a fox"} | body)
+    out = app.resolve(event, _Ctx())
+    assert out["statusCode"] == 422
+    (detail,) = json.loads(out["body"])["error"]["details"]
+    return detail
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "said"),
+    [
+        # The normal model's shape is picked (no `pro`): its 10 or 15, and where 25 is sold.
+        (
+            {"provider": "sorahk", "duration": 25},
+            "duration",
+            "Input should be 10 or 15; 25 is offered by sorahk (sorahk), pro by `pro: true`",
+        ),
+        (
+            {"provider": "sorahk", "pro": True, "resolution": "720p"},
+            "resolution",
+            "Input should be '1080p'; '720p' is offered by sorahk (sorahk), normal model",
+        ),
+        (
+            {"provider": "openai_videos", "duration": 25, "resolution": "1080p"},
+            "resolution",
+            "Input should be '720p'; '1080p' is offered by openai_videos (openai_videos): 1080p (the hd suffix)",
+        ),
+        # A named model fixes the options: the message says what it means.
+        (
+            {"provider": "openai_videos", "model": "sora_video2-landscape", "duration": 15},
+            "duration",
+            "Input should be 10; openai_videos (openai_videos) with an explicit model: landscape, 720p, 10 s",
+        ),
+    ],
+)
+def test_a_value_another_shape_of_the_provider_offers_is_refused_naming_that_shape(
+    body: dict[str, Any], field: str, said: str
+) -> None:
+    detail = _refused_field(body)
+    assert detail["field"] == field and detail["message"].startswith(said), detail
+
+
+def test_a_value_no_shape_of_the_provider_offers_is_refused_with_its_choices_alone() -> None:
+    detail = _refused_field({"provider": "generate_task", "duration": 10})
+    assert detail == {"field": "duration", "message": "Input should be 4, 8 or 12"}
+
+
 def test_idempotency_key_same_body_returns_same_task_and_enqueues_once(api: Any) -> None:
     req = {"provider": "generate_task", "prompt": "a cat"}
     s1, first, _ = api("POST", "/v1/tasks", req, headers={"idempotency-key": "k1"})

@@ -71,7 +71,7 @@ from reelay.tasks import TaskService
 
 if TYPE_CHECKING:
     from reelay.batches import BatchService
-from reelay.variants import image_body, remix_models, video_body
+from reelay.variants import image_body, offered_elsewhere, remix_models, video_body
 from reelay.webhook_endpoints import WebhookEndpoints
 from reelay.webhook_endpoints_api import webhook_endpoints_router
 from reelay.webhooks import WebhookSecrets, image_url_type, webhook_url_refusal, webhook_url_type
@@ -352,6 +352,11 @@ def build_app(
         refusal = url_refusals.get(names[-1]) if names and refused else None
         if refusal is not None and isinstance(error.get("input"), str):
             return refusal(error["input"]) or "is not an http(s) URL this API takes (see /v1/openapi.json)"
+        if error.get("type") == "literal_error" and len(names) >= 2:
+            # A value the picked shape refuses that another shape of the provider offers.
+            elsewhere = offered_elsewhere(VideoBody, names[-2], names[-1], error.get("input"))
+            if elsewhere is not None:
+                return f"{error.get('msg', '')}; {elsewhere}"
         return str(error.get("msg", ""))
 
     @app.exception_handler(RequestInvalid)

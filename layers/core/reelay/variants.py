@@ -19,7 +19,7 @@ import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, Discriminator, Field, Tag, create_model
 
@@ -414,6 +414,68 @@ def video_body(providers: Sequence[ProviderConfig], *, webhook_url: Any = None, 
         Discriminator(pick, custom_error_type="provider_shape", custom_error_message=_unknown_shape_message(names)),
         Field(description="A video request: one shape per provider and option set."),
     ]
+
+
+def offered_elsewhere(body_type: Any, tag: str, field: str, value: Any) -> str | None:
+    """For a value that shape ``tag`` of ``body_type`` (``video_body``'s union) refuses in
+    ``field``: the provider's other shapes that offer it, in words, or None.
+
+    A shape is picked by the fields that tell shapes apart, so a value another shape of the same
+    provider takes (sorahk's 25 s, which only pro offers) is refused with the picked shape's
+    choices; this says where the value is offered. Read on an error only; nothing is built."""
+    members = _members(body_type)
+    refusing = members.get(tag)
+    if refusing is None:
+        return None
+    if _names_a_model(refusing):
+        # The body named a model, which fixes the options: say what it means.
+        return (refusing.__doc__ or tag).strip().rstrip(".")
+    provider = _literal_values(refusing, "provider")
+    offering = [
+        (model.__doc__ or other).strip().rstrip(".")
+        for other, model in members.items()
+        if other != tag
+        and _literal_values(model, "provider") == provider
+        and not _names_a_model(model)
+        and _admits(model, field, value)
+    ]
+    return f"{value!r} is offered by {' or by '.join(offering)}" if offering else None
+
+
+def _members(body_type: Any) -> dict[str, type[BaseModel]]:
+    """The tagged shapes of a ``video_body`` union, by tag (none for a single model)."""
+    if get_origin(body_type) is not Annotated:
+        return {}
+    members = {}
+    for member in get_args(get_args(body_type)[0]):
+        if get_origin(member) is Annotated:
+            model, *marks = get_args(member)
+            members.update({mark.tag: model for mark in marks if isinstance(mark, Tag)})
+    return members
+
+
+def _literal_values(model: type[BaseModel], field: str) -> tuple[Any, ...]:
+    """The values a field of Literals (or None) takes; () when it takes anything else too."""
+    info = model.model_fields.get(field)
+    if info is None:
+        return ()
+    values: list[Any] = []
+    for arg in get_args(info.annotation) if get_origin(info.annotation) is not Literal else (info.annotation,):
+        if arg is type(None):
+            continue
+        if get_origin(arg) is not Literal:
+            return ()
+        values += get_args(arg)
+    return tuple(values)
+
+
+def _names_a_model(model: type[BaseModel]) -> bool:
+    info = model.model_fields.get("model")
+    return info is not None and info.is_required()
+
+
+def _admits(model: type[BaseModel], field: str, value: Any) -> bool:
+    return any(type(v) is type(value) and v == value for v in _literal_values(model, field))
 
 
 def image_body(providers: Sequence[ProviderConfig], *, webhook_url: Any = None, image_url: Any = None) -> Any:
