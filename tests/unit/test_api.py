@@ -115,12 +115,13 @@ def test_a_refused_url_is_told_why_in_words_not_by_its_pattern(api: Any, field: 
     assert _count_tasks() == 0
 
 
-def _refused_field(body: dict[str, Any]) -> dict[str, Any]:
-    """The one 422 detail of a POST /v1/tasks body against the three real protocols' shapes."""
+def _refused_field(body: dict[str, Any], path: str = "/v1/tasks") -> dict[str, Any]:
+    """The one 422 detail of a POST body against the three real protocols' shapes."""
     protocols = ("sorahk", "openai_videos", "generate_task")
     app = build_app(lambda: None, [config(p, p) for p in protocols])
     event = load_event("api_create_task.json")
     event["headers"] = {"content-type": "application/json"}
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
     event["body"] = json.dumps({"prompt": "a fox"} | body)
     out = app.resolve(event, _Ctx())
     assert out["statusCode"] == 422
@@ -165,6 +166,54 @@ def test_a_value_another_shape_of_the_provider_offers_is_refused_naming_that_sha
 def test_a_value_no_shape_of_the_provider_offers_is_refused_with_its_choices_alone() -> None:
     detail = _refused_field({"provider": "generate_task", "duration": 10})
     assert detail == {"field": "duration", "message": "Input should be 4, 8 or 12"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "qs", "body", "field", "said"),
+    [
+        ("GET", "/v1/tasks/tsk_nope", "", None, "task_id", "is not a task id (tsk_ and 28 hex digits)"),
+        ("GET", "/v1/batches/bat_nope", "", None, "batch_id", "is not a batch id (bat_ and 28 hex digits)"),
+        ("GET", "/v1/tasks", "cursor=zzz", None, "cursor", "is not a cursor this API gave"),
+        ("POST", "/v1/tasks", "", {"provider": "generate_task", "prompt": "\u2003\n"}, "prompt", "must contain a"),
+        (
+            "POST",
+            "/v1/batches",
+            "",
+            {"name": "../up", "bytes": 10, "md5": "0" * 32},
+            "name",
+            "must be letters, digits and ._- in /-separated parts",
+        ),
+        (
+            "POST",
+            "/v1/batches",
+            "",
+            {"name": "shots", "bytes": 10, "md5": "ABC"},
+            "md5",
+            "must be the file's MD5 in 32 lowercase hex digits",
+        ),
+    ],
+)
+def test_a_value_that_misses_a_pattern_is_told_what_the_field_takes_not_the_pattern(
+    api: Any, method: str, path: str, qs: str, body: Any, field: str, said: str
+) -> None:
+    status, answer, _ = api(method, path, body, qs=qs)
+    assert status == 422
+    (detail,) = answer["error"]["details"]
+    assert detail["field"] == field and said in detail["message"] and "pattern" not in answer["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "said"),
+    [
+        ({"size": "big"}, "size", "must be WIDTHxHEIGHT in pixels, such as 1024x1024"),
+        ({"image_keys": ["../x"]}, "image_keys.0", "is not a key this API gives (POST /v1/uploads)"),
+    ],
+)
+def test_an_image_request_that_misses_a_pattern_is_told_what_the_field_takes(
+    body: dict[str, Any], field: str, said: str
+) -> None:
+    detail = _refused_field({"provider": "openai_videos"} | body, "/v1/images")
+    assert detail["field"] == field and detail["message"].startswith(said), detail
 
 
 def test_idempotency_key_same_body_returns_same_task_and_enqueues_once(api: Any) -> None:

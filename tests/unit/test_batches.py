@@ -57,14 +57,16 @@ def test_lines_are_read_with_their_offsets_and_a_giant_line_is_skipped_not_held(
 class Harness:
     """A batch stack on moto: the runner, the queue drained by hand, the tracker with the batch hook."""
 
-    def __init__(self, aws: dict[str, str], *, chunk_lines: int = 500) -> None:
+    def __init__(
+        self, aws: dict[str, str], *, chunk_lines: int = 500, providers: tuple[ProviderConfig, ...] = (GT,)
+    ) -> None:
         sqs = boto3.client("sqs")
         self.queue_url = sqs.create_queue(QueueName="batch")["QueueUrl"]
         self.submit_url = aws["SUBMIT_QUEUE_URL"]
         self.store = DynamoTaskStore("tasks")
         self.batches = DynamoBatchStore("tasks")
         self.queue = BatchQueue(self.queue_url)
-        catalog = ProviderCatalog((GT,))
+        catalog = ProviderCatalog(providers)
         self.tasks = TaskService(self.store, catalog, TaskQueue(self.submit_url), ResultBucket("results"))
         self.progress = BatchProgress(self.batches, self.queue)
         self.tracker = TaskTracker(
@@ -76,7 +78,7 @@ class Harness:
             ManifestObjects("results"),
             self.queue,
             lambda: self.tasks,
-            (GT,),
+            providers,
             chunk_lines=chunk_lines,
             on_batch_completed=[lambda b: self.completed.append(b.id)],
         )
@@ -144,6 +146,25 @@ def _line(i: int, **extra: Any) -> str:
 @pytest.fixture
 def harness(aws: dict[str, str]) -> Harness:
     return Harness(aws, chunk_lines=3)
+
+
+def test_an_invalid_line_is_told_what_is_wrong_in_words_as_the_api_would(aws: dict[str, str]) -> None:
+    # Given a stack with sorahk and generate_task, and a manifest of lines each wrong in one way
+    sorahk = ProviderConfig(name="sorahk", protocol="sorahk", base_url="https://s.example", api_key=SecretStr("k"))
+    harness = Harness(aws, providers=(GT, sorahk))
+    lines = [
+        json.dumps({"provider": "sorahk", "prompt": "a fox", "duration": 25}),
+        json.dumps({"provider": "generate_task", "prompt": " \u3000 "}),
+        json.dumps({"provider": "generate_task", "prompt": "a fox", "image_url": "https://img.example/a b.png"}),
+    ]
+    # When it arrives and runs
+    harness.deliver(harness.put("inbox/words.jsonl", lines))
+    # Then each line's error says why in words: where 25 s is sold, what a prompt needs, what a URL is
+    messages = [r["error"]["message"] for r in harness.report("words")]
+    assert messages[0].startswith("request is invalid: duration: Input should be 10 or 15; 25 is offered by sorahk")
+    assert messages[1] == "request is invalid: prompt: must contain a character that is not white space"
+    assert messages[2].startswith("request is invalid: image_url: is not an http(s) URL this API takes")
+    assert not any("pattern" in m for m in messages)
 
 
 def test_a_manifest_with_a_quarter_invalid_lines_makes_every_valid_task_and_reports_every_line(

@@ -14,7 +14,6 @@ The request models are built at cold start from the configured providers
 import base64
 import binascii
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
@@ -26,6 +25,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from reelay import error_words
 from reelay.apikeys import api_key_owner
 from reelay.bodies import MAX_JSON_DEPTH, json_depth
 from reelay.contract import (
@@ -64,6 +64,7 @@ from reelay.models import (
     UploadRequest,
     VideoRequest,
     WebUrl,
+    worded,
 )
 from reelay.openai_api import VideoService, is_openai_path, openai_error, openai_router
 from reelay.providers.base import ProviderConfig
@@ -71,7 +72,7 @@ from reelay.tasks import TaskService
 
 if TYPE_CHECKING:
     from reelay.batches import BatchService
-from reelay.variants import image_body, offered_elsewhere, remix_models, video_body
+from reelay.variants import image_body, remix_models, video_body
 from reelay.webhook_endpoints import WebhookEndpoints
 from reelay.webhook_endpoints_api import webhook_endpoints_router
 from reelay.webhooks import WebhookSecrets, image_url_type, webhook_url_refusal, webhook_url_type
@@ -82,8 +83,20 @@ M = TypeVar("M", bound=BaseModel)
 # Request limits (README, "Limits"): larger inputs go through uploads.
 MAX_BODY_BYTES = 256 * 1024
 
-TaskId = Annotated[str, Path(pattern=r"^tsk_[0-9a-f]{28}$", description="A task id (tsk_...)")]
-BatchId = Annotated[str, Path(pattern=r"^bat_[0-9a-f]{28}$", description="A batch id (bat_...)")]
+TaskId = Annotated[
+    str,
+    Path(
+        pattern=worded(r"^tsk_[0-9a-f]{28}$", "is not a task id (tsk_ and 28 hex digits)"),
+        description="A task id (tsk_...)",
+    ),
+]
+BatchId = Annotated[
+    str,
+    Path(
+        pattern=worded(r"^bat_[0-9a-f]{28}$", "is not a batch id (bat_ and 28 hex digits)"),
+        description="A batch id (bat_...)",
+    ),
+]
 # Visible ASCII without spaces at either end: exactly what survives HTTP header handling.
 IdempotencyKey = Annotated[
     str | None,
@@ -91,7 +104,9 @@ IdempotencyKey = Annotated[
         alias="idempotency-key",
         min_length=1,
         max_length=255,
-        pattern=r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$",
+        pattern=worded(
+            r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$", "must be visible ASCII characters (spaces between them)"
+        ),
         description="Makes retries safe: same key and body give the same task; same key, other body is 409.",
     ),
 ]
@@ -269,16 +284,6 @@ def _too_large() -> str:
     return f"request body is larger than {MAX_BODY_BYTES // 1024} KB; send large inputs through POST /v1/uploads"
 
 
-def _field(loc: Sequence[Any]) -> str:
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in ("body", "query", "path", "header"):
-        parts = parts[1:]
-        # A union member's tag (a shape name, e.g. SorahkNormal) is not a field.
-        if parts and re.fullmatch(r"[A-Z][A-Za-z0-9]*", parts[0]):
-            parts = parts[1:]
-    return ".".join(parts) or "body"
-
-
 # ----------------------------------------------------------------- the app
 
 
@@ -335,7 +340,7 @@ def build_app(
         errors = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
             return _error(400, "MALFORMED_JSON", "request body is not valid JSON")
-        details = [{"field": _field(e.get("loc", ())), "message": _message(e)} for e in errors]
+        details = [{"field": error_words.field_name(e.get("loc", ())), "message": _message(e)} for e in errors]
         message = "request is invalid: " + "; ".join(f"{d['field']}: {d['message']}" for d in details)
         return _error(422, "VALIDATION_FAILED", message[:2000], details[:20])
 
@@ -347,17 +352,7 @@ def build_app(
     }
 
     def _message(error: Any) -> str:
-        names = [p for p in error.get("loc", ()) if isinstance(p, str)]
-        refused = error.get("type") in ("string_pattern_mismatch", "value_error")
-        refusal = url_refusals.get(names[-1]) if names and refused else None
-        if refusal is not None and isinstance(error.get("input"), str):
-            return refusal(error["input"]) or "is not an http(s) URL this API takes (see /v1/openapi.json)"
-        if error.get("type") == "literal_error" and len(names) >= 2:
-            # A value the picked shape refuses that another shape of the provider offers.
-            elsewhere = offered_elsewhere(VideoBody, names[-2], names[-1], error.get("input"))
-            if elsewhere is not None:
-                return f"{error.get('msg', '')}; {elsewhere}"
-        return str(error.get("msg", ""))
+        return error_words.message(error, body_type=VideoBody, url_refusals=url_refusals)
 
     @app.exception_handler(RequestInvalid)
     def _request_invalid(exc: RequestInvalid) -> Response[str]:
@@ -457,7 +452,9 @@ def build_app(
             Query(
                 min_length=1,
                 max_length=2048,
-                pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
+                pattern=worded(
+                    r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$", "is not a cursor this API gave: pass next_cursor as it came"
+                ),
                 description="next_cursor of the previous page of the same query (signed: another is 422)",
             ),
         ] = None,

@@ -236,6 +236,7 @@ class BatchRunner:
         self._check_seconds = check_seconds
         self._on_completed = tuple(on_batch_completed)
         self._body: TypeAdapter[Any] | None = None
+        self._shapes: Any = None  # the type ``_body`` validates (``video_body``'s union)
 
     # -- dispatch -------------------------------------------------------------------------
     def handle(self, message: dict[str, Any], *, seconds_left: Callable[[], float]) -> None:
@@ -449,7 +450,13 @@ class BatchRunner:
             shaped = self._body_type().validate_python(data)
             request = VideoRequest.model_validate(shaped.model_dump(exclude_none=True))
         except ValidationError as exc:
-            problems = "; ".join(f"{_field(e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()[:20])
+            from reelay import error_words
+
+            problems = "; ".join(
+                f"{error_words.field_name(e.get('loc', ()), whole='line')}: "
+                f"{error_words.message(e, body_type=self._shapes)}"
+                for e in exc.errors()[:20]
+            )
             return _invalid(number, client_id, RequestInvalid.code, f"request is invalid: {problems}"[:2000])
         try:
             task, created = self._tasks().create(
@@ -471,7 +478,8 @@ class BatchRunner:
         if self._body is None:
             from reelay.variants import video_body
 
-            self._body = TypeAdapter(video_body(self._providers) if self._providers else VideoRequest)
+            self._shapes = video_body(self._providers) if self._providers else VideoRequest
+            self._body = TypeAdapter(self._shapes)
         return self._body
 
     # -- 3b. the check: counters recounted from the records ---------------------------------
@@ -625,13 +633,6 @@ _SPLIT_RESERVE_SECONDS = 30.0
 
 def _invalid(line: int, client_id: str | int | None, code: str, message: str) -> LineRecord:
     return LineRecord(line=line, client_id=client_id, error_code=code, error_message=message)
-
-
-def _field(loc: Sequence[Any]) -> str:
-    parts = [str(p) for p in loc]
-    if parts and re.fullmatch(r"[A-Z][A-Za-z0-9]*", parts[0]):  # a request shape's tag is not a field
-        parts = parts[1:]
-    return ".".join(parts) or "line"
 
 
 # ----------------------------------------------------------------- progress (the terminal hook)

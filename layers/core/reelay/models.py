@@ -22,6 +22,16 @@ from pydantic import (
     model_validator,
 )
 
+# The words a value that misses a field's pattern is told, by pattern (``worded``): a 422 or a
+# batch line's error says what the field takes, not the regular expression (``reelay.error_words``).
+PATTERN_WORDS: dict[str, str] = {}
+
+
+def worded(pattern: str, words: str) -> str:
+    """``pattern``, with the words a value that misses it is told."""
+    PATTERN_WORDS[pattern] = words
+    return pattern
+
 
 class TaskStatus(StrEnum):
     QUEUED = "queued"
@@ -129,7 +139,10 @@ Prompt = Annotated[
         # At least one non-space character, said in the schema (a whitespace-only prompt is refused).
         # Spelled out: Python's \s and JSON Schema's (ECMA-262) differ (U+001C-U+001F and U+0085 are
         # space to Python only, U+FEFF to ECMA only); either's space is space here, in both.
-        pattern=r"[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]",
+        pattern=worded(
+            r"[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]",
+            "must contain a character that is not white space",
+        ),
         description=f"What the video shows (at most {PROMPT_MAX_CHARS} characters).",
     ),
 ]
@@ -156,7 +169,15 @@ def _parses_as_http_url(value: str) -> str:
 
 WebUrl = Annotated[
     str,
-    Field(max_length=URL_MAX_CHARS, pattern=URL_PATTERN, description="An http(s) URL."),
+    Field(
+        max_length=URL_MAX_CHARS,
+        pattern=worded(
+            URL_PATTERN,
+            "is not an http(s) URL this API takes: a DNS host name or IPv4 address, an optional port, path and "
+            "query; no user name, fragment or IPv6 literal",
+        ),
+        description="An http(s) URL.",
+    ),
     AfterValidator(_parses_as_http_url),
 ]
 
@@ -228,10 +249,24 @@ class VideoRequest(BaseModel):
 # per owner; ``ImageRequest.image_keys`` may name keys under the caller's own only.
 UPLOADS_ROOT = "uploads/"
 
-ImageSize = Annotated[str, Field(pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$", description="WxH, e.g. 1024x1024")]
+ImageSize = Annotated[
+    str,
+    Field(
+        pattern=worded(r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$", "must be WIDTHxHEIGHT in pixels, such as 1024x1024"),
+        description="WxH, e.g. 1024x1024",
+    ),
+]
 S3Key = Annotated[
     str,
-    Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z0-9!_*'()/ -]+(\.[A-Za-z0-9!_*'()/ -]+)*$"),
+    Field(
+        min_length=1,
+        max_length=1024,
+        pattern=worded(
+            r"^[A-Za-z0-9!_*'()/ -]+(\.[A-Za-z0-9!_*'()/ -]+)*$",
+            "is not a key this API gives (POST /v1/uploads): letters, digits, space and !_*'()/- in parts "
+            "joined by single dots",
+        ),
+    ),
 ]
 
 
@@ -328,12 +363,21 @@ class BatchUploadRequest(StrictBody):
         Field(
             min_length=1,
             max_length=200,
-            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$",
+            pattern=worded(
+                r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$",
+                "must be letters, digits and ._- in /-separated parts, each starting with a letter or digit",
+            ),
             description="The manifest's name (its report is reports/<name>.jsonl); without .jsonl.",
         ),
     ]
     bytes: Annotated[int, Field(ge=1, le=5 * 1024**3, description="Exact size in bytes (a single PUT: at most 5 GiB).")]
-    md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="MD5 of the file, hex (signed into the PUT).")]
+    md5: Annotated[
+        str,
+        Field(
+            pattern=worded(r"^[0-9a-f]{32}$", "must be the file's MD5 in 32 lowercase hex digits"),
+            description="MD5 of the file, hex (signed into the PUT).",
+        ),
+    ]
 
 
 class UploadTicket(BaseModel):

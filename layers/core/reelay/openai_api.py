@@ -474,7 +474,9 @@ class VideoService:
         try:
             request = RemixRequest(prompt=prompt)
         except ValidationError as exc:
-            raise RequestInvalid(f"prompt: {exc.errors()[0]['msg']}", field="prompt") from None
+            from reelay import error_words
+
+            raise RequestInvalid(f"prompt: {error_words.message(exc.errors()[0])}", field="prompt") from None
         return self._tasks.remix(video_id, request, owner=owner, idempotency_key=idempotency_key)
 
     def content(self, video_id: str, variant: str, *, owner: str) -> Content:
