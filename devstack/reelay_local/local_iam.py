@@ -10,7 +10,8 @@ request that arrives at the moto server with such a key is checked before moto s
   needs the item action of each of its items on each item's table, a batch ``SendMessageBatch``
   needs ``sqs:SendMessage``, an S3 ``HEAD`` needs ``s3:GetObject``, a multipart upload's parts
   ``s3:PutObject``, ``ListParts`` ``s3:ListMultipartUploadParts``, a presigned URL its signer's
-  permission when it is used;
+  permission when it is used (and first its signature and expiry, as S3 checks them:
+  ``reelay_local.local_presign``);
 - ``Policy.decide`` evaluates them against the role's statements (its inline policies resolved
   as deployed, and the AWS managed policies it attaches, ``MANAGED_POLICIES``): an explicit
   ``Deny`` wins, then an ``Allow`` must match the action and the resource;
@@ -44,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from reelay_local.local_presign import presigned_refusal
 from reelay_local.template import ACCOUNT_ID, REGION
 
 LOG = logging.getLogger(__name__)
@@ -630,8 +632,10 @@ class LocalIam:
         *,
         secret_arn: Callable[[str], str] = _secret_named,
         object_exists: Callable[[str, str], bool] | None = None,
+        secret_key: str = "testing",
     ) -> None:
         self.principals = principals
+        self._secret_key = secret_key  # every function's (the stack's fake credentials)
         self._secret_arn = secret_arn
         self._object_exists = object_exists
         self._lock = threading.Lock()
@@ -647,6 +651,11 @@ class LocalIam:
             return None
         principal = self.principals[scope.group(1)]
         service = scope.group(2)
+        if service == "s3" and "X-Amz-Signature" in query:
+            answer = presigned_refusal(environ, self._secret_key)
+            if answer is not None:
+                LOG.warning("presigned URL of %s refused as S3 would: %s", principal.function, answer[1][:200])
+                return Denial(answer[0], [("Content-Type", "application/xml")], answer[1])
         headers = {
             key[5:].replace("_", "-").lower(): str(value) for key, value in environ.items() if key.startswith("HTTP_")
         }

@@ -169,7 +169,10 @@ class LocalStack:
         self._bus.install()
         self._resources = {logical_id: physical.ref for logical_id, physical in provisioner.physical.items()}
         self._iam = LocalIam(
-            self._wiring.principals, secret_arn=self._secret_arn, object_exists=self._moto.object_exists
+            self._wiring.principals,
+            secret_arn=self._secret_arn,
+            object_exists=self._moto.object_exists,
+            secret_key=runtime_environment["AWS_SECRET_ACCESS_KEY"],
         )
         self._endpoint_check = EndpointCheck(self._iam)
         self._endpoint_check.install()

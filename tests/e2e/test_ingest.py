@@ -94,6 +94,10 @@ def test_image_keys_must_be_the_callers_own_uploads(api: Api) -> None:
     upload = ticket.json()
     assert upload["method"] == "PUT" and upload["key"].startswith("uploads/")
     assert upload["headers"] == {"Content-Type": "image/png", "Content-Length": str(len(png))}
+    # And a PUT that is not the ticket's (another type, more bytes than signed) is S3's 403
+    for content, headers in ((png, {"Content-Type": "text/html"}), (png + bytes(10), {"Content-Type": "image/png"})):
+        wrong = httpx.put(upload["url"], content=content, headers=headers)
+        assert wrong.status_code == 403 and "<Code>SignatureDoesNotMatch</Code>" in wrong.text, wrong.text
     put = httpx.put(upload["url"], content=png, headers=upload["headers"])
     assert put.status_code == 200, put.text
     # When it is used as an image input, it is accepted
