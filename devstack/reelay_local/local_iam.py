@@ -652,7 +652,7 @@ class LocalIam:
         principal = self.principals[scope.group(1)]
         service = scope.group(2)
         if service == "s3" and "X-Amz-Signature" in query:
-            answer = presigned_refusal(environ, self._secret_key)
+            answer = presigned_refusal(environ, self._secret_key, body=lambda: peek_body(environ))
             if answer is not None:
                 LOG.warning("presigned URL of %s refused as S3 would: %s", principal.function, answer[1][:200])
                 return Denial(answer[0], [("Content-Type", "application/xml")], answer[1])

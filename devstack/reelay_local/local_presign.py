@@ -6,8 +6,9 @@ a URL after it expired, would succeed locally and fail after ``sam deploy``. Her
 is computed again from the request as it arrived (Signature Version 4, query form: the canonical
 request of the method, the path, every query parameter but the signature, the signed headers and
 ``UNSIGNED-PAYLOAD``), with the secret key the signer's credentials carry, and compared; the
-expiry is ``X-Amz-Date`` plus ``X-Amz-Expires``. A refusal is S3's: 403 ``SignatureDoesNotMatch``
-or 403 ``AccessDenied`` "Request has expired".
+expiry is ``X-Amz-Date`` plus ``X-Amz-Expires``; a ``Content-MD5`` (a manifest's PUT signs one in)
+must be the body's, which moto does not check either. A refusal is S3's: 403
+``SignatureDoesNotMatch``, 403 ``AccessDenied`` "Request has expired", 400 ``BadDigest``.
 
 Only presigned requests of the stack's own principals are checked (a function signed them, with
 the stack's secret key); a request signed in its headers is made by boto3 itself and is not.
@@ -15,9 +16,12 @@ the stack's secret key); a request signed in its headers is made by boto3 itself
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
@@ -27,10 +31,14 @@ _MAX_EXPIRES = 7 * 24 * 3600  # S3's limit for a SigV4 presigned URL
 
 
 def presigned_refusal(
-    environ: dict[str, Any], secret_key: str, *, now: datetime | None = None
+    environ: dict[str, Any],
+    secret_key: str,
+    *,
+    body: Callable[[], bytes] = lambda: b"",
+    now: datetime | None = None,
 ) -> tuple[str, bytes] | None:
-    """S3's status and body for a presigned request S3 would refuse: its signature, its expiry or
-    its parameters (None: S3 would take it)."""
+    """S3's status and body for a presigned request S3 would refuse: its signature, its expiry,
+    its parameters, or a body that is not the ``Content-MD5`` it names (None: S3 would take it)."""
     params = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
     query = dict(params)
     if query.get("X-Amz-Algorithm") != ALGORITHM or "X-Amz-Signature" not in query:
@@ -65,6 +73,22 @@ def presigned_refusal(
             "The request signature we calculated does not match the signature you provided. "
             "Check your key and signing method.",
         )
+    return _digest_refusal(environ, body)
+
+
+def _digest_refusal(environ: dict[str, Any], body: Callable[[], bytes]) -> tuple[str, bytes] | None:
+    """S3's 400 for a ``Content-MD5`` that is not an MD5, or not the body's."""
+    named = environ.get("HTTP_CONTENT_MD5")
+    if named is None:
+        return None
+    try:
+        digest = base64.b64decode(named, validate=True)
+    except binascii.Error:
+        digest = b""
+    if len(digest) != 16:
+        return _error("400 Bad Request", "InvalidDigest", "The Content-MD5 you specified was invalid.")
+    if hashlib.md5(body()).digest() != digest:
+        return _error("400 Bad Request", "BadDigest", "The Content-MD5 you specified did not match what we received.")
     return None
 
 

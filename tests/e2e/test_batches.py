@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -137,3 +138,26 @@ def test_reelay_batch_uploads_a_file_and_follows_it_to_its_report(api: Api, tmp_
     again = runner.invoke(create_app(), ["--api-url", api.env.stack.api_url, "batch", str(manifest), "--json"])
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["id"] != view["id"]
+
+
+def test_a_manifest_put_whose_bytes_are_not_its_ticket_md5_is_refused_and_starts_nothing(api: Api) -> None:
+    # Given a manifest ticket: its MD5 signed into the PUT
+    body = (_line(1, "md5") + "\n").encode()
+    ticket = api.http.post(
+        "/v1/batches", json={"name": "md5-checked", "bytes": len(body), "md5": hashlib.md5(body).hexdigest()}
+    )
+    assert ticket.status_code == 201, ticket.text
+    upload = ticket.json()
+    # When other bytes of the same length are PUT, S3 refuses them (moto alone would store them)
+    other = body.replace(b"shot", b"shut")
+    assert len(other) == len(body) and other != body
+    refused = httpx.put(upload["url"], content=other, headers=upload["headers"])
+    assert refused.status_code == 400 and "<Code>BadDigest</Code>" in refused.text, refused.text
+    # Then nothing is in the inbox and the batch still awaits its manifest
+    listed = _s3(api).list_objects_v2(Bucket=api.env.stack.bucket, Prefix=upload["key"])
+    assert listed.get("KeyCount", 0) == 0
+    assert api.http.get(f"/v1/batches/{upload['batch_id']}").json()["status"] == "awaiting"
+    # And the bytes it was made for are taken and run
+    assert httpx.put(upload["url"], content=body, headers=upload["headers"]).status_code == 200
+    report, _ = _report(api, "md5-checked")
+    assert [r["status"] for r in report] == ["succeeded"]

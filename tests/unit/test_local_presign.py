@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -97,3 +99,25 @@ def test_a_url_without_its_parameters_or_with_an_expiry_s3_does_not_allow_is_a_4
 
 def test_a_request_that_is_not_presigned_is_not_this_checks_business() -> None:
     assert presigned_refusal(_environ("GET", "http://127.0.0.1:5000/b/k?list-type=2"), SECRET) is None
+
+
+def test_a_body_that_is_not_the_content_md5_signed_in_is_s3s_bad_digest() -> None:
+    # Given a manifest ticket's URL: its MD5 signed in
+    manifest = b'{"provider": "sorahk", "prompt": "a"}\n'
+    md5 = base64.b64encode(hashlib.md5(manifest).digest()).decode()
+    url = _presign("PUT", "inbox/o/shots.jsonl", ContentMD5=md5, ContentLength=len(manifest))
+    headers = {"Content-MD5": md5, "Content-Length": str(len(manifest))}
+
+    def refused(body: bytes, named: str = md5) -> Any:
+        environ = _environ("PUT", url, headers=headers | {"Content-MD5": named}, body=body)
+        return presigned_refusal(environ, SECRET, body=lambda: body)
+
+    # Then the manifest passes, other bytes of the same length do not, nor an MD5 that is none
+    assert refused(manifest) is None
+    bad = refused(manifest.replace(b'"a"', b'"b"'))
+    assert bad is not None and bad[0] == "400 Bad Request" and b"<Code>BadDigest</Code>" in bad[1]
+    # And an MD5 that is none, sent without being signed in, is S3's InvalidDigest
+    plain = _presign("PUT", "inbox/o/shots.jsonl")
+    environ = _environ("PUT", plain, headers={"Content-MD5": "not-an-md5"}, body=manifest)
+    invalid = presigned_refusal(environ, SECRET, body=lambda: manifest)
+    assert invalid is not None and b"<Code>InvalidDigest</Code>" in invalid[1]
