@@ -17,6 +17,11 @@ A route whose ``security`` names a Lambda authorizer (``ClientAuth=APIKEY``) is 
 the authorizer function runs first, with API Gateway's identity checks, simple responses and
 result cache (:mod:`reelay_local.local_authorizer`). With a key table, the gateway also serves
 its administration at ``/_reelay/keys`` (loopback only, :mod:`reelay_local.local_keys`).
+
+Payload quotas as deployed: a body over the HTTP API's 10 MB is a 413 before anything runs; an
+event over Lambda's 6 MB (``lambda_runtime.REQUEST_MAX_BYTES``: a binary body counts base64-encoded)
+is a 413 ``{"message":"Request Too Long"}`` without the function running; an answer over Lambda's
+6 MB fails the invocation, a 500.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from urllib.parse import parse_qsl, unquote
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from reelay_local.lambda_runtime import RequestTooLarge
 from reelay_local.local_authorizer import MESSAGES, AuthorizerCache, LambdaAuthorizerConfig
 from reelay_local.local_authorizer import authorize as authorize_lambda
 from reelay_local.local_jwt import ISSUER_PATH, TOKEN_PATH, JwtAuthorizerConfig, LocalJwtIssuer, authorize
@@ -50,6 +56,9 @@ Invoke = Callable[[str, dict[str, Any]], Any]
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript", "+json", "+xml")
 _TEXT_TYPES_EXACT = ("application/x-www-form-urlencoded", "application/graphql")
 _VARIABLE = re.compile(r"^\{([^}]+?)(\+?)\}$")
+# An HTTP API's payload quota; below it, Lambda's own (``lambda_runtime.REQUEST_MAX_BYTES``, on
+# the event with the body base64-encoded when binary) refuses the invocation.
+BODY_MAX_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -229,6 +238,8 @@ class Gateway:
                 break
         else:
             return _json_response(404, {"message": "Not Found"})
+        if (request.content_length or 0) > BODY_MAX_BYTES:
+            return _json_response(413, {"message": "Request Entity Too Large"})
         event = self._event(request, route, parameters)
         if route.authorizer is not None and self._issuer is not None:
             context = authorize(
@@ -244,7 +255,10 @@ class Gateway:
             event["requestContext"]["authorizer"] = decision.context
         try:
             result = self._invoke(route.function, event)
-        except Exception as exc:  # API Gateway answers 500 for any function error
+        except RequestTooLarge as exc:  # Lambda refused the event: the function never ran
+            LOG.warning("%s %s -> %s: %s", request.method, path, route.function, exc)
+            return _json_response(413, {"message": "Request Too Long"})
+        except Exception as exc:  # API Gateway answers 500 for any function error (a too large answer too)
             LOG.error("%s %s -> %s failed: %s", request.method, path, route.function, exc, exc_info=True)
             return _json_response(500, {"message": "Internal Server Error"})
         response = _response_from_result(result)

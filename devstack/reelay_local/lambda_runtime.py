@@ -47,6 +47,11 @@ Handler = Callable[[Any, Any], Any]
 
 # Lambda retries a failed asynchronous invocation twice; locally the pauses are short.
 ASYNC_RETRY_DELAYS = (1.0, 2.0)
+# Lambda's payload quotas of a synchronous invocation, as it counts them: the event's JSON at
+# most 6,291,456 bytes, the answer's 6,291,556 (API Gateway base64-encodes a binary body into the
+# event, so a body of 4.7 MB is already too much).
+REQUEST_MAX_BYTES = 6 * 1024 * 1024
+RESPONSE_MAX_BYTES = 6 * 1024 * 1024 + 100
 
 
 class FunctionNotFound(KeyError):
@@ -67,6 +72,26 @@ class FunctionTimedOut(Exception):
         super().__init__(f"Task timed out after {timeout:.2f} seconds")
         self.function = function
         self.timeout = timeout
+
+
+class RequestTooLarge(Exception):
+    """An event larger than Lambda takes (``RequestEntityTooLargeException``); nothing ran."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"Request must be smaller than {REQUEST_MAX_BYTES} bytes for the InvokeFunction operation")
+        self.size = size
+
+
+class ResponseTooLarge(Exception):
+    """A handler's answer larger than Lambda returns (``Function.ResponseSizeTooLarge``)."""
+
+    error_type = "Function.ResponseSizeTooLarge"
+
+    def __init__(self, size: int) -> None:
+        super().__init__(
+            f"Response payload size ({size} bytes) exceeded maximum allowed payload size ({RESPONSE_MAX_BYTES} bytes)."
+        )
+        self.size = size
 
 
 class LambdaTimeout(BaseException):
@@ -276,7 +301,10 @@ class FunctionRuntime:
         is raised here, as Lambda ends the invocation with ``Sandbox.Timedout``.
         """
         loaded = self._find(function)
-        payload = json.loads(json.dumps(event))
+        encoded = json.dumps(event, separators=(",", ":"))
+        if len(encoded.encode()) > REQUEST_MAX_BYTES:
+            raise RequestTooLarge(len(encoded.encode()))
+        payload = json.loads(encoded)
         context = LambdaContext(loaded.spec)
         outcome: dict[str, Any] = {}
         running = _InHandler()
@@ -305,9 +333,12 @@ class FunctionRuntime:
             error = outcome.pop("error")
             raise error
         try:
-            return json.loads(json.dumps(outcome.get("result")))
+            answer = json.dumps(outcome.get("result"), separators=(",", ":"))
         except (TypeError, ValueError) as exc:
             raise MarshalError(f"{loaded.spec.logical_id} returned a value that is not JSON: {exc}") from exc
+        if len(answer.encode()) > RESPONSE_MAX_BYTES:
+            raise ResponseTooLarge(len(answer.encode()))
+        return json.loads(answer)
 
     def _stop_timed_out(self, spec: FunctionSpec, thread: threading.Thread, running: _InHandler) -> None:
         """Record the timeout and raise ``LambdaTimeout`` in the handler's thread.
@@ -482,7 +513,7 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
 
 
 def _error_type(exc: BaseException) -> str:
-    if isinstance(exc, FunctionTimedOut):
+    if isinstance(exc, FunctionTimedOut | ResponseTooLarge):
         return exc.error_type
     if isinstance(exc, MarshalError):
         return "Runtime.MarshalError"

@@ -182,6 +182,24 @@ def test_create_and_poll_completes_and_every_variant_hashes_to_the_stored_object
     assert hashlib.sha256(expected["video"]).hexdigest() == task["outputs"][0]["sha256"]
 
 
+def test_the_largest_input_reference_reelay_takes_passes_api_gateway_and_lambda_and_one_byte_more_is_a_400(
+    stack: Stack,
+) -> None:
+    # Given the largest image reelay takes inline, 4 MiB: base64-encoded into the Lambda event it
+    # is under Lambda's 6 MB (the local gateway refuses what API Gateway and Lambda would)
+    if stack.provider not in IMAGE_TO_VIDEO:
+        pytest.skip("image-to-video only")
+    largest = PNG + bytes(4 * 1024 * 1024 - len(PNG))
+    # When it is sent, the video is made from it
+    assert stack.video(input_reference=("ref.png", largest, "image/png")).status == "completed"
+    # And one byte more is reelay's 400 naming the field, before any paid call, not the gateway's 413
+    paid = stack.paid_calls()
+    with pytest.raises(openai.BadRequestError) as refused:
+        stack.alice.videos.create(prompt="x", input_reference=("ref.png", largest + b"\0", "image/png"))
+    assert refused.value.body["param"] == "input_reference" and "4 MiB" in refused.value.message  # type: ignore[index]
+    assert stack.paid_calls() == paid
+
+
 def test_image_to_video_sends_the_input_reference_through_the_callers_uploads(stack: Stack) -> None:
     if stack.provider not in IMAGE_TO_VIDEO:
         with pytest.raises(openai.BadRequestError) as refused:

@@ -233,6 +233,8 @@ HANDLERS = {
                 return {"plain": True}
             if kind == "denied":  # EchoFunction's role grants nothing but logs
                 return denied()
+            if kind == "huge":  # an answer over Lambda's 6 MB
+                return {"statusCode": 200, "body": "x" * (6 * 1024 * 1024 + 100)}
             if kind == "binary":
                 data = base64.b64encode(bytes(range(256))).decode()
                 return {"statusCode": 200, "headers": {"content-type": "application/octet-stream"},
@@ -501,6 +503,21 @@ class TestFixtureApplication:
         # A handler exception is API Gateway's 500
         boom = httpx.get(f"{url}/behaviour/boom")
         assert (boom.status_code, boom.json()) == (500, {"message": "Internal Server Error"})
+
+    def test_gateway_keeps_api_gateways_and_lambdas_payload_quotas(self, fixture_stack: LocalStack) -> None:
+        url = fixture_stack.api_url
+        binary = {"Content-Type": "application/octet-stream"}
+        # A binary body of 4.5 MB is an event of 6.0 MB once base64-encoded: it still reaches the function
+        assert httpx.post(f"{url}/files/upload", content=bytes(4_500_000), headers=binary).status_code == 201
+        # 4.8 MB is too much for Lambda: API Gateway's 413, and the function never runs
+        too_long = httpx.post(f"{url}/files/upload", content=bytes(4_800_000), headers=binary)
+        assert (too_long.status_code, too_long.json()) == (413, {"message": "Request Too Long"})
+        # A body over the HTTP API's 10 MB is refused before anything
+        too_large = httpx.post(f"{url}/files/upload", content=bytes(10 * 1024 * 1024 + 1), headers=binary)
+        assert (too_large.status_code, too_large.json()) == (413, {"message": "Request Entity Too Large"})
+        # An answer over Lambda's 6 MB fails the invocation: a 500
+        huge = httpx.get(f"{url}/behaviour/huge")
+        assert (huge.status_code, huge.json()) == (500, {"message": "Internal Server Error"})
 
     def test_gateway_serves_concurrent_requests(self, fixture_stack: LocalStack) -> None:
         # Given a route whose handler takes half a second

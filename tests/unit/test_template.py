@@ -112,9 +112,7 @@ def test_policies_are_scoped_to_the_stacks_own_resources() -> None:
         statements = policy.get("Statement") if isinstance(policy, dict) else None
         return bool(statements) and all(set(st["Action"]) <= token_calls for st in statements)
 
-    policies = {
-        k: [p for p in v["Properties"].get("Policies", []) if not token_only(p)] for k, v in FUNCTIONS.items()
-    }
+    policies = {k: [p for p in v["Properties"].get("Policies", []) if not token_only(p)] for k, v in FUNCTIONS.items()}
     text = json.dumps(policies)
     assert '"Resource": "*"' not in text and '"Action": "*"' not in text
     assert "AdministratorAccess" not in text and "FullAccess" not in text

@@ -36,9 +36,7 @@ def test_an_api_call_is_forwarded_sigv4_signed_and_its_answer_comes_back_unchang
     seen: list[httpx.Request] = []
     page = _page(seen)
 
-    answer = page.post(
-        "/api/v1/tasks?x=1", data=b'{"provider":"sorahk"}', headers={"Host": HOST, "X-Reelay-UI": "1"}
-    )
+    answer = page.post("/api/v1/tasks?x=1", data=b'{"provider":"sorahk"}', headers={"Host": HOST, "X-Reelay-UI": "1"})
 
     assert answer.status_code == 422 and answer.json == {"error": {"code": "VALIDATION_FAILED", "message": "no"}}
     (sent,) = seen

@@ -56,7 +56,6 @@ from reelay.errors import (
     WebhookEndpointNotFound,
 )
 from reelay.fetch_policy import sniff_media
-from reelay.inputs import MAX_IMAGE_BYTES
 from reelay.media import PREVIEW_TYPE, VARIANTS, preview_key
 from reelay.models import RemixRequest, Task, TaskKind, TaskStatus, utcnow
 from reelay.models_map import DEFAULT_MODEL, ModelMap, VideoAsk, size_of
@@ -68,7 +67,11 @@ logger = Logger(child=True)
 PREFIX = "/v1/videos"
 MAX_JSON_BYTES = 256 * 1024
 
-MAX_MULTIPART_BYTES = MAX_IMAGE_BYTES + 64 * 1024
+# An input_reference comes inside the request, which API Gateway base64-encodes into the Lambda
+# event, and Lambda takes an event of at most 6 MB: 4 MiB of image (and the form's other fields)
+# is 5.7 MB so encoded. A larger image can be an image_url of POST /v1/tasks.
+MAX_REFERENCE_BYTES = 4 * 1024 * 1024
+MAX_MULTIPART_BYTES = MAX_REFERENCE_BYTES + 64 * 1024
 INLINE_MAX_BYTES = 4 * 1024 * 1024  # under Lambda's 6 MB answer once base64-encoded
 IMAGE_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 _TASK_ID = re.compile(r"^tsk_[0-9a-f]{28}$")
@@ -232,11 +235,11 @@ class CreateForm:
         }
 
 
-def _body_bytes(event: Mapping[str, Any], limit: int) -> bytes:
+def _body_bytes(event: Mapping[str, Any], limit: int, hint: str = "") -> bytes:
     body = event.get("body") or ""
     if event.get("isBase64Encoded"):
         if len(body) > limit * 4 // 3 + 4:
-            raise _TooLarge(limit)
+            raise _TooLarge(limit, hint)
         try:
             raw = base64.b64decode(body, validate=True)
         except ValueError:
@@ -244,15 +247,15 @@ def _body_bytes(event: Mapping[str, Any], limit: int) -> bytes:
     else:
         raw = str(body).encode("utf-8", "surrogateescape")
     if len(raw) > limit:
-        raise _TooLarge(limit)
+        raise _TooLarge(limit, hint)
     return raw
 
 
 class _TooLarge(RequestInvalid):
     code = "PAYLOAD_TOO_LARGE"
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"request body is larger than {limit // 1024} KB")
+    def __init__(self, limit: int, hint: str = "") -> None:
+        super().__init__(f"request body is larger than {limit // 1024} KB{hint}")
 
 
 def parse_create(event: Mapping[str, Any]) -> CreateForm:
@@ -263,7 +266,9 @@ def parse_create(event: Mapping[str, Any]) -> CreateForm:
     fields: dict[str, str] = {}
     image: InputImage | None = None
     if media == "multipart/form-data":
-        raw = _body_bytes(event, MAX_MULTIPART_BYTES)
+        raw = _body_bytes(
+            event, MAX_MULTIPART_BYTES, f" (an input_reference of at most {MAX_REFERENCE_BYTES // 1024**2} MiB)"
+        )
         # Here, not at the top: only a multipart create parses MIME (email.policy is large).
         from email import policy
         from email.parser import BytesParser
@@ -324,8 +329,12 @@ def parse_create(event: Mapping[str, Any]) -> CreateForm:
 def _image(data: bytes, declared: str) -> InputImage:
     if not data:
         raise RequestInvalid("input_reference is empty", field="input_reference")
-    if len(data) > MAX_IMAGE_BYTES:
-        raise RequestInvalid("input_reference is larger than 10 MB", field="input_reference")
+    if len(data) > MAX_REFERENCE_BYTES:
+        raise RequestInvalid(
+            f"input_reference is larger than {MAX_REFERENCE_BYTES // 1024**2} MiB, the most a request carries through "
+            "API Gateway into Lambda; give a larger image as image_url on POST /v1/tasks",
+            field="input_reference",
+        )
     kind = sniff_media(data[:64])
     if kind not in IMAGE_TYPES:
         raise RequestInvalid(
