@@ -41,6 +41,9 @@ from reelay_local.template import (
 
 LOG = logging.getLogger(__name__)
 
+# Lambda's quota on a function's environment variables: their JSON, at most 4 KB in all.
+ENVIRONMENT_MAX_BYTES = 4 * 1024
+
 # Resource types of the template that need nothing locally (beyond a Ref value).
 # Alarms, their SNS topic and the dashboard watch CloudWatch metrics; nothing in the application
 # reads them, so locally they are placeholders (tests/unit/test_alarms.py checks them).
@@ -502,6 +505,14 @@ class Provisioner:
             return
         code_dir = self._template.artifact(props.get("Code") or {}, owner=logical_id)
         variables = self._template_variables(props)
+        measured = json.dumps(variables, separators=(",", ":"))
+        if len(measured.encode()) > ENVIRONMENT_MAX_BYTES:
+            # CreateFunction's refusal: the deploy of this template would fail.
+            raise TemplateError(
+                f"{logical_id}: Lambda was unable to configure your environment variables because the environment "
+                f"variables you have provided exceeded the 4KB limit ({len(measured.encode())} bytes: "
+                f"{', '.join(sorted(variables, key=lambda k: -len(variables[k]))[:3])} are the largest)"
+            )
         timeout = float(self._timeout_overrides.get(logical_id, props.get("Timeout", 3)))
         memory_size = int(props.get("MemorySize", 128))
         if "ReservedConcurrentExecutions" in props:

@@ -757,6 +757,20 @@ class TestFixtureApplication:
         assert [i["attempts"] for i in records(fixture_stack, "step") if i["sk"] == "async"] == [1]
 
 
+def test_a_function_whose_environment_is_over_lambdas_4_kb_does_not_start(tmp_path: Path) -> None:
+    # Given the fixture application with a parameter every function's environment carries (Globals),
+    # given a value that takes the environment past Lambda's 4 KB
+    root = write_fixture_app(tmp_path)
+    # When the stack starts: it refuses as CreateFunction would, naming the function and the variable
+    with pytest.raises(TemplateError) as refused:
+        LocalStack(root, parameter_overrides={"Greeting": "g" * 4096}).start()
+    message = str(refused.value)
+    assert "exceeded the 4KB limit" in message and "GREETING" in message
+    # And with a value that fits, it starts
+    with LocalStack(root, parameter_overrides={"Greeting": "g" * 1024}) as stack:
+        assert stack.functions
+
+
 def test_a_state_machine_whose_role_may_not_call_its_states_integrations_does_not_start(tmp_path: Path) -> None:
     # Given the fixture application with its state machine's invoke policy taken out: moto would
     # make its Lambda calls in-process, past the endpoint's check, and every execution would pass
