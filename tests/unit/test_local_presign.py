@@ -16,7 +16,6 @@ from botocore.config import Config
 from reelay_local.local_presign import presigned_refusal
 
 SECRET = "local-secret"
-NOW = datetime.now(UTC)
 
 
 def _presign(method: str, key: str, *, expires: int = 900, **params: Any) -> str:
@@ -74,7 +73,8 @@ def test_a_put_as_signed_is_taken_and_one_with_another_header_or_length_is_refus
 def test_a_url_used_after_it_expired_or_with_its_expiry_changed_is_refused() -> None:
     url = _presign("GET", "tasks/t/0.mp4", expires=60)
     assert presigned_refusal(_environ("GET", url), SECRET) is None
-    expired = presigned_refusal(_environ("GET", url), SECRET, now=NOW + timedelta(seconds=120))
+    later = datetime.now(UTC) + timedelta(seconds=120)  # now, not at import: xdist runs a test minutes later
+    expired = presigned_refusal(_environ("GET", url), SECRET, now=later)
     assert expired is not None and expired[0] == "403 Forbidden" and b"Request has expired" in expired[1]
     stretched = presigned_refusal(_environ("GET", url.replace("X-Amz-Expires=60", "X-Amz-Expires=600")), SECRET)
     assert stretched is not None and b"SignatureDoesNotMatch" in stretched[1]
