@@ -319,10 +319,17 @@ def test_another_owners_video_is_not_found(world: dict[str, Any]) -> None:
     video = sdk.videos.create(prompt="mine", seconds="4")
     bridge.owner = "bob"
 
-    with pytest.raises(openai.NotFoundError):
-        sdk.videos.retrieve(video.id)
-    with pytest.raises(openai.NotFoundError):
-        sdk.videos.remix(video.id, prompt="x")
+    # Every route answers as for a video that does not exist, in OpenAI's word for it
+    calls = [
+        lambda: sdk.videos.retrieve(video.id),
+        lambda: sdk.videos.remix(video.id, prompt="x"),
+        lambda: sdk.videos.download_content(video.id),
+        lambda: sdk.videos.delete(video.id),
+    ]
+    for call in calls:
+        with pytest.raises(openai.NotFoundError) as missing:
+            call()
+        assert missing.value.message.endswith(f"video {video.id} not found"), missing.value.message
     assert sdk.videos.list().data == []
 
 

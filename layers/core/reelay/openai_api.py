@@ -440,7 +440,10 @@ class VideoService:
         """The owner's video; a deleted one, an image task or another owner's is ``TaskNotFound``."""
         if not _TASK_ID.fullmatch(video_id):
             raise TaskNotFound(f"video {video_id[:64]} not found")
-        task = self._tasks.get(video_id, owner=owner, consistent=consistent)
+        try:
+            task = self._tasks.get(video_id, owner=owner, consistent=consistent)
+        except TaskNotFound:
+            raise TaskNotFound(f"video {video_id} not found") from None  # OpenAI's word, on every route
         if task.deleted_at is not None or task.kind is TaskKind.IMAGE:
             raise TaskNotFound(f"video {video_id} not found")
         return task
