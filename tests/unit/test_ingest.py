@@ -15,7 +15,7 @@ import pytest
 
 from reelay.aws import ResultBucket, TaskQueue
 from reelay.catalog import ProviderCatalog
-from reelay.copier import ResultCopier
+from reelay.copier import PartBody, ResultCopier
 from reelay.errors import RequestInvalid, ResultFetchError, UnsafeResultUrl, UploadNotFound
 from reelay.fetch import Fetcher
 from reelay.fetch_policy import Limits, ResultNotMedia, ResultTooLarge, UrlPolicy
@@ -93,6 +93,13 @@ class CountingBucket(ResultBucket):
         self.kill_after: int | None = None
         self.checksums: dict[tuple[str, int], str] = {}
         self.checksums_match: list[bool] = []
+        self.puts: list[tuple[str, bool]] = []  # (key, checksum = the body's SHA-256)
+
+    def put(self, key: str, body: Any, *, checksum_sha256: str | None = None, **kwargs: Any) -> bool:
+        data = body.read()
+        body.seek(0)
+        self.puts.append((key, base64.b64encode(hashlib.sha256(data).digest()).decode() == checksum_sha256))
+        return super().put(key, body, checksum_sha256=checksum_sha256, **kwargs)
 
     def upload_part(self, key: str, upload_id: str, number: int, body: Any, *, checksum_sha256: str) -> dict[str, Any]:
         if self.kill_after is not None and number > self.kill_after:
@@ -137,7 +144,9 @@ def _fetcher(server: Server, **limits: Any) -> Fetcher:
 
 @pytest.fixture
 def copier(bucket: CountingBucket, server: Server) -> ResultCopier:
-    return ResultCopier(bucket, _fetcher(server), part_bytes=PART, parts_in_flight=3)
+    # Multipart from the second part on (single PUT up to one part), so that the part mechanics
+    # are tried on small videos; the default single-PUT size has tests of its own.
+    return ResultCopier(bucket, _fetcher(server), part_bytes=PART, parts_in_flight=3, single_put_bytes=PART)
 
 
 def s3_state() -> tuple[list[str], list[str]]:
@@ -180,6 +189,47 @@ def test_small_result_is_one_conditional_put(copier: ResultCopier, server: Serve
     server.bodies["https://cdn.example/s.mp4"] = _video(1000, salt=1)
     copier.copy("https://cdn.example/s.mp4", "tasks/t1/output-0")
     assert stored(record.key) == _video(1000)
+
+
+def test_an_output_up_to_the_parts_in_flight_is_one_put_of_the_held_parts(
+    bucket: CountingBucket, server: Server
+) -> None:
+    # Given the default single-PUT size: 3 parts in flight of 5 MiB, 15 MiB
+    copier = ResultCopier(bucket, _fetcher(server), part_bytes=PART, parts_in_flight=3)
+    for size in (12 * MiB + 5, 15 * MiB):
+        body = _video(size, salt=size)
+        server.bodies["https://cdn.example/v.mp4"] = body
+        # When a video of 12 MiB, then one of exactly 15 MiB, is copied
+        record = copier.copy("https://cdn.example/v.mp4", f"tasks/{size}/output-0")
+        # Then each is one PutObject, with the whole object's SHA-256 as its checksum: no multipart
+        assert bucket.puts[-1] == (record.key, True) and bucket.sent == []
+        assert record.completed and record.upload_id is None and record.sha256 == hashlib.sha256(body).hexdigest()
+        assert stored(record.key) == body and copier.last.parts_uploaded == 1
+        head = boto3.client("s3").head_object(Bucket="results", Key=record.key)
+        assert "-" not in head["ETag"] and head["Metadata"]["sha256"] == record.sha256
+    # And one byte more is multipart: the three held parts, then the fourth
+    body = _video(15 * MiB + 1, salt=7)
+    server.bodies["https://cdn.example/v.mp4"] = body
+    record = copier.copy("https://cdn.example/v.mp4", "tasks/big/output-0")
+    assert sorted(bucket.sent) == [1, 2, 3, 4] and all(bucket.checksums_match) and len(bucket.puts) == 2
+    assert stored(record.key) == body and record.sha256 == hashlib.sha256(body).hexdigest()
+    assert s3_state()[1] == []
+
+
+def test_part_body_reads_several_buffers_as_one_without_copying_them() -> None:
+    views = [memoryview(b"abc"), memoryview(b""), memoryview(b"defg")]
+    body = PartBody(*views)
+    assert len(body) == 7
+    assert [bytes(body.read(2)), bytes(body.read(2)), bytes(body.read(10)), bytes(body.read(1))] == [
+        b"ab",
+        b"c",
+        b"defg",
+        b"",
+    ]
+    body.seek(2)
+    assert body.read() == b"cdefg" and body.tell() == 7
+    body.seek(-3, 2)
+    assert bytes(body.read(3)) == b"efg"
 
 
 def test_a_second_multipart_completion_of_an_existing_key_is_a_no_op(copier: ResultCopier, server: Server) -> None:

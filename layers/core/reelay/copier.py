@@ -9,6 +9,11 @@ SHA-256 is updated with each chunk as it arrives; each part's own SHA-256 is com
 upload thread and sent as ``ChecksumSHA256`` (S3 verifies it). hashlib releases the GIL on
 large buffers, so hashing overlaps the network on both sides.
 
+An output of at most ``parts_in_flight`` parts (32 MiB by default) is one ``PutObject`` of the
+buffers read so far, its checksum the whole object's SHA-256: one PUT-class request instead of
+a create, its parts and a completion. Those buffers are the ones the pipeline would hold anyway;
+a longer output sends them as its first parts.
+
 Resume: the upload id, key, part size and the source's ETag and length are recorded (via
 ``on_started``) before the first part is sent. A later attempt asks S3 which parts exist
 (``ListParts``), then requests the source with ``Range: bytes=0-`` and ``If-Range: <etag>``:
@@ -24,8 +29,10 @@ A retryable failure leaves the upload open for the next attempt; only the caller
 from __future__ import annotations
 
 import base64
+import bisect
 import contextvars
 import hashlib
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -65,11 +72,18 @@ class ResultCopier:
         *,
         part_bytes: int = 8 * MiB,
         parts_in_flight: int = 4,
+        single_put_bytes: int | None = None,
     ) -> None:
         self._bucket = bucket
         self._fetcher = fetcher
         self._part_bytes = part_bytes
         self._in_flight = max(1, parts_in_flight)
+        # An output up to this size is one PutObject, not a create, its parts and a completion
+        # (4 PUT-class requests for a 16 MiB video where 1 does): as many whole parts as are in
+        # flight by default, so the parts held before anything is sent are buffers the pipeline
+        # would hold anyway, and memory stays (parts_in_flight + 1) * part_bytes.
+        default = self._in_flight * part_bytes
+        self._single_put_parts = max(1, (default if single_put_bytes is None else single_put_bytes) // part_bytes)
         self.last = CopyStats()
 
     def copy(
@@ -135,24 +149,33 @@ class ResultCopier:
         if not ended:
             more, ended = _fill(memoryview(first)[filled:], chunks, sha)
             filled += more
+        held = [(first, filled)]
+        # Whole parts are held, up to the single-PUT size, before anything is sent.
+        while complete and not ended and len(held) < self._single_put_parts:
+            buffer = bytearray(self._part_bytes)
+            got, ended = _fill(memoryview(buffer), chunks, sha)
+            if got:
+                held.append((buffer, got))
+        if complete and not ended:
+            ended = chunks.at_end()  # exactly the single-PUT size, or more
         if ended and complete:
-            # Small output: one PUT of the one buffer.
-            _check_length(filled, length)
-            view = memoryview(first)[:filled]
-            digest = sha.hexdigest()
+            # An output up to the single-PUT size: one PUT of the held buffers, its checksum the
+            # whole object's SHA-256 (already computed).
+            size = sum(n for _, n in held)
+            _check_length(size, length)
             self._bucket.put(
                 record.key,
-                PartBody(view),
+                PartBody(*(memoryview(b)[:n] for b, n in held)),
                 content_type=kind,
-                metadata={"sha256": digest},
-                checksum_sha256=_b64sha(view),
+                metadata={"sha256": sha.hexdigest()},
+                checksum_sha256=base64.b64encode(sha.digest()).decode(),
             )
             self.last.parts_uploaded = 1
-            return record.model_copy(update={"bytes": filled, "sha256": digest, "completed": True})
+            return record.model_copy(update={"bytes": size, "sha256": sha.hexdigest(), "completed": True})
         record.upload_id = self._bucket.start_multipart(record.key, content_type=kind, metadata={})
         if on_started is not None:
             on_started(record)
-        return self._pipeline(record, chunks, sha, first=(first, filled, ended), skip=[], complete=complete)
+        return self._pipeline(record, chunks, sha, first=held, first_ended=ended, skip=[], complete=complete)
 
     def _resume(
         self,
@@ -201,7 +224,7 @@ class ResultCopier:
                 return restarted
             self.last.resumed = True
             return self._pipeline(
-                record, _Pushback(body.chunks()), hashlib.sha256(), first=None, skip=done, complete=complete
+                record, _Pushback(body.chunks()), hashlib.sha256(), first=[], skip=done, complete=complete
             )
         finally:
             body.close()
@@ -214,11 +237,15 @@ class ResultCopier:
         chunks: Iterator[bytes],
         sha: Any,
         *,
-        first: tuple[bytearray, int, bool] | None,
+        first: list[tuple[bytearray, int]],
+        first_ended: bool = False,
         skip: list[dict[str, Any]],
         complete: bool,
     ) -> OutputUpload:
-        """Upload the rest of the stream as parts, ``parts_in_flight`` at a time; the finished record."""
+        """Upload the rest of the stream as parts, ``parts_in_flight`` at a time; the finished record.
+
+        ``first`` are parts already read (buffer, bytes), sent first; ``first_ended`` says the
+        stream ended with the last of them."""
         assert record.upload_id is not None
         upload_id = record.upload_id
         size = 0
@@ -240,9 +267,9 @@ class ResultCopier:
         with ThreadPoolExecutor(max_workers=self._in_flight, thread_name_prefix="part") as pool:
             try:
                 while not ended:
-                    if first is not None:
-                        buffer, filled, ended = first
-                        first = None
+                    if first:
+                        buffer, filled = first.pop(0)
+                        ended = first_ended and not first
                     else:
                         buffer = self._buffer(free, pending, parts)
                         filled, ended = _fill(memoryview(buffer), chunks, sha)
@@ -382,6 +409,16 @@ class _Pushback(Iterator[bytes]):
     def push(self, rest: memoryview) -> None:
         self._back = rest
 
+    def at_end(self) -> bool:
+        """Whether no chunk is left (a chunk read to find out is put back)."""
+        if self._back is not None:
+            return False
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return True
+        self._back = memoryview(chunk)
+        return False
+
     def __next__(self) -> bytes:
         if self._back is not None:
             back, self._back = self._back, None
@@ -390,34 +427,45 @@ class _Pushback(Iterator[bytes]):
 
 
 class PartBody:
-    """A part's bytes as the file object botocore wants, reading out of the part's buffer without a copy.
+    """A body's bytes (one buffer or several, in order) as the file object botocore wants,
+    read out of the buffers without a copy.
 
     botocore takes bytes, a bytearray or a file as a body, not a memoryview; slicing the
-    buffer into bytes would copy every part. ``read`` hands out memoryview slices, which the
-    HTTP layer sends as they are (``socket.sendall`` takes any buffer).
+    buffers into bytes would copy every part. ``read`` hands out memoryview slices (within one
+    buffer at a time), which the HTTP layer sends as they are (``socket.sendall`` takes any buffer).
     """
 
-    def __init__(self, view: memoryview) -> None:
-        self._view = view
+    def __init__(self, *views: memoryview) -> None:
+        self._views = [v for v in views if len(v)]
+        self._starts = list(itertools.accumulate((len(v) for v in self._views), initial=0))
+        self._size = self._starts[-1]
         self._pos = 0
 
     def __len__(self) -> int:
-        return len(self._view)
+        return self._size
 
     def read(self, size: int = -1) -> bytes | memoryview:
         if size is None or size < 0:
             # Only a whole-body read copies (moto's in-process mock does it; the HTTP path reads in blocks).
-            rest = self._view[self._pos :].tobytes()
-            self._pos = len(self._view)
+            rest = b"".join(self._rest())
+            self._pos = self._size
             return rest
-        end = min(len(self._view), self._pos + size)
-        chunk = self._view[self._pos : end]
-        self._pos = end
+        if self._pos >= self._size or size == 0:
+            return b""
+        index = bisect.bisect_right(self._starts, self._pos) - 1
+        offset = self._pos - self._starts[index]
+        chunk = self._views[index][offset : offset + size]
+        self._pos += len(chunk)
         return chunk
 
+    def _rest(self) -> Iterator[memoryview]:
+        for view, start in zip(self._views, self._starts, strict=False):
+            if start + len(view) > self._pos:
+                yield view[max(0, self._pos - start) :]
+
     def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: len(self._view)}[whence]
-        self._pos = max(0, min(len(self._view), base + offset))
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, min(self._size, base + offset))
         return self._pos
 
     def tell(self) -> int:
