@@ -54,6 +54,7 @@ class Server:
         self.redirects: dict[str, str] = {}
         self.status: dict[str, int] = {}
         self.no_ranges: set[str] = set()
+        self.no_length: set[str] = set()  # answered without Content-Length (chunked)
         self.seen: list[httpx.Request] = []
 
     def handler(self, request: httpx.Request) -> httpx.Response:
@@ -74,7 +75,8 @@ class Server:
         if wanted and url not in self.no_ranges and (if_range is None or if_range == etag):
             start, status = int(wanted.split("=")[1].split("-")[0]), 206
             headers["content-range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
-        headers["content-length"] = str(len(body) - start)
+        if url not in self.no_length:
+            headers["content-length"] = str(len(body) - start)
         cut = self.truncate.get(url, len(body))
 
         def stream() -> Iterator[bytes]:
@@ -191,11 +193,15 @@ def test_small_result_is_one_conditional_put(copier: ResultCopier, server: Serve
     assert stored(record.key) == _video(1000)
 
 
+@pytest.mark.parametrize("length_known", [True, False])
 def test_an_output_up_to_the_parts_in_flight_is_one_put_of_the_held_parts(
-    bucket: CountingBucket, server: Server
+    bucket: CountingBucket, server: Server, length_known: bool
 ) -> None:
-    # Given the default single-PUT size: 3 parts in flight of 5 MiB, 15 MiB
+    # Given the default single-PUT size: 3 parts in flight of 5 MiB, 15 MiB; a source that says
+    # its length, or one that does not (then the parts are held until the stream ends or passes it)
     copier = ResultCopier(bucket, _fetcher(server), part_bytes=PART, parts_in_flight=3)
+    if not length_known:
+        server.no_length.add("https://cdn.example/v.mp4")
     for size in (12 * MiB + 5, 15 * MiB):
         body = _video(size, salt=size)
         server.bodies["https://cdn.example/v.mp4"] = body

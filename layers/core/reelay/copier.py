@@ -12,7 +12,8 @@ large buffers, so hashing overlaps the network on both sides.
 An output of at most ``parts_in_flight`` parts (32 MiB by default) is one ``PutObject`` of the
 buffers read so far, its checksum the whole object's SHA-256: one PUT-class request instead of
 a create, its parts and a completion. Those buffers are the ones the pipeline would hold anyway;
-a longer output sends them as its first parts.
+an output of unknown length that turns out longer sends them as its first parts, and one whose
+``Content-Length`` is longer is pipelined from its first part.
 
 Resume: the upload id, key, part size and the source's ETag and length are recorded (via
 ``on_started``) before the first part is sent. A later attempt asks S3 which parts exist
@@ -150,13 +151,16 @@ class ResultCopier:
             more, ended = _fill(memoryview(first)[filled:], chunks, sha)
             filled += more
         held = [(first, filled)]
-        # Whole parts are held, up to the single-PUT size, before anything is sent.
-        while complete and not ended and len(held) < self._single_put_parts:
+        # Whole parts are held, up to the single-PUT size, before anything is sent; not when the
+        # length says the output is longer (the pipeline starts at once, uploads overlapping the
+        # download from the first part on).
+        single = complete and (length is None or length <= self._single_put_parts * self._part_bytes)
+        while single and not ended and len(held) < self._single_put_parts:
             buffer = bytearray(self._part_bytes)
             got, ended = _fill(memoryview(buffer), chunks, sha)
             if got:
                 held.append((buffer, got))
-        if complete and not ended:
+        if single and not ended:
             ended = chunks.at_end()  # exactly the single-PUT size, or more
         if ended and complete:
             # An output up to the single-PUT size: one PUT of the held buffers, its checksum the
