@@ -15,6 +15,9 @@ takes over moto's Lambda execution so that everything moto itself invokes (Step 
   match on.
 - ``LambdaFunction.invoke`` with ``InvocationType=Event`` is queued and answered at once, as
   Lambda does, instead of running inside the caller's request.
+
+Lambda's payload quotas hold for every invocation: an event over 6 MB is refused before the
+handler runs (``RequestTooLarge``), an answer over 6 MB fails it (``Function.ResponseSizeTooLarge``).
 """
 
 from __future__ import annotations
@@ -301,9 +304,9 @@ class FunctionRuntime:
         is raised here, as Lambda ends the invocation with ``Sandbox.Timedout``.
         """
         loaded = self._find(function)
-        encoded = json.dumps(event, separators=(",", ":"))
-        if len(encoded.encode()) > REQUEST_MAX_BYTES:
-            raise RequestTooLarge(len(encoded.encode()))
+        encoded = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        if _utf8_size(encoded) > REQUEST_MAX_BYTES:
+            raise RequestTooLarge(_utf8_size(encoded))
         payload = json.loads(encoded)
         context = LambdaContext(loaded.spec)
         outcome: dict[str, Any] = {}
@@ -333,11 +336,11 @@ class FunctionRuntime:
             error = outcome.pop("error")
             raise error
         try:
-            answer = json.dumps(outcome.get("result"), separators=(",", ":"))
+            answer = json.dumps(outcome.get("result"), separators=(",", ":"), ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise MarshalError(f"{loaded.spec.logical_id} returned a value that is not JSON: {exc}") from exc
-        if len(answer.encode()) > RESPONSE_MAX_BYTES:
-            raise ResponseTooLarge(len(answer.encode()))
+        if _utf8_size(answer) > RESPONSE_MAX_BYTES:
+            raise ResponseTooLarge(_utf8_size(answer))
         return json.loads(answer)
 
     def _stop_timed_out(self, spec: FunctionSpec, thread: threading.Thread, running: _InHandler) -> None:
@@ -510,6 +513,11 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
         "requestId": str(uuid.uuid4()),
         "stackTrace": traceback.format_tb(exc.__traceback__),
     }
+
+
+def _utf8_size(text: str) -> int:
+    """The bytes of a payload's JSON as sent, in UTF-8 (an unpaired surrogate, which UTF-8 cannot carry, as 3)."""
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _error_type(exc: BaseException) -> str:
