@@ -21,7 +21,9 @@ its administration at ``/_reelay/keys`` (loopback only, :mod:`reelay_local.local
 Payload quotas as deployed: a body over the HTTP API's 10 MB is a 413 before anything runs; an
 event over Lambda's 6 MB (``lambda_runtime.REQUEST_MAX_BYTES``: a binary body counts base64-encoded)
 is a 413 ``{"message":"Request Too Long"}`` without the function running; an answer over Lambda's
-6 MB fails the invocation, a 500.
+6 MB fails the invocation, a 500. An integration that has not answered within its timeout
+(``timeoutInMillis``, at most and by default 30 s) is a 503 ``{"message":"Service Unavailable"}``;
+the function runs on.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ _VARIABLE = re.compile(r"^\{([^}]+?)(\+?)\}$")
 # An HTTP API's payload quota; below it, Lambda's own (``lambda_runtime.REQUEST_MAX_BYTES``, on
 # the event with the body base64-encoded when binary) refuses the invocation.
 BODY_MAX_BYTES = 10 * 1024 * 1024
+# An HTTP API ends an integration after its timeout, at most 30 s: the client gets a 503 while the
+# function runs on to its own timeout.
+INTEGRATION_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ class Route:
     """The JWT authorizer the route's ``security`` names, if any."""
     lambda_authorizer: LambdaAuthorizerConfig | None = None
     """The Lambda authorizer the route's ``security`` names, if any."""
+    timeout: float = INTEGRATION_TIMEOUT_SECONDS
+    """The integration's timeout (``timeoutInMillis``; an HTTP API's is at most 30 s)."""
 
     @property
     def route_key(self) -> str:
@@ -164,6 +171,8 @@ def routes_from_body(
             ]
             authorizer = next((authorizers[n] for n in named if n in authorizers), None)
             by_lambda = next((lambda_authorizers[n] for n in named if n in lambda_authorizers), None)
+            millis = integration.get("timeoutInMillis")
+            timeout = min(INTEGRATION_TIMEOUT_SECONDS, float(millis) / 1000) if millis else INTEGRATION_TIMEOUT_SECONDS
             routes.append(
                 Route(
                     api=api,
@@ -173,6 +182,7 @@ def routes_from_body(
                     stage=stage,
                     authorizer=authorizer,
                     lambda_authorizer=by_lambda,
+                    timeout=timeout,
                 )
             )
     return routes
@@ -254,7 +264,10 @@ class Gateway:
                 return _json_response(decision.status, {"message": MESSAGES[decision.status]})
             event["requestContext"]["authorizer"] = decision.context
         try:
-            result = self._invoke(route.function, event)
+            result = self._invoke_within(route, event)
+        except _IntegrationTimedOut:
+            LOG.warning("%s %s -> %s: no answer within %.1f s", request.method, path, route.function, route.timeout)
+            return _json_response(503, {"message": "Service Unavailable"})
         except RequestTooLarge as exc:  # Lambda refused the event: the function never ran
             LOG.warning("%s %s -> %s: %s", request.method, path, route.function, exc)
             return _json_response(413, {"message": "Request Too Long"})
@@ -264,6 +277,26 @@ class Gateway:
         response = _response_from_result(result)
         response.headers["apigw-requestid"] = event["requestContext"]["requestId"]
         return response
+
+    def _invoke_within(self, route: Route, event: dict[str, Any]) -> Any:
+        """The function's answer, or ``_IntegrationTimedOut`` past the route's integration timeout
+        (the invocation runs on in its thread, as Lambda's does)."""
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["result"] = self._invoke(route.function, event)
+            except BaseException as exc:  # handed to the waiting request below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=run, name=f"gateway-{route.function}", daemon=True)
+        thread.start()
+        thread.join(route.timeout)
+        if thread.is_alive():
+            raise _IntegrationTimedOut(route.timeout)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("result")
 
     def _issuer_answer(self, request: Request, issuer: LocalJwtIssuer) -> Response:
         """The local issuer's endpoints: discovery, keys, and token issuance (loopback callers only)."""
@@ -335,6 +368,10 @@ class Gateway:
                 event["body"] = base64.b64encode(body).decode("ascii")
                 event["isBase64Encoded"] = True
         return event
+
+
+class _IntegrationTimedOut(Exception):
+    """The integration gave no answer within its timeout."""
 
 
 def _response_from_result(result: Any) -> Response:

@@ -112,6 +112,7 @@ Resources:
         Special: {Type: HttpApi, Properties: {Path: /items/special, Method: GET}}
         Files: {Type: HttpApi, Properties: {Path: "/files/{proxy+}", Method: ANY}}
         Behaviour: {Type: HttpApi, Properties: {Path: "/behaviour/{kind}", Method: GET}}
+        Hurried: {Type: HttpApi, Properties: {Path: "/hurried/{kind}", Method: GET, TimeoutInMillis: 200}}
   WorkerFunction:
     Type: AWS::Serverless::Function
     Properties:
@@ -518,6 +519,20 @@ class TestFixtureApplication:
         # An answer over Lambda's 6 MB fails the invocation: a 500
         huge = httpx.get(f"{url}/behaviour/huge")
         assert (huge.status_code, huge.json()) == (500, {"message": "Internal Server Error"})
+
+    def test_gateway_ends_an_integration_at_its_timeout(self, fixture_stack: LocalStack) -> None:
+        url = fixture_stack.api_url
+        # Given a route whose integration times out after 200 ms (TimeoutInMillis), 30 s for the others
+        hurried = next(r for r in fixture_stack.routes if r.path == "/hurried/{kind}")
+        assert hurried.timeout == 0.2
+        assert {r.timeout for r in fixture_stack.routes if r.path != "/hurried/{kind}"} == {30.0}
+        # When its function takes half a second, the client gets API Gateway's 503 at 200 ms
+        started = time.monotonic()
+        late = httpx.get(f"{url}/hurried/slow")
+        assert (late.status_code, late.json()) == (503, {"message": "Service Unavailable"})
+        assert time.monotonic() - started < 0.45
+        # And an answer in time comes through
+        assert httpx.get(f"{url}/hurried/plain").json() == {"plain": True}
 
     def test_gateway_serves_concurrent_requests(self, fixture_stack: LocalStack) -> None:
         # Given a route whose handler takes half a second
