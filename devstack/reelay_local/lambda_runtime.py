@@ -305,8 +305,8 @@ class FunctionRuntime:
         """
         loaded = self._find(function)
         encoded = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-        if _utf8_size(encoded) > REQUEST_MAX_BYTES:
-            raise RequestTooLarge(_utf8_size(encoded))
+        if (size := _utf8_size(encoded)) > REQUEST_MAX_BYTES:
+            raise RequestTooLarge(size)
         payload = json.loads(encoded)
         context = LambdaContext(loaded.spec)
         outcome: dict[str, Any] = {}
@@ -339,8 +339,8 @@ class FunctionRuntime:
             answer = json.dumps(outcome.get("result"), separators=(",", ":"), ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise MarshalError(f"{loaded.spec.logical_id} returned a value that is not JSON: {exc}") from exc
-        if _utf8_size(answer) > RESPONSE_MAX_BYTES:
-            raise ResponseTooLarge(_utf8_size(answer))
+        if (size := _utf8_size(answer)) > RESPONSE_MAX_BYTES:
+            raise ResponseTooLarge(size)
         return json.loads(answer)
 
     def _stop_timed_out(self, spec: FunctionSpec, thread: threading.Thread, running: _InHandler) -> None:
